@@ -1,0 +1,1 @@
+//! Data in: NPY, EDF, NWB/HDF5 readers and writers, binning, dataset manifests, simulators.

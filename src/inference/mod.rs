@@ -1,0 +1,1 @@
+//! Variational SMC: proposals, resampling, filtering ELBO and its gradient (SPEC §2).

@@ -1,0 +1,3 @@
+fn main() {
+    println!("lowrank-smc {}", env!("CARGO_PKG_VERSION"));
+}

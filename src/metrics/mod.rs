@@ -1,0 +1,1 @@
+//! Evaluation metrics: D_stsp, D_H, spike statistics, NLB scores (SPEC §3).

@@ -1,0 +1,1 @@
+//! The pipeline engine: config, DAG, cache and lock file, executor.

@@ -1,0 +1,1 @@
+//! Figures (plotters, bundled font).

@@ -1,0 +1,1 @@
+//! Stage kinds: each implements the pipeline `Stage` trait.
