@@ -1,1 +1,7 @@
 //! The stochastic low-rank RNN, its observation models and the CNN encoder (SPEC §1, §2.9).
+
+pub mod real;
+pub mod sequences;
+
+pub use real::Real;
+pub use sequences::Sequences;
