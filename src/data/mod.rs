@@ -1,1 +1,2 @@
 //! Data in: NPY, EDF, NWB/HDF5 readers and writers, binning, dataset manifests, simulators.
+pub mod simulate;
