@@ -188,7 +188,12 @@ fn least_squares_converges_to_the_ols_solution() {
     .unwrap();
     assert_eq!(outcome.termination, TerminationReason::MaxEpochs);
     assert_eq!(losses.len(), 150);
-    assert!(losses[149] < 0.1 * losses[0], "{} → {}", losses[0], losses[149]);
+    assert!(
+        losses[149] < 0.1 * losses[0],
+        "{} → {}",
+        losses[0],
+        losses[149]
+    );
     // Minibatch (window) noise at the final lr 2e-3 leaves the iterate within ~1e-2 of the optimum.
     for (i, (p, o)) in outcome.state.params[..3].iter().zip(optimum).enumerate() {
         assert!((p - o).abs() < 2e-2, "param {i}: {p} vs OLS {o}");
@@ -197,7 +202,11 @@ fn least_squares_converges_to_the_ols_solution() {
     let last = outcome.state.records.last().unwrap();
     assert_eq!(last.diagnostic("abs_w0"), Some(last.diagnostics[0].1));
     // The last epoch ran at lr_end/γ; the decay then reached lr_end.
-    assert!((outcome.state.lr - 0.002).abs() < 1e-12, "{}", outcome.state.lr);
+    assert!(
+        (outcome.state.lr - 0.002).abs() < 1e-12,
+        "{}",
+        outcome.state.lr
+    );
     assert!((last.lr * outcome.state.decay.gamma - 0.002).abs() < 1e-12);
 }
 
@@ -413,7 +422,14 @@ fn early_stopping_by_patience_and_by_diagnostic() {
     let (objective, source) = plateau();
     let mut config = TrainConfig::new(100, 3, 1e-3, 1e-4, 0);
     config.patience = Some(4);
-    let outcome = train(&objective, &source, &config, vec![0.0], RunOptions::default()).unwrap();
+    let outcome = train(
+        &objective,
+        &source,
+        &config,
+        vec![0.0],
+        RunOptions::default(),
+    )
+    .unwrap();
     // Epoch 0 sets the best loss; epochs 1..=4 do not improve on it.
     assert_eq!(outcome.state.records.len(), 5);
     assert_eq!(
@@ -430,7 +446,14 @@ fn early_stopping_by_patience_and_by_diagnostic() {
         threshold: 0.2,
         every_epochs: 2,
     });
-    let outcome = train(&objective, &source, &config, vec![0.0], RunOptions::default()).unwrap();
+    let outcome = train(
+        &objective,
+        &source,
+        &config,
+        vec![0.0],
+        RunOptions::default(),
+    )
+    .unwrap();
     // 1/(e+1) < 0.2 first at e = 5, which is also a check epoch ((5+1) % 2 == 0).
     assert_eq!(outcome.state.records.len(), 6);
     assert!(matches!(
@@ -450,7 +473,14 @@ fn particle_schedule_reaches_the_objective() {
         end: 16,
         epochs: 3,
     });
-    let outcome = train(&objective, &source, &config, vec![0.0], RunOptions::default()).unwrap();
+    let outcome = train(
+        &objective,
+        &source,
+        &config,
+        vec![0.0],
+        RunOptions::default(),
+    )
+    .unwrap();
     let ks: Vec<f64> = outcome
         .state
         .records
@@ -464,14 +494,35 @@ fn particle_schedule_reaches_the_objective() {
 fn bad_settings_and_objective_errors_are_reported() {
     let (objective, source) = plateau();
     let mut config = TrainConfig::new(5, 0, 1e-3, 1e-4, 0);
-    let err = train(&objective, &source, &config, vec![0.0], RunOptions::default()).unwrap_err();
+    let err = train(
+        &objective,
+        &source,
+        &config,
+        vec![0.0],
+        RunOptions::default(),
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("`batch_size`"), "{err}");
     config.batch_size = 2;
     config.lr = f64::NAN;
-    let err = train(&objective, &source, &config, vec![0.0], RunOptions::default()).unwrap_err();
+    let err = train(
+        &objective,
+        &source,
+        &config,
+        vec![0.0],
+        RunOptions::default(),
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("`lr`"), "{err}");
     config.lr = 1e-3;
-    let err = train(&objective, &source, &config, vec![0.0; 2], RunOptions::default()).unwrap_err();
+    let err = train(
+        &objective,
+        &source,
+        &config,
+        vec![0.0; 2],
+        RunOptions::default(),
+    )
+    .unwrap_err();
     assert!(matches!(err, TrainError::Params { .. }), "{err}");
     assert!(err.to_string().contains("theta"), "{err}");
 
