@@ -631,3 +631,43 @@ fn early_stop(config: &TrainConfig, state: &TrainState, record: &EpochRecord) ->
     }
     None
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_parses_with_reference_defaults_and_rejects_unknown_fields() {
+        let config: TrainConfig = serde_json::from_str(
+            r#"{"n_epochs": 1500, "batch_size": 10, "lr": 1e-3, "lr_end": 1e-6, "seed": 1}"#,
+        )
+        .unwrap();
+        assert_eq!(config, TrainConfig::new(1500, 10, 1e-3, 1e-6, 1));
+        assert_eq!(config.radam, RAdamConfig::default());
+        assert!(config.validate().is_ok());
+        let err = serde_json::from_str::<TrainConfig>(
+            r#"{"n_epochs": 1, "batch_size": 1, "lr": 1, "lr_end": 1, "seed": 1, "lr_decay": 2}"#,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("lr_decay"), "{err}");
+        let mut bad = config.clone();
+        bad.radam.beta2 = 1.0;
+        let err = bad.validate().unwrap_err().to_string();
+        assert!(err.contains("radam.beta2"), "{err}");
+    }
+
+    #[test]
+    fn termination_reasons_serialise_for_the_checkpoint() {
+        let reason = TerminationReason::Diverged {
+            epoch: 3,
+            batch: 2,
+            what: "loss is NaN".into(),
+        };
+        let json = serde_json::to_string(&reason).unwrap();
+        assert_eq!(
+            serde_json::from_str::<TerminationReason>(&json).unwrap(),
+            reason
+        );
+        assert!(reason.text().contains("epoch 3, batch 2"));
+    }
+}
