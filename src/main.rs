@@ -251,7 +251,14 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Dag { pipeline, dot } => {
             let dag = try_load!(&pipeline, &registry);
-            print!("{}", if dot { render_dot(&dag) } else { render_tree(&dag) });
+            print!(
+                "{}",
+                if dot {
+                    render_dot(&dag)
+                } else {
+                    render_tree(&dag)
+                }
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Show { stage, pipeline } => {
@@ -360,62 +367,55 @@ fn run_bench(area: &str, registry: &Registry) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `dag` as a text tree: each root, then what reads from it; shared stages print once.
 fn render_tree(dag: &Dag) -> String {
-    let down = dag.downstream();
-    let mut out = String::new();
-    let mut printed = BTreeSet::new();
-    fn walk(
-        dag: &Dag,
-        down: &[Vec<usize>],
-        i: usize,
-        prefix: &str,
-        last: bool,
-        root: bool,
-        printed: &mut BTreeSet<usize>,
-        out: &mut String,
-    ) {
-        let stage = &dag.stages[i];
-        let branch = if root {
-            ""
-        } else if last {
-            "└── "
-        } else {
-            "├── "
-        };
-        let seen = !printed.insert(i);
-        out.push_str(&format!(
-            "{prefix}{branch}{} ({}){}\n",
-            stage.name,
-            stage.kind,
-            if seen { " …see above" } else { "" }
-        ));
-        if seen {
-            return;
-        }
-        let child_prefix = if root {
-            String::new()
-        } else {
-            format!("{prefix}{}", if last { "    " } else { "│   " })
-        };
-        for (n, &child) in down[i].iter().enumerate() {
-            walk(
-                dag,
-                down,
-                child,
-                &child_prefix,
-                n + 1 == down[i].len(),
-                false,
-                printed,
-                out,
-            );
+    struct Tree<'a> {
+        dag: &'a Dag,
+        down: Vec<Vec<usize>>,
+        printed: BTreeSet<usize>,
+        out: String,
+    }
+    impl Tree<'_> {
+        /// `branch` is `None` for a root, else whether this is its parent's last child.
+        fn walk(&mut self, i: usize, prefix: &str, branch: Option<bool>) {
+            let stage = &self.dag.stages[i];
+            let connector = match branch {
+                None => "",
+                Some(true) => "└── ",
+                Some(false) => "├── ",
+            };
+            let seen = !self.printed.insert(i);
+            self.out.push_str(&format!(
+                "{prefix}{connector}{} ({}){}\n",
+                stage.name,
+                stage.kind,
+                if seen { " …see above" } else { "" }
+            ));
+            if seen {
+                return;
+            }
+            let child_prefix = match branch {
+                None => String::new(),
+                Some(last) => format!("{prefix}{}", if last { "    " } else { "│   " }),
+            };
+            let children = self.down[i].clone();
+            for (n, &child) in children.iter().enumerate() {
+                self.walk(child, &child_prefix, Some(n + 1 == children.len()));
+            }
         }
     }
+    let mut tree = Tree {
+        dag,
+        down: dag.downstream(),
+        printed: BTreeSet::new(),
+        out: String::new(),
+    };
     for (i, stage) in dag.stages.iter().enumerate() {
         if stage.upstream.is_empty() {
-            walk(dag, &down, i, "", true, true, &mut printed, &mut out);
+            tree.walk(i, "", None);
         }
     }
-    out
+    tree.out
 }
 
 fn render_dot(dag: &Dag) -> String {
@@ -473,7 +473,11 @@ fn show(dag: &Dag, name: &str) -> anyhow::Result<ExitCode> {
     println!(
         "defined:  {}{}",
         stage.origin.file.display(),
-        stage.origin.line.map(|l| format!(":{l}")).unwrap_or_default()
+        stage
+            .origin
+            .line
+            .map(|l| format!(":{l}"))
+            .unwrap_or_default()
     );
     println!("profile:  {}", dag.profile);
     println!(
@@ -525,7 +529,11 @@ fn show(dag: &Dag, name: &str) -> anyhow::Result<ExitCode> {
     }
     match entry {
         Some(entry) => {
-            println!("last run: key {} in {:.3} s", entry.key.short(), entry.duration_secs);
+            println!(
+                "last run: key {} in {:.3} s",
+                entry.key.short(),
+                entry.duration_secs
+            );
             for (k, v) in &entry.summary {
                 println!("  {k}: {v}");
             }

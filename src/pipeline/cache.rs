@@ -89,10 +89,7 @@ pub fn canonical_json(value: &Value) -> String {
 }
 
 /// The key of `stage` given the content hashes of its inputs.
-pub fn stage_key(
-    stage: &PlannedStage,
-    inputs: &BTreeMap<String, Vec<InputRecord>>,
-) -> StageKey {
+pub fn stage_key(stage: &PlannedStage, inputs: &BTreeMap<String, Vec<InputRecord>>) -> StageKey {
     let input_hashes: BTreeMap<&String, Vec<&str>> = inputs
         .iter()
         .map(|(name, records)| (name, records.iter().map(|r| r.hash.0.as_str()).collect()))
@@ -237,7 +234,13 @@ impl Store {
         std::fs::create_dir_all(&tmp)?;
         let safe: String = stage
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .collect();
         let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
         let dir = tmp.join(format!("{safe}.{}.{n}", std::process::id()));
@@ -569,7 +572,33 @@ pub fn differences(
             entry.inputs.keys().chain(inputs.keys()).collect();
         for name in names {
             let (o, n) = (entry.inputs.get(name), inputs.get(name));
-            if o != n {
+            if o == n {
+                continue;
+            }
+            let same_sources = match (o, n) {
+                (Some(o), Some(n)) => {
+                    o.len() == n.len() && o.iter().zip(n).all(|(a, b)| a.source == b.source)
+                }
+                _ => false,
+            };
+            if let (true, Some(o), Some(n)) = (same_sources, o, n) {
+                // Same files, new content: name only the files that changed.
+                let changed: Vec<(&InputRecord, &InputRecord)> =
+                    o.iter().zip(n).filter(|(a, b)| a.hash != b.hash).collect();
+                let old: Vec<String> = changed
+                    .iter()
+                    .map(|(a, _)| format!("{}@{}", a.source, a.hash.short()))
+                    .collect();
+                let new: Vec<String> = changed
+                    .iter()
+                    .map(|(_, b)| b.hash.short().to_string())
+                    .collect();
+                reasons.push(StaleReason::InputChanged {
+                    name: name.clone(),
+                    old: Some(old.join(", ")),
+                    new: Some(new.join(", ")),
+                });
+            } else {
                 reasons.push(StaleReason::InputChanged {
                     name: name.clone(),
                     old: o.map(|r| describe_inputs(r)),
@@ -715,13 +744,19 @@ mod tests {
     #[test]
     fn key_ignores_key_order_but_not_values() {
         let inputs = BTreeMap::new();
-        let a = stage_key(&stage(serde_json::json!({"x": 1, "y": {"b": 2, "a": 3}})), &inputs);
+        let a = stage_key(
+            &stage(serde_json::json!({"x": 1, "y": {"b": 2, "a": 3}})),
+            &inputs,
+        );
         let mut reordered = serde_json::Map::new();
         reordered.insert("y".into(), serde_json::json!({"a": 3, "b": 2}));
         reordered.insert("x".into(), Value::from(1));
         let b = stage_key(&stage(Value::Object(reordered)), &inputs);
         assert_eq!(a, b);
-        let c = stage_key(&stage(serde_json::json!({"x": 2, "y": {"b": 2, "a": 3}})), &inputs);
+        let c = stage_key(
+            &stage(serde_json::json!({"x": 2, "y": {"b": 2, "a": 3}})),
+            &inputs,
+        );
         assert_ne!(a, c);
         assert_eq!(a.0.len(), 64);
     }

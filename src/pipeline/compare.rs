@@ -153,16 +153,16 @@ impl KeyedTable {
 
     /// From a reference-table YAML file.
     pub fn from_reference(path: &Path, label: &str) -> Result<Self, CompareError> {
-        let text = std::fs::read_to_string(path).map_err(|_| CompareError::NotFound(label.into()))?;
+        let text =
+            std::fs::read_to_string(path).map_err(|_| CompareError::NotFound(label.into()))?;
         let bad = |field: String, message: String| CompareError::Reference {
             path: path.to_path_buf(),
             field,
             message,
         };
-        let parsed: ReferenceFile = serde_path_to_error::deserialize(
-            serde_yaml_ng::Deserializer::from_str(&text),
-        )
-        .map_err(|e| bad(e.path().to_string(), e.into_inner().to_string()))?;
+        let parsed: ReferenceFile =
+            serde_path_to_error::deserialize(serde_yaml_ng::Deserializer::from_str(&text))
+                .map_err(|e| bad(e.path().to_string(), e.into_inner().to_string()))?;
         let _ = (&parsed.description, &parsed.source);
         let mut keyed = KeyedTable {
             label: label.to_string(),
@@ -288,11 +288,24 @@ pub struct Comparison {
     pub only_right: Vec<String>,
 }
 
-fn verdict(a: f64, b: f64, err_a: Option<f64>, err_b: Option<f64>, tol: &Tolerance) -> (f64, &'static str) {
+fn verdict(
+    a: f64,
+    b: f64,
+    err_a: Option<f64>,
+    err_b: Option<f64>,
+    tol: &Tolerance,
+) -> (f64, &'static str) {
     let combined = (err_a.unwrap_or(0.0).powi(2) + err_b.unwrap_or(0.0).powi(2)).sqrt();
     let tolerance = (tol.rtol * b.abs()).max(tol.atol).max(combined);
     if a.is_nan() || b.is_nan() {
-        return (tolerance, if a.is_nan() && b.is_nan() { "match" } else { "differs" });
+        return (
+            tolerance,
+            if a.is_nan() && b.is_nan() {
+                "match"
+            } else {
+                "differs"
+            },
+        );
     }
     let diff = (a - b).abs();
     let verdict = if diff <= 1e-12 * a.abs().max(b.abs()) {
@@ -313,7 +326,11 @@ fn render_keys(keys: &BTreeMap<String, String>) -> String {
 }
 
 /// Compare `left` with `right`.
-pub fn compare(left: &KeyedTable, right: &KeyedTable, tolerance: Tolerance) -> Result<Comparison, CompareError> {
+pub fn compare(
+    left: &KeyedTable,
+    right: &KeyedTable,
+    tolerance: Tolerance,
+) -> Result<Comparison, CompareError> {
     let join_on: Vec<String> = left
         .key_columns
         .iter()
@@ -333,7 +350,11 @@ pub fn compare(left: &KeyedTable, right: &KeyedTable, tolerance: Tolerance) -> R
                 right: right.rows.len(),
             });
         }
-        left.rows.iter().zip(&right.rows).map(|(a, b)| (Some(a), Some(b))).collect()
+        left.rows
+            .iter()
+            .zip(&right.rows)
+            .map(|(a, b)| (Some(a), Some(b)))
+            .collect()
     } else {
         let mut pairs = Vec::new();
         let mut used = vec![false; right.rows.len()];
@@ -367,8 +388,14 @@ pub fn compare(left: &KeyedTable, right: &KeyedTable, tolerance: Tolerance) -> R
         match (a, b) {
             (Some(a), Some(b)) => {
                 let keys = project(a);
-                for column in left.value_columns.iter().filter(|c| right.value_columns.contains(c)) {
-                    let (Some(&(va, ea)), Some(&(vb, eb))) = (a.values.get(column), b.values.get(column)) else {
+                for column in left
+                    .value_columns
+                    .iter()
+                    .filter(|c| right.value_columns.contains(c))
+                {
+                    let (Some(&(va, ea)), Some(&(vb, eb))) =
+                        (a.values.get(column), b.values.get(column))
+                    else {
                         continue;
                     };
                     let (tol, verdict) = verdict(va, vb, ea, eb, &tolerance);
@@ -408,10 +435,18 @@ impl Comparison {
             self.tolerance.atol
         );
         if !self.only_left.is_empty() {
-            line.push_str(&format!("; only in {}: {}", self.left, self.only_left.join("; ")));
+            line.push_str(&format!(
+                "; only in {}: {}",
+                self.left,
+                self.only_left.join("; ")
+            ));
         }
         if !self.only_right.is_empty() {
-            line.push_str(&format!("; only in {}: {}", self.right, self.only_right.join("; ")));
+            line.push_str(&format!(
+                "; only in {}: {}",
+                self.right,
+                self.only_right.join("; ")
+            ));
         }
         line
     }
@@ -419,9 +454,16 @@ impl Comparison {
     fn header(&self) -> Vec<String> {
         let mut header = self.join_on.clone();
         header.extend(
-            ["column", &self.left, &self.right, "difference", "tolerance", "verdict"]
-                .iter()
-                .map(|s| s.to_string()),
+            [
+                "column",
+                &self.left,
+                &self.right,
+                "difference",
+                "tolerance",
+                "verdict",
+            ]
+            .iter()
+            .map(|s| s.to_string()),
         );
         header
     }
@@ -452,7 +494,13 @@ impl Comparison {
         let mut out = format!("| {} |\n", header.join(" | "));
         let n_keys = self.join_on.len();
         let align: Vec<&str> = (0..header.len())
-            .map(|i| if i > n_keys && i < header.len() - 1 { "---:" } else { "---" })
+            .map(|i| {
+                if i > n_keys && i < header.len() - 1 {
+                    "---:"
+                } else {
+                    "---"
+                }
+            })
             .collect();
         out.push_str(&format!("| {} |\n", align.join(" | ")));
         for row in self.cells() {
@@ -509,8 +557,11 @@ mod tests {
         let right = load_side(&reference.to_string_lossy(), dir.path())?;
         let cmp = compare(&left, &right, Tolerance::default())?;
         assert_eq!(cmp.join_on, ["dataset"]);
-        let verdicts: Vec<(&str, &str)> =
-            cmp.values.iter().map(|v| (v.column.as_str(), v.verdict)).collect();
+        let verdicts: Vec<(&str, &str)> = cmp
+            .values
+            .iter()
+            .map(|v| (v.column.as_str(), v.verdict))
+            .collect();
         assert_eq!(verdicts, [("d", "match"), ("e", "within tolerance")]);
         assert_eq!(cmp.only_left, ["dataset=rat"]);
         assert_eq!(cmp.only_right, ["dataset=hpc"]);
@@ -530,7 +581,9 @@ mod tests {
         let dir = tempfile::tempdir()?;
         let path = dir.path().join("r.yaml");
         std::fs::write(&path, "rows:\n  - {dataset: eeg, d: [1]}\n")?;
-        let err = KeyedTable::from_reference(&path, "r").unwrap_err().to_string();
+        let err = KeyedTable::from_reference(&path, "r")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("rows[0].d"), "{err}");
         Ok(())
     }

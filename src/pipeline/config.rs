@@ -196,13 +196,27 @@ pub struct RawPipeline {
 }
 
 /// Parse YAML `text` of `file` into `T`, with the field path and line in the error.
-pub fn parse_yaml<T: for<'de> Deserialize<'de>>(text: &str, file: &Path) -> Result<T, ConfigProblem> {
+pub fn parse_yaml<T: for<'de> Deserialize<'de>>(
+    text: &str,
+    file: &Path,
+) -> Result<T, ConfigProblem> {
     let deserializer = serde_yaml_ng::Deserializer::from_str(text);
     serde_path_to_error::deserialize(deserializer).map_err(|err| {
+        // serde_path_to_error writes `?` for a position it could not name.
         let field = err.path().to_string();
+        let field = field
+            .trim_end_matches(".?")
+            .trim_end_matches('?')
+            .to_string();
         let inner = err.into_inner();
         let line = inner.location().map(|l| l.line());
         let mut message = inner.to_string();
+        // serde_yaml_ng starts with the path ("stages[0]: …"); the field is shown already.
+        if let Some((head, tail)) = message.split_once(": ") {
+            if !head.contains([' ', '`']) {
+                message = tail.to_string();
+            }
+        }
         // serde_yaml_ng appends " at line L column C"; the line is shown in front already.
         if let Some(pos) = message.find(" at line ") {
             message.truncate(pos);
@@ -213,7 +227,11 @@ pub fn parse_yaml<T: for<'de> Deserialize<'de>>(text: &str, file: &Path) -> Resu
         ConfigProblem {
             file: file.to_path_buf(),
             line,
-            field: if field == "." { String::new() } else { field },
+            field: if field == "." || field.is_empty() {
+                String::new()
+            } else {
+                field
+            },
             message,
         }
     })
@@ -226,16 +244,22 @@ pub fn relative_to(path: &Path, root: &Path) -> PathBuf {
         .unwrap_or_else(|_| path.to_path_buf())
 }
 
-/// Find the 1-based line of `name: <stage>` in `text`.
+/// Find the 1-based line of `name: <stage>` in `text` (block or flow style).
 fn find_stage_line(text: &str, stage: &str) -> Option<usize> {
-    text.lines().position(|line| {
-        let trimmed = line.trim_start().trim_start_matches("- ").trim_start();
-        trimmed
-            .strip_prefix("name:")
-            .map(|rest| rest.trim().trim_matches(|c| c == '"' || c == '\'') == stage)
-            .unwrap_or(false)
-    })
-    .map(|i| i + 1)
+    let names_stage = |line: &str| {
+        line.match_indices("name:").any(|(at, _)| {
+            let before = line[..at].chars().last();
+            if !matches!(before, None | Some(' ' | '{' | '-' | ',')) {
+                return false;
+            }
+            let rest = line[at + "name:".len()..].trim_start();
+            let rest = rest.strip_prefix(['"', '\'']).unwrap_or(rest);
+            rest.strip_prefix(stage)
+                .map(|after| after.is_empty() || after.starts_with([',', '}', ' ', '"', '\'', '#']))
+                .unwrap_or(false)
+        })
+    };
+    text.lines().position(names_stage).map(|i| i + 1)
 }
 
 /// Read the top-level file and every included file; collect all parse problems.
@@ -265,9 +289,8 @@ pub fn read_pipeline(pipeline_path: &Path) -> Result<RawPipeline, ConfigError> {
             ),
         )
     })?;
-    let top: PipelineFile = parse_yaml(&text, &shown_top).map_err(|p| ConfigError {
-        problems: vec![p],
-    })?;
+    let top: PipelineFile =
+        parse_yaml(&text, &shown_top).map_err(|p| ConfigError { problems: vec![p] })?;
     let mut files = vec![(shown_top.clone(), text, top.clone())];
     for (i, pattern) in top.include.iter().enumerate() {
         let full = root.join(pattern);
@@ -371,9 +394,10 @@ mod tests {
 
     #[test]
     fn stage_line_is_found() {
-        let text = "stages:\n  - name: a\n  - kind: x\n    name: \"b\"\n";
+        let text = "stages:\n  - name: a\n  - kind: x\n    name: \"b\"\n  - {name: c, kind: y}\n";
         assert_eq!(find_stage_line(text, "a"), Some(2));
+        assert_eq!(find_stage_line(text, "c"), Some(5));
         assert_eq!(find_stage_line(text, "b"), Some(4));
-        assert_eq!(find_stage_line(text, "c"), None);
+        assert_eq!(find_stage_line(text, "d"), None);
     }
 }

@@ -208,7 +208,8 @@ struct DatasetPath {
 /// Read, expand and resolve `pipeline_path` under `profile`; every problem is reported at once.
 pub fn load(pipeline_path: &Path, profile: &str, registry: &Registry) -> Result<Dag, ConfigError> {
     let raw = read_pipeline(pipeline_path)?;
-    let expanded = expand(&raw, profile, DEFAULT_PROFILE).map_err(|problems| ConfigError { problems })?;
+    let expanded =
+        expand(&raw, profile, DEFAULT_PROFILE).map_err(|problems| ConfigError { problems })?;
     resolve(&raw.root, pipeline_path, profile, expanded, registry)
         .map_err(|problems| ConfigError { problems })
 }
@@ -296,7 +297,10 @@ pub fn resolve(
                 };
                 problems.push(stage.origin.problem(
                     &field,
-                    format!("{} (stage `{}`, kind `{}`)", err.message, stage.name, stage.kind),
+                    format!(
+                        "{} (stage `{}`, kind `{}`)",
+                        err.message, stage.name, stage.kind
+                    ),
                 ));
                 planned.push(None);
                 continue;
@@ -317,7 +321,11 @@ pub fn resolve(
                         "kind `{}` has no output `{name}` (hint: its outputs are {}; `outputs:` \
                          may only rename them)",
                         stage.kind,
-                        if declared.is_empty() { "none".into() } else { declared.join(", ") }
+                        if declared.is_empty() {
+                            "none".into()
+                        } else {
+                            declared.join(", ")
+                        }
                     ),
                 ));
                 continue;
@@ -484,15 +492,18 @@ fn check_expected_inputs(
                 format!(
                     "kind `{}` reads no input `{input}` (hint: its inputs are {})",
                     stage.kind,
-                    if names.is_empty() { "none".into() } else { names.join(", ") }
+                    if names.is_empty() {
+                        "none".into()
+                    } else {
+                        names.join(", ")
+                    }
                 ),
             )),
-            Some(spec) if !spec.many && (refs.len() != 1 || refs[0].contains("[*]")) => {
-                problems.push(stage.origin.problem(
+            Some(spec) if !spec.many && (refs.len() != 1 || refs[0].contains("[*]")) => problems
+                .push(stage.origin.problem(
                     &format!("inputs.{input}"),
                     format!("input `{input}` takes exactly one file"),
-                ))
-            }
+                )),
             Some(_) => {}
         }
     }
@@ -545,26 +556,30 @@ fn resolve_ref(
              `dataset:<id>` or `file:<path>`)"
         ));
     };
-    let targets: Vec<usize> = if let Some(base) = stage_ref.strip_suffix("[*]") {
-        by_base.get(base).cloned().unwrap_or_default()
-    } else if let Some(&i) = index.get(stage_ref) {
-        vec![i]
-    } else if let Some(all) = by_base.get(stage_ref) {
-        if all.len() > 1 {
-            return Err(format!(
+    let targets: Vec<usize> =
+        if let Some(base) = stage_ref.strip_suffix("[*]") {
+            by_base.get(base).cloned().unwrap_or_default()
+        } else if let Some(&i) = index.get(stage_ref) {
+            vec![i]
+        } else if let Some(all) = by_base.get(stage_ref) {
+            if all.len() > 1 {
+                return Err(format!(
                 "`{stage_ref}` has {} expansions (hint: name one, e.g. `{}:{output}`, or take all \
                  with `{stage_ref}[*]:{output}`)",
                 all.len(),
                 planned[all[0]].as_ref().map(|p| p.name.as_str()).unwrap_or(stage_ref)
             ));
-        }
-        all.clone()
-    } else {
-        vec![]
-    };
+            }
+            all.clone()
+        } else {
+            vec![]
+        };
     if targets.is_empty() {
         let base = stage_ref.strip_suffix("[*]").unwrap_or(stage_ref);
-        let known = index.keys().map(String::as_str).chain(by_base.keys().copied());
+        let known = index
+            .keys()
+            .map(String::as_str)
+            .chain(by_base.keys().copied());
         return Err(format!(
             "missing input: no stage `{base}`{}",
             suggestion(base, known)
@@ -573,13 +588,19 @@ fn resolve_ref(
     let mut sources = Vec::new();
     for target in targets {
         // A target whose kind failed to resolve has already been reported.
-        let Some(plan) = &planned[target] else { continue };
+        let Some(plan) = &planned[target] else {
+            continue;
+        };
         if !plan.outputs.contains_key(output) {
             let outs: Vec<&str> = plan.outputs.keys().map(String::as_str).collect();
             return Err(format!(
                 "stage `{}` has no output `{output}` (hint: its outputs are {})",
                 plan.name,
-                if outs.is_empty() { "none".into() } else { outs.join(", ") }
+                if outs.is_empty() {
+                    "none".into()
+                } else {
+                    outs.join(", ")
+                }
             ));
         }
         sources.push(InputSource::Stage {
@@ -657,7 +678,11 @@ fn topological_order(stages: &[PlannedStage]) -> Result<Vec<usize>, Vec<usize>> 
     let mut seen_at: HashMap<usize, usize> = HashMap::from([(start, 0)]);
     let mut current = start;
     loop {
-        let Some(&next) = stages[current].upstream.iter().find(|u| leftover.contains(u)) else {
+        let Some(&next) = stages[current]
+            .upstream
+            .iter()
+            .find(|u| leftover.contains(u))
+        else {
             return Err(path);
         };
         if let Some(&pos) = seen_at.get(&next) {
@@ -755,7 +780,9 @@ stages:
         .unwrap_err();
         assert_eq!(problems.len(), 1);
         assert!(
-            problems[0].message.starts_with("dependency cycle: a → b → c → a"),
+            problems[0]
+                .message
+                .starts_with("dependency cycle: a → b → c → a"),
             "{}",
             problems[0].message
         );
@@ -819,9 +846,18 @@ stages:
   - {name: eeg.eval, kind: echo, inputs: {x: "eeg.fit:out"}}
 "#)
         .unwrap_or_else(|e| panic!("{e:?}"));
-        assert_eq!(dag.select(&["eeg.fit".into()], false), Ok(BTreeSet::from([1])));
-        assert_eq!(dag.select(&["eeg.fit".into()], true), Ok(BTreeSet::from([1, 2])));
-        assert_eq!(dag.select(&["*.bin".into()], false), Ok(BTreeSet::from([0])));
+        assert_eq!(
+            dag.select(&["eeg.fit".into()], false),
+            Ok(BTreeSet::from([1]))
+        );
+        assert_eq!(
+            dag.select(&["eeg.fit".into()], true),
+            Ok(BTreeSet::from([1, 2]))
+        );
+        assert_eq!(
+            dag.select(&["*.bin".into()], false),
+            Ok(BTreeSet::from([0]))
+        );
         assert!(dag
             .select(&["eeg.fti".into()], false)
             .unwrap_err()

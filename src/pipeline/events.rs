@@ -190,7 +190,10 @@ impl<W: Write> Reporter for PlainReporter<W> {
                 format!("[skipped]  {stage}: {reason}")
             }
             EventKind::Restored => format!("[restored] {stage}: outputs taken from the run cache"),
-            EventKind::Started { threads } => format!("[running]  {stage} ({threads} threads)"),
+            EventKind::Started { threads } => format!(
+                "[running]  {stage} ({threads} thread{})",
+                if *threads == 1 { "" } else { "s" }
+            ),
             EventKind::Progress {
                 position,
                 total,

@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use super::cache::{assess, Action, Freshness, RunEntry, StageKey, StoredOutput, Store};
+use super::cache::{assess, Action, Freshness, RunEntry, StageKey, Store, StoredOutput};
 use super::dag::{Dag, InputSource, PlannedStage};
 use super::events::{EventKind, Reporter, RunSummary, SkipReason, StageEvent};
 use super::hash::FileHashCache;
@@ -122,7 +122,10 @@ enum State {
 }
 
 /// The stages a run touches: the selection, plus everything upstream of it.
-fn effective_set(dag: &Dag, options: &RunOptions) -> Result<(BTreeSet<usize>, BTreeSet<usize>), EngineError> {
+fn effective_set(
+    dag: &Dag,
+    options: &RunOptions,
+) -> Result<(BTreeSet<usize>, BTreeSet<usize>), EngineError> {
     if options.stages.is_empty() {
         let all: BTreeSet<usize> = (0..dag.stages.len()).collect();
         return Ok((all.clone(), all));
@@ -154,7 +157,9 @@ pub fn run(
     let lock_file = lock_path(dag);
 
     if options.dry_run {
-        return Ok(dry_run(dag, &store, &lock_file, &selected, &needed, options, reporter)?);
+        return dry_run(
+            dag, &store, &lock_file, &selected, &needed, options, reporter,
+        );
     }
 
     let (_guard, _) = ProjectLock::acquire(store.state_dir(), |pid| {
@@ -225,7 +230,14 @@ fn dry_run(
         }
         let inputs = input_records(dag, stage, &known, &mut memo);
         let force = options.force && selected.contains(&i);
-        let verdict = assess(stage, inputs, lock.stages.get(&stage.name), store, &mut memo, force);
+        let verdict = assess(
+            stage,
+            inputs,
+            lock.stages.get(&stage.name),
+            store,
+            &mut memo,
+            force,
+        );
         known[i] = known_outputs(stage, &verdict.action, &lock);
         let kind = match &verdict.action {
             Action::UpToDate => EventKind::Skipped {
@@ -242,7 +254,10 @@ fn dry_run(
                 Action::Restore(_) => "would restore from the run cache".into(),
                 _ => "would run".into(),
             });
-            reporter.event(&StageEvent::now(&stage.name, EventKind::Planned { reasons }));
+            reporter.event(&StageEvent::now(
+                &stage.name,
+                EventKind::Planned { reasons },
+            ));
         }
         summary.record(&kind);
     }
@@ -348,7 +363,9 @@ impl Executor<'_> {
                     self.states[i] = State::Running;
                     let stage = &dag.stages[i];
                     self.emit(reporter, &stage.name, EventKind::Started { threads: share });
-                    let key = self.keys[i].clone().unwrap_or_else(|| StageKey(String::new()));
+                    let key = self.keys[i]
+                        .clone()
+                        .unwrap_or_else(|| StageKey(String::new()));
                     let inputs = self.input_paths(i);
                     let sender = sender.clone();
                     scope.spawn(move || {
@@ -363,9 +380,8 @@ impl Executor<'_> {
                 }
 
                 if running == 0 {
-                    let progress_possible = (0..dag.stages.len()).any(|i| {
-                        self.states[i] == State::Pending && self.needed.contains(&i)
-                    });
+                    let progress_possible = (0..dag.stages.len())
+                        .any(|i| self.states[i] == State::Pending && self.needed.contains(&i));
                     if queue.is_empty() && !progress_possible {
                         break;
                     }
@@ -439,13 +455,24 @@ impl Executor<'_> {
                 );
             }
             Action::Restore(run) => {
-                let key = verdict.key.clone().unwrap_or_else(|| StageKey(String::new()));
-                match self.record_outputs(i, key, &run.outputs, run.duration_secs, run.summary.clone()) {
+                let key = verdict
+                    .key
+                    .clone()
+                    .unwrap_or_else(|| StageKey(String::new()));
+                match self.record_outputs(
+                    i,
+                    key,
+                    &run.outputs,
+                    run.duration_secs,
+                    run.summary.clone(),
+                ) {
                     Ok(()) => {
                         self.states[i] = State::Done;
                         self.emit(reporter, &stage.name, EventKind::Restored);
                     }
-                    Err(err) => self.fail(i, format!("restoring from the run cache: {err}"), reporter),
+                    Err(err) => {
+                        self.fail(i, format!("restoring from the run cache: {err}"), reporter)
+                    }
                 }
             }
             Action::Run => {
@@ -470,9 +497,9 @@ impl Executor<'_> {
                 let paths = sources
                     .iter()
                     .filter_map(|source| match source {
-                        InputSource::Stage { stage: up, output } => {
-                            dag.stages[*up].output_path(output).map(|p| dag.root.join(p))
-                        }
+                        InputSource::Stage { stage: up, output } => dag.stages[*up]
+                            .output_path(output)
+                            .map(|p| dag.root.join(p)),
                         InputSource::Dataset { path, .. } | InputSource::File { path } => {
                             Some(dag.root.join(path))
                         }
@@ -496,7 +523,9 @@ impl Executor<'_> {
         let stage = &dag.stages[i];
         let mut records = BTreeMap::new();
         for (name, stored) in outputs {
-            let Some(path) = stage.output_path(name) else { continue };
+            let Some(path) = stage.output_path(name) else {
+                continue;
+            };
             self.store
                 .materialize(&stored.hash, &dag.root.join(&path), self.memo)
                 .map_err(|e| format!("writing `{}`: {e}", path.display()))?;

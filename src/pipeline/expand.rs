@@ -110,7 +110,10 @@ pub fn expand(
                 .inputs
                 .iter()
                 .map(|(k, refs): (&String, &InputRefs)| {
-                    (k.clone(), refs.refs().into_iter().map(substitute_str).collect())
+                    (
+                        k.clone(),
+                        refs.refs().into_iter().map(substitute_str).collect(),
+                    )
                 })
                 .collect();
             let outputs = def
@@ -182,10 +185,7 @@ fn matrix_combinations(
     for (axis, spec) in &def.matrix {
         let field = format!("matrix.{axis}");
         if axis.is_empty() || !axis.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            return Err(origin.problem(
-                &field,
-                "axis names may use letters, digits and `_` only",
-            ));
+            return Err(origin.problem(&field, "axis names may use letters, digits and `_` only"));
         }
         let values = axis_values(spec).map_err(|msg| origin.problem(&field, msg))?;
         if values.is_empty() {
@@ -237,9 +237,11 @@ fn axis_values(spec: &Value) -> Result<Vec<Value>, String> {
             }
             Value::String(_) | Value::Number(_) | Value::Bool(_) => values.push(item.clone()),
             _ => {
-                return Err("matrix values must be scalars (numbers, strings, booleans) or \
+                return Err(
+                    "matrix values must be scalars (numbers, strings, booleans) or \
                             a range `a..b`"
-                    .into())
+                        .into(),
+                )
             }
         }
     }
@@ -273,7 +275,9 @@ fn substitute_value(value: &Value, combo: &[(String, Value)]) -> Value {
             }
             Value::String(substitute_text(s, combo))
         }
-        Value::Array(items) => Value::Array(items.iter().map(|v| substitute_value(v, combo)).collect()),
+        Value::Array(items) => {
+            Value::Array(items.iter().map(|v| substitute_value(v, combo)).collect())
+        }
         Value::Object(map) => Value::Object(
             map.iter()
                 .map(|(k, v)| (k.clone(), substitute_value(v, combo)))
@@ -372,7 +376,10 @@ stages:
         assert_eq!(paper.len(), quick.len());
         assert_eq!(paper[0].params["epochs"], Value::from(100));
         assert_eq!(quick[0].params["epochs"], Value::from(2));
-        assert_eq!(quick[1].params["opt"], serde_json::json!({"lr": 0.5, "beta": 0.9}));
+        assert_eq!(
+            quick[1].params["opt"],
+            serde_json::json!({"lr": 0.5, "beta": 0.9})
+        );
     }
 
     #[test]

@@ -24,11 +24,13 @@ pub struct GcReport {
 
 impl std::fmt::Display for GcReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let plural =
+            |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
         write!(
             f,
-            "{} run-cache entries and {} objects ({:.1} MB)",
-            self.runs,
-            self.objects,
+            "{} and {} ({:.1} MB)",
+            plural(self.runs, "run-cache entry", "run-cache entries"),
+            plural(self.objects, "object", "objects"),
             self.bytes as f64 / 1e6
         )
     }

@@ -119,8 +119,7 @@ impl LockFile {
     /// The lock as text (pretty JSON, keys sorted, trailing newline).
     pub fn to_text(&self) -> String {
         let value = serde_json::to_value(self).unwrap_or(Value::Null);
-        let mut text =
-            serde_json::to_string_pretty(&canonical_value(&value)).unwrap_or_default();
+        let mut text = serde_json::to_string_pretty(&canonical_value(&value)).unwrap_or_default();
         text.push('\n');
         text
     }

@@ -23,7 +23,7 @@ pub mod project_lock;
 pub mod stage;
 pub mod table;
 
-pub use cache::{Freshness, StaleReason, StageKey};
+pub use cache::{Freshness, StageKey, StaleReason};
 pub use dag::{load, Dag, PlannedStage, DEFAULT_PROFILE};
 pub use events::{RunSummary, StageEvent};
 pub use executor::{run, RunOptions};

@@ -129,7 +129,14 @@ pub fn status(
     let mut statuses = Vec::with_capacity(dag.stages.len());
     for (i, stage) in dag.stages.iter().enumerate() {
         let inputs = input_records(dag, stage, &known, memo);
-        let verdict = assess(stage, inputs, lock.stages.get(&stage.name), store, memo, false);
+        let verdict = assess(
+            stage,
+            inputs,
+            lock.stages.get(&stage.name),
+            store,
+            memo,
+            false,
+        );
         known[i] = known_outputs(stage, &verdict.action, lock);
         statuses.push(StageStatus {
             stage: stage.name.clone(),

@@ -110,7 +110,9 @@ mod tests {
         let holder = rx.recv_timeout(std::time::Duration::from_secs(10));
         assert_eq!(holder, Ok(Some(std::process::id())));
         drop(first);
-        let waited = waiter.join().map_err(|_| std::io::Error::other("panicked"))??;
+        let waited = waiter
+            .join()
+            .map_err(|_| std::io::Error::other("panicked"))??;
         assert_eq!(waited, LockWait::Waited(Some(std::process::id())));
         Ok(())
     }

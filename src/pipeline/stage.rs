@@ -567,10 +567,9 @@ mod tests {
         let err = canonical_params::<Params>(&serde_json::json!({"optimizer": {"lr": "fast"}}))
             .unwrap_err();
         assert_eq!(err.path, "optimizer.lr");
-        let err = canonical_params::<Params>(
-            &serde_json::json!({"optimizer": {"lr": 0.1}, "epoch": 3}),
-        )
-        .unwrap_err();
+        let err =
+            canonical_params::<Params>(&serde_json::json!({"optimizer": {"lr": 0.1}, "epoch": 3}))
+                .unwrap_err();
         assert!(err.message.contains("unknown field `epoch`"), "{err}");
     }
 

@@ -20,9 +20,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow_array::{
-    Array, ArrayRef, BooleanArray, Float32Array, Float64Array, Int16Array, Int32Array,
-    Int64Array, Int8Array, LargeStringArray, RecordBatch, StringArray, UInt16Array, UInt32Array,
-    UInt8Array,
+    Array, ArrayRef, BooleanArray, Float32Array, Float64Array, Int16Array, Int32Array, Int64Array,
+    Int8Array, LargeStringArray, RecordBatch, StringArray, UInt16Array, UInt32Array, UInt8Array,
 };
 use arrow_schema::{DataType, Field, Schema};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -213,12 +212,20 @@ impl Table {
         Self::default()
     }
     /// Append a column (builder style).
-    pub fn with(mut self, name: impl Into<String>, column: impl Into<Column>) -> Result<Self, TableError> {
+    pub fn with(
+        mut self,
+        name: impl Into<String>,
+        column: impl Into<Column>,
+    ) -> Result<Self, TableError> {
         self.push(name, column)?;
         Ok(self)
     }
     /// Append a column.
-    pub fn push(&mut self, name: impl Into<String>, column: impl Into<Column>) -> Result<(), TableError> {
+    pub fn push(
+        &mut self,
+        name: impl Into<String>,
+        column: impl Into<Column>,
+    ) -> Result<(), TableError> {
         let name = name.into();
         let column = column.into();
         if self.columns.iter().any(|(n, _)| *n == name) {
@@ -392,7 +399,12 @@ impl Table {
     }
 }
 
-fn append(column: &mut Column, array: &dyn Array, path: &Path, name: &str) -> Result<(), TableError> {
+fn append(
+    column: &mut Column,
+    array: &dyn Array,
+    path: &Path,
+    name: &str,
+) -> Result<(), TableError> {
     let any = array.as_any();
     let nulls = || TableError::Nulls {
         path: path.to_path_buf(),
@@ -416,7 +428,16 @@ fn append(column: &mut Column, array: &dyn Array, path: &Path, name: &str) -> Re
             }
         }
         Column::I64(v) => {
-            ints!(v, Int64Array, Int32Array, Int16Array, Int8Array, UInt32Array, UInt16Array, UInt8Array);
+            ints!(
+                v,
+                Int64Array,
+                Int32Array,
+                Int16Array,
+                Int8Array,
+                UInt32Array,
+                UInt16Array,
+                UInt8Array
+            );
         }
         Column::Str(v) => {
             if array.null_count() > 0 {
@@ -485,7 +506,14 @@ mod tests {
         let err = Table::new()
             .with("a", vec![1.0])
             .and_then(|t| t.with("b", vec![1.0, 2.0]));
-        assert!(matches!(err, Err(TableError::Length { got: 2, expected: 1, .. })));
+        assert!(matches!(
+            err,
+            Err(TableError::Length {
+                got: 2,
+                expected: 1,
+                ..
+            })
+        ));
         let err = Table::new()
             .with("a", vec![1.0])
             .and_then(|t| t.with("a", vec![2.0]));

@@ -52,7 +52,13 @@ pub struct CommandStage;
 /// `name` as an environment-variable suffix.
 fn env_name(name: &str) -> String {
     name.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 
@@ -107,10 +113,12 @@ impl Stage for CommandStage {
         }
         if let Some(dir) = &parsed.workdir {
             let path = std::path::Path::new(dir);
-            if !path
-                .components()
-                .all(|c| matches!(c, std::path::Component::Normal(_) | std::path::Component::CurDir))
-            {
+            if !path.components().all(|c| {
+                matches!(
+                    c,
+                    std::path::Component::Normal(_) | std::path::Component::CurDir
+                )
+            }) {
                 return Err(ParamError::new(
                     "workdir",
                     "must be relative to the project root, without `..`",
@@ -173,7 +181,6 @@ impl Stage for CommandStage {
                 });
             }
         }
-        ctx.progress().message(format!("sh -c {}", params.cmd));
         let mut child = command
             .spawn()
             .map_err(|e| StageError::with_source("cannot start `sh`", e))?;
@@ -237,7 +244,9 @@ mod tests {
     #[test]
     fn params_are_checked() {
         let stage = CommandStage;
-        assert!(stage.check_params(&serde_json::json!({"cmd": "true"})).is_ok());
+        assert!(stage
+            .check_params(&serde_json::json!({"cmd": "true"}))
+            .is_ok());
         let err = stage
             .check_params(&serde_json::json!({"cmd": "true", "env": {"A": [1]}}))
             .unwrap_err();
@@ -286,8 +295,13 @@ mod tests {
     #[test]
     fn failure_carries_the_stderr_tail() {
         let dir = tempfile::tempdir().ok();
-        let dir = dir.as_ref().map(|d| d.path()).unwrap_or(std::path::Path::new("/tmp"));
-        let err = run_in(dir, "echo boom >&2; exit 3").unwrap_err().to_string();
+        let dir = dir
+            .as_ref()
+            .map(|d| d.path())
+            .unwrap_or(std::path::Path::new("/tmp"));
+        let err = run_in(dir, "echo boom >&2; exit 3")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("exited with status 3"), "{err}");
         assert!(err.ends_with("boom"), "{err}");
     }
