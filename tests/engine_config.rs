@@ -310,3 +310,29 @@ fn kinds_lists_the_registry() {
     assert_eq!(ran.code, 0);
     assert!(ran.stdout.starts_with("command"), "{}", ran.stdout);
 }
+
+#[test]
+fn bench_engine_prints_one_line_per_case() {
+    let project = Project::new(CHAIN);
+    let ran = project.run(&["bench", "engine"]);
+    assert_eq!(ran.code, 0, "{}", ran.text());
+    let lines: Vec<&str> = ran.stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{}", ran.stdout);
+    assert!(
+        lines[1].starts_with("engine: cached no-op run, 200 stages: "),
+        "{}",
+        ran.stdout
+    );
+    assert!(
+        lines.iter().all(|l| l.ends_with("× goal)")),
+        "{}",
+        ran.stdout
+    );
+    let other = project.run(&["bench", "train"]);
+    assert_eq!(other.code, 2);
+    assert!(
+        other.stderr.contains("not available in this build yet"),
+        "{}",
+        other.stderr
+    );
+}
