@@ -216,6 +216,13 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                     Box::new(PlainReporter::new(std::io::stdout(), verbose))
                 };
             match lowrank_smc::pipeline::run(&dag, &registry, &options, reporter.as_mut()) {
+                Ok(plan) if options.dry_run => {
+                    println!(
+                        "dry run: {} would run, {} would be restored from the run cache, {} up to date",
+                        plan.ran, plan.restored, plan.up_to_date
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
                 Ok(summary) if summary.success() => Ok(ExitCode::SUCCESS),
                 Ok(_) => Ok(ExitCode::from(EXIT_FAILED)),
                 Err(EngineError::Selection(message)) => {

@@ -144,6 +144,13 @@ fn dry_run_changes_nothing() {
         "{}",
         dry.stdout
     );
+    assert!(
+        dry.stdout.ends_with(
+            "dry run: 4 would run, 0 would be restored from the run cache, 0 up to date\n"
+        ),
+        "{}",
+        dry.stdout
+    );
     assert_eq!(project.counts(&ALL), [0, 0, 0, 0]);
     assert!(!project.path("pipeline.lock").exists());
 }

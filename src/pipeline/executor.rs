@@ -261,7 +261,7 @@ fn dry_run(
         }
         summary.record(&kind);
     }
-    reporter.finish(&summary);
+    // No `reporter.finish`: nothing ran; the caller words the summary as a plan.
     Ok(summary)
 }
 
