@@ -1,3 +1,551 @@
-fn main() {
-    println!("lowrank-smc {}", env!("CARGO_PKG_VERSION"));
+//! `lowrank-smc`: the command line. Thin by design: parse flags, call the library, render,
+//! choose the exit code (0 ok, 1 a stage failed or something is stale with `status --check`,
+//! 2 bad usage or configuration).
+
+use std::collections::BTreeSet;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+
+use lowrank_smc::pipeline::cache::Store;
+use lowrank_smc::pipeline::compare::{compare, load_side, Tolerance};
+use lowrank_smc::pipeline::dag::{Dag, InputSource, DEFAULT_PROFILE};
+use lowrank_smc::pipeline::events::{BarReporter, PlainReporter, Reporter};
+use lowrank_smc::pipeline::executor::{default_jobs, lock_path, EngineError, RunOptions};
+use lowrank_smc::pipeline::hash::FileHashCache;
+use lowrank_smc::pipeline::lockfile::LockFile;
+use lowrank_smc::pipeline::plan::{render_status, status};
+use lowrank_smc::pipeline::project_lock::ProjectLock;
+use lowrank_smc::pipeline::stage::Registry;
+use lowrank_smc::pipeline::{bench, gc};
+
+/// Exit code: a stage failed (or `status --check` found stale stages).
+const EXIT_FAILED: u8 = 1;
+/// Exit code: bad usage or configuration.
+const EXIT_USAGE: u8 = 2;
+
+#[derive(Parser)]
+#[command(
+    name = "lowrank-smc",
+    version,
+    about = "Fit stochastic low-rank RNNs to neural data with variational SMC, as a cached pipeline"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args)]
+struct PipelineArgs {
+    /// The pipeline file; its directory is the project root.
+    #[arg(default_value = "pipeline.yaml")]
+    pipeline: PathBuf,
+    /// Param profile (e.g. `quick`, `paper`).
+    #[arg(long, default_value = DEFAULT_PROFILE)]
+    profile: String,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run every stale stage (or the selected ones), reusing cached results.
+    Run {
+        #[command(flatten)]
+        pipeline: PipelineArgs,
+        /// Stage name or glob to run (repeatable); stale upstream stages it needs run too.
+        #[arg(long = "stage", value_name = "NAME|GLOB")]
+        stages: Vec<String>,
+        /// Also run everything downstream of the selected stages.
+        #[arg(long, requires = "stages")]
+        downstream: bool,
+        /// Recompute the selected stages (all if none selected) even when up to date.
+        #[arg(long)]
+        force: bool,
+        /// Thread budget shared by parallel stages and their own threads [default: cores].
+        #[arg(long, short = 'j', value_parser = clap::value_parser!(u32).range(1..))]
+        jobs: Option<u32>,
+        /// Say what would run, and why, without running anything.
+        #[arg(long)]
+        dry_run: bool,
+        /// After a failure, keep running stages that do not depend on it.
+        #[arg(long)]
+        keep_going: bool,
+        /// Plain log lines even on a terminal.
+        #[arg(long)]
+        no_progress: bool,
+        /// Also list stages that are up to date.
+        #[arg(long, short)]
+        verbose: bool,
+    },
+    /// Which stages are stale, and why.
+    Status {
+        #[command(flatten)]
+        pipeline: PipelineArgs,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+        /// Exit with status 1 when any stage is stale.
+        #[arg(long)]
+        check: bool,
+        /// Also list up-to-date stages.
+        #[arg(long, short)]
+        verbose: bool,
+    },
+    /// The stage graph as a text tree (or Graphviz with --dot).
+    Dag {
+        #[command(flatten)]
+        pipeline: PipelineArgs,
+        /// Graphviz dot output.
+        #[arg(long)]
+        dot: bool,
+    },
+    /// One stage: params, inputs, outputs with paths, key, last duration, freshness.
+    Show {
+        /// Stage name.
+        stage: String,
+        #[command(flatten)]
+        pipeline: PipelineArgs,
+    },
+    /// Two results tables side by side (a .parquet file, or a reference table such as `paper`).
+    Compare {
+        /// Left table.
+        left: String,
+        /// Right table (a .parquet file, a reference .yaml, or a name in datasets/).
+        right: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Md)]
+        format: Format,
+        /// Relative tolerance for "within tolerance".
+        #[arg(long, default_value_t = 0.05)]
+        rtol: f64,
+        /// Absolute tolerance for "within tolerance".
+        #[arg(long, default_value_t = 0.0)]
+        atol: f64,
+        /// Project root (where datasets/ lives).
+        #[arg(long, default_value = ".")]
+        root: PathBuf,
+    },
+    /// Drop cache entries and objects that pipeline.lock does not refer to.
+    Gc {
+        /// The pipeline file (its pipeline.lock is kept).
+        #[arg(default_value = "pipeline.yaml")]
+        pipeline: PathBuf,
+        /// Only report what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Speed benchmarks: `engine` (and, when built in, train, metrics, fixed-points, ingest).
+    Bench {
+        /// The area to benchmark.
+        area: String,
+    },
+    /// The stage kinds this build knows.
+    Kinds,
+    // `fetch DATASET` is provided by the data module and wired in here.
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Md,
+    Csv,
+    Json,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(EXIT_FAILED)
+        }
+    }
+}
+
+/// Load the DAG or print every configuration problem (exit 2).
+fn load(args: &PipelineArgs, registry: &Registry) -> Result<Dag, ExitCode> {
+    lowrank_smc::pipeline::load(&args.pipeline, &args.profile, registry).map_err(|err| {
+        eprintln!("error: invalid configuration\n{err}");
+        ExitCode::from(EXIT_USAGE)
+    })
+}
+
+macro_rules! try_load {
+    ($args:expr, $registry:expr) => {
+        match load($args, $registry) {
+            Ok(dag) => dag,
+            Err(code) => return Ok(code),
+        }
+    };
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    let registry = lowrank_smc::stages::registry();
+    match cli.command {
+        Command::Run {
+            pipeline,
+            stages,
+            downstream,
+            force,
+            jobs,
+            dry_run,
+            keep_going,
+            no_progress,
+            verbose,
+        } => {
+            let dag = try_load!(&pipeline, &registry);
+            let jobs = jobs.map(|j| j as usize).unwrap_or_else(default_jobs);
+            // Stray rayon work outside `ctx.install` stays within the same budget.
+            let _ = rayon::ThreadPoolBuilder::new()
+                .num_threads(jobs)
+                .build_global();
+            let options = RunOptions {
+                stages,
+                downstream,
+                force,
+                jobs,
+                dry_run,
+                keep_going,
+            };
+            let mut reporter: Box<dyn Reporter> =
+                if std::io::stderr().is_terminal() && !no_progress && !dry_run {
+                    Box::new(BarReporter::new(dag.stages.len()))
+                } else {
+                    Box::new(PlainReporter::new(std::io::stdout(), verbose))
+                };
+            match lowrank_smc::pipeline::run(&dag, &registry, &options, reporter.as_mut()) {
+                Ok(plan) if options.dry_run => {
+                    println!(
+                        "dry run: {} would run, {} would be restored from the run cache, {} up to date",
+                        plan.ran, plan.restored, plan.up_to_date
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                Ok(summary) if summary.success() => Ok(ExitCode::SUCCESS),
+                Ok(_) => Ok(ExitCode::from(EXIT_FAILED)),
+                Err(EngineError::Selection(message)) => {
+                    eprintln!("error: {message}");
+                    Ok(ExitCode::from(EXIT_USAGE))
+                }
+                Err(err) => Err(err.into()),
+            }
+        }
+        Command::Status {
+            pipeline,
+            json,
+            check,
+            verbose,
+        } => {
+            let dag = try_load!(&pipeline, &registry);
+            let store = Store::new(&dag.root);
+            let lock = LockFile::load(&lock_path(&dag))?;
+            let mut memo = FileHashCache::load(&store.memo_path());
+            let statuses = status(&dag, &store, &lock, &mut memo);
+            let _ = memo.save(&store.memo_path());
+            if json {
+                println!("{}", serde_json::to_string_pretty(&statuses)?);
+            } else {
+                print!("{}", render_status(&statuses, verbose));
+            }
+            let stale = statuses.iter().any(|s| !s.is_fresh());
+            Ok(if check && stale {
+                ExitCode::from(EXIT_FAILED)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Command::Dag { pipeline, dot } => {
+            let dag = try_load!(&pipeline, &registry);
+            print!(
+                "{}",
+                if dot {
+                    render_dot(&dag)
+                } else {
+                    render_tree(&dag)
+                }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Show { stage, pipeline } => {
+            let dag = try_load!(&pipeline, &registry);
+            show(&dag, &stage)
+        }
+        Command::Compare {
+            left,
+            right,
+            format,
+            rtol,
+            atol,
+            root,
+        } => {
+            let sides = load_side(&left, &root).and_then(|l| Ok((l, load_side(&right, &root)?)));
+            let (left_table, right_table) = match sides {
+                Ok(sides) => sides,
+                Err(err) => {
+                    eprintln!("error: {err}");
+                    return Ok(ExitCode::from(EXIT_USAGE));
+                }
+            };
+            let comparison = match compare(&left_table, &right_table, Tolerance { rtol, atol }) {
+                Ok(c) => c,
+                Err(err) => {
+                    eprintln!("error: {err}");
+                    return Ok(ExitCode::from(EXIT_USAGE));
+                }
+            };
+            match format {
+                Format::Md => print!("{}", comparison.to_markdown()),
+                Format::Csv => print!("{}", comparison.to_csv()),
+                Format::Json => println!("{}", comparison.to_json()),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Gc { pipeline, dry_run } => {
+            let root = project_root(&pipeline);
+            let store = Store::new(&root);
+            let (_guard, _) = ProjectLock::acquire(store.state_dir(), |pid| {
+                eprintln!(
+                    "waiting for a lowrank-smc run{} to finish…",
+                    pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
+                )
+            })
+            .context("taking the project lock")?;
+            let lock = LockFile::load(&pipeline.with_extension("lock"))?;
+            let report = gc::collect_garbage(&store, &lock, dry_run)?;
+            println!(
+                "{} {report}",
+                if dry_run { "would remove" } else { "removed" }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench { area } => run_bench(&area, &registry),
+        Command::Kinds => {
+            for kind in registry.iter() {
+                println!(
+                    "{:<16} v{:<3} {}",
+                    kind.kind(),
+                    kind.version(),
+                    kind.description()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn project_root(pipeline: &Path) -> PathBuf {
+    match pipeline.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Areas `bench` knows; each maps to a library function returning printable lines.
+const BENCH_AREAS: &[&str] = &["engine", "train", "metrics", "fixed-points", "ingest"];
+
+fn run_bench(area: &str, registry: &Registry) -> anyhow::Result<ExitCode> {
+    let lines: Vec<String> = match area {
+        "engine" => bench::bench_engine(registry)
+            .map_err(anyhow::Error::msg)?
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
+        // Provided by the science modules; wire each here as `module::bench_<area>()`.
+        "train" | "metrics" | "fixed-points" | "ingest" => {
+            eprintln!(
+                "error: benchmark area `{area}` is not available in this build yet \
+                 (available: engine)"
+            );
+            return Ok(ExitCode::from(EXIT_USAGE));
+        }
+        other => {
+            eprintln!(
+                "error: unknown benchmark area `{other}` (hint: one of {})",
+                BENCH_AREAS.join(", ")
+            );
+            return Ok(ExitCode::from(EXIT_USAGE));
+        }
+    };
+    for line in lines {
+        println!("{line}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `dag` as a text tree: each root, then what reads from it; shared stages print once.
+fn render_tree(dag: &Dag) -> String {
+    struct Tree<'a> {
+        dag: &'a Dag,
+        down: Vec<Vec<usize>>,
+        printed: BTreeSet<usize>,
+        out: String,
+    }
+    impl Tree<'_> {
+        /// `branch` is `None` for a root, else whether this is its parent's last child.
+        fn walk(&mut self, i: usize, prefix: &str, branch: Option<bool>) {
+            let stage = &self.dag.stages[i];
+            let connector = match branch {
+                None => "",
+                Some(true) => "└── ",
+                Some(false) => "├── ",
+            };
+            let seen = !self.printed.insert(i);
+            self.out.push_str(&format!(
+                "{prefix}{connector}{} ({}){}\n",
+                stage.name,
+                stage.kind,
+                if seen { " …see above" } else { "" }
+            ));
+            if seen {
+                return;
+            }
+            let child_prefix = match branch {
+                None => String::new(),
+                Some(last) => format!("{prefix}{}", if last { "    " } else { "│   " }),
+            };
+            let children = self.down[i].clone();
+            for (n, &child) in children.iter().enumerate() {
+                self.walk(child, &child_prefix, Some(n + 1 == children.len()));
+            }
+        }
+    }
+    let mut tree = Tree {
+        dag,
+        down: dag.downstream(),
+        printed: BTreeSet::new(),
+        out: String::new(),
+    };
+    for (i, stage) in dag.stages.iter().enumerate() {
+        if stage.upstream.is_empty() {
+            tree.walk(i, "", None);
+        }
+    }
+    tree.out
+}
+
+fn render_dot(dag: &Dag) -> String {
+    let mut out = String::from("digraph pipeline {\n  rankdir=LR;\n  node [shape=box];\n");
+    for stage in &dag.stages {
+        out.push_str(&format!(
+            "  \"{}\" [label=\"{}\\n({})\"];\n",
+            stage.name, stage.name, stage.kind
+        ));
+    }
+    for stage in &dag.stages {
+        for (input, sources) in &stage.inputs {
+            for source in sources {
+                match source {
+                    InputSource::Stage { stage: up, output } => out.push_str(&format!(
+                        "  \"{}\" -> \"{}\" [label=\"{output}→{input}\"];\n",
+                        dag.stages[*up].name, stage.name
+                    )),
+                    InputSource::Dataset { id, .. } => out.push_str(&format!(
+                        "  \"dataset:{id}\" [shape=cylinder];\n  \"dataset:{id}\" -> \"{}\" [label=\"{input}\"];\n",
+                        stage.name
+                    )),
+                    InputSource::File { path } => out.push_str(&format!(
+                        "  \"file:{0}\" [shape=note];\n  \"file:{0}\" -> \"{1}\" [label=\"{input}\"];\n",
+                        path.display(),
+                        stage.name
+                    )),
+                }
+            }
+        }
+    }
+    out.push_str("}\n");
+    out
+}
+
+fn show(dag: &Dag, name: &str) -> anyhow::Result<ExitCode> {
+    let Some(stage) = dag.get(name) else {
+        let names = dag.stages.iter().map(|s| s.name.as_str());
+        eprintln!(
+            "error: no stage `{name}`{}",
+            lowrank_smc::pipeline::dag::suggestion(name, names)
+        );
+        return Ok(ExitCode::from(EXIT_USAGE));
+    };
+    let store = Store::new(&dag.root);
+    let lock = LockFile::load(&lock_path(dag))?;
+    let mut memo = FileHashCache::load(&store.memo_path());
+    let statuses = status(dag, &store, &lock, &mut memo);
+    let entry = lock.stages.get(name);
+    println!("stage:    {}", stage.name);
+    println!("kind:     {} (version {})", stage.kind, stage.version);
+    if let Some(description) = &stage.description {
+        println!("about:    {description}");
+    }
+    println!(
+        "defined:  {}{}",
+        stage.origin.file.display(),
+        stage
+            .origin
+            .line
+            .map(|l| format!(":{l}"))
+            .unwrap_or_default()
+    );
+    println!("profile:  {}", dag.profile);
+    println!(
+        "params:   {}",
+        serde_json::to_string_pretty(&stage.params)?.replace('\n', "\n          ")
+    );
+    println!("inputs:");
+    for (input, sources) in &stage.inputs {
+        for source in sources {
+            let text = match source {
+                InputSource::Stage { stage: up, output } => {
+                    let upstream = &dag.stages[*up];
+                    format!(
+                        "{}:{output} → {}",
+                        upstream.name,
+                        upstream
+                            .output_path(output)
+                            .map(|p| p.display().to_string())
+                            .unwrap_or_default()
+                    )
+                }
+                InputSource::Dataset { id, path } => format!("dataset:{id} → {}", path.display()),
+                InputSource::File { path } => format!("file:{}", path.display()),
+            };
+            println!("  {input}: {text}");
+        }
+    }
+    println!("outputs:");
+    for name in stage.outputs.keys() {
+        let path = stage.output_path(name).unwrap_or_default();
+        let hash = entry
+            .and_then(|e| e.outputs.get(name))
+            .map(|o| format!(" ({})", o.hash.short()))
+            .unwrap_or_default();
+        println!("  {name}: {}{hash}", path.display());
+    }
+    if let Some(status) = statuses.iter().find(|s| s.stage == name) {
+        if let Some(key) = &status.key {
+            println!("key:      {key}");
+        }
+        if status.is_fresh() {
+            println!("status:   up to date");
+        } else {
+            println!("status:   stale ({})", status.action);
+            for reason in &status.reasons {
+                println!("          {reason}");
+            }
+        }
+    }
+    match entry {
+        Some(entry) => {
+            println!(
+                "last run: key {} in {:.3} s",
+                entry.key.short(),
+                entry.duration_secs
+            );
+            for (k, v) in &entry.summary {
+                println!("  {k}: {v}");
+            }
+        }
+        None => println!("last run: never"),
+    }
+    Ok(ExitCode::SUCCESS)
 }

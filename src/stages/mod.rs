@@ -1,1 +1,15 @@
-//! Stage kinds: each implements the pipeline `Stage` trait.
+//! Stage kinds: each implements the pipeline `Stage` trait in one file and is registered with
+//! one line in [`registry`].
+
+pub mod command;
+
+use crate::pipeline::stage::Registry;
+
+/// Every stage kind this build knows, by its YAML `kind:` string.
+pub fn registry() -> Registry {
+    let mut registry = Registry::new();
+    registry.register(command::CommandStage);
+    // Science kinds register here, one line each, e.g.
+    // registry.register(fit::FitStage);
+    registry
+}
