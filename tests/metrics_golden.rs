@@ -1,0 +1,149 @@
+//! Golden tests against the reference smc_rnns metrics (tests/fixtures/metrics/README.md).
+
+use lowrank_smc::metrics::{
+    dstsp_with_draws, power_spectrum_hellinger, DhOptions, DstspDraws, DstspMode, DstspOptions,
+    FreqCutoff, SeriesView,
+};
+use serde_json::Value;
+
+const FIXTURE_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/metrics");
+
+fn index() -> Value {
+    let text = std::fs::read_to_string(format!("{FIXTURE_DIR}/index.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn file() -> hdf5::File {
+    hdf5::File::open(format!("{FIXTURE_DIR}/metrics_subset.h5")).unwrap()
+}
+
+/// Read `/path[a:b]` (optional row slice) as f64 with its shape.
+fn read(file: &hdf5::File, spec: &str) -> (Vec<f64>, Vec<usize>) {
+    let (path, slice) = match spec.find('[') {
+        Some(i) => (&spec[..i], Some(&spec[i + 1..spec.len() - 1])),
+        None => (spec, None),
+    };
+    let ds = file.dataset(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let mut shape = ds.shape();
+    let values: Vec<f64> = ds.read_raw::<f64>().unwrap();
+    let row: usize = shape[1..].iter().product();
+    match slice {
+        Some(s) => {
+            let (a, b) = s.split_once(':').unwrap();
+            let (a, b): (usize, usize) = (a.parse().unwrap(), b.parse().unwrap());
+            shape[0] = b - a;
+            (values[a * row..b * row].to_vec(), shape)
+        }
+        None => (values, shape),
+    }
+}
+
+fn rel(a: f64, b: f64) -> f64 {
+    (a - b).abs() / b.abs().max(1e-300)
+}
+
+#[test]
+fn dstsp_f64_golden_entries() {
+    let idx = index();
+    let f = file();
+    let mut failures = Vec::new();
+    let mut tested = 0;
+    for (name, entry) in idx["dstsp"].as_object().unwrap() {
+        if entry["dtype"] != "torch.float64" {
+            continue; // f32 entries need f32 emulation, which is not implemented
+        }
+        let (x_true, st) = read(&f, entry["x_true"].as_str().unwrap());
+        let (x_gen, sg) = read(&f, entry["x_gen"].as_str().unwrap());
+        let group = f.group(&format!("dstsp/{name}")).unwrap();
+        let t_indices: Vec<i64> = group.dataset("t_indices").unwrap().read_raw().unwrap();
+        let normals: Vec<f64> = group
+            .dataset("normal_draws")
+            .unwrap()
+            .read_raw::<f64>()
+            .unwrap();
+        let kept: Vec<u8> = group.dataset("kept_mask").unwrap().read_raw().unwrap();
+        let draws = DstspDraws {
+            t_indices: t_indices.iter().map(|&t| t as usize).collect(),
+            normals,
+        };
+        let expected = entry["value"].as_f64().unwrap();
+        let scale = entry["scale"].as_f64().unwrap();
+        let vt = SeriesView::new("x_true", &x_true, st[0], st[1]).unwrap();
+        let vg = SeriesView::new("x_gen", &x_gen, sg[0], sg[1]).unwrap();
+        for mode in [DstspMode::ReferenceUnderflow, DstspMode::LogSpace] {
+            let opts = DstspOptions {
+                scale,
+                mode,
+                ..Default::default()
+            };
+            let r = dstsp_with_draws(vt, vg, &opts, &draws).unwrap();
+            let e = rel(r.value, expected);
+            let kept_ok = r.kept_mask.iter().zip(&kept).all(|(a, &b)| *a == (b != 0));
+            println!(
+                "dstsp {name} {mode:?}: ours {} ref {expected} rel {e:.2e}",
+                r.value
+            );
+            if e > 1e-9 || !kept_ok {
+                failures.push(format!(
+                    "{name} {mode:?}: rel {e:.2e}, kept_mask equal {kept_ok}"
+                ));
+            }
+        }
+        tested += 1;
+    }
+    assert_eq!(tested, 6, "expected six f64 D_stsp entries");
+    assert!(failures.is_empty(), "failures: {failures:#?}");
+}
+
+#[test]
+fn dh_golden_entries() {
+    let idx = index();
+    let f = file();
+    let mut failures = Vec::new();
+    let mut tested = 0;
+    for (name, entry) in idx["dh"].as_object().unwrap() {
+        let (x_true, st) = read(&f, entry["x_true"].as_str().unwrap());
+        let (x_gen, _) = read(&f, entry["x_gen"].as_str().unwrap());
+        let (n_traj, n_time, n_dim) = if st.len() == 3 {
+            (st[0], st[1], st[2])
+        } else {
+            (1, st[0], st[1])
+        };
+        let opts = DhOptions {
+            smoothing: entry["smoothing"].as_f64().unwrap(),
+            cutoff: FreqCutoff::ReferenceSlice(entry["freq_cutoff"].as_i64().unwrap()),
+        };
+        let r = power_spectrum_hellinger(&x_true, &x_gen, n_traj, n_time, n_dim, &opts).unwrap();
+        let expected = entry["value"].as_f64().unwrap();
+        let e = rel(r.value, expected);
+        let per_dim: Vec<f64> = f
+            .dataset(&format!("dh/{name}/per_dim"))
+            .unwrap()
+            .read_raw()
+            .unwrap();
+        let per_dim_err = r
+            .per_dim
+            .iter()
+            .zip(&per_dim)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        println!(
+            "dh {name}: ours {} ref {expected} rel {e:.2e} per-dim abs {per_dim_err:.2e}",
+            r.value
+        );
+        // The reference ran the f32 entry in float32; we compute in f64 (README: f32 paths to 1e-6).
+        let (tol_value, tol_per_dim) = if entry["input_dtype"] == "float32" {
+            (1e-6, 1e-6)
+        } else {
+            (1e-9, 1e-12)
+        };
+        if e > tol_value || per_dim_err > tol_per_dim || per_dim.len() != r.per_dim.len() {
+            failures.push(format!(
+                "{name}: rel {e:.2e}, per-dim abs {per_dim_err:.2e}"
+            ));
+        }
+        tested += 1;
+    }
+    assert_eq!(tested, 15);
+    assert!(failures.is_empty(), "failures: {failures:#?}");
+}
