@@ -7,6 +7,7 @@ pub mod bench;
 pub mod dh;
 pub mod dstsp;
 pub mod preprocess;
+pub mod spikes;
 
 pub use aggregate::{bootstrap_ci, mean_sem, median, median_abs_deviation, MadScale, MetricRecord};
 pub use bench::{bench_metrics, BenchLine};

@@ -1,0 +1,307 @@
+//! Spike statistics (SPEC §3.4/§3.5, golden README quirk 4; `calc_stats.py` and the notebooks).
+//!
+//! Spike arrays are row-major `(n_time, n_neurons)` counts; trial arrays `(n_trials, n_time, n_neurons)`.
+
+use super::MetricsError;
+
+/// ISI statistics per neuron: CV = std/mean, mean and std (ddof 0) of the ISIs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IsiStats {
+    /// Coefficient of variation per neuron.
+    pub cv: Vec<f64>,
+    /// Mean ISI per neuron.
+    pub mean: Vec<f64>,
+    /// ISI standard deviation (ddof 0) per neuron.
+    pub std: Vec<f64>,
+}
+
+fn check_shape(arg: &'static str, values: &[f64], dims: &[usize]) -> Result<(), MetricsError> {
+    let expected: usize = dims.iter().product();
+    if values.len() != expected {
+        return Err(MetricsError::Shape {
+            arg,
+            got: format!("{} values", values.len()),
+            expected: format!("{dims:?} = {expected}"),
+        });
+    }
+    if expected == 0 {
+        return Err(MetricsError::Empty { arg, min: 1 });
+    }
+    super::check_finite(arg, values)
+}
+
+fn mean_std(values: &[f64]) -> (f64, f64) {
+    let n = values.len() as f64;
+    let mean = values.iter().sum::<f64>() / n;
+    let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n;
+    (mean, var.sqrt())
+}
+
+/// Append `diff(where(trace)·dt)` of one neuron (column `neuron` of a `(n_time, n_neurons)` block).
+fn push_isis(
+    block: &[f64],
+    n_time: usize,
+    n_neurons: usize,
+    neuron: usize,
+    dt: f64,
+    out: &mut Vec<f64>,
+) {
+    let mut previous: Option<f64> = None;
+    for t in 0..n_time {
+        if block[t * n_neurons + neuron] != 0.0 {
+            let time = t as f64 * dt;
+            if let Some(p) = previous {
+                out.push(time - p);
+            }
+            previous = Some(time);
+        }
+    }
+}
+
+/// Mean firing rate per neuron, `mean_t(count) · fs` (fs = 100 hc-2, 39 hc-11, 50 macaque; 1 for per-bin).
+pub fn mean_rates(
+    spikes: &[f64],
+    n_time: usize,
+    n_neurons: usize,
+    fs: f64,
+) -> Result<Vec<f64>, MetricsError> {
+    check_shape("spikes", spikes, &[n_time, n_neurons])?;
+    Ok((0..n_neurons)
+        .map(|i| (0..n_time).map(|t| spikes[t * n_neurons + i]).sum::<f64>() / n_time as f64 * fs)
+        .collect())
+}
+
+/// `calc_isi_stats`: a bin with any count is one spike; < 2 spikes → NaN; 2 spikes → CV 0.
+pub fn calc_isi_stats(
+    spikes: &[f64],
+    n_time: usize,
+    n_neurons: usize,
+    dt: f64,
+) -> Result<IsiStats, MetricsError> {
+    check_shape("spikes", spikes, &[n_time, n_neurons])?;
+    let mut stats = IsiStats {
+        cv: Vec::new(),
+        mean: Vec::new(),
+        std: Vec::new(),
+    };
+    let mut isis = Vec::new();
+    for i in 0..n_neurons {
+        isis.clear();
+        push_isis(spikes, n_time, n_neurons, i, dt, &mut isis);
+        let (mean, std) = if isis.is_empty() {
+            (f64::NAN, f64::NAN)
+        } else {
+            mean_std(&isis)
+        };
+        stats.cv.push(std / mean);
+        stats.mean.push(mean);
+        stats.std.push(std);
+    }
+    Ok(stats)
+}
+
+/// `calc_isi_stats_per_trial`: ISIs concatenated over trials; NaN if fewer than `exclude_thr` ISIs or std = 0.
+pub fn calc_isi_stats_per_trial(
+    spikes: &[f64],
+    n_trials: usize,
+    n_time: usize,
+    n_neurons: usize,
+    dt: f64,
+    exclude_thr: usize,
+) -> Result<IsiStats, MetricsError> {
+    check_shape("spikes", spikes, &[n_trials, n_time, n_neurons])?;
+    let mut stats = IsiStats {
+        cv: Vec::new(),
+        mean: Vec::new(),
+        std: Vec::new(),
+    };
+    let mut isis = Vec::new();
+    let block = n_time * n_neurons;
+    for i in 0..n_neurons {
+        isis.clear();
+        for b in 0..n_trials {
+            push_isis(
+                &spikes[b * block..(b + 1) * block],
+                n_time,
+                n_neurons,
+                i,
+                dt,
+                &mut isis,
+            );
+        }
+        let (mean, std) = if isis.is_empty() {
+            (f64::NAN, f64::NAN)
+        } else {
+            mean_std(&isis)
+        };
+        if isis.len() < exclude_thr || std == 0.0 || isis.is_empty() {
+            stats.cv.push(f64::NAN);
+            stats.mean.push(f64::NAN);
+            stats.std.push(f64::NAN);
+        } else {
+            stats.cv.push(std / mean);
+            stats.mean.push(mean);
+            stats.std.push(std);
+        }
+    }
+    Ok(stats)
+}
+
+/// `np.corrcoef(data, rowvar=False)`: `(n, n)` row-major; silent (constant) columns give NaN rows/columns.
+pub fn correlation_matrix(
+    data: &[f64],
+    n_time: usize,
+    n_vars: usize,
+) -> Result<Vec<f64>, MetricsError> {
+    check_shape("data", data, &[n_time, n_vars])?;
+    let means: Vec<f64> = (0..n_vars)
+        .map(|i| (0..n_time).map(|t| data[t * n_vars + i]).sum::<f64>() / n_time as f64)
+        .collect();
+    let mut centred = vec![0.0; n_time * n_vars];
+    for i in 0..n_vars {
+        for t in 0..n_time {
+            centred[i * n_time + t] = data[t * n_vars + i] - means[i];
+        }
+    }
+    let denom = n_time as f64 - 1.0;
+    let mut cov = vec![0.0; n_vars * n_vars];
+    for i in 0..n_vars {
+        for j in i..n_vars {
+            let a = &centred[i * n_time..(i + 1) * n_time];
+            let b = &centred[j * n_time..(j + 1) * n_time];
+            let c = a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>() / denom;
+            cov[i * n_vars + j] = c;
+            cov[j * n_vars + i] = c;
+        }
+    }
+    let sd: Vec<f64> = (0..n_vars).map(|i| cov[i * n_vars + i].sqrt()).collect();
+    for i in 0..n_vars {
+        for j in 0..n_vars {
+            let v = cov[i * n_vars + j] / sd[i] / sd[j];
+            cov[i * n_vars + j] = if v.is_nan() { v } else { v.clamp(-1.0, 1.0) };
+        }
+    }
+    Ok(cov)
+}
+
+/// Upper triangle (k = 1) of a square `(n, n)` matrix in `np.triu_indices` order.
+pub fn upper_triangle(matrix: &[f64], n: usize) -> Result<Vec<f64>, MetricsError> {
+    if matrix.len() != n * n {
+        return Err(MetricsError::Shape {
+            arg: "matrix",
+            got: format!("{} values", matrix.len()),
+            expected: format!("{n} x {n}"),
+        });
+    }
+    Ok((0..n)
+        .flat_map(|i| ((i + 1)..n).map(move |j| matrix[i * n + j]))
+        .collect())
+}
+
+/// Pearson correlation of two equal-length vectors (`np.corrcoef(a, b)[0, 1]`); NaN propagates.
+pub fn pearson(a: &[f64], b: &[f64]) -> Result<f64, MetricsError> {
+    if a.len() != b.len() {
+        return Err(MetricsError::Shape {
+            arg: "b",
+            got: b.len().to_string(),
+            expected: format!("{} like a", a.len()),
+        });
+    }
+    if a.len() < 2 {
+        return Err(MetricsError::Empty { arg: "a", min: 2 });
+    }
+    let n = a.len() as f64;
+    let (ma, mb) = (a.iter().sum::<f64>() / n, b.iter().sum::<f64>() / n);
+    let (mut sab, mut saa, mut sbb) = (0.0, 0.0, 0.0);
+    for (x, y) in a.iter().zip(b) {
+        sab += (x - ma) * (y - mb);
+        saa += (x - ma) * (x - ma);
+        sbb += (y - mb) * (y - mb);
+    }
+    let r = sab / saa.sqrt() / sbb.sqrt();
+    Ok(if r.is_nan() { r } else { r.clamp(-1.0, 1.0) })
+}
+
+/// `estimate_cross_correlation`: windows starting every `lag` below `len`,
+/// `C[k] = Σ_{j<lag} x[i+j]·x[i+j+k] / C[0]`, k = 0..=lag (not mean-subtracted). Returns `(n_windows, lag+1)`.
+pub fn estimate_cross_correlation(
+    data: &[f64],
+    lag: usize,
+    len: usize,
+) -> Result<Vec<Vec<f64>>, MetricsError> {
+    if lag == 0 {
+        return Err(MetricsError::Parameter {
+            arg: "lag",
+            value: "0".into(),
+            reason: "lag must be ≥ 1",
+        });
+    }
+    super::check_finite("data", data)?;
+    let last_start = (len.max(1) - 1) / lag * lag;
+    if last_start + 2 * lag > data.len() {
+        return Err(MetricsError::Shape {
+            arg: "data",
+            got: format!("{} samples", data.len()),
+            expected: format!(
+                "≥ {} for windows up to len {len} with lag {lag} (the reference would go ragged)",
+                last_start + 2 * lag
+            ),
+        });
+    }
+    Ok((0..len)
+        .step_by(lag)
+        .map(|i| {
+            let mut c: Vec<f64> = (0..=lag)
+                .map(|k| (0..lag).map(|j| data[i + j] * data[i + j + k]).sum::<f64>())
+                .collect();
+            let c0 = c[0];
+            c.iter_mut().for_each(|v| *v /= c0);
+            c
+        })
+        .collect())
+}
+
+/// Mean-rate error (SPEC §3.4): mean over channels of (Σ_t x_real − Σ_t x_gen)², divided by T.
+pub fn mean_rate_error(
+    x_real: &[f64],
+    x_gen: &[f64],
+    n_time: usize,
+    n_dim: usize,
+) -> Result<f64, MetricsError> {
+    check_shape("x_real", x_real, &[n_time, n_dim])?;
+    check_shape("x_gen", x_gen, &[n_time, n_dim])?;
+    let total: f64 = (0..n_dim)
+        .map(|c| {
+            let sr: f64 = (0..n_time).map(|t| x_real[t * n_dim + c]).sum();
+            let sg: f64 = (0..n_time).map(|t| x_gen[t * n_dim + c]).sum();
+            (sr - sg).powi(2)
+        })
+        .sum();
+    Ok(total / n_dim as f64 / n_time as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn isi_rules() {
+        // neuron 0: spikes at 0, 2 (count 3 counts once), 5; neuron 1: one spike; neuron 2: two spikes.
+        let s = [
+            1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 3.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0, 0.0,
+            0.0,
+        ];
+        let st = calc_isi_stats(&s, 6, 3, 1.0).unwrap();
+        assert_eq!(st.mean[0], 2.5);
+        assert!(st.mean[1].is_nan());
+        assert_eq!(st.cv[2], 0.0);
+    }
+
+    #[test]
+    fn silent_neuron_gives_nan_row() {
+        let d = [1.0, 0.0, 2.0, 0.0, 4.0, 0.0];
+        let c = correlation_matrix(&d, 3, 2).unwrap();
+        assert_eq!(c[0], 1.0);
+        assert!(c[1].is_nan() && c[3].is_nan());
+    }
+}
