@@ -147,3 +147,24 @@ fn dh_golden_entries() {
     assert_eq!(tested, 15);
     assert!(failures.is_empty(), "failures: {failures:#?}");
 }
+
+#[test]
+fn eval_pipeline_smoothing_matches_reference() {
+    use lowrank_smc::metrics::smooth_and_zscore;
+    let f = file();
+    // The reference cast x_gen to float32 and ran convolve1d(hann(15)) + zscore in float32.
+    let (x_gen, shape) = read(&f, "/inputs/pair_a/x_gen");
+    let x_gen_f32: Vec<f64> = x_gen.iter().map(|&v| v as f32 as f64).collect();
+    let view = SeriesView::new("x_gen", &x_gen_f32, shape[0], shape[1]).unwrap();
+    let ours = smooth_and_zscore(view, 15).unwrap();
+    let (reference, _) = read(&f, "/eval_pipeline/pair_a/smoothed_zscored_gen");
+    // The reference is float32: compare relative to the series' scale (max |value|), 1e-6.
+    let scale = reference.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    let worst = ours
+        .iter()
+        .zip(&reference)
+        .map(|(a, b)| (a - b).abs() / scale)
+        .fold(0.0, f64::max);
+    println!("eval_pipeline pair_a smoothed: worst |diff|/max|ref| {worst:.2e}");
+    assert!(worst < 1e-6, "worst scaled error {worst:.2e}");
+}

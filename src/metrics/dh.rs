@@ -136,8 +136,8 @@ pub fn power_spectrum_hellinger(
             let mut sum: Vec<f64> = Vec::new();
             let mut count = 0usize;
             for traj in 0..n_traj {
-                for t in 0..n_time {
-                    column[t] = x[(traj * n_time + t) * n_dim + d];
+                for (t, value) in column.iter_mut().enumerate() {
+                    *value = x[(traj * n_time + t) * n_dim + d];
                 }
                 let s = normalised_spectrum(&column, options.smoothing, &mut planner)?;
                 if sum.is_empty() {

@@ -69,12 +69,12 @@ pub fn convolve_columns_reflect(
     let mut column = vec![0.0; n];
     let mut smoothed = vec![0.0; n];
     for c in 0..d {
-        for t in 0..n {
-            column[t] = series.values[t * d + c];
+        for (t, value) in column.iter_mut().enumerate() {
+            *value = series.values[t * d + c];
         }
         correlate1d_reflect(&column, &reversed, &mut smoothed);
-        for t in 0..n {
-            out[t * d + c] = smoothed[t];
+        for (t, value) in smoothed.iter().enumerate() {
+            out[t * d + c] = *value;
         }
     }
     Ok(out)
