@@ -11,6 +11,15 @@ use std::time::Instant;
 /// generator in `golden/metrics/index.json` (`dstsp.pair_b_eeg_vs_perturbed/f64_scale1.seconds`, 2026-11-24).
 pub const REFERENCE_DSTSP_EEG_F64_SECONDS: f64 = 43.7;
 
+/// Reference seconds for D_H on a seeded 10000 × 64 pair: our own numpy/scipy timing script
+/// (same calls as `pse.power_spectrum_helling`; numpy 2.4.6, scipy 1.17.1), this machine, 2026-11-24
+/// (0.081 s and 0.129 s in two runs on the shared machine; the faster is used).
+pub const REFERENCE_DH_10000X64_SECONDS: f64 = 0.081;
+
+/// Reference seconds for spike statistics (rates, per-neuron ISI CV, `np.corrcoef`) on 200 neurons ×
+/// 360 000 bins (6 min at 1 ms), 0.5 % spike probability: our numpy timing script, this machine, 2026-11-24.
+pub const REFERENCE_SPIKES_200X360K_SECONDS: f64 = 1.21;
+
 /// One benchmark line: case, measured seconds, ratio reference / ours (when a reference exists).
 #[derive(Debug, Clone, PartialEq)]
 pub struct BenchLine {
@@ -70,7 +79,32 @@ pub fn bench_metrics() -> Vec<BenchLine> {
     lines.push(BenchLine {
         case: "D_stsp + D_H 10000x64 (goal < 0.5 s)".into(),
         seconds: t_dstsp + t_dh,
-        speedup_vs_reference: None,
+        speedup_vs_reference: Some(
+            (REFERENCE_DSTSP_EEG_F64_SECONDS + REFERENCE_DH_10000X64_SECONDS) / (t_dstsp + t_dh),
+        ),
     });
+    if let Some(dh_line) = lines.get_mut(1) {
+        dh_line.speedup_vs_reference = Some(REFERENCE_DH_10000X64_SECONDS / t_dh);
+    }
+    lines.push(bench_spikes(&mut rng));
     lines
+}
+
+/// Time mean rates, ISI statistics and the correlation matrix on 200 neurons × 360 000 bins.
+fn bench_spikes(rng: &mut ChaCha8Rng) -> BenchLine {
+    use super::spikes::{calc_isi_stats, correlation_matrix, mean_rates};
+    let (n_time, n_neurons) = (360_000, 200);
+    let spikes: Vec<f64> = (0..n_time * n_neurons)
+        .map(|_| if rng.gen::<f64>() < 0.005 { 1.0 } else { 0.0 })
+        .collect();
+    let start = Instant::now();
+    let ok = mean_rates(&spikes, n_time, n_neurons, 1000.0).is_ok()
+        && calc_isi_stats(&spikes, n_time, n_neurons, 0.001).is_ok()
+        && correlation_matrix(&spikes, n_time, n_neurons).is_ok();
+    let seconds = start.elapsed().as_secs_f64();
+    BenchLine {
+        case: format!("spike stats 200 neurons x 360000 bins (rates, ISI, corrcoef; ok={ok})"),
+        seconds,
+        speedup_vs_reference: Some(REFERENCE_SPIKES_200X360K_SECONDS / seconds),
+    }
 }

@@ -3,6 +3,7 @@
 //! Spike arrays are row-major `(n_time, n_neurons)` counts; trial arrays `(n_trials, n_time, n_neurons)`.
 
 use super::MetricsError;
+use rayon::prelude::*;
 
 /// ISI statistics per neuron: CV = std/mean, mean and std (ddof 0) of the ISIs.
 #[derive(Debug, Clone, PartialEq)]
@@ -84,10 +85,22 @@ pub fn calc_isi_stats(
         mean: Vec::new(),
         std: Vec::new(),
     };
-    let mut isis = Vec::new();
-    for i in 0..n_neurons {
-        isis.clear();
-        push_isis(spikes, n_time, n_neurons, i, dt, &mut isis);
+    // One row-major (cache-friendly) pass collecting each neuron's ISIs.
+    let mut all_isis: Vec<Vec<f64>> = vec![Vec::new(); n_neurons];
+    let mut previous: Vec<Option<f64>> = vec![None; n_neurons];
+    for t in 0..n_time {
+        let row = &spikes[t * n_neurons..(t + 1) * n_neurons];
+        for (i, &count) in row.iter().enumerate() {
+            if count != 0.0 {
+                let time = t as f64 * dt;
+                if let Some(p) = previous[i] {
+                    all_isis[i].push(time - p);
+                }
+                previous[i] = Some(time);
+            }
+        }
+    }
+    for isis in &all_isis {
         let (mean, std) = if isis.is_empty() {
             (f64::NAN, f64::NAN)
         } else {
@@ -158,20 +171,49 @@ pub fn correlation_matrix(
         .map(|i| (0..n_time).map(|t| data[t * n_vars + i]).sum::<f64>() / n_time as f64)
         .collect();
     let mut centred = vec![0.0; n_time * n_vars];
-    for i in 0..n_vars {
-        for t in 0..n_time {
-            centred[i * n_time + t] = data[t * n_vars + i] - means[i];
+    for (t, row) in data.chunks_exact(n_vars).enumerate() {
+        for (i, (value, mean)) in row.iter().zip(&means).enumerate() {
+            centred[i * n_time + t] = value - mean;
         }
     }
     let denom = n_time as f64 - 1.0;
+    // cov = C·Cᵀ/(n−1) with C the centred (n_vars, n_time) matrix, by a blocked GEMM (like numpy's BLAS).
     let mut cov = vec![0.0; n_vars * n_vars];
+    // Blocks of rows of the upper triangle (columns ≥ the block's first row) in parallel (rayon);
+    // each entry's arithmetic does not depend on the split. The lower triangle is mirrored.
+    const ROW_BLOCK: usize = 32;
+    cov.par_chunks_mut(ROW_BLOCK * n_vars)
+        .enumerate()
+        .for_each(|(block, cov_rows)| {
+            let rows = cov_rows.len() / n_vars;
+            let first = block * ROW_BLOCK;
+            let a = &centred[first * n_time..];
+            let cols = n_vars - first;
+            // SAFETY: `a` holds `rows` rows of length n_time, and also the `cols` rows read as the
+            // transposed right operand; `cov_rows[first..]` addresses (rows × cols) with row stride
+            // n_vars inside the chunk; all buffers are alive for the call.
+            unsafe {
+                matrixmultiply::dgemm(
+                    rows,
+                    n_time,
+                    cols,
+                    1.0 / denom,
+                    a.as_ptr(),
+                    n_time as isize,
+                    1,
+                    a.as_ptr(),
+                    1,
+                    n_time as isize,
+                    0.0,
+                    cov_rows[first..].as_mut_ptr(),
+                    n_vars as isize,
+                    1,
+                );
+            }
+        });
     for i in 0..n_vars {
-        for j in i..n_vars {
-            let a = &centred[i * n_time..(i + 1) * n_time];
-            let b = &centred[j * n_time..(j + 1) * n_time];
-            let c = a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>() / denom;
-            cov[i * n_vars + j] = c;
-            cov[j * n_vars + i] = c;
+        for j in 0..i {
+            cov[i * n_vars + j] = cov[j * n_vars + i];
         }
     }
     let sd: Vec<f64> = (0..n_vars).map(|i| cov[i * n_vars + i].sqrt()).collect();
