@@ -36,7 +36,7 @@ impl std::fmt::Display for BenchLine {
         match self.speedup_vs_reference {
             Some(r) => write!(
                 f,
-                "{}: {:.3} s ({:.1}x faster than reference)",
+                "{}: {:.3} s (reference / ours = {:.2})",
                 self.case, self.seconds, r
             ),
             None => write!(f, "{}: {:.3} s", self.case, self.seconds),

@@ -2,6 +2,7 @@
 
 use super::preprocess::correlate1d_reflect;
 use super::MetricsError;
+use rayon::prelude::*;
 use realfft::RealFftPlanner;
 
 /// Which frequency bins are compared.
@@ -104,6 +105,27 @@ pub fn normalised_spectrum(
     Ok(smoothed)
 }
 
+/// Slice both spectra per `cutoff`, renormalise, and return `‖√p − √q‖₂/√2`.
+fn hellinger_after_cutoff(p_full: &[f64], q_full: &[f64], cutoff: FreqCutoff) -> f64 {
+    let n_bins = p_full.len();
+    let keep = match cutoff {
+        FreqCutoff::All => n_bins,
+        FreqCutoff::ReferenceSlice(c) if c >= 0 => (c as usize).min(n_bins),
+        FreqCutoff::ReferenceSlice(c) => n_bins.saturating_sub(c.unsigned_abs() as usize),
+    };
+    let norm = |s: &[f64]| -> Vec<f64> {
+        let total: f64 = s[..keep].iter().sum();
+        s[..keep].iter().map(|v| v / total).collect()
+    };
+    let (p, q) = (norm(p_full), norm(q_full));
+    p.iter()
+        .zip(&q)
+        .map(|(a, b)| (b.sqrt() - a.sqrt()).powi(2))
+        .sum::<f64>()
+        .sqrt()
+        / std::f64::consts::SQRT_2
+}
+
 /// D_H between `x_true` and `x_gen`, each `(n_traj, n_time, n_dim)` row-major (SPEC §3.3).
 #[allow(clippy::too_many_arguments)]
 pub fn power_spectrum_hellinger(
@@ -127,50 +149,38 @@ pub fn power_spectrum_hellinger(
         }
         super::check_finite(arg, x)?;
     }
-    let mut planner = RealFftPlanner::<f64>::new();
-    let mut per_dim = Vec::with_capacity(n_dim);
-    let mut column = vec![0.0; n_time];
-    for d in 0..n_dim {
-        let mut spectra = [Vec::new(), Vec::new()];
-        for (which, x) in [x_true, x_gen].into_iter().enumerate() {
-            let mut sum: Vec<f64> = Vec::new();
-            let mut count = 0usize;
-            for traj in 0..n_traj {
-                for (t, value) in column.iter_mut().enumerate() {
-                    *value = x[(traj * n_time + t) * n_dim + d];
+    // Dimensions are independent: rayon over them, one FFT planner and column buffer per task.
+    let per_dim = (0..n_dim)
+        .into_par_iter()
+        .map(|d| -> Result<f64, MetricsError> {
+            let mut planner = RealFftPlanner::<f64>::new();
+            let mut column = vec![0.0; n_time];
+            let mut spectra = [Vec::new(), Vec::new()];
+            for (which, x) in [x_true, x_gen].into_iter().enumerate() {
+                let mut sum: Vec<f64> = Vec::new();
+                let mut count = 0usize;
+                for traj in 0..n_traj {
+                    for (t, value) in column.iter_mut().enumerate() {
+                        *value = x[(traj * n_time + t) * n_dim + d];
+                    }
+                    let s = normalised_spectrum(&column, options.smoothing, &mut planner)?;
+                    if sum.is_empty() {
+                        sum = vec![0.0; s.len()];
+                    }
+                    if s.iter().all(|v| !v.is_nan()) {
+                        sum.iter_mut().zip(&s).for_each(|(a, b)| *a += b);
+                        count += 1;
+                    }
                 }
-                let s = normalised_spectrum(&column, options.smoothing, &mut planner)?;
-                if sum.is_empty() {
-                    sum = vec![0.0; s.len()];
-                }
-                if s.iter().all(|v| !v.is_nan()) {
-                    sum.iter_mut().zip(&s).for_each(|(a, b)| *a += b);
-                    count += 1;
-                }
+                spectra[which] = sum.iter().map(|v| v / count as f64).collect();
             }
-            let mean: Vec<f64> = sum.iter().map(|v| v / count as f64).collect();
-            spectra[which] = mean;
-        }
-        let n_bins = spectra[0].len();
-        let keep = match options.cutoff {
-            FreqCutoff::All => n_bins,
-            FreqCutoff::ReferenceSlice(c) if c >= 0 => (c as usize).min(n_bins),
-            FreqCutoff::ReferenceSlice(c) => n_bins.saturating_sub(c.unsigned_abs() as usize),
-        };
-        let norm = |s: &[f64]| -> Vec<f64> {
-            let total: f64 = s[..keep].iter().sum();
-            s[..keep].iter().map(|v| v / total).collect()
-        };
-        let (p, q) = (norm(&spectra[0]), norm(&spectra[1]));
-        let h = p
-            .iter()
-            .zip(&q)
-            .map(|(a, b)| (b.sqrt() - a.sqrt()).powi(2))
-            .sum::<f64>()
-            .sqrt()
-            / std::f64::consts::SQRT_2;
-        per_dim.push(h);
-    }
+            Ok(hellinger_after_cutoff(
+                &spectra[0],
+                &spectra[1],
+                options.cutoff,
+            ))
+        })
+        .collect::<Result<Vec<f64>, MetricsError>>()?;
     let value = per_dim.iter().sum::<f64>() / n_dim as f64;
     Ok(DhResult { value, per_dim })
 }

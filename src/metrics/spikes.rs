@@ -104,7 +104,7 @@ pub fn calc_isi_stats(
         let (mean, std) = if isis.is_empty() {
             (f64::NAN, f64::NAN)
         } else {
-            mean_std(&isis)
+            mean_std(isis)
         };
         stats.cv.push(std / mean);
         stats.mean.push(mean);
