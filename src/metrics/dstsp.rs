@@ -18,6 +18,9 @@ pub enum DstspMode {
     LogSpace,
     /// The reference's f64 behaviour: plain `exp`, samples where either density is 0 are dropped.
     ReferenceUnderflow,
+    /// Emulated float32 (the paper's dtype): each mixture density is rounded to f32 (with
+    /// subnormals) before the log, so densities below ~1e-45 become 0 and their samples are dropped.
+    ReferenceUnderflowF32,
 }
 
 /// Options of [`dstsp`]; defaults are the reference's (σ = 1, 1000 samples, ≤ 10000 rows).
@@ -161,7 +164,7 @@ pub fn dstsp_with_draws(
     let log_p_gen = mixture_log_density(&samples, n_samples, gen, options)?;
     let kept_mask: Vec<bool> = match options.mode {
         DstspMode::LogSpace => vec![true; n_samples],
-        DstspMode::ReferenceUnderflow => log_p_data
+        DstspMode::ReferenceUnderflow | DstspMode::ReferenceUnderflowF32 => log_p_data
             .iter()
             .zip(&log_p_gen)
             .map(|(a, b)| a.is_finite() && b.is_finite())
@@ -251,6 +254,12 @@ fn mixture_log_density(
                         let max = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
                         let sum: f64 = row.iter().map(|v| (v - max).exp()).sum();
                         max + sum.ln() - log_norm
+                    }
+                    DstspMode::ReferenceUnderflowF32 => {
+                        let max = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                        let sum: f64 = row.iter().map(|v| (v - max).exp()).sum();
+                        let density = (max + sum.ln() - log_norm).exp();
+                        (density as f32 as f64).ln()
                     }
                     DstspMode::ReferenceUnderflow => {
                         let sum: f64 = row.iter().map(|v| v.exp()).sum();
