@@ -172,3 +172,44 @@ fn eval_pipeline_smoothing_matches_reference() {
     println!("eval_pipeline pair_a smoothed: worst |diff|/max|ref| {worst:.2e}");
     assert!(worst < 1e-6, "worst scaled error {worst:.2e}");
 }
+
+#[test]
+fn eval_pipeline_pair_a_scores_match_reference() {
+    use lowrank_smc::metrics::smooth_and_zscore;
+    let f = file();
+    let group = f.group("eval_pipeline/pair_a").unwrap();
+    let attr = |name: &str| -> f64 { group.attr(name).unwrap().read_scalar().unwrap() };
+    // The reference cast both series to float32 and ran everything in float32.
+    let (x_gen, shape) = read(&f, "/inputs/pair_a/x_gen");
+    let (x_true, _) = read(&f, "/inputs/pair_a/x_true");
+    let to_f32 = |v: &[f64]| -> Vec<f64> { v.iter().map(|&x| x as f32 as f64).collect() };
+    let (x_gen, x_true) = (to_f32(&x_gen), to_f32(&x_true));
+    let (n, d) = (shape[0], shape[1]);
+    let gen = smooth_and_zscore(SeriesView::new("x_gen", &x_gen, n, d).unwrap(), 15).unwrap();
+    let t_indices: Vec<i64> = group.dataset("t_indices").unwrap().read_raw().unwrap();
+    let normals: Vec<f64> = group.dataset("normal_draws").unwrap().read_raw().unwrap();
+    let draws = DstspDraws {
+        t_indices: t_indices.iter().map(|&t| t as usize).collect(),
+        normals,
+    };
+    let opts = DstspOptions {
+        mode: DstspMode::ReferenceUnderflowF32,
+        ..Default::default()
+    };
+    let vt = SeriesView::new("x_true", &x_true, n, d).unwrap();
+    let vg = SeriesView::new("gen", &gen, n, d).unwrap();
+    let dstsp = dstsp_with_draws(vt, vg, &opts, &draws).unwrap().value;
+    let dh_opts = DhOptions {
+        smoothing: 20.0,
+        cutoff: FreqCutoff::ReferenceSlice(-1),
+    };
+    let dh = power_spectrum_hellinger(&x_true, &gen, 1, n, d, &dh_opts)
+        .unwrap()
+        .value;
+    let (e_stsp, e_h) = (rel(dstsp, attr("d_stsp")), rel(dh, attr("d_h")));
+    println!("eval_pipeline pair_a: D_stsp rel {e_stsp:.2e}, D_H rel {e_h:.2e}");
+    assert!(
+        e_stsp < 1e-5 && e_h < 1e-6,
+        "D_stsp rel {e_stsp:.2e}, D_H rel {e_h:.2e}"
+    );
+}
