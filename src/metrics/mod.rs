@@ -6,6 +6,7 @@ pub mod aggregate;
 pub mod bench;
 pub mod dh;
 pub mod dstsp;
+pub mod dstsp_binned;
 pub mod preprocess;
 pub mod spikes;
 
@@ -13,6 +14,7 @@ pub use aggregate::{bootstrap_ci, mean_sem, median, median_abs_deviation, MadSca
 pub use bench::{bench_metrics, BenchLine};
 pub use dh::{power_spectrum_hellinger, DhOptions, DhResult, FreqCutoff};
 pub use dstsp::{dstsp, dstsp_with_draws, DstspDraws, DstspMode, DstspOptions, DstspResult};
+pub use dstsp_binned::{dstsp_binned, BinnedOptions, BinningScheme};
 pub use preprocess::{hann_window, smooth_and_zscore, smooth_hann, truncate_rows, zscore_columns};
 
 /// Errors of the metric functions; each names the offending argument.
