@@ -7,6 +7,7 @@ pub mod bench;
 pub mod dh;
 pub mod dstsp;
 pub mod dstsp_binned;
+pub mod nlb;
 pub mod preprocess;
 pub mod spikes;
 
