@@ -75,3 +75,40 @@ fn nlb_spike_metrics_match_reference() {
     );
     assert!(failures.is_empty(), "failures: {failures:#?}");
 }
+
+#[test]
+fn velocity_decoder_matches_reference() {
+    use lowrank_smc::metrics::nlb::fit_and_eval_decoder;
+    let f = hdf5::File::open(FIXTURE).unwrap();
+    let sub = "nlb/evaluate_mc_maze_20/submission/mc_maze_20";
+    let tgt = "nlb/evaluate_mc_maze_20/target/mc_maze_20";
+    let (tr_in, s_in) = read(&f, &format!("{sub}/train_rates_heldin"));
+    let (tr_out, s_out) = read(&f, &format!("{sub}/train_rates_heldout"));
+    let (ev_in, _) = read(&f, &format!("{sub}/eval_rates_heldin"));
+    let (ev_out, _) = read(&f, &format!("{sub}/eval_rates_heldout"));
+    let (train_y, sy) = read(&f, &format!("{tgt}/train_behavior"));
+    let (eval_y, _) = read(&f, &format!("{tgt}/eval_behavior"));
+    let (n_in, n_out, q) = (s_in[2], s_out[2], sy[2]);
+    let train_x = concat_last_axis(&tr_in, n_in, &tr_out, n_out).unwrap();
+    let eval_x = concat_last_axis(&ev_in, n_in, &ev_out, n_out).unwrap();
+    let grid =
+        fit_and_eval_decoder(&train_x, &train_y, &eval_x, &eval_y, n_in + n_out, q, true).unwrap();
+    let plain =
+        fit_and_eval_decoder(&train_x, &train_y, &eval_x, &eval_y, n_in + n_out, q, false).unwrap();
+    let (cv_ref, _) = read(&f, "nlb/components/gridsearch_mean_test_scores");
+    let comp = "nlb/components";
+    let rel = |a: f64, b: f64| (a - b).abs() / b.abs();
+    let e_grid = rel(grid.r2, attr(&f, comp, "decoder_r2_gridsearch"));
+    let e_vel = rel(grid.r2, attr(&f, "nlb/evaluate_mc_maze_20", "vel R2"));
+    let e_plain = rel(plain.r2, attr(&f, comp, "decoder_r2_alpha1e-2"));
+    let e_cv = grid
+        .cv_mean_scores
+        .iter()
+        .zip(&cv_ref)
+        .map(|(a, b)| rel(*a, *b))
+        .fold(0.0, f64::max);
+    println!("decoder: grid rel {e_grid:.2e}, vel R2 rel {e_vel:.2e}, alpha 1e-2 rel {e_plain:.2e}, cv rel {e_cv:.2e}, best alpha {}", grid.alpha);
+    assert_eq!(grid.alpha, attr(&f, comp, "gridsearch_best_alpha"));
+    assert_eq!(grid.cv_mean_scores.len(), cv_ref.len());
+    assert!(e_grid < 1e-8 && e_vel < 1e-8 && e_plain < 1e-8 && e_cv < 1e-8);
+}

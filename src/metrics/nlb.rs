@@ -1,7 +1,8 @@
 //! NLB spike-prediction metrics (golden README quirk 5; `nlb_tools/evaluation.py`, nlb_tools 0.0.4).
 //!
 //! Arrays are row-major `(n_trials, n_time, n_neurons)`, flattened; only the last axis (neurons) matters.
-//! Not implemented yet: velocity R² (ridge + GridSearchCV) and PSTH R².
+//! Velocity decoding: sklearn `Ridge` (intercept, Cholesky solve) with `GridSearchCV` as in
+//! `fit_and_eval_decoder`. Not implemented yet: PSTH R² (`eval_psth`) and the full `evaluate`.
 
 use super::MetricsError;
 
@@ -120,6 +121,210 @@ pub fn concat_last_axis(
         .zip(b.chunks_exact(n_b))
         .flat_map(|(x, y)| x.iter().chain(y).copied())
         .collect())
+}
+
+/// The ridge grid of `fit_and_eval_decoder`: `np.logspace(-4, 0, 9)`.
+pub fn ridge_alpha_grid() -> Vec<f64> {
+    (0..9).map(|i| 10f64.powf(-4.0 + 0.5 * i as f64)).collect()
+}
+
+/// A fitted ridge regression `y = x·coef + intercept` (coef row-major `(n_features, n_outputs)`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RidgeModel {
+    /// Coefficients, row-major `(n_features, n_outputs)`.
+    pub coef: Vec<f64>,
+    /// Intercept per output.
+    pub intercept: Vec<f64>,
+    /// Number of features.
+    pub n_features: usize,
+    /// Number of outputs.
+    pub n_outputs: usize,
+}
+
+impl RidgeModel {
+    /// Predictions for row-major `(n, n_features)` inputs, row-major `(n, n_outputs)`.
+    pub fn predict(&self, x: &[f64]) -> Vec<f64> {
+        let (p, q) = (self.n_features, self.n_outputs);
+        x.chunks_exact(p)
+            .flat_map(|row| {
+                (0..q).map(move |o| {
+                    self.intercept[o]
+                        + row
+                            .iter()
+                            .enumerate()
+                            .map(|(j, v)| v * self.coef[j * q + o])
+                            .sum::<f64>()
+                })
+            })
+            .collect()
+    }
+}
+
+/// sklearn `Ridge(alpha, fit_intercept=True)`: centre x and y, solve `(XcᵀXc + αI) W = Xcᵀyc` by Cholesky.
+pub fn ridge_fit(
+    x: &[f64],
+    y: &[f64],
+    n_features: usize,
+    n_outputs: usize,
+    alpha: f64,
+) -> Result<RidgeModel, MetricsError> {
+    let (p, q) = (n_features, n_outputs);
+    if p == 0 || q == 0 || x.is_empty() || x.len() % p != 0 || y.len() != x.len() / p * q {
+        return Err(MetricsError::Shape {
+            arg: "y",
+            got: format!("x {} values, y {} values", x.len(), y.len()),
+            expected: format!("x (n, {p}) and y (n, {q})"),
+        });
+    }
+    super::check_finite("x", x)?;
+    super::check_finite("y", y)?;
+    let n = x.len() / p;
+    let x_mean: Vec<f64> = (0..p)
+        .map(|j| x.iter().skip(j).step_by(p).sum::<f64>() / n as f64)
+        .collect();
+    let y_mean: Vec<f64> = (0..q)
+        .map(|o| y.iter().skip(o).step_by(q).sum::<f64>() / n as f64)
+        .collect();
+    let mut gram = nalgebra::DMatrix::<f64>::zeros(p, p);
+    let mut rhs = nalgebra::DMatrix::<f64>::zeros(p, q);
+    for (xr, yr) in x.chunks_exact(p).zip(y.chunks_exact(q)) {
+        for a in 0..p {
+            let xa = xr[a] - x_mean[a];
+            for b in 0..p {
+                gram[(a, b)] += xa * (xr[b] - x_mean[b]);
+            }
+            for o in 0..q {
+                rhs[(a, o)] += xa * (yr[o] - y_mean[o]);
+            }
+        }
+    }
+    for a in 0..p {
+        gram[(a, a)] += alpha;
+    }
+    let chol = nalgebra::Cholesky::new(gram).ok_or(MetricsError::Parameter {
+        arg: "alpha",
+        value: alpha.to_string(),
+        reason: "XᵀX + αI is not positive definite; use alpha > 0",
+    })?;
+    let w = chol.solve(&rhs);
+    let coef: Vec<f64> = (0..p)
+        .flat_map(|a| (0..q).map(move |o| (a, o)))
+        .map(|(a, o)| w[(a, o)])
+        .collect();
+    let intercept = (0..q)
+        .map(|o| y_mean[o] - (0..p).map(|a| x_mean[a] * w[(a, o)]).sum::<f64>())
+        .collect();
+    Ok(RidgeModel {
+        coef,
+        intercept,
+        n_features: p,
+        n_outputs: q,
+    })
+}
+
+/// sklearn `r2_score(multioutput='uniform_average')` (constant outputs score 1 if perfect, else 0).
+pub fn r2_score(y_true: &[f64], y_pred: &[f64], n_outputs: usize) -> Result<f64, MetricsError> {
+    if y_true.len() != y_pred.len()
+        || n_outputs == 0
+        || y_true.len() % n_outputs != 0
+        || y_true.is_empty()
+    {
+        return Err(MetricsError::Shape {
+            arg: "y_pred",
+            got: format!("{} values", y_pred.len()),
+            expected: format!("{} values in rows of {n_outputs}", y_true.len()),
+        });
+    }
+    let n = y_true.len() / n_outputs;
+    let mut total = 0.0;
+    for o in 0..n_outputs {
+        let mean = (0..n).map(|i| y_true[i * n_outputs + o]).sum::<f64>() / n as f64;
+        let ss_res: f64 = (0..n)
+            .map(|i| (y_true[i * n_outputs + o] - y_pred[i * n_outputs + o]).powi(2))
+            .sum();
+        let ss_tot: f64 = (0..n)
+            .map(|i| (y_true[i * n_outputs + o] - mean).powi(2))
+            .sum();
+        total += if ss_tot != 0.0 {
+            1.0 - ss_res / ss_tot
+        } else if ss_res == 0.0 {
+            1.0
+        } else {
+            0.0
+        };
+    }
+    Ok(total / n_outputs as f64)
+}
+
+/// Result of [`fit_and_eval_decoder`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecoderResult {
+    /// R² on the evaluation data.
+    pub r2: f64,
+    /// The alpha used (grid-search winner or 1e-2).
+    pub alpha: f64,
+    /// Mean 5-fold CV R² per grid alpha (empty without grid search).
+    pub cv_mean_scores: Vec<f64>,
+}
+
+/// `fit_and_eval_decoder`: `GridSearchCV(Ridge(), alpha=logspace(-4,0,9))` with 5 unshuffled folds, refit
+/// on all training rows, R² on the eval rows; without grid search `Ridge(alpha=1e-2)`.
+#[allow(clippy::too_many_arguments)]
+pub fn fit_and_eval_decoder(
+    train_x: &[f64],
+    train_y: &[f64],
+    eval_x: &[f64],
+    eval_y: &[f64],
+    n_features: usize,
+    n_outputs: usize,
+    grid_search: bool,
+) -> Result<DecoderResult, MetricsError> {
+    let (p, q) = (n_features, n_outputs);
+    let n = if p == 0 { 0 } else { train_x.len() / p };
+    let (alpha, cv_mean_scores) = if grid_search {
+        if n < 5 {
+            return Err(MetricsError::Empty {
+                arg: "train_x",
+                min: 5,
+            });
+        }
+        // KFold(5): the first n % 5 folds get one extra row; test folds are contiguous.
+        let mut bounds = vec![0usize];
+        for k in 0..5 {
+            let size = n / 5 + usize::from(k < n % 5);
+            bounds.push(bounds[k] + size);
+        }
+        let mut means = Vec::new();
+        for alpha in ridge_alpha_grid() {
+            let mut sum = 0.0;
+            for k in 0..5 {
+                let (lo, hi) = (bounds[k], bounds[k + 1]);
+                let fit_x: Vec<f64> = [&train_x[..lo * p], &train_x[hi * p..]].concat();
+                let fit_y: Vec<f64> = [&train_y[..lo * q], &train_y[hi * q..]].concat();
+                let model = ridge_fit(&fit_x, &fit_y, p, q, alpha)?;
+                let pred = model.predict(&train_x[lo * p..hi * p]);
+                sum += r2_score(&train_y[lo * q..hi * q], &pred, q)?;
+            }
+            means.push(sum / 5.0);
+        }
+        // First maximum, like GridSearchCV's rank-based choice.
+        let mut best = 0;
+        for (i, &m) in means.iter().enumerate() {
+            if m > means[best] {
+                best = i;
+            }
+        }
+        (ridge_alpha_grid()[best], means)
+    } else {
+        (1e-2, Vec::new())
+    };
+    let model = ridge_fit(train_x, train_y, p, q, alpha)?;
+    let r2 = r2_score(eval_y, &model.predict(eval_x), q)?;
+    Ok(DecoderResult {
+        r2,
+        alpha,
+        cv_mean_scores,
+    })
 }
 
 #[cfg(test)]
