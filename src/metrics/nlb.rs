@@ -280,7 +280,7 @@ pub fn fit_and_eval_decoder(
     grid_search: bool,
 ) -> Result<DecoderResult, MetricsError> {
     let (p, q) = (n_features, n_outputs);
-    let n = if p == 0 { 0 } else { train_x.len() / p };
+    let n = train_x.len().checked_div(p).unwrap_or(0);
     let (alpha, cv_mean_scores) = if grid_search {
         if n < 5 {
             return Err(MetricsError::Empty {
