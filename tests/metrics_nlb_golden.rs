@@ -112,3 +112,40 @@ fn velocity_decoder_matches_reference() {
     assert_eq!(grid.cv_mean_scores.len(), cv_ref.len());
     assert!(e_grid < 1e-8 && e_vel < 1e-8 && e_plain < 1e-8 && e_cv < 1e-8);
 }
+
+#[test]
+fn psth_r2_matches_reference() {
+    use lowrank_smc::metrics::nlb::eval_psth;
+    let f = hdf5::File::open(FIXTURE).unwrap();
+    let sub = "nlb/evaluate_mc_maze_20/submission/mc_maze_20";
+    let tgt = "nlb/evaluate_mc_maze_20/target/mc_maze_20";
+    let (psth, sp) = read(&f, &format!("{tgt}/psth"));
+    let (ev_in, s_in) = read(&f, &format!("{sub}/eval_rates_heldin"));
+    let (ev_out, s_out) = read(&f, &format!("{sub}/eval_rates_heldout"));
+    let rates = concat_last_axis(&ev_in, s_in[2], &ev_out, s_out[2]).unwrap();
+    let jitter: Vec<i64> = f
+        .dataset(&format!("{tgt}/eval_jitter"))
+        .unwrap()
+        .read_raw()
+        .unwrap();
+    let conds: Vec<Vec<usize>> = (0..sp[0])
+        .map(|c| {
+            let idx: Vec<i64> = f
+                .dataset(&format!("{tgt}/eval_cond_idx/{c}"))
+                .unwrap()
+                .read_raw()
+                .unwrap();
+            idx.iter().map(|&i| i as usize).collect()
+        })
+        .collect();
+    let with_jitter = eval_psth(&psth, &rates, &conds, Some(&jitter), sp[1], sp[2]).unwrap();
+    let without = eval_psth(&psth, &rates, &conds, None, sp[1], sp[2]).unwrap();
+    let rel = |a: f64, b: f64| (a - b).abs() / b.abs();
+    let e1 = rel(with_jitter, attr(&f, "nlb/evaluate_mc_maze_20", "psth R2"));
+    let e2 = rel(without, attr(&f, "nlb/components", "psth_r2_no_jitter"));
+    println!("psth R2 rel {e1:.2e}, no jitter rel {e2:.2e}");
+    assert!(
+        e1 < 1e-10 && e2 < 1e-10,
+        "psth R2 rel {e1:.2e}, no jitter rel {e2:.2e}"
+    );
+}

@@ -2,7 +2,8 @@
 //!
 //! Arrays are row-major `(n_trials, n_time, n_neurons)`, flattened; only the last axis (neurons) matters.
 //! Velocity decoding: sklearn `Ridge` (intercept, Cholesky solve) with `GridSearchCV` as in
-//! `fit_and_eval_decoder`. Not implemented yet: PSTH R² (`eval_psth`) and the full `evaluate`.
+//! `fit_and_eval_decoder`, and PSTH R² (`eval_psth`). Not implemented yet: the full `evaluate` wrapper
+//! and `velocity_decoding` with several decode masks (call the decoder once per mask and average).
 
 use super::MetricsError;
 
@@ -280,6 +281,21 @@ pub fn fit_and_eval_decoder(
     grid_search: bool,
 ) -> Result<DecoderResult, MetricsError> {
     let (p, q) = (n_features, n_outputs);
+    // nlb_tools drops the rows whose first behaviour column is NaN (train and eval).
+    let keep_rows = |x: &[f64], y: &[f64]| -> (Vec<f64>, Vec<f64>) {
+        let mut kx = Vec::with_capacity(x.len());
+        let mut ky = Vec::with_capacity(y.len());
+        for (xr, yr) in x.chunks_exact(p.max(1)).zip(y.chunks_exact(q.max(1))) {
+            if !yr[0].is_nan() {
+                kx.extend_from_slice(xr);
+                ky.extend_from_slice(yr);
+            }
+        }
+        (kx, ky)
+    };
+    let (train_x, train_y) = keep_rows(train_x, train_y);
+    let (eval_x, eval_y) = keep_rows(eval_x, eval_y);
+    let (train_x, train_y, eval_x, eval_y) = (&train_x[..], &train_y[..], &eval_x[..], &eval_y[..]);
     let n = train_x.len().checked_div(p).unwrap_or(0);
     let (alpha, cv_mean_scores) = if grid_search {
         if n < 5 {
@@ -325,6 +341,85 @@ pub fn fit_and_eval_decoder(
         alpha,
         cv_mean_scores,
     })
+}
+
+/// `eval_psth`: R² (uniform over neurons) between the true PSTHs `(n_cond, n_time, n)` and the
+/// per-condition trial means of `eval_rates` `(n_trials, n_time, n)`, each trial shifted later by
+/// `jitter[trial]` bins (NaN-padded; negative = earlier); rows where `psth[c, t, 0]` is NaN are skipped.
+pub fn eval_psth(
+    psth: &[f64],
+    eval_rates: &[f64],
+    cond_trials: &[Vec<usize>],
+    jitter: Option<&[i64]>,
+    n_time: usize,
+    n_neurons: usize,
+) -> Result<f64, MetricsError> {
+    let block = n_time * n_neurons;
+    if block == 0 || psth.len() != cond_trials.len() * block || eval_rates.len() % block != 0 {
+        return Err(MetricsError::Shape {
+            arg: "psth / eval_rates",
+            got: format!("{} / {} values", psth.len(), eval_rates.len()),
+            expected: format!(
+                "({} conditions, {n_time}, {n_neurons}) / (trials, {n_time}, {n_neurons})",
+                cond_trials.len()
+            ),
+        });
+    }
+    let n_trials = eval_rates.len() / block;
+    if let Some(j) = jitter {
+        if j.len() != n_trials {
+            return Err(MetricsError::Shape {
+                arg: "jitter",
+                got: j.len().to_string(),
+                expected: format!("{n_trials} trials"),
+            });
+        }
+    }
+    let mut true_rows = Vec::new();
+    let mut pred_rows = Vec::new();
+    for (c, trials) in cond_trials.iter().enumerate() {
+        if trials.is_empty() {
+            continue;
+        }
+        if let Some(&bad) = trials.iter().find(|&&t| t >= n_trials) {
+            return Err(MetricsError::Parameter {
+                arg: "cond_trials",
+                value: bad.to_string(),
+                reason: "trial index beyond eval_rates",
+            });
+        }
+        let mut mean = vec![0.0; block];
+        for &trial in trials {
+            let shift = jitter.map_or(0, |j| j[trial]);
+            for t in 0..n_time {
+                let source = t as i64 - shift;
+                for i in 0..n_neurons {
+                    mean[t * n_neurons + i] += if source >= 0 && (source as usize) < n_time {
+                        eval_rates[trial * block + source as usize * n_neurons + i]
+                    } else {
+                        f64::NAN
+                    };
+                }
+            }
+        }
+        mean.iter_mut().for_each(|v| *v /= trials.len() as f64);
+        for t in 0..n_time {
+            let true_row = &psth[c * block + t * n_neurons..c * block + (t + 1) * n_neurons];
+            if true_row[0].is_nan() {
+                continue;
+            }
+            let pred_row = &mean[t * n_neurons..(t + 1) * n_neurons];
+            if pred_row.iter().any(|v| v.is_nan()) {
+                return Err(MetricsError::NonFinite {
+                    arg: "eval_rates (jittered, within PSTH times)",
+                    index: c * block + t * n_neurons,
+                });
+            }
+            true_rows.extend_from_slice(true_row);
+            pred_rows.extend_from_slice(pred_row);
+        }
+    }
+    r2_score(&true_rows, &pred_rows, n_neurons)
 }
 
 #[cfg(test)]
