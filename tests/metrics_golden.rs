@@ -174,14 +174,27 @@ fn eval_pipeline_smoothing_matches_reference() {
 }
 
 #[test]
-fn eval_pipeline_pair_a_scores_match_reference() {
+fn eval_pipeline_scores_match_reference() {
+    for (pair, gen_path, true_path) in [
+        ("pair_a", "/inputs/pair_a/x_gen", "/inputs/pair_a/x_true"),
+        (
+            "pair_b_eeg_vs_perturbed",
+            "/inputs/pair_b/x_gen",
+            "/inputs/eeg/x",
+        ),
+    ] {
+        eval_pipeline_case(pair, gen_path, true_path);
+    }
+}
+
+fn eval_pipeline_case(pair: &str, gen_path: &str, true_path: &str) {
     use lowrank_smc::metrics::smooth_and_zscore;
     let f = file();
-    let group = f.group("eval_pipeline/pair_a").unwrap();
+    let group = f.group(&format!("eval_pipeline/{pair}")).unwrap();
     let attr = |name: &str| -> f64 { group.attr(name).unwrap().read_scalar().unwrap() };
     // The reference cast both series to float32 and ran everything in float32.
-    let (x_gen, shape) = read(&f, "/inputs/pair_a/x_gen");
-    let (x_true, _) = read(&f, "/inputs/pair_a/x_true");
+    let (x_gen, shape) = read(&f, gen_path);
+    let (x_true, _) = read(&f, true_path);
     let to_f32 = |v: &[f64]| -> Vec<f64> { v.iter().map(|&x| x as f32 as f64).collect() };
     let (x_gen, x_true) = (to_f32(&x_gen), to_f32(&x_true));
     let (n, d) = (shape[0], shape[1]);
@@ -207,9 +220,9 @@ fn eval_pipeline_pair_a_scores_match_reference() {
         .unwrap()
         .value;
     let (e_stsp, e_h) = (rel(dstsp, attr("d_stsp")), rel(dh, attr("d_h")));
-    println!("eval_pipeline pair_a: D_stsp rel {e_stsp:.2e}, D_H rel {e_h:.2e}");
+    println!("eval_pipeline {pair}: D_stsp rel {e_stsp:.2e}, D_H rel {e_h:.2e}");
     assert!(
         e_stsp < 1e-5 && e_h < 1e-6,
-        "D_stsp rel {e_stsp:.2e}, D_H rel {e_h:.2e}"
+        "{pair}: D_stsp rel {e_stsp:.2e}, D_H rel {e_h:.2e}"
     );
 }
