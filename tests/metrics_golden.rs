@@ -226,3 +226,27 @@ fn eval_pipeline_case(pair: &str, gen_path: &str, true_path: &str) {
         "{pair}: D_stsp rel {e_stsp:.2e}, D_H rel {e_h:.2e}"
     );
 }
+
+#[test]
+fn fft_smoothed_small_matches_reference() {
+    use lowrank_smc::metrics::dh::fft_smoothed;
+    let f = file();
+    let (x, _) = read(&f, "/dh/fft_smoothed_small/x");
+    let (expected, _) = read(&f, "/dh/fft_smoothed_small/out");
+    let sigma: f64 = f
+        .group("dh/fft_smoothed_small")
+        .unwrap()
+        .attr("smoothing")
+        .unwrap()
+        .read_scalar()
+        .unwrap();
+    let mut planner = realfft::RealFftPlanner::new();
+    let ours = fft_smoothed(&x, sigma, &mut planner).unwrap();
+    assert_eq!(ours.len(), expected.len());
+    let worst = ours
+        .iter()
+        .zip(&expected)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max);
+    assert!(worst < 1e-12, "worst abs {worst:.2e}");
+}

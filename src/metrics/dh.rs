@@ -65,7 +65,44 @@ pub fn gaussian_filter1d(input: &[f64], sigma: f64) -> Result<Vec<f64>, MetricsE
     Ok(out)
 }
 
-/// Smoothed, normalised power spectrum of one trajectory (NaN-filled if it is constant).
+/// `pse.fft_smoothed`: drop the last sample of an odd length, `|rfft(x, norm='ortho')|²·2`,
+/// `gaussian_filter1d(σ)`, clip at 0, normalise by `sum + 1e-8` (no z-scoring here).
+pub fn fft_smoothed(
+    signal: &[f64],
+    smoothing: f64,
+    planner: &mut RealFftPlanner<f64>,
+) -> Result<Vec<f64>, MetricsError> {
+    let n = signal.len() - signal.len() % 2;
+    if n < 2 {
+        return Err(MetricsError::Empty {
+            arg: "trajectory",
+            min: 2,
+        });
+    }
+    let mut buffer = signal[..n].to_vec();
+    let fft = planner.plan_fft_forward(n);
+    let mut spectrum = fft.make_output_vec();
+    fft.process(&mut buffer, &mut spectrum)
+        .map_err(|_| MetricsError::Shape {
+            arg: "trajectory",
+            got: format!("{n}"),
+            expected: "an even length for the real FFT".into(),
+        })?;
+    let power: Vec<f64> = spectrum
+        .iter()
+        .map(|c| c.norm_sqr() / n as f64 * 2.0)
+        .collect();
+    let mut smoothed = gaussian_filter1d(&power, smoothing)?;
+    // NaN.max(0) is 0 in Rust; keep NaN like numpy's `x[x < 0] = 0`.
+    smoothed
+        .iter_mut()
+        .for_each(|v| *v = if *v < 0.0 { 0.0 } else { *v });
+    let total: f64 = smoothed.iter().sum::<f64>() + 1e-8;
+    smoothed.iter_mut().for_each(|v| *v /= total);
+    Ok(smoothed)
+}
+
+/// Z-score one trajectory (ddof 0) and return its [`fft_smoothed`] spectrum (NaN if constant).
 pub fn normalised_spectrum(
     trajectory: &[f64],
     smoothing: f64,
@@ -80,29 +117,8 @@ pub fn normalised_spectrum(
     }
     let mean = trajectory.iter().sum::<f64>() / n_total as f64;
     let std = (trajectory.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n_total as f64).sqrt();
-    let n = n_total - n_total % 2;
-    let mut buffer: Vec<f64> = trajectory[..n].iter().map(|v| (v - mean) / std).collect();
-    let fft = planner.plan_fft_forward(n);
-    let mut spectrum = fft.make_output_vec();
-    fft.process(&mut buffer, &mut spectrum)
-        .map_err(|_| MetricsError::Shape {
-            arg: "trajectory",
-            got: format!("{n}"),
-            expected: "an even length for the real FFT".into(),
-        })?;
-    let power: Vec<f64> = spectrum
-        .iter()
-        .map(|c| c.norm_sqr() / n as f64 * 2.0)
-        .collect();
-    let mut smoothed = gaussian_filter1d(&power, smoothing)?;
-    smoothed.iter_mut().for_each(|v| *v = v.max(0.0));
-    let total: f64 = smoothed.iter().sum::<f64>() + 1e-8;
-    smoothed.iter_mut().for_each(|v| *v /= total);
-    // NaN (constant trajectory) propagates: clip keeps NaN since NaN.max(0) is 0 in Rust, so restore it.
-    if !std.is_finite() || std == 0.0 {
-        smoothed.iter_mut().for_each(|v| *v = f64::NAN);
-    }
-    Ok(smoothed)
+    let zscored: Vec<f64> = trajectory.iter().map(|v| (v - mean) / std).collect();
+    fft_smoothed(&zscored, smoothing, planner)
 }
 
 /// Slice both spectra per `cutoff`, renormalise, and return `‖√p − √q‖₂/√2`.
