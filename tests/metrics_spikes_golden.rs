@@ -120,3 +120,44 @@ fn spike_statistics_match_reference() {
     assert_eq!(checked, 30);
     assert!(failures.is_empty(), "failures: {failures:#?}");
 }
+
+#[test]
+fn fig7_per_condition_statistics_match_reference() {
+    use lowrank_smc::metrics::spikes::per_condition_stats;
+    let f = hdf5::File::open(FIXTURE).unwrap();
+    let (trials, shape) = read(&f, "inputs/spikes/spikes_trials");
+    // Attribute `conditions` = "[0, 1, 0, 1, 2, 2, 0, 1]"; notebook fs = 50 Hz, neuron_inds 0..4.
+    let conditions_text: String = f
+        .group("spike_stats/per_condition_fig7")
+        .unwrap()
+        .attr("conditions")
+        .unwrap()
+        .read_scalar::<hdf5::types::VarLenUnicode>()
+        .unwrap()
+        .to_string();
+    let conditions: Vec<usize> = conditions_text
+        .trim_matches(|c| c == '[' || c == ']')
+        .split(',')
+        .map(|s| s.trim().parse().unwrap())
+        .collect();
+    let stats = per_condition_stats(
+        &trials,
+        shape[0],
+        shape[1],
+        shape[2],
+        &conditions,
+        50.0,
+        &[0, 1, 2, 3, 4],
+    )
+    .unwrap();
+    let mut failures = Vec::new();
+    for (name, ours) in [
+        ("sr_mean_cond", &stats.rate_mean),
+        ("sr_std_cond", &stats.rate_std),
+        ("pwc_cond", &stats.pairwise_corr),
+    ] {
+        let (r, _) = read(&f, &format!("spike_stats/per_condition_fig7/{name}"));
+        failures.extend(compare(name, ours, &r));
+    }
+    assert!(failures.is_empty(), "failures: {failures:#?}");
+}

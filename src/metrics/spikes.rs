@@ -340,10 +340,132 @@ mod tests {
     }
 
     #[test]
+    fn dissimilarity_of_identical_conditions_is_zero() {
+        // Conditions 0 and 1 proportional, condition 2 reversed.
+        let v = [1.0, 2.0, 4.0, 2.0, 4.0, 8.0, 4.0, 2.0, 1.0];
+        let d = dissimilarity_matrix(&v, 3, 3).unwrap();
+        assert!(d[1].abs() < 1e-12 && d[0].abs() < 1e-12);
+        assert!(d[2] > 1.0);
+        assert_eq!(dissimilarity_difference(&d, &d, 3).unwrap(), 0.0);
+    }
+
+    #[test]
     fn silent_neuron_gives_nan_row() {
         let d = [1.0, 0.0, 2.0, 0.0, 4.0, 0.0];
         let c = correlation_matrix(&d, 3, 2).unwrap();
         assert_eq!(c[0], 1.0);
         assert!(c[1].is_nan() && c[3].is_nan());
     }
+}
+
+/// Per-condition statistics of Fig 7 (macaque notebook): rate mean/std (ddof 0) over trials × time
+/// times `fs`, and pairwise correlations (time bins pooled over trials) of `neuron_inds`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConditionStats {
+    /// `(n_conditions, n_neurons)` row-major mean rates.
+    pub rate_mean: Vec<f64>,
+    /// `(n_conditions, n_neurons)` row-major rate standard deviations (ddof 0).
+    pub rate_std: Vec<f64>,
+    /// `(n_conditions, n_pairs)` row-major upper-triangle correlations of the selected neurons.
+    pub pairwise_corr: Vec<f64>,
+}
+
+/// Fig 7 per-condition statistics from `(n_trials, n_time, n_neurons)` spikes and a condition per trial.
+pub fn per_condition_stats(
+    spikes: &[f64],
+    n_trials: usize,
+    n_time: usize,
+    n_neurons: usize,
+    conditions: &[usize],
+    fs: f64,
+    neuron_inds: &[usize],
+) -> Result<ConditionStats, MetricsError> {
+    check_shape("spikes", spikes, &[n_trials, n_time, n_neurons])?;
+    if conditions.len() != n_trials {
+        return Err(MetricsError::Shape {
+            arg: "conditions",
+            got: conditions.len().to_string(),
+            expected: format!("{n_trials} (one per trial)"),
+        });
+    }
+    if let Some(&bad) = neuron_inds.iter().find(|&&i| i >= n_neurons) {
+        return Err(MetricsError::Parameter {
+            arg: "neuron_inds",
+            value: bad.to_string(),
+            reason: "neuron index beyond n_neurons",
+        });
+    }
+    let n_conditions = conditions.iter().max().map_or(0, |m| m + 1);
+    let mut stats = ConditionStats {
+        rate_mean: Vec::new(),
+        rate_std: Vec::new(),
+        pairwise_corr: Vec::new(),
+    };
+    let block = n_time * n_neurons;
+    for c in 0..n_conditions {
+        let rows: Vec<&[f64]> = (0..n_trials)
+            .filter(|&b| conditions[b] == c)
+            .flat_map(|b| spikes[b * block..(b + 1) * block].chunks_exact(n_neurons))
+            .collect();
+        if rows.is_empty() {
+            return Err(MetricsError::Parameter {
+                arg: "conditions",
+                value: c.to_string(),
+                reason: "condition ids must be 0..n_conditions with at least one trial each",
+            });
+        }
+        let pooled: Vec<f64> = rows.iter().flat_map(|r| r.iter().copied()).collect();
+        let count = rows.len();
+        for i in 0..n_neurons {
+            let column: Vec<f64> = (0..count).map(|t| pooled[t * n_neurons + i]).collect();
+            let (mean, std) = mean_std(&column);
+            stats.rate_mean.push(mean * fs);
+            stats.rate_std.push(std * fs);
+        }
+        let selected: Vec<f64> = rows
+            .iter()
+            .flat_map(|r| neuron_inds.iter().map(move |&i| r[i]))
+            .collect();
+        let corr = correlation_matrix(&selected, count, neuron_inds.len())?;
+        stats
+            .pairwise_corr
+            .extend(upper_triangle(&corr, neuron_inds.len())?);
+    }
+    Ok(stats)
+}
+
+/// Dissimilarity matrix `1 − corrcoef` across conditions of per-condition vectors (`(n_conditions, n)` row-major).
+pub fn dissimilarity_matrix(
+    per_condition: &[f64],
+    n_conditions: usize,
+    n: usize,
+) -> Result<Vec<f64>, MetricsError> {
+    check_shape("per_condition", per_condition, &[n_conditions, n])?;
+    // corrcoef with conditions as variables: transpose to (n samples, n_conditions).
+    let transposed: Vec<f64> = (0..n)
+        .flat_map(|j| (0..n_conditions).map(move |c| per_condition[c * n + j]))
+        .collect();
+    Ok(correlation_matrix(&transposed, n, n_conditions)?
+        .iter()
+        .map(|r| 1.0 - r)
+        .collect())
+}
+
+/// Fig 7c summary: median |upper(test) − upper(generated)| of two dissimilarity matrices.
+pub fn dissimilarity_difference(
+    test: &[f64],
+    generated: &[f64],
+    n_conditions: usize,
+) -> Result<f64, MetricsError> {
+    let a = upper_triangle(test, n_conditions)?;
+    let b = upper_triangle(generated, n_conditions)?;
+    if b.len() != a.len() {
+        return Err(MetricsError::Shape {
+            arg: "generated",
+            got: b.len().to_string(),
+            expected: a.len().to_string(),
+        });
+    }
+    let diffs: Vec<f64> = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).collect();
+    super::median(&diffs)
 }
