@@ -35,7 +35,10 @@ use crate::train::ParamLayout;
 pub enum EncoderError {
     /// A configuration field is invalid.
     #[error("encoder config field `{field}`: {message}")]
-    Config { field: &'static str, message: String },
+    Config {
+        field: &'static str,
+        message: String,
+    },
     /// The input length is incompatible with a layer's padding (e.g. reflect wider than the input).
     #[error(
         "encoder layer {layer} (kernel {kernel}, padding ({pad_left}, {pad_right}), mode {mode:?}) \
@@ -1526,7 +1529,10 @@ mod tests {
         assert!(layout.get(LOGVAR_WEIGHT_NAME).is_none());
         let mut params = vec![0.0; layout.len()];
         encoder.init_params(&mut params, &mut rng).unwrap();
-        assert_eq!(&params[layout.get(CONSTANT_LOGVAR_NAME).unwrap().range()], &[shift, shift]);
+        assert_eq!(
+            &params[layout.get(CONSTANT_LOGVAR_NAME).unwrap().range()],
+            &[shift, shift]
+        );
     }
 
     #[test]
@@ -1536,13 +1542,31 @@ mod tests {
         let mut bad = good.clone();
         bad.kernel_sizes = vec![3];
         bad.channels = vec![];
-        assert!(matches!(bad.check(), Err(EncoderError::Config { field: "kernel_sizes", .. })));
+        assert!(matches!(
+            bad.check(),
+            Err(EncoderError::Config {
+                field: "kernel_sizes",
+                ..
+            })
+        ));
         let mut bad = good.clone();
         bad.channels = vec![4];
-        assert!(matches!(bad.check(), Err(EncoderError::Config { field: "channels", .. })));
+        assert!(matches!(
+            bad.check(),
+            Err(EncoderError::Config {
+                field: "channels",
+                ..
+            })
+        ));
         let mut bad = good.clone();
         bad.init_scale = 0.0;
-        assert!(matches!(bad.check(), Err(EncoderError::Config { field: "init_scale", .. })));
+        assert!(matches!(
+            bad.check(),
+            Err(EncoderError::Config {
+                field: "init_scale",
+                ..
+            })
+        ));
         let mut bad = good;
         bad.kernel_sizes[1] = 0;
         assert!(bad.check().is_err());
@@ -1551,7 +1575,9 @@ mod tests {
         let parsed: EncoderConfig = serde_yaml_ng::from_str(yaml).unwrap();
         assert_eq!(parsed.activation, EncoderActivation::LeakyRelu);
         assert!(!parsed.constant_var);
-        assert!(serde_yaml_ng::from_str::<EncoderConfig>(&format!("{yaml}kernels: [1]\n")).is_err());
+        assert!(
+            serde_yaml_ng::from_str::<EncoderConfig>(&format!("{yaml}kernels: [1]\n")).is_err()
+        );
     }
 
     #[test]

@@ -83,7 +83,11 @@ impl ParamLayout {
 
     /// Number of trainable scalars (the paper's |θ| counts these).
     pub fn n_trainable(&self) -> usize {
-        self.blocks.iter().filter(|b| b.trainable).map(|b| b.len()).sum()
+        self.blocks
+            .iter()
+            .filter(|b| b.trainable)
+            .map(|b| b.len())
+            .sum()
     }
 }
 
