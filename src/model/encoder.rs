@@ -585,6 +585,10 @@ impl CnnEncoder {
                 cols: vec![F::zero(); spec.fan_in() * t_out],
                 pre: vec![F::zero(); n_act],
                 out: vec![F::zero(); n_act],
+                cdf: match self.config.activation {
+                    EncoderActivation::Gelu => vec![F::zero(); n_act],
+                    EncoderActivation::LeakyRelu => Vec::new(),
+                },
             });
         }
         let t_out = lengths.last().map_or(t_in, |l| l.2);
@@ -705,11 +709,12 @@ impl CnnEncoder {
                     BufferSel::Pre,
                     &mut ws.mean,
                 );
-                let LayerBuffers { pre, out, .. } = buffers;
+                let LayerBuffers { pre, out, cdf, .. } = buffers;
                 match activation {
                     EncoderActivation::Gelu => {
-                        for (o, &p) in out.iter_mut().zip(pre.iter()) {
-                            *o = gelu(p);
+                        for ((o, c), &p) in out.iter_mut().zip(cdf.iter_mut()).zip(pre.iter()) {
+                            *c = gelu_cdf(p);
+                            *o = p * *c;
                         }
                     }
                     EncoderActivation::LeakyRelu => {
@@ -852,8 +857,8 @@ impl CnnEncoder {
             let d_pre = &mut d_act[..n_in];
             match self.config.activation {
                 EncoderActivation::Gelu => {
-                    for (d, &p) in d_pre.iter_mut().zip(&buffers.pre) {
-                        *d *= gelu_derivative(p);
+                    for ((d, &p), &c) in d_pre.iter_mut().zip(&buffers.pre).zip(&buffers.cdf) {
+                        *d *= gelu_derivative(p, c);
                     }
                 }
                 EncoderActivation::LeakyRelu => {
@@ -968,6 +973,8 @@ struct LayerBuffers<F> {
     pre: Vec<F>,
     /// Activation output (c_out × t_out); empty for the heads.
     out: Vec<F>,
+    /// GELU only: Φ(pre) = 0.5 (1 + erf(pre/√2)), kept for the backward pass.
+    cdf: Vec<F>,
 }
 
 impl<F: Real> LayerBuffers<F> {
@@ -1224,19 +1231,16 @@ fn erf<F: Real>(x: F) -> F {
     }
 }
 
-/// Exact GELU as torch: x · 0.5 · (1 + erf(x / √2)).
+/// Φ(x) = 0.5 · (1 + erf(x / √2)); exact GELU as torch is x · Φ(x).
 #[inline]
-fn gelu<F: Real>(x: F) -> F {
-    let half = F::c(0.5);
-    x * half * (F::one() + erf(x * F::c(std::f64::consts::FRAC_1_SQRT_2)))
+fn gelu_cdf<F: Real>(x: F) -> F {
+    F::c(0.5) * (F::one() + erf(x * F::c(std::f64::consts::FRAC_1_SQRT_2)))
 }
 
-/// d GELU / dx as torch: 0.5 (1 + erf(x/√2)) + x · exp(−x²/2) / √(2π).
+/// d GELU / dx as torch: Φ(x) + x · exp(−x²/2) / √(2π), given `cdf` = Φ(x).
 #[inline]
-fn gelu_derivative<F: Real>(x: F) -> F {
-    let half = F::c(0.5);
-    let cdf = half * (F::one() + erf(x * F::c(std::f64::consts::FRAC_1_SQRT_2)));
-    let pdf = (-half * x * x).exp() * F::c(0.398_942_280_401_432_7);
+fn gelu_derivative<F: Real>(x: F, cdf: F) -> F {
+    let pdf = (F::c(-0.5) * x * x).exp() * F::c(0.398_942_280_401_432_7);
     cdf + x * pdf
 }
 
