@@ -1359,25 +1359,26 @@ pub fn bench_encoder() -> Vec<EncoderBenchLine> {
             heads * mk * if i == 0 { 2.0 } else { 3.0 }
         })
         .sum();
-    let mut lines = Vec::new();
-    lines.push(bench_one::<f32>(
-        &encoder,
-        layout.len(),
-        dim_x,
-        t,
-        n_seq,
-        batch,
-        flops_per_seq,
-    ));
-    lines.push(bench_one::<f64>(
-        &encoder,
-        layout.len(),
-        dim_x,
-        t,
-        n_seq,
-        batch,
-        flops_per_seq,
-    ));
+    let lines = [
+        bench_one::<f32>(
+            &encoder,
+            layout.len(),
+            dim_x,
+            t,
+            n_seq,
+            batch,
+            flops_per_seq,
+        ),
+        bench_one::<f64>(
+            &encoder,
+            layout.len(),
+            dim_x,
+            t,
+            n_seq,
+            batch,
+            flops_per_seq,
+        ),
+    ];
     lines.into_iter().flatten().collect()
 }
 
