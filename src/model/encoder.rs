@@ -931,6 +931,10 @@ const LEAKY_SLOPE: f64 = 0.1;
 
 /// Index into the unpadded input for padded position offset `s = p − pad_left` (torch `F.pad`
 /// semantics); `NO_SOURCE` for a zero of constant padding.
+///
+/// A negative pad crops. torch differs between modes when one side crops and the other pads
+/// (circular wraps the cropped sequence, reflect mirrors the original one), but the encoder's pads
+/// never mix signs: the only negative amount is windowed k = 1, i.e. (0, −1).
 fn source_index(s: isize, t: usize, mode: PaddingMode) -> u32 {
     let n = t as isize;
     let idx = if (0..n).contains(&s) {
@@ -1306,6 +1310,26 @@ impl<F: Real> EncoderWorkspace<F> {
     pub fn local_grad(&self) -> &[F] {
         &self.grad
     }
+
+    /// Heap bytes held by the workspace.
+    pub fn bytes(&self) -> usize {
+        let layer_elems: usize = self
+            .layers
+            .iter()
+            .map(|l| l.padded.len() + l.cols.len() + l.pre.len() + l.out.len() + l.cdf.len())
+            .sum();
+        let index_bytes: usize = self.layers.iter().map(|l| 4 * l.src_index.len()).sum();
+        let elems = layer_elems
+            + self.mean.len()
+            + self.logvar.len()
+            + self.d_mean.len()
+            + self.d_logvar.len()
+            + self.d_act.len()
+            + self.d_cols.len()
+            + self.d_padded.len()
+            + self.grad.len();
+        elems * std::mem::size_of::<F>() + index_bytes
+    }
 }
 
 /// One benchmark result line.
@@ -1322,6 +1346,8 @@ pub struct EncoderBenchLine {
     pub reference_seconds: f64,
     /// `reference_seconds / seconds` (> 1: faster than the budget).
     pub ratio: f64,
+    /// Heap bytes of the batch's workspaces (one per sequence of a batch).
+    pub workspace_bytes: usize,
 }
 
 /// Times forward + backward of the Poisson teacher–student encoder (dim_x 40, R 2, T 200,
@@ -1434,6 +1460,7 @@ fn bench_one<F: Real>(
         gflop: flops_per_seq * n_seq as f64 * 1e-9,
         reference_seconds,
         ratio: reference_seconds / best,
+        workspace_bytes: workspaces.iter().map(EncoderWorkspace::bytes).sum(),
     })
 }
 
