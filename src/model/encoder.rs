@@ -122,16 +122,20 @@ pub enum PaddingMode {
     Circular,
 }
 
-/// CNN encoder configuration (SPEC §2.9; reference keys `kernel_sizes`/`init_kernel_sizes`,
-/// `n_channels`, `nonlinearity`, `padding_location`, `padding_mode`, `init_scale`, `constant_var`).
+/// CNN encoder configuration (SPEC §2.9). The reference's `enc_params` keys are accepted as
+/// aliases (`init_kernel_sizes`, `n_channels`, `nonlinearity`), so a golden file's `enc_params`
+/// JSON deserialises directly.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EncoderConfig {
     /// Kernel sizes k_1 … k_L (L ≥ 2); the last one is the heads' kernel.
+    #[serde(alias = "init_kernel_sizes")]
     pub kernel_sizes: Vec<usize>,
     /// Hidden channel counts c_1 … c_{L−1}.
+    #[serde(alias = "n_channels")]
     pub channels: Vec<usize>,
     /// Nonlinearity after each hidden convolution.
+    #[serde(alias = "nonlinearity")]
     pub activation: EncoderActivation,
     /// Padding location.
     pub padding_location: PaddingLocation,
@@ -270,8 +274,8 @@ pub const LOGVAR_BIAS_NAME: &str = "encoder.logvar_conv.bias";
 pub const CONSTANT_LOGVAR_NAME: &str = "encoder.logvar";
 
 impl CnnEncoder {
-    /// Appends the encoder's blocks to `layout` (reference names and shapes, in the reference's
-    /// module order) and returns the encoder bound to them.
+    /// Appends the encoder's blocks to `layout` (reference names and shapes, hidden layers then
+    /// the mean and log-variance heads) and returns the encoder bound to them.
     pub fn push_layout(
         config: &EncoderConfig,
         layout: &mut ParamLayout,
