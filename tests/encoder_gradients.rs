@@ -416,6 +416,17 @@ fn batched_results_are_deterministic() {
             .unwrap();
     }
     assert_eq!(grad, grad1);
+    // Workspace-level backward + accumulate in sequence order: same gradient again.
+    let mut grad = vec![0.0; s.params.len()];
+    for (i, x) in s.x.chunks_exact(4 * 25).enumerate() {
+        s.encoder.forward(&weights, x, 25, &mut ws).unwrap();
+        let (d_mean, d_logvar) = ws.output_grads_mut();
+        d_mean.copy_from_slice(&coefs[2 * i * n_out..(2 * i + 1) * n_out]);
+        d_logvar.copy_from_slice(&coefs[(2 * i + 1) * n_out..(2 * i + 2) * n_out]);
+        s.encoder.backward_to_workspace(&weights, &mut ws).unwrap();
+        s.encoder.accumulate_grad(&ws, &mut grad).unwrap();
+    }
+    assert_eq!(grad, grad1);
 }
 
 /// The encoder reads the first dim_x rows and t_in columns of a wider (rows, row_stride) array.

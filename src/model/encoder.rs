@@ -787,6 +787,34 @@ impl CnnEncoder {
         Ok(())
     }
 
+    /// Backward pass for one sequence that keeps the parameter gradient in the workspace
+    /// ([`EncoderWorkspace::local_grad`], overwritten): reads the output gradients set with
+    /// [`EncoderWorkspace::output_grads_mut`]. For callers that run sequences in their own parallel
+    /// loop; add the result with [`accumulate_grad`](Self::accumulate_grad) in a fixed order.
+    pub fn backward_to_workspace<F: Real>(
+        &self,
+        weights: &EncoderWeights<F>,
+        ws: &mut EncoderWorkspace<F>,
+    ) -> Result<(), EncoderError> {
+        self.check_workspace(weights, ws)?;
+        self.backward_local(weights, ws);
+        Ok(())
+    }
+
+    /// Adds (+=) the workspace's parameter gradient into the encoder's blocks of the flat `grad`.
+    pub fn accumulate_grad<F: Real>(
+        &self,
+        ws: &EncoderWorkspace<F>,
+        grad: &mut [f64],
+    ) -> Result<(), EncoderError> {
+        self.check_flat_len("grad", grad.len())?;
+        if ws.grad.len() != self.n_local {
+            return Err(EncoderError::WorkspaceMismatch);
+        }
+        self.add_local_grad(&ws.grad, grad);
+        Ok(())
+    }
+
     /// Adds a local gradient (encoder block order) into the flat gradient vector.
     fn add_local_grad<F: Real>(&self, local: &[F], grad: &mut [f64]) {
         for block in &self.blocks {
