@@ -912,7 +912,9 @@ impl CnnEncoder {
     }
 
     /// Forward pass of a batch, parallel over sequences: sequence s reads `inputs[s]` (dim_x rows
-    /// of `row_stride`) and writes into `workspaces[s]`. Results do not depend on the thread count.
+    /// of `row_stride`) and writes into `workspaces[s]` (`inputs.len() == workspaces.len()`; for a
+    /// short last batch pass `&mut workspaces[..n]`, and the same sub-slice to
+    /// [`backward_batch`](Self::backward_batch)). Results do not depend on the thread count.
     pub fn forward_batch<F: Real>(
         &self,
         weights: &EncoderWeights<F>,
@@ -920,9 +922,9 @@ impl CnnEncoder {
         row_stride: usize,
         workspaces: &mut [EncoderWorkspace<F>],
     ) -> Result<(), EncoderError> {
-        if inputs.len() > workspaces.len() {
+        if inputs.len() != workspaces.len() {
             return Err(EncoderError::Shape {
-                what: "workspaces (one per sequence of the batch)",
+                what: "workspaces (exactly one per sequence of the batch; pass a sub-slice for a short batch)",
                 expected: inputs.len(),
                 got: workspaces.len(),
             });
