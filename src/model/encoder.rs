@@ -705,15 +705,22 @@ impl CnnEncoder {
             buffers.im2col();
             let spec = &self.convs[layer];
             if layer < n_hidden {
+                let LayerBuffers {
+                    cols,
+                    pre,
+                    out,
+                    cdf,
+                    t_out,
+                    ..
+                } = buffers;
                 conv_gemm(
-                    buffers,
+                    cols,
+                    spec.fan_in(),
+                    *t_out,
                     &w[spec.weight..spec.weight + spec.c_out * spec.fan_in()],
                     &w[spec.bias..spec.bias + spec.c_out],
-                    spec.c_out,
-                    BufferSel::Pre,
-                    &mut ws.mean,
+                    pre,
                 );
-                let LayerBuffers { pre, out, cdf, .. } = buffers;
                 match activation {
                     EncoderActivation::Gelu => {
                         for ((o, c), &p) in out.iter_mut().zip(cdf.iter_mut()).zip(pre.iter()) {
@@ -730,20 +737,20 @@ impl CnnEncoder {
                 }
             } else {
                 conv_gemm(
-                    buffers,
+                    &buffers.cols,
+                    spec.fan_in(),
+                    buffers.t_out,
                     &w[spec.weight..spec.weight + spec.c_out * spec.fan_in()],
                     &w[spec.bias..spec.bias + spec.c_out],
-                    spec.c_out,
-                    BufferSel::External,
                     &mut ws.mean,
                 );
                 match self.logvar_head {
                     LogvarHead::Conv { weight, bias } => conv_gemm(
-                        buffers,
+                        &buffers.cols,
+                        spec.fan_in(),
+                        buffers.t_out,
                         &w[weight..weight + spec.c_out * spec.fan_in()],
                         &w[bias..bias + spec.c_out],
-                        spec.c_out,
-                        BufferSel::External,
                         &mut ws.logvar,
                     ),
                     LogvarHead::Constant { offset } => {
@@ -1073,29 +1080,16 @@ impl<F: Real> LayerBuffers<F> {
     }
 }
 
-/// Which buffer a convolution writes.
-#[derive(Clone, Copy)]
-enum BufferSel {
-    Pre,
-    External,
-}
-
-/// `target (c_out × t_out) = W · cols + b` for the layer's current `cols`.
+/// `target (c_out × t_out) = W (c_out × fan_in) · cols (fan_in × t_out) + b`.
 fn conv_gemm<F: Real>(
-    buffers: &mut LayerBuffers<F>,
+    cols: &[F],
+    fan_in: usize,
+    t_out: usize,
     weight: &[F],
     bias: &[F],
-    c_out: usize,
-    sel: BufferSel,
-    external: &mut [F],
+    target: &mut [F],
 ) {
-    let t_out = buffers.t_out;
-    let fan_in = buffers.c_in * buffers.kernel;
-    let LayerBuffers { cols, pre, .. } = buffers;
-    let target: &mut [F] = match sel {
-        BufferSel::Pre => pre,
-        BufferSel::External => external,
-    };
+    let c_out = bias.len();
     for (row, &b) in target.chunks_exact_mut(t_out).zip(bias) {
         row.fill(b);
     }
