@@ -1,5 +1,6 @@
 //! The stochastic low-rank RNN, its observation models and the CNN encoder (SPEC §1, §2.9).
 
+pub mod encoder;
 pub mod real;
 pub mod sequences;
 

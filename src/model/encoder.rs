@@ -1,0 +1,1656 @@
+//! The 1-D CNN encoder e(z_t | x) of the encoder proposal (SPEC §2.5, §2.9; REF `encoders.py`).
+//!
+//! Layers, exactly as the reference `CNN_encoder`: for i = 1 … L−1,
+//! `Pad_i → Conv1d(c_{i−1} → c_i, k_i, valid) → activation`, then `Pad_L` and two parallel heads
+//! `Conv1d(c_{L−1} → R, k_L)` giving the mean and the log-variance of every time step (no activation).
+//! With `constant_var` the log-variance is one learned R-vector shared by all time steps.
+//!
+//! Pads on the time axis (`F.pad` semantics, negative amounts crop): causal (k−1, 0),
+//! acausal (0, k−1), windowed (k//2, k//2 − 1). ⚠ Windowed padding with an odd kernel shortens the
+//! sequence by one per such layer (the reference's behaviour, kept); [`CnnEncoder::output_len`]
+//! reports the length and [`CnnEncoder::check_length_preserving`] turns a change into an error for
+//! callers (the VSMC) that need one output per time step.
+//!
+//! The caller slices the input: the VSMC encoder proposal passes `x[:dim_x_in, :T − t_forward]`
+//! (held-in channels, no forward-prediction bins), here as the first `dim_x` rows and first `t_in`
+//! columns of a row-major `(rows, row_stride)` array.
+//!
+//! Each convolution is an im2col copy followed by one GEMM (pure-Rust `matrixmultiply`):
+//! `pre (c_out × T_out) = W (c_out × c_in·k) · cols (c_in·k × T_out) + b`, with the torch weight
+//! layout `(c_out, c_in, k)` read as a row-major `c_out × (c_in·k)` matrix. The backward pass uses
+//! `dW += dpre · colsᵀ`, `dcols = Wᵀ · dpre`, then col2im and the adjoint of the padding.
+//! Parameters live in the project's flat `f64` vector ([`ParamLayout`]) under the reference's names.
+
+use std::any::TypeId;
+
+use rand::Rng;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::Real;
+use crate::train::ParamLayout;
+
+/// Errors from configuring or running the CNN encoder.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum EncoderError {
+    /// A configuration field is invalid.
+    #[error("encoder config field `{field}`: {message}")]
+    Config {
+        field: &'static str,
+        message: String,
+    },
+    /// The input length is incompatible with a layer's padding (e.g. reflect wider than the input).
+    #[error(
+        "encoder layer {layer} (kernel {kernel}, padding ({pad_left}, {pad_right}), mode {mode:?}) \
+         cannot take an input of length {t_in}: {message}"
+    )]
+    InputTooShort {
+        layer: usize,
+        kernel: usize,
+        pad_left: isize,
+        pad_right: isize,
+        mode: PaddingMode,
+        t_in: usize,
+        message: String,
+    },
+    /// The output length differs from the input length where the caller needs one per time step.
+    #[error(
+        "encoder output has {t_out} time steps for {t_in} input steps: windowed padding with an odd \
+         kernel size shortens the sequence by one per such layer (kernel_sizes {kernel_sizes:?}); \
+         use even kernel sizes with windowed padding, or causal/acausal padding"
+    )]
+    LengthChanged {
+        t_in: usize,
+        t_out: usize,
+        kernel_sizes: Vec<usize>,
+    },
+    /// A parameter block is missing or has the wrong shape in a [`ParamLayout`].
+    #[error("parameter block `{name}`: expected shape {expected:?}, {found}")]
+    Layout {
+        name: String,
+        expected: Vec<usize>,
+        found: String,
+    },
+    /// A slice passed in has the wrong length.
+    #[error("encoder {what}: expected {expected} elements, got {got}")]
+    Shape {
+        what: &'static str,
+        expected: usize,
+        got: usize,
+    },
+    /// The input holds NaN or ±Inf.
+    #[error("encoder input x holds a non-finite value at channel {channel}, time {time}")]
+    NonFiniteInput { channel: usize, time: usize },
+    /// The workspace was built for another encoder.
+    #[error("encoder workspace was built for another encoder architecture; create it with CnnEncoder::workspace")]
+    WorkspaceMismatch,
+}
+
+/// Nonlinearity after each hidden convolution.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EncoderActivation {
+    /// Exact GELU, x·Φ(x) with the erf form (torch `nn.GELU()`).
+    Gelu,
+    /// LeakyReLU with negative slope 0.1.
+    LeakyRelu,
+}
+
+/// Where the `k − 1` padded steps of each convolution go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PaddingLocation {
+    /// (k−1, 0): output at t depends on x_{≤t} (filtering).
+    Causal,
+    /// (0, k−1): output at t depends on x_{≥t} (smoothing-like).
+    Acausal,
+    /// (k//2, k//2 − 1): centred window; ⚠ odd k shortens the sequence by one.
+    Windowed,
+}
+
+/// How padded values are filled (torch `F.pad` modes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PaddingMode {
+    /// Zeros.
+    Constant,
+    /// Mirror without repeating the edge (needs pad < input length).
+    Reflect,
+    /// Repeat the edge value.
+    Replicate,
+    /// Wrap around (needs pad ≤ input length).
+    Circular,
+}
+
+/// CNN encoder configuration (SPEC §2.9). The reference's `enc_params` keys are accepted as
+/// aliases (`init_kernel_sizes`, `n_channels`, `nonlinearity`), so a golden file's `enc_params`
+/// JSON deserialises directly.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncoderConfig {
+    /// Kernel sizes k_1 … k_L (L ≥ 2); the last one is the heads' kernel.
+    #[serde(alias = "init_kernel_sizes")]
+    pub kernel_sizes: Vec<usize>,
+    /// Hidden channel counts c_1 … c_{L−1}.
+    #[serde(alias = "n_channels")]
+    pub channels: Vec<usize>,
+    /// Nonlinearity after each hidden convolution.
+    #[serde(alias = "nonlinearity")]
+    pub activation: EncoderActivation,
+    /// Padding location.
+    pub padding_location: PaddingLocation,
+    /// Padding mode.
+    pub padding_mode: PaddingMode,
+    /// Initial proposal standard deviation: the log-variance starts at + 2·ln(init_scale).
+    pub init_scale: f64,
+    /// Use one learned log-variance vector for all time steps instead of a convolution head.
+    #[serde(default)]
+    pub constant_var: bool,
+}
+
+impl EncoderConfig {
+    /// Validates the configuration (L ≥ 2, channel count L − 1, sizes ≥ 1, init_scale > 0).
+    pub fn check(&self) -> Result<(), EncoderError> {
+        let n_layers = self.kernel_sizes.len();
+        if n_layers < 2 {
+            return Err(EncoderError::Config {
+                field: "kernel_sizes",
+                message: format!(
+                    "needs at least 2 kernel sizes (hidden layers + heads), got {:?}",
+                    self.kernel_sizes
+                ),
+            });
+        }
+        if self.channels.len() != n_layers - 1 {
+            return Err(EncoderError::Config {
+                field: "channels",
+                message: format!(
+                    "needs len(kernel_sizes) − 1 = {} entries, got {:?}",
+                    n_layers - 1,
+                    self.channels
+                ),
+            });
+        }
+        if let Some(pos) = self.kernel_sizes.iter().position(|&k| k == 0) {
+            return Err(EncoderError::Config {
+                field: "kernel_sizes",
+                message: format!("entry {pos} is 0; kernel sizes must be ≥ 1"),
+            });
+        }
+        if let Some(pos) = self.channels.iter().position(|&c| c == 0) {
+            return Err(EncoderError::Config {
+                field: "channels",
+                message: format!("entry {pos} is 0; channel counts must be ≥ 1"),
+            });
+        }
+        if !(self.init_scale.is_finite() && self.init_scale > 0.0) {
+            return Err(EncoderError::Config {
+                field: "init_scale",
+                message: format!("must be finite and > 0, got {}", self.init_scale),
+            });
+        }
+        Ok(())
+    }
+
+    /// Time padding (left, right) of a layer with kernel `kernel`; negative values crop.
+    pub fn padding(&self, kernel: usize) -> (isize, isize) {
+        let k = kernel as isize;
+        match self.padding_location {
+            PaddingLocation::Causal => (k - 1, 0),
+            PaddingLocation::Acausal => (0, k - 1),
+            PaddingLocation::Windowed => (k / 2, k / 2 - 1),
+        }
+    }
+}
+
+/// One convolution: shapes, padding and local offsets of its weight `(c_out, c_in, k)` and bias.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct ConvSpec {
+    c_in: usize,
+    c_out: usize,
+    kernel: usize,
+    pad_left: isize,
+    pad_right: isize,
+    weight: usize,
+    bias: usize,
+}
+
+impl ConvSpec {
+    fn fan_in(&self) -> usize {
+        self.c_in * self.kernel
+    }
+}
+
+/// The log-variance head.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum LogvarHead {
+    /// `logvar_conv` weight and bias local offsets.
+    Conv { weight: usize, bias: usize },
+    /// `encoder.logvar` (R) local offset.
+    Constant { offset: usize },
+}
+
+/// A parameter block of the encoder: where it sits locally and in the flat vector.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct BlockMap {
+    local: usize,
+    global: usize,
+    len: usize,
+}
+
+/// The CNN encoder bound to its blocks in a [`ParamLayout`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct CnnEncoder {
+    config: EncoderConfig,
+    dim_x: usize,
+    dim_z: usize,
+    /// Hidden convolutions, then the mean head (index L−1) with the heads' padding.
+    convs: Vec<ConvSpec>,
+    logvar_head: LogvarHead,
+    blocks: Vec<BlockMap>,
+    n_local: usize,
+}
+
+/// Reference name of the weight of hidden convolution `layer` (0-based): `encoder.initial_stack.{3i+1}.weight`.
+pub fn hidden_weight_name(layer: usize) -> String {
+    format!("encoder.initial_stack.{}.weight", 3 * layer + 1)
+}
+
+/// Reference name of the bias of hidden convolution `layer` (0-based).
+pub fn hidden_bias_name(layer: usize) -> String {
+    format!("encoder.initial_stack.{}.bias", 3 * layer + 1)
+}
+
+/// Name of the mean head's weight `(R, c_{L−1}, k_L)`.
+pub const MEAN_WEIGHT_NAME: &str = "encoder.mean_conv.weight";
+/// Name of the mean head's bias `(R)`.
+pub const MEAN_BIAS_NAME: &str = "encoder.mean_conv.bias";
+/// Name of the log-variance head's weight `(R, c_{L−1}, k_L)`.
+pub const LOGVAR_WEIGHT_NAME: &str = "encoder.logvar_conv.weight";
+/// Name of the log-variance head's bias `(R)`. ⚠ The reference aliases it as `encoder.logvar`
+/// (same tensor); golden gradient files store its gradient under `encoder.logvar` only.
+pub const LOGVAR_BIAS_NAME: &str = "encoder.logvar_conv.bias";
+/// Name of the constant log-variance vector `(R)` used with `constant_var`.
+pub const CONSTANT_LOGVAR_NAME: &str = "encoder.logvar";
+
+impl CnnEncoder {
+    /// Appends the encoder's blocks to `layout` (reference names and shapes, hidden layers then
+    /// the mean and log-variance heads) and returns the encoder bound to them.
+    pub fn push_layout(
+        config: &EncoderConfig,
+        layout: &mut ParamLayout,
+        dim_x: usize,
+        dim_z: usize,
+    ) -> Result<Self, EncoderError> {
+        Self::build(config, dim_x, dim_z, |name, shape| {
+            if layout.get(name).is_some() {
+                return Err(EncoderError::Layout {
+                    name: name.to_string(),
+                    expected: shape.to_vec(),
+                    found: "a block of that name is already in the layout".to_string(),
+                });
+            }
+            Ok(layout.push(name, shape, true))
+        })
+    }
+
+    /// Binds the encoder to blocks already in `layout` (e.g. a layout read from a checkpoint),
+    /// checking every name and shape.
+    pub fn from_layout(
+        config: &EncoderConfig,
+        layout: &ParamLayout,
+        dim_x: usize,
+        dim_z: usize,
+    ) -> Result<Self, EncoderError> {
+        Self::build(config, dim_x, dim_z, |name, shape| match layout.get(name) {
+            Some(block) if block.shape == shape => Ok(block.offset),
+            Some(block) => Err(EncoderError::Layout {
+                name: name.to_string(),
+                expected: shape.to_vec(),
+                found: format!("found shape {:?}", block.shape),
+            }),
+            None => Err(EncoderError::Layout {
+                name: name.to_string(),
+                expected: shape.to_vec(),
+                found: "missing from the parameter layout".to_string(),
+            }),
+        })
+    }
+
+    fn build(
+        config: &EncoderConfig,
+        dim_x: usize,
+        dim_z: usize,
+        mut place: impl FnMut(&str, &[usize]) -> Result<usize, EncoderError>,
+    ) -> Result<Self, EncoderError> {
+        config.check()?;
+        if dim_x == 0 {
+            return Err(EncoderError::Config {
+                field: "dim_x",
+                message: "the encoder needs at least one input channel".to_string(),
+            });
+        }
+        if dim_z == 0 {
+            return Err(EncoderError::Config {
+                field: "dim_z",
+                message: "the encoder needs a latent dimension ≥ 1".to_string(),
+            });
+        }
+        let n_layers = config.kernel_sizes.len();
+        let mut blocks = Vec::new();
+        let mut n_local = 0usize;
+        let mut add = |name: &str, shape: &[usize]| -> Result<usize, EncoderError> {
+            let global = place(name, shape)?;
+            let len: usize = shape.iter().product();
+            let local = n_local;
+            blocks.push(BlockMap { local, global, len });
+            n_local += len;
+            Ok(local)
+        };
+        let mut convs = Vec::with_capacity(n_layers);
+        let mut c_in = dim_x;
+        for layer in 0..n_layers - 1 {
+            let c_out = config.channels[layer];
+            let kernel = config.kernel_sizes[layer];
+            let weight = add(&hidden_weight_name(layer), &[c_out, c_in, kernel])?;
+            let bias = add(&hidden_bias_name(layer), &[c_out])?;
+            let (pad_left, pad_right) = config.padding(kernel);
+            convs.push(ConvSpec {
+                c_in,
+                c_out,
+                kernel,
+                pad_left,
+                pad_right,
+                weight,
+                bias,
+            });
+            c_in = c_out;
+        }
+        let kernel = config.kernel_sizes[n_layers - 1];
+        let weight = add(MEAN_WEIGHT_NAME, &[dim_z, c_in, kernel])?;
+        let bias = add(MEAN_BIAS_NAME, &[dim_z])?;
+        let (pad_left, pad_right) = config.padding(kernel);
+        convs.push(ConvSpec {
+            c_in,
+            c_out: dim_z,
+            kernel,
+            pad_left,
+            pad_right,
+            weight,
+            bias,
+        });
+        let logvar_head = if config.constant_var {
+            LogvarHead::Constant {
+                offset: add(CONSTANT_LOGVAR_NAME, &[dim_z])?,
+            }
+        } else {
+            let weight = add(LOGVAR_WEIGHT_NAME, &[dim_z, c_in, kernel])?;
+            let bias = add(LOGVAR_BIAS_NAME, &[dim_z])?;
+            LogvarHead::Conv { weight, bias }
+        };
+        Ok(Self {
+            config: config.clone(),
+            dim_x,
+            dim_z,
+            convs,
+            logvar_head,
+            blocks,
+            n_local,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &EncoderConfig {
+        &self.config
+    }
+
+    /// Number of input channels read from x.
+    pub fn dim_x(&self) -> usize {
+        self.dim_x
+    }
+
+    /// Latent dimension R (rows of mean / logvar).
+    pub fn dim_z(&self) -> usize {
+        self.dim_z
+    }
+
+    /// Number of scalars in the encoder's blocks.
+    pub fn n_params(&self) -> usize {
+        self.n_local
+    }
+
+    /// Smallest flat-vector length that holds every encoder block.
+    fn min_flat_len(&self) -> usize {
+        self.blocks
+            .iter()
+            .map(|b| b.global + b.len)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Reference-style initialisation of the encoder's blocks in `params` (torch Conv1d default:
+    /// weight and bias U(±1/√(c_in·k)); logvar head bias += 2·ln(init_scale); constant logvar
+    /// = 2·ln(init_scale)). Draw order: per convolution (hidden layers, mean, logvar) weight then bias.
+    pub fn init_params<R: Rng + ?Sized>(
+        &self,
+        params: &mut [f64],
+        rng: &mut R,
+    ) -> Result<(), EncoderError> {
+        self.check_flat_len("params", params.len())?;
+        let mut local = vec![0.0f64; self.n_local];
+        let mut fill_conv = |local: &mut [f64], spec: &ConvSpec, weight: usize, bias: usize| {
+            let bound = 1.0 / (spec.fan_in() as f64).sqrt();
+            let n_weight = spec.c_out * spec.fan_in();
+            for value in &mut local[weight..weight + n_weight] {
+                *value = rng.gen_range(-bound..bound);
+            }
+            for value in &mut local[bias..bias + spec.c_out] {
+                *value = rng.gen_range(-bound..bound);
+            }
+        };
+        for spec in &self.convs {
+            fill_conv(&mut local, spec, spec.weight, spec.bias);
+        }
+        let log_var0 = 2.0 * self.config.init_scale.ln();
+        let head = &self.convs[self.convs.len() - 1];
+        match self.logvar_head {
+            LogvarHead::Conv { weight, bias } => {
+                fill_conv(&mut local, head, weight, bias);
+                for value in &mut local[bias..bias + self.dim_z] {
+                    *value += log_var0;
+                }
+            }
+            LogvarHead::Constant { offset } => {
+                for value in &mut local[offset..offset + self.dim_z] {
+                    *value = log_var0;
+                }
+            }
+        }
+        for block in &self.blocks {
+            params[block.global..block.global + block.len]
+                .copy_from_slice(&local[block.local..block.local + block.len]);
+        }
+        Ok(())
+    }
+
+    fn check_flat_len(&self, what: &'static str, len: usize) -> Result<(), EncoderError> {
+        let needed = self.min_flat_len();
+        if len < needed {
+            return Err(EncoderError::Shape {
+                what,
+                expected: needed,
+                got: len,
+            });
+        }
+        Ok(())
+    }
+
+    /// Per-layer lengths for an input of `t_in` steps: `(t_in, t_pad, t_out)` of every convolution
+    /// (hidden layers, then the heads), after checking the padding fits (torch's rules: reflect
+    /// needs pad < length, circular pad ≤ length, and every output at least one step).
+    fn layer_lengths(&self, t_in: usize) -> Result<Vec<(usize, usize, usize)>, EncoderError> {
+        let mut lengths = Vec::with_capacity(self.convs.len());
+        let mut t = t_in;
+        for (layer, spec) in self.convs.iter().enumerate() {
+            let fail = |message: String| EncoderError::InputTooShort {
+                layer,
+                kernel: spec.kernel,
+                pad_left: spec.pad_left,
+                pad_right: spec.pad_right,
+                mode: self.config.padding_mode,
+                t_in: t,
+                message,
+            };
+            if t == 0 {
+                return Err(fail("the input is empty".to_string()));
+            }
+            let ti = t as isize;
+            let max_pad = spec.pad_left.max(spec.pad_right);
+            match self.config.padding_mode {
+                PaddingMode::Reflect if max_pad >= ti => {
+                    return Err(fail(format!(
+                        "reflect padding {max_pad} must be smaller than the input length; \
+                         use a shorter kernel, a longer sequence or another padding_mode"
+                    )))
+                }
+                PaddingMode::Circular if max_pad > ti => {
+                    return Err(fail(format!(
+                        "circular padding {max_pad} must not exceed the input length; \
+                         use a shorter kernel, a longer sequence or another padding_mode"
+                    )))
+                }
+                _ => {}
+            }
+            let t_pad = ti + spec.pad_left + spec.pad_right;
+            let t_out = t_pad - spec.kernel as isize + 1;
+            if t_pad < 1 || t_out < 1 {
+                return Err(fail(format!(
+                    "the padded length {t_pad} is shorter than the kernel {}",
+                    spec.kernel
+                )));
+            }
+            lengths.push((t, t_pad as usize, t_out as usize));
+            t = t_out as usize;
+        }
+        Ok(lengths)
+    }
+
+    /// Number of output time steps for `t_in` input steps (= t_in except for windowed padding with
+    /// odd kernels, which loses one step per such layer).
+    pub fn output_len(&self, t_in: usize) -> Result<usize, EncoderError> {
+        let lengths = self.layer_lengths(t_in)?;
+        Ok(lengths.last().map_or(t_in, |&(_, _, t_out)| t_out))
+    }
+
+    /// Errors unless the encoder returns exactly one output per input step for `t_in` steps.
+    pub fn check_length_preserving(&self, t_in: usize) -> Result<(), EncoderError> {
+        let t_out = self.output_len(t_in)?;
+        if t_out != t_in {
+            return Err(EncoderError::LengthChanged {
+                t_in,
+                t_out,
+                kernel_sizes: self.config.kernel_sizes.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Buffers for one sequence of `t_in` steps; reuse it across sequences and calls.
+    pub fn workspace<F: Real>(&self, t_in: usize) -> Result<EncoderWorkspace<F>, EncoderError> {
+        let lengths = self.layer_lengths(t_in)?;
+        let mut layers = Vec::with_capacity(self.convs.len());
+        let mut max_act = 0usize;
+        let mut max_cols = 0usize;
+        let mut max_padded = 0usize;
+        for (spec, &(t_layer_in, t_pad, t_out)) in self.convs.iter().zip(&lengths) {
+            let src_index = (0..t_pad)
+                .map(|p| {
+                    source_index(
+                        p as isize - spec.pad_left,
+                        t_layer_in,
+                        self.config.padding_mode,
+                    )
+                })
+                .collect();
+            let is_head = layers.len() == self.convs.len() - 1;
+            let n_act = if is_head { 0 } else { spec.c_out * t_out };
+            max_act = max_act.max(spec.c_out * t_out).max(spec.c_in * t_layer_in);
+            max_cols = max_cols.max(spec.fan_in() * t_out);
+            max_padded = max_padded.max(spec.c_in * t_pad);
+            layers.push(LayerBuffers {
+                c_in: spec.c_in,
+                c_out: spec.c_out,
+                kernel: spec.kernel,
+                t_in: t_layer_in,
+                t_pad,
+                t_out,
+                src_index,
+                padded: vec![F::zero(); spec.c_in * t_pad],
+                cols: vec![F::zero(); spec.fan_in() * t_out],
+                pre: vec![F::zero(); n_act],
+                out: vec![F::zero(); n_act],
+                cdf: match self.config.activation {
+                    EncoderActivation::Gelu => vec![F::zero(); n_act],
+                    EncoderActivation::LeakyRelu => Vec::new(),
+                },
+            });
+        }
+        let t_out = lengths.last().map_or(t_in, |l| l.2);
+        let n_out = self.dim_z * t_out;
+        Ok(EncoderWorkspace {
+            t_in,
+            t_out,
+            layers,
+            mean: vec![F::zero(); n_out],
+            logvar: vec![F::zero(); n_out],
+            d_mean: vec![F::zero(); n_out],
+            d_logvar: vec![F::zero(); n_out],
+            d_act: vec![F::zero(); max_act],
+            d_cols: vec![F::zero(); max_cols],
+            d_padded: vec![F::zero(); max_padded],
+            grad: vec![F::zero(); self.n_local],
+        })
+    }
+
+    /// Copies the encoder's blocks of the flat vector `params` into `weights` (cast to `F`);
+    /// call once per parameter update, not per sequence.
+    pub fn load_weights<F: Real>(
+        &self,
+        params: &[f64],
+        weights: &mut EncoderWeights<F>,
+    ) -> Result<(), EncoderError> {
+        self.check_flat_len("params", params.len())?;
+        weights.values.resize(self.n_local, F::zero());
+        for block in &self.blocks {
+            for (dst, &src) in weights.values[block.local..block.local + block.len]
+                .iter_mut()
+                .zip(&params[block.global..block.global + block.len])
+            {
+                *dst = F::c(src);
+            }
+        }
+        Ok(())
+    }
+
+    /// The encoder's weights from the flat vector `params`, cast to `F`.
+    pub fn weights<F: Real>(&self, params: &[f64]) -> Result<EncoderWeights<F>, EncoderError> {
+        let mut weights = EncoderWeights { values: Vec::new() };
+        self.load_weights(params, &mut weights)?;
+        Ok(weights)
+    }
+
+    fn check_workspace<F: Real>(
+        &self,
+        weights: &EncoderWeights<F>,
+        ws: &EncoderWorkspace<F>,
+    ) -> Result<(), EncoderError> {
+        if weights.values.len() != self.n_local {
+            return Err(EncoderError::Shape {
+                what: "weights",
+                expected: self.n_local,
+                got: weights.values.len(),
+            });
+        }
+        let matches = ws.layers.len() == self.convs.len()
+            && ws.grad.len() == self.n_local
+            && ws.mean.len() == self.dim_z * ws.t_out
+            && ws
+                .layers
+                .iter()
+                .zip(&self.convs)
+                .all(|(l, s)| l.c_in == s.c_in && l.c_out == s.c_out && l.kernel == s.kernel);
+        if matches {
+            Ok(())
+        } else {
+            Err(EncoderError::WorkspaceMismatch)
+        }
+    }
+
+    /// Forward pass for one sequence: reads x[c, t] = `x[c·row_stride + t]` for c < dim_x,
+    /// t < `ws.t_in()`, and writes `ws.mean()` and `ws.logvar()` (R × T_out, row-major).
+    pub fn forward<F: Real>(
+        &self,
+        weights: &EncoderWeights<F>,
+        x: &[F],
+        row_stride: usize,
+        ws: &mut EncoderWorkspace<F>,
+    ) -> Result<(), EncoderError> {
+        self.check_workspace(weights, ws)?;
+        let t_in = ws.t_in;
+        if row_stride < t_in || x.len() < (self.dim_x - 1) * row_stride + t_in {
+            return Err(EncoderError::Shape {
+                what: "input x (dim_x rows of row_stride ≥ t_in)",
+                expected: (self.dim_x - 1) * row_stride.max(t_in) + t_in,
+                got: x.len(),
+            });
+        }
+        for channel in 0..self.dim_x {
+            let row = &x[channel * row_stride..channel * row_stride + t_in];
+            if let Some(time) = row.iter().position(|v| !v.is_finite()) {
+                return Err(EncoderError::NonFiniteInput { channel, time });
+            }
+        }
+        let w = &weights.values;
+        let n_hidden = self.convs.len() - 1;
+        let activation = self.config.activation;
+        for layer in 0..=n_hidden {
+            let (before, rest) = ws.layers.split_at_mut(layer);
+            let buffers = &mut rest[0];
+            if layer == 0 {
+                buffers.pad_from(x, row_stride);
+            } else {
+                let prev = &before[layer - 1];
+                buffers.pad_from(&prev.out, prev.t_out);
+            }
+            buffers.im2col();
+            let spec = &self.convs[layer];
+            if layer < n_hidden {
+                let LayerBuffers {
+                    cols,
+                    pre,
+                    out,
+                    cdf,
+                    t_out,
+                    ..
+                } = buffers;
+                conv_gemm(
+                    cols,
+                    spec.fan_in(),
+                    *t_out,
+                    &w[spec.weight..spec.weight + spec.c_out * spec.fan_in()],
+                    &w[spec.bias..spec.bias + spec.c_out],
+                    pre,
+                );
+                match activation {
+                    EncoderActivation::Gelu => {
+                        for ((o, c), &p) in out.iter_mut().zip(cdf.iter_mut()).zip(pre.iter()) {
+                            *c = gelu_cdf(p);
+                            *o = p * *c;
+                        }
+                    }
+                    EncoderActivation::LeakyRelu => {
+                        let slope = F::c(LEAKY_SLOPE);
+                        for (o, &p) in out.iter_mut().zip(pre.iter()) {
+                            *o = if p > F::zero() { p } else { p * slope };
+                        }
+                    }
+                }
+            } else {
+                conv_gemm(
+                    &buffers.cols,
+                    spec.fan_in(),
+                    buffers.t_out,
+                    &w[spec.weight..spec.weight + spec.c_out * spec.fan_in()],
+                    &w[spec.bias..spec.bias + spec.c_out],
+                    &mut ws.mean,
+                );
+                match self.logvar_head {
+                    LogvarHead::Conv { weight, bias } => conv_gemm(
+                        &buffers.cols,
+                        spec.fan_in(),
+                        buffers.t_out,
+                        &w[weight..weight + spec.c_out * spec.fan_in()],
+                        &w[bias..bias + spec.c_out],
+                        &mut ws.logvar,
+                    ),
+                    LogvarHead::Constant { offset } => {
+                        let t_out = ws.t_out;
+                        for r in 0..self.dim_z {
+                            ws.logvar[r * t_out..(r + 1) * t_out].fill(w[offset + r]);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Backward pass for one sequence after [`forward`](Self::forward) with the same `ws`:
+    /// given d loss/d mean and d loss/d logvar (R × T_out), adds (+=) d loss/d θ into the encoder's
+    /// blocks of the flat gradient vector `grad`.
+    pub fn backward<F: Real>(
+        &self,
+        weights: &EncoderWeights<F>,
+        ws: &mut EncoderWorkspace<F>,
+        d_mean: &[F],
+        d_logvar: &[F],
+        grad: &mut [f64],
+    ) -> Result<(), EncoderError> {
+        self.check_workspace(weights, ws)?;
+        self.check_flat_len("grad", grad.len())?;
+        for (what, slice) in [("d_mean", d_mean), ("d_logvar", d_logvar)] {
+            if slice.len() != ws.mean.len() {
+                return Err(EncoderError::Shape {
+                    what,
+                    expected: ws.mean.len(),
+                    got: slice.len(),
+                });
+            }
+        }
+        ws.d_mean.copy_from_slice(d_mean);
+        ws.d_logvar.copy_from_slice(d_logvar);
+        self.backward_local(weights, ws);
+        self.add_local_grad(&ws.grad, grad);
+        Ok(())
+    }
+
+    /// Backward pass for one sequence that keeps the parameter gradient in the workspace
+    /// ([`EncoderWorkspace::local_grad`], overwritten): reads the output gradients set with
+    /// [`EncoderWorkspace::output_grads_mut`]. For callers that run sequences in their own parallel
+    /// loop; add the result with [`accumulate_grad`](Self::accumulate_grad) in a fixed order.
+    pub fn backward_to_workspace<F: Real>(
+        &self,
+        weights: &EncoderWeights<F>,
+        ws: &mut EncoderWorkspace<F>,
+    ) -> Result<(), EncoderError> {
+        self.check_workspace(weights, ws)?;
+        self.backward_local(weights, ws);
+        Ok(())
+    }
+
+    /// Adds (+=) the workspace's parameter gradient into the encoder's blocks of the flat `grad`.
+    pub fn accumulate_grad<F: Real>(
+        &self,
+        ws: &EncoderWorkspace<F>,
+        grad: &mut [f64],
+    ) -> Result<(), EncoderError> {
+        self.check_flat_len("grad", grad.len())?;
+        if ws.grad.len() != self.n_local {
+            return Err(EncoderError::WorkspaceMismatch);
+        }
+        self.add_local_grad(&ws.grad, grad);
+        Ok(())
+    }
+
+    /// Adds a local gradient (encoder block order) into the flat gradient vector.
+    fn add_local_grad<F: Real>(&self, local: &[F], grad: &mut [f64]) {
+        for block in &self.blocks {
+            for (dst, src) in grad[block.global..block.global + block.len]
+                .iter_mut()
+                .zip(&local[block.local..block.local + block.len])
+            {
+                *dst += src.f64();
+            }
+        }
+    }
+
+    /// Backward pass into `ws.grad` (overwritten) from `ws.d_mean`, `ws.d_logvar`.
+    fn backward_local<F: Real>(&self, weights: &EncoderWeights<F>, ws: &mut EncoderWorkspace<F>) {
+        let w = &weights.values;
+        let EncoderWorkspace {
+            layers,
+            d_mean,
+            d_logvar,
+            d_act,
+            d_cols,
+            d_padded,
+            grad,
+            t_out: t_final,
+            ..
+        } = ws;
+        grad.fill(F::zero());
+        let n_hidden = self.convs.len() - 1;
+        let head = &self.convs[n_hidden];
+        let head_buffers = &layers[n_hidden];
+        // Heads: parameter gradients, then d cols = W_meanᵀ d_mean (+ W_logvarᵀ d_logvar).
+        conv_param_grad(head_buffers, d_mean, grad, head.weight, head.bias);
+        let n_cols = head.fan_in() * head_buffers.t_out;
+        let head_weight = &w[head.weight..head.weight + head.c_out * head.fan_in()];
+        cols_grad(
+            head_buffers,
+            head_weight,
+            d_mean,
+            &mut d_cols[..n_cols],
+            F::zero(),
+        );
+        match self.logvar_head {
+            LogvarHead::Conv { weight, bias } => {
+                conv_param_grad(head_buffers, d_logvar, grad, weight, bias);
+                let logvar_weight = &w[weight..weight + head.c_out * head.fan_in()];
+                cols_grad(
+                    head_buffers,
+                    logvar_weight,
+                    d_logvar,
+                    &mut d_cols[..n_cols],
+                    F::one(),
+                );
+            }
+            LogvarHead::Constant { offset } => {
+                let t_out = *t_final;
+                for r in 0..self.dim_z {
+                    grad[offset + r] += d_logvar[r * t_out..(r + 1) * t_out]
+                        .iter()
+                        .copied()
+                        .sum::<F>();
+                }
+            }
+        }
+        // Propagate through hidden layers, last to first.
+        for layer in (0..n_hidden).rev() {
+            let above = &layers[layer + 1];
+            let n_in = above.c_in * above.t_in;
+            above.cols_to_input_grad(d_cols, d_padded, &mut d_act[..n_in]);
+            let buffers = &layers[layer];
+            let spec = &self.convs[layer];
+            // d pre = d out ⊙ act'(pre), in place.
+            let d_pre = &mut d_act[..n_in];
+            match self.config.activation {
+                EncoderActivation::Gelu => {
+                    for ((d, &p), &c) in d_pre.iter_mut().zip(&buffers.pre).zip(&buffers.cdf) {
+                        *d *= gelu_derivative(p, c);
+                    }
+                }
+                EncoderActivation::LeakyRelu => {
+                    let slope = F::c(LEAKY_SLOPE);
+                    for (d, &p) in d_pre.iter_mut().zip(&buffers.pre) {
+                        if p <= F::zero() {
+                            *d *= slope;
+                        }
+                    }
+                }
+            }
+            conv_param_grad(buffers, d_pre, grad, spec.weight, spec.bias);
+            if layer > 0 {
+                let n_cols = spec.fan_in() * buffers.t_out;
+                let weight = &w[spec.weight..spec.weight + spec.c_out * spec.fan_in()];
+                cols_grad(buffers, weight, d_pre, &mut d_cols[..n_cols], F::zero());
+            }
+        }
+    }
+
+    /// Forward pass of a batch, parallel over sequences: sequence s reads `inputs[s]` (dim_x rows
+    /// of `row_stride`) and writes into `workspaces[s]` (`inputs.len() == workspaces.len()`; for a
+    /// short last batch pass `&mut workspaces[..n]`, and the same sub-slice to
+    /// [`backward_batch`](Self::backward_batch)). Results do not depend on the thread count.
+    pub fn forward_batch<F: Real>(
+        &self,
+        weights: &EncoderWeights<F>,
+        inputs: &[&[F]],
+        row_stride: usize,
+        workspaces: &mut [EncoderWorkspace<F>],
+    ) -> Result<(), EncoderError> {
+        if inputs.len() != workspaces.len() {
+            return Err(EncoderError::Shape {
+                what: "workspaces (exactly one per sequence of the batch; pass a sub-slice for a short batch)",
+                expected: inputs.len(),
+                got: workspaces.len(),
+            });
+        }
+        let results: Vec<Result<(), EncoderError>> = inputs
+            .par_iter()
+            .zip(workspaces.par_iter_mut())
+            .map(|(x, ws)| self.forward(weights, x, row_stride, ws))
+            .collect();
+        results.into_iter().collect()
+    }
+
+    /// Backward pass of a batch after [`forward_batch`](Self::forward_batch): reads each
+    /// workspace's output gradients (set them with [`EncoderWorkspace::output_grads_mut`]),
+    /// runs the sequences in parallel and adds (+=) their parameter gradients into `grad` in
+    /// sequence order (deterministic whatever the thread count).
+    pub fn backward_batch<F: Real>(
+        &self,
+        weights: &EncoderWeights<F>,
+        workspaces: &mut [EncoderWorkspace<F>],
+        grad: &mut [f64],
+    ) -> Result<(), EncoderError> {
+        self.check_flat_len("grad", grad.len())?;
+        for ws in workspaces.iter() {
+            self.check_workspace(weights, ws)?;
+        }
+        workspaces
+            .par_iter_mut()
+            .for_each(|ws| self.backward_local(weights, ws));
+        for ws in workspaces.iter() {
+            self.add_local_grad(&ws.grad, grad);
+        }
+        Ok(())
+    }
+}
+
+const LEAKY_SLOPE: f64 = 0.1;
+
+/// Index into the unpadded input for padded position offset `s = p − pad_left` (torch `F.pad`
+/// semantics); `NO_SOURCE` for a zero of constant padding.
+///
+/// A negative pad crops. torch differs between modes when one side crops and the other pads
+/// (circular wraps the cropped sequence, reflect mirrors the original one), but the encoder's pads
+/// never mix signs: the only negative amount is windowed k = 1, i.e. (0, −1).
+fn source_index(s: isize, t: usize, mode: PaddingMode) -> u32 {
+    let n = t as isize;
+    let idx = if (0..n).contains(&s) {
+        s
+    } else {
+        match mode {
+            PaddingMode::Constant => return NO_SOURCE,
+            PaddingMode::Reflect => {
+                if s < 0 {
+                    -s
+                } else {
+                    2 * (n - 1) - s
+                }
+            }
+            PaddingMode::Replicate => s.clamp(0, n - 1),
+            PaddingMode::Circular => s.rem_euclid(n),
+        }
+    };
+    idx as u32
+}
+
+const NO_SOURCE: u32 = u32::MAX;
+
+/// Buffers of one convolution for one sequence.
+#[derive(Clone, Debug)]
+struct LayerBuffers<F> {
+    c_in: usize,
+    c_out: usize,
+    kernel: usize,
+    t_in: usize,
+    t_pad: usize,
+    t_out: usize,
+    /// For each padded position, the input time it copies (`NO_SOURCE`: zero).
+    src_index: Vec<u32>,
+    /// Padded input (c_in × t_pad).
+    padded: Vec<F>,
+    /// im2col matrix (c_in·k × t_out): cols[(c·k + j), t] = padded[c, t + j].
+    cols: Vec<F>,
+    /// Pre-activation (c_out × t_out); empty for the heads.
+    pre: Vec<F>,
+    /// Activation output (c_out × t_out); empty for the heads.
+    out: Vec<F>,
+    /// GELU only: Φ(pre) = 0.5 (1 + erf(pre/√2)), kept for the backward pass.
+    cdf: Vec<F>,
+}
+
+impl<F: Real> LayerBuffers<F> {
+    /// Fills `padded` from `input[c·row_stride + t]`.
+    fn pad_from(&mut self, input: &[F], row_stride: usize) {
+        for c in 0..self.c_in {
+            let row = &input[c * row_stride..c * row_stride + self.t_in];
+            let dst = &mut self.padded[c * self.t_pad..(c + 1) * self.t_pad];
+            for (d, &s) in dst.iter_mut().zip(&self.src_index) {
+                *d = if s == NO_SOURCE {
+                    F::zero()
+                } else {
+                    row[s as usize]
+                };
+            }
+        }
+    }
+
+    /// cols[(c·k + j), :] = padded[c, j .. j + t_out].
+    fn im2col(&mut self) {
+        let (k, t_out, t_pad) = (self.kernel, self.t_out, self.t_pad);
+        for c in 0..self.c_in {
+            let src = &self.padded[c * t_pad..(c + 1) * t_pad];
+            for j in 0..k {
+                let row = c * k + j;
+                self.cols[row * t_out..(row + 1) * t_out].copy_from_slice(&src[j..j + t_out]);
+            }
+        }
+    }
+
+    /// Adjoint of im2col and padding: `d_input (c_in × t_in) = unpadᵀ(col2im(d_cols))`.
+    fn cols_to_input_grad(&self, d_cols: &[F], d_padded: &mut [F], d_input: &mut [F]) {
+        let (k, t_out, t_pad, t_in) = (self.kernel, self.t_out, self.t_pad, self.t_in);
+        let d_padded = &mut d_padded[..self.c_in * t_pad];
+        d_padded.fill(F::zero());
+        for c in 0..self.c_in {
+            let dst = &mut d_padded[c * t_pad..(c + 1) * t_pad];
+            for j in 0..k {
+                let row = c * k + j;
+                for (d, &g) in dst[j..j + t_out]
+                    .iter_mut()
+                    .zip(&d_cols[row * t_out..(row + 1) * t_out])
+                {
+                    *d += g;
+                }
+            }
+        }
+        d_input.fill(F::zero());
+        for c in 0..self.c_in {
+            let src = &d_padded[c * t_pad..(c + 1) * t_pad];
+            let dst = &mut d_input[c * t_in..(c + 1) * t_in];
+            for (&g, &s) in src.iter().zip(&self.src_index) {
+                if s != NO_SOURCE {
+                    dst[s as usize] += g;
+                }
+            }
+        }
+    }
+}
+
+/// `target (c_out × t_out) = W (c_out × fan_in) · cols (fan_in × t_out) + b`.
+fn conv_gemm<F: Real>(
+    cols: &[F],
+    fan_in: usize,
+    t_out: usize,
+    weight: &[F],
+    bias: &[F],
+    target: &mut [F],
+) {
+    let c_out = bias.len();
+    for (row, &b) in target.chunks_exact_mut(t_out).zip(bias) {
+        row.fill(b);
+    }
+    gemm(
+        c_out,
+        fan_in,
+        t_out,
+        weight,
+        (fan_in as isize, 1),
+        cols,
+        (t_out as isize, 1),
+        F::one(),
+        target,
+        (t_out as isize, 1),
+    );
+}
+
+/// Parameter gradient of one convolution: `dW += d_pre · colsᵀ`, `db += Σ_t d_pre`.
+fn conv_param_grad<F: Real>(
+    buffers: &LayerBuffers<F>,
+    d_pre: &[F],
+    grad: &mut [F],
+    weight: usize,
+    bias: usize,
+) {
+    let (c_out, t_out) = (buffers.c_out, buffers.t_out);
+    let fan_in = buffers.c_in * buffers.kernel;
+    gemm(
+        c_out,
+        t_out,
+        fan_in,
+        d_pre,
+        (t_out as isize, 1),
+        &buffers.cols,
+        (1, t_out as isize),
+        F::one(),
+        &mut grad[weight..weight + c_out * fan_in],
+        (fan_in as isize, 1),
+    );
+    for (g, row) in grad[bias..bias + c_out]
+        .iter_mut()
+        .zip(d_pre.chunks_exact(t_out))
+    {
+        *g += row.iter().copied().sum::<F>();
+    }
+}
+
+/// `d_cols = Wᵀ · d_pre + beta · d_cols` (c_in·k × t_out).
+fn cols_grad<F: Real>(
+    buffers: &LayerBuffers<F>,
+    weight: &[F],
+    d_pre: &[F],
+    d_cols: &mut [F],
+    beta: F,
+) {
+    let (c_out, t_out) = (buffers.c_out, buffers.t_out);
+    let fan_in = buffers.c_in * buffers.kernel;
+    gemm(
+        fan_in,
+        c_out,
+        t_out,
+        weight,
+        (1, fan_in as isize),
+        d_pre,
+        (t_out as isize, 1),
+        beta,
+        d_cols,
+        (t_out as isize, 1),
+    );
+}
+
+/// Extent of a strided matrix in its slice (0 when it has no element).
+fn span(rows: usize, cols: usize, (row_stride, col_stride): (isize, isize)) -> usize {
+    if rows == 0 || cols == 0 {
+        0
+    } else {
+        (rows as isize - 1) as usize * row_stride as usize
+            + (cols as isize - 1) as usize * col_stride as usize
+            + 1
+    }
+}
+
+/// `C (m × n) = A (m × k) · B (k × n) + beta · C` with positive strides, dispatching to
+/// `matrixmultiply::dgemm` / `sgemm` for f64 / f32.
+#[allow(clippy::too_many_arguments)]
+fn gemm<F: Real>(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[F],
+    a_strides: (isize, isize),
+    b: &[F],
+    b_strides: (isize, isize),
+    beta: F,
+    c: &mut [F],
+    c_strides: (isize, isize),
+) {
+    // Bounds are internal invariants of the layer shapes; checked so the unsafe calls stay sound.
+    assert!(span(m, k, a_strides) <= a.len(), "gemm: A out of bounds");
+    assert!(span(k, n, b_strides) <= b.len(), "gemm: B out of bounds");
+    assert!(span(m, n, c_strides) <= c.len(), "gemm: C out of bounds");
+    if m == 0 || n == 0 {
+        return;
+    }
+    if TypeId::of::<F>() == TypeId::of::<f64>() {
+        // SAFETY: F is f64 (same type, same layout); extents checked above.
+        unsafe {
+            matrixmultiply::dgemm(
+                m,
+                k,
+                n,
+                1.0,
+                a.as_ptr() as *const f64,
+                a_strides.0,
+                a_strides.1,
+                b.as_ptr() as *const f64,
+                b_strides.0,
+                b_strides.1,
+                beta.f64(),
+                c.as_mut_ptr() as *mut f64,
+                c_strides.0,
+                c_strides.1,
+            );
+        }
+    } else if TypeId::of::<F>() == TypeId::of::<f32>() {
+        // SAFETY: F is f32 (same type, same layout); extents checked above.
+        unsafe {
+            matrixmultiply::sgemm(
+                m,
+                k,
+                n,
+                1.0,
+                a.as_ptr() as *const f32,
+                a_strides.0,
+                a_strides.1,
+                b.as_ptr() as *const f32,
+                b_strides.0,
+                b_strides.1,
+                beta.f64() as f32,
+                c.as_mut_ptr() as *mut f32,
+                c_strides.0,
+                c_strides.1,
+            );
+        }
+    } else {
+        let at = |s: (isize, isize), i: usize, j: usize| i * s.0 as usize + j * s.1 as usize;
+        for i in 0..m {
+            for j in 0..n {
+                let mut acc = F::zero();
+                for l in 0..k {
+                    acc += a[at(a_strides, i, l)] * b[at(b_strides, l, j)];
+                }
+                let dst = &mut c[at(c_strides, i, j)];
+                *dst = if beta == F::zero() {
+                    acc
+                } else {
+                    beta * *dst + acc
+                };
+            }
+        }
+    }
+}
+
+/// erf in the precision of `F` (libm `erf` / `erff`).
+#[inline]
+fn erf<F: Real>(x: F) -> F {
+    if TypeId::of::<F>() == TypeId::of::<f32>() {
+        F::c(libm::erff(x.f64() as f32) as f64)
+    } else {
+        F::c(libm::erf(x.f64()))
+    }
+}
+
+/// Φ(x) = 0.5 · (1 + erf(x / √2)); exact GELU as torch is x · Φ(x).
+#[inline]
+fn gelu_cdf<F: Real>(x: F) -> F {
+    F::c(0.5) * (F::one() + erf(x * F::c(std::f64::consts::FRAC_1_SQRT_2)))
+}
+
+/// d GELU / dx as torch: Φ(x) + x · exp(−x²/2) / √(2π), given `cdf` = Φ(x).
+#[inline]
+fn gelu_derivative<F: Real>(x: F, cdf: F) -> F {
+    let pdf = (F::c(-0.5) * x * x).exp() * F::c(0.398_942_280_401_432_7);
+    cdf + x * pdf
+}
+
+/// The encoder's weights cast to `F`, in the encoder's block order (see [`CnnEncoder::load_weights`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct EncoderWeights<F> {
+    values: Vec<F>,
+}
+
+impl<F: Real> EncoderWeights<F> {
+    /// The weights in the encoder's local block order.
+    pub fn values(&self) -> &[F] {
+        &self.values
+    }
+}
+
+/// Per-sequence buffers of the encoder (activations kept for the backward pass, outputs, output
+/// gradients, a local parameter gradient). Allocated once by [`CnnEncoder::workspace`].
+#[derive(Clone, Debug)]
+pub struct EncoderWorkspace<F> {
+    t_in: usize,
+    t_out: usize,
+    /// Hidden layers, then the heads.
+    layers: Vec<LayerBuffers<F>>,
+    mean: Vec<F>,
+    logvar: Vec<F>,
+    d_mean: Vec<F>,
+    d_logvar: Vec<F>,
+    d_act: Vec<F>,
+    d_cols: Vec<F>,
+    d_padded: Vec<F>,
+    grad: Vec<F>,
+}
+
+impl<F: Real> EncoderWorkspace<F> {
+    /// Input length the workspace was built for.
+    pub fn t_in(&self) -> usize {
+        self.t_in
+    }
+
+    /// Output length (rows of `mean` / `logvar` have this many steps).
+    pub fn t_out(&self) -> usize {
+        self.t_out
+    }
+
+    /// Encoder means μ_e (R × T_out, row-major) from the last forward pass.
+    pub fn mean(&self) -> &[F] {
+        &self.mean
+    }
+
+    /// Encoder log-variances (R × T_out, row-major) from the last forward pass.
+    pub fn logvar(&self) -> &[F] {
+        &self.logvar
+    }
+
+    /// Buffers for d loss/d mean and d loss/d logvar (R × T_out) read by
+    /// [`CnnEncoder::backward_batch`]; the caller overwrites them.
+    pub fn output_grads_mut(&mut self) -> (&mut [F], &mut [F]) {
+        (&mut self.d_mean, &mut self.d_logvar)
+    }
+
+    /// Parameter gradient of the last backward pass, in the encoder's local block order.
+    pub fn local_grad(&self) -> &[F] {
+        &self.grad
+    }
+
+    /// Heap bytes held by the workspace.
+    pub fn bytes(&self) -> usize {
+        let layer_elems: usize = self
+            .layers
+            .iter()
+            .map(|l| l.padded.len() + l.cols.len() + l.pre.len() + l.out.len() + l.cdf.len())
+            .sum();
+        let index_bytes: usize = self.layers.iter().map(|l| 4 * l.src_index.len()).sum();
+        let elems = layer_elems
+            + self.mean.len()
+            + self.logvar.len()
+            + self.d_mean.len()
+            + self.d_logvar.len()
+            + self.d_act.len()
+            + self.d_cols.len()
+            + self.d_padded.len()
+            + self.grad.len();
+        elems * std::mem::size_of::<F>() + index_bytes
+    }
+}
+
+/// One benchmark result line.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EncoderBenchLine {
+    /// What was timed.
+    pub case: String,
+    /// Best wall-clock seconds over the repeats.
+    pub seconds: f64,
+    /// Giga floating-point operations (2·m·k·n per GEMM) per timed run.
+    pub gflop: f64,
+    /// The stated budget in seconds (the encoder's share of a 0.75 s epoch is not fixed; the
+    /// whole epoch budget is reported).
+    pub reference_seconds: f64,
+    /// `reference_seconds / seconds` (> 1: faster than the budget).
+    pub ratio: f64,
+    /// Heap bytes of the batch's workspaces (one per sequence of a batch).
+    pub workspace_bytes: usize,
+}
+
+/// Times forward + backward of the Poisson teacher–student encoder (dim_x 40, R 2, T 200,
+/// kernels [21, 11, 1], channels [64, 64], GELU, causal zero padding) for one epoch: 400
+/// sequences in batches of 10, in f32 and f64, best of 3. The reference budget is the whole
+/// training epoch (0.75 s).
+pub fn bench_encoder() -> Vec<EncoderBenchLine> {
+    let config = EncoderConfig {
+        kernel_sizes: vec![21, 11, 1],
+        channels: vec![64, 64],
+        activation: EncoderActivation::Gelu,
+        padding_location: PaddingLocation::Causal,
+        padding_mode: PaddingMode::Constant,
+        init_scale: 0.1,
+        constant_var: false,
+    };
+    let (dim_x, dim_z, t, n_seq, batch) = (40usize, 2usize, 200usize, 400usize, 10usize);
+    let mut layout = ParamLayout::new();
+    let encoder = match CnnEncoder::push_layout(&config, &mut layout, dim_x, dim_z) {
+        Ok(encoder) => encoder,
+        Err(_) => return Vec::new(),
+    };
+    let flops_per_seq: f64 = encoder
+        .convs
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let mk = (s.c_out * s.fan_in() * t) as f64 * 2.0;
+            let heads = if i == encoder.convs.len() - 1 && !config.constant_var {
+                2.0
+            } else {
+                1.0
+            };
+            // forward, dW, and d cols except for the first layer.
+            heads * mk * if i == 0 { 2.0 } else { 3.0 }
+        })
+        .sum();
+    let lines = [
+        bench_one::<f32>(
+            &encoder,
+            layout.len(),
+            dim_x,
+            t,
+            n_seq,
+            batch,
+            flops_per_seq,
+        ),
+        bench_one::<f64>(
+            &encoder,
+            layout.len(),
+            dim_x,
+            t,
+            n_seq,
+            batch,
+            flops_per_seq,
+        ),
+    ];
+    lines.into_iter().flatten().collect()
+}
+
+fn bench_one<F: Real>(
+    encoder: &CnnEncoder,
+    n_params: usize,
+    dim_x: usize,
+    t: usize,
+    n_seq: usize,
+    batch: usize,
+    flops_per_seq: f64,
+) -> Option<EncoderBenchLine> {
+    use rand::SeedableRng;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    let mut params = vec![0.0; n_params];
+    encoder.init_params(&mut params, &mut rng).ok()?;
+    let weights = encoder.weights::<F>(&params).ok()?;
+    let data: Vec<F> = (0..batch * dim_x * t)
+        .map(|_| F::c(rng.gen_range(0..4) as f64))
+        .collect();
+    let inputs: Vec<&[F]> = data.chunks_exact(dim_x * t).collect();
+    let mut workspaces = (0..batch)
+        .map(|_| encoder.workspace::<F>(t))
+        .collect::<Result<Vec<_>, _>>()
+        .ok()?;
+    let mut grad = vec![0.0; n_params];
+    let mut best = f64::INFINITY;
+    for _ in 0..3 {
+        let start = std::time::Instant::now();
+        for _ in 0..n_seq / batch {
+            encoder
+                .forward_batch(&weights, &inputs, t, &mut workspaces)
+                .ok()?;
+            for ws in workspaces.iter_mut() {
+                let (d_mean, d_logvar) = ws.output_grads_mut();
+                d_mean.fill(F::c(0.01));
+                d_logvar.fill(F::c(-0.01));
+            }
+            encoder
+                .backward_batch(&weights, &mut workspaces, &mut grad)
+                .ok()?;
+        }
+        best = best.min(start.elapsed().as_secs_f64());
+    }
+    let reference_seconds = 0.75;
+    Some(EncoderBenchLine {
+        case: format!(
+            "encoder fwd+bwd Poisson teacher-student epoch ({n_seq} seq, T {t}, {}, {} threads)",
+            std::any::type_name::<F>(),
+            rayon::current_num_threads()
+        ),
+        seconds: best,
+        gflop: flops_per_seq * n_seq as f64 * 1e-9,
+        reference_seconds,
+        ratio: reference_seconds / best,
+        workspace_bytes: workspaces.iter().map(EncoderWorkspace::bytes).sum(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    fn config(location: PaddingLocation, mode: PaddingMode) -> EncoderConfig {
+        EncoderConfig {
+            kernel_sizes: vec![4, 3, 2],
+            channels: vec![5, 3],
+            activation: EncoderActivation::Gelu,
+            padding_location: location,
+            padding_mode: mode,
+            init_scale: 0.5,
+            constant_var: false,
+        }
+    }
+
+    #[test]
+    fn source_index_matches_torch_pad_semantics() {
+        // x = [a b c d], pad (2, 2)
+        let idx = |mode| -> Vec<u32> {
+            (-2..6)
+                .map(|s| source_index(s, 4, mode))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(idx(PaddingMode::Reflect), vec![2, 1, 0, 1, 2, 3, 2, 1]);
+        assert_eq!(idx(PaddingMode::Replicate), vec![0, 0, 0, 1, 2, 3, 3, 3]);
+        assert_eq!(idx(PaddingMode::Circular), vec![2, 3, 0, 1, 2, 3, 0, 1]);
+        let constant = idx(PaddingMode::Constant);
+        assert_eq!(constant[0], NO_SOURCE);
+        assert_eq!(constant[7], NO_SOURCE);
+        assert_eq!(&constant[2..6], &[0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn layout_names_and_shapes_follow_the_reference() {
+        let mut layout = ParamLayout::new();
+        let cfg = config(PaddingLocation::Causal, PaddingMode::Constant);
+        let encoder = CnnEncoder::push_layout(&cfg, &mut layout, 7, 2).unwrap();
+        let names: Vec<(&str, &[usize])> = layout
+            .blocks()
+            .iter()
+            .map(|b| (b.name.as_str(), b.shape.as_slice()))
+            .collect();
+        assert_eq!(
+            names,
+            vec![
+                ("encoder.initial_stack.1.weight", &[5, 7, 4][..]),
+                ("encoder.initial_stack.1.bias", &[5][..]),
+                ("encoder.initial_stack.4.weight", &[3, 5, 3][..]),
+                ("encoder.initial_stack.4.bias", &[3][..]),
+                ("encoder.mean_conv.weight", &[2, 3, 2][..]),
+                ("encoder.mean_conv.bias", &[2][..]),
+                ("encoder.logvar_conv.weight", &[2, 3, 2][..]),
+                ("encoder.logvar_conv.bias", &[2][..]),
+            ]
+        );
+        assert_eq!(encoder.n_params(), layout.len());
+        let bound = CnnEncoder::from_layout(&cfg, &layout, 7, 2).unwrap();
+        assert_eq!(bound, encoder);
+        assert!(matches!(
+            CnnEncoder::from_layout(&cfg, &layout, 6, 2),
+            Err(EncoderError::Layout { .. })
+        ));
+    }
+
+    #[test]
+    fn init_follows_torch_conv_bounds_and_init_scale() {
+        let mut layout = ParamLayout::new();
+        let mut cfg = config(PaddingLocation::Causal, PaddingMode::Constant);
+        cfg.init_scale = 0.2;
+        let _ = CnnEncoder::push_layout(&cfg, &mut layout, 7, 2).unwrap();
+        let encoder = CnnEncoder::from_layout(&cfg, &layout, 7, 2).unwrap();
+        let mut params = vec![0.0; layout.len()];
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        encoder.init_params(&mut params, &mut rng).unwrap();
+        let block = |name: &str| &params[layout.get(name).unwrap().range()];
+        let b1 = 1.0 / (7.0f64 * 4.0).sqrt();
+        assert!(block("encoder.initial_stack.1.weight")
+            .iter()
+            .all(|v| v.abs() < b1));
+        let head_bound = 1.0 / 6.0f64.sqrt();
+        let shift = 2.0 * 0.2f64.ln();
+        assert!(block(LOGVAR_BIAS_NAME)
+            .iter()
+            .all(|v| (v - shift).abs() < head_bound));
+        // Weights are spread over the whole interval, not constant.
+        let w = block("encoder.initial_stack.1.weight");
+        let max = w.iter().cloned().fold(f64::MIN, f64::max);
+        assert!(max > 0.8 * b1);
+
+        let mut layout = ParamLayout::new();
+        cfg.constant_var = true;
+        let encoder = CnnEncoder::push_layout(&cfg, &mut layout, 7, 2).unwrap();
+        assert!(layout.get(LOGVAR_WEIGHT_NAME).is_none());
+        let mut params = vec![0.0; layout.len()];
+        encoder.init_params(&mut params, &mut rng).unwrap();
+        assert_eq!(
+            &params[layout.get(CONSTANT_LOGVAR_NAME).unwrap().range()],
+            &[shift, shift]
+        );
+    }
+
+    #[test]
+    fn config_check_rejects_bad_configs() {
+        let good = config(PaddingLocation::Causal, PaddingMode::Constant);
+        assert!(good.check().is_ok());
+        let mut bad = good.clone();
+        bad.kernel_sizes = vec![3];
+        bad.channels = vec![];
+        assert!(matches!(
+            bad.check(),
+            Err(EncoderError::Config {
+                field: "kernel_sizes",
+                ..
+            })
+        ));
+        let mut bad = good.clone();
+        bad.channels = vec![4];
+        assert!(matches!(
+            bad.check(),
+            Err(EncoderError::Config {
+                field: "channels",
+                ..
+            })
+        ));
+        let mut bad = good.clone();
+        bad.init_scale = 0.0;
+        assert!(matches!(
+            bad.check(),
+            Err(EncoderError::Config {
+                field: "init_scale",
+                ..
+            })
+        ));
+        let mut bad = good;
+        bad.kernel_sizes[1] = 0;
+        assert!(bad.check().is_err());
+        let yaml = "kernel_sizes: [3, 1]\nchannels: [4]\nactivation: leaky_relu\n\
+                    padding_location: windowed\npadding_mode: reflect\ninit_scale: 0.1\n";
+        let parsed: EncoderConfig = serde_yaml_ng::from_str(yaml).unwrap();
+        assert_eq!(parsed.activation, EncoderActivation::LeakyRelu);
+        assert!(!parsed.constant_var);
+        assert!(
+            serde_yaml_ng::from_str::<EncoderConfig>(&format!("{yaml}kernels: [1]\n")).is_err()
+        );
+    }
+
+    #[test]
+    fn gemm_matches_the_naive_product() {
+        let a: Vec<f64> = (0..6).map(|v| v as f64 * 0.5 - 1.0).collect();
+        let b: Vec<f64> = (0..12).map(|v| (v as f64).sin()).collect();
+        let mut c = vec![1.0; 8];
+        gemm(2, 3, 4, &a, (3, 1), &b, (4, 1), 1.0, &mut c, (4, 1));
+        for i in 0..2 {
+            for j in 0..4 {
+                let want: f64 = 1.0 + (0..3).map(|l| a[i * 3 + l] * b[l * 4 + j]).sum::<f64>();
+                assert!((c[i * 4 + j] - want).abs() < 1e-14);
+            }
+        }
+    }
+}
