@@ -1,2 +1,4 @@
 //! Data in: NPY, EDF, NWB/HDF5 readers and writers, binning, dataset manifests, simulators.
+pub mod npy;
+pub mod sequences_io;
 pub mod simulate;

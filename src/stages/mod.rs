@@ -2,6 +2,7 @@
 //! one line in [`registry`].
 
 pub mod command;
+pub mod prepare;
 
 use crate::pipeline::stage::Registry;
 
@@ -9,6 +10,7 @@ use crate::pipeline::stage::Registry;
 pub fn registry() -> Registry {
     let mut registry = Registry::new();
     registry.register(command::CommandStage);
+    registry.register(prepare::PrepareStage);
     // Science kinds register here, one line each, e.g.
     // registry.register(fit::FitStage);
     registry
