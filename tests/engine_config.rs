@@ -122,7 +122,7 @@ fn unknown_kind() {
     rejected(
         "stages:\n  - {name: a, kind: comand, params: {cmd: 'true'}}\n",
         &[],
-        &["pipeline.yaml:2: stages[0].kind: unknown stage kind `comand` (hint: known kinds are command)"],
+        &["pipeline.yaml:2: stages[0].kind: unknown stage kind `comand` (hint: known kinds are command"],
     );
 }
 

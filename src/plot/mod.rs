@@ -199,6 +199,144 @@ pub fn line_plot(
     Ok(paths)
 }
 
+/// One box of a [`box_plot`]: a label and its values (NaN values are ignored).
+#[derive(Debug, Clone)]
+pub struct BoxGroup {
+    /// Tick label under the box.
+    pub label: String,
+    /// Observations (e.g. one per seed).
+    pub values: Vec<f64>,
+}
+
+/// Quartiles (linear interpolation, numpy's default) of sorted finite values.
+fn quartiles(sorted: &[f64]) -> [f64; 5] {
+    let q = |p: f64| {
+        let pos = p * (sorted.len() - 1) as f64;
+        let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+        sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
+    };
+    [q(0.0), q(0.25), q(0.5), q(0.75), q(1.0)]
+}
+
+/// Box plots (median, quartiles, 1.5·IQR whiskers) with every observation drawn as a dot:
+/// the Fig S7 style. Written as PNG and SVG.
+pub fn box_plot(
+    stem: &Path,
+    title: &str,
+    y_label: &str,
+    groups: &[BoxGroup],
+) -> Result<FigurePaths, PlotError> {
+    use plotters::prelude::*;
+    register_font();
+    let paths = FigurePaths::new(stem);
+    let yr = finite_range(groups.iter().flat_map(|g| g.values.iter()));
+    let Some((y0, y1)) = yr else {
+        return Err(PlotError::NoData {
+            path: paths.png.clone(),
+            message: "no finite values for the box plot".into(),
+        });
+    };
+    let n = groups.len();
+    let labels: Vec<String> = groups.iter().map(|g| g.label.clone()).collect();
+    macro_rules! draw {
+        ($backend:expr, $path:expr) => {{
+            let root = $backend.into_drawing_area();
+            root.fill(&WHITE).map_err(draw_err($path))?;
+            let mut chart = ChartBuilder::on(&root)
+                .caption(title, (FONT, 20))
+                .margin(12)
+                .x_label_area_size(40)
+                .y_label_area_size(60)
+                .build_cartesian_2d(-0.5f64..(n as f64 - 0.5), y0..y1)
+                .map_err(draw_err($path))?;
+            let labels = labels.clone();
+            chart
+                .configure_mesh()
+                .disable_x_mesh()
+                .x_labels(n.max(1))
+                .x_label_formatter(&move |x: &f64| {
+                    let i = x.round();
+                    if (x - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < labels.len() {
+                        labels[i as usize].clone()
+                    } else {
+                        String::new()
+                    }
+                })
+                .y_desc(y_label)
+                .label_style((FONT, 13))
+                .draw()
+                .map_err(draw_err($path))?;
+            for (i, g) in groups.iter().enumerate() {
+                let mut v: Vec<f64> = g.values.iter().copied().filter(|v| v.is_finite()).collect();
+                if v.is_empty() {
+                    continue;
+                }
+                v.sort_by(f64::total_cmp);
+                let [_, q1, med, q3, _] = quartiles(&v);
+                let iqr = q3 - q1;
+                let lo = v
+                    .iter()
+                    .copied()
+                    .find(|&x| x >= q1 - 1.5 * iqr)
+                    .unwrap_or(q1);
+                let hi = v
+                    .iter()
+                    .rev()
+                    .copied()
+                    .find(|&x| x <= q3 + 1.5 * iqr)
+                    .unwrap_or(q3);
+                let x = i as f64;
+                let colour = PALETTE[i % PALETTE.len()];
+                let w = 0.3;
+                chart
+                    .draw_series(std::iter::once(Rectangle::new(
+                        [(x - w, q1), (x + w, q3)],
+                        colour.mix(0.25).filled(),
+                    )))
+                    .map_err(draw_err($path))?;
+                let lines = vec![
+                    vec![
+                        (x - w, q1),
+                        (x + w, q1),
+                        (x + w, q3),
+                        (x - w, q3),
+                        (x - w, q1),
+                    ],
+                    vec![(x - w, med), (x + w, med)],
+                    vec![(x, q3), (x, hi)],
+                    vec![(x, q1), (x, lo)],
+                    vec![(x - w / 2.0, hi), (x + w / 2.0, hi)],
+                    vec![(x - w / 2.0, lo), (x + w / 2.0, lo)],
+                ];
+                for l in lines {
+                    chart
+                        .draw_series(std::iter::once(PathElement::new(l, colour.stroke_width(2))))
+                        .map_err(draw_err($path))?;
+                }
+                // Deterministic jitter so every seed is visible.
+                let m = g.values.len().max(1) as f64;
+                chart
+                    .draw_series(
+                        g.values
+                            .iter()
+                            .enumerate()
+                            .filter(|(_, v)| v.is_finite())
+                            .map(|(j, &v)| {
+                                let dx = (j as f64 / m - 0.5) * 0.4;
+                                Circle::new((x + dx, v), 3, BLACK.mix(0.6).filled())
+                            }),
+                    )
+                    .map_err(draw_err($path))?;
+            }
+            root.present().map_err(draw_err($path))?;
+        }};
+    }
+    let width = (260 * n.max(1) as u32).clamp(480, 1400);
+    draw!(BitMapBackend::new(&paths.png, (width, 520)), &paths.png);
+    draw!(SVGBackend::new(&paths.svg, (width, 520)), &paths.svg);
+    Ok(paths)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -227,6 +365,30 @@ mod tests {
         assert!(svg.contains("sine"));
         let err = line_plot(&dir.join("empty"), "e", "x", "y", &[], false);
         assert!(matches!(err, Err(PlotError::NoData { .. })));
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn box_plot_writes_files_and_quartiles_match_numpy() {
+        assert_eq!(
+            quartiles(&[1.0, 2.0, 3.0, 4.0]),
+            [1.0, 1.75, 2.5, 3.25, 4.0]
+        );
+        let dir = std::env::temp_dir().join(format!("lrsmc-box-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let groups = vec![
+            BoxGroup {
+                label: "a".into(),
+                values: vec![1.0, 2.0, 3.0, 10.0],
+            },
+            BoxGroup {
+                label: "b".into(),
+                values: vec![2.0, f64::NAN, 2.5],
+            },
+        ];
+        let p = box_plot(&dir.join("box"), "t", "y", &groups).unwrap();
+        assert!(std::fs::metadata(&p.png).unwrap().len() > 1000);
+        assert!(box_plot(&dir.join("e"), "t", "y", &[]).is_err());
         std::fs::remove_dir_all(&dir).ok();
     }
 
