@@ -3,6 +3,7 @@
 
 pub mod command;
 pub mod prepare;
+pub mod summarize;
 
 use crate::pipeline::stage::Registry;
 
@@ -11,6 +12,7 @@ pub fn registry() -> Registry {
     let mut registry = Registry::new();
     registry.register(command::CommandStage);
     registry.register(prepare::PrepareStage);
+    registry.register(summarize::SummarizeStage);
     // Science kinds register here, one line each, e.g.
     // registry.register(fit::FitStage);
     registry

@@ -1,0 +1,406 @@
+//! The `summarize` kind: many per-run tables (one per seed) → one summary table with median ±
+//! MAD (or mean ± sem) per group, plus a box plot per metric (Table 1 and Fig S7).
+//!
+//! ```yaml
+//! - name: eeg.table1
+//!   kind: summarize
+//!   params:
+//!     group_by: [variant]
+//!     metrics: [d_stsp, d_h]
+//!     carry: [dim, n_params, data_source, profile]   # constant within a group
+//!     keys: {dataset: eeg}                           # extra key columns for `compare`
+//!     statistic: median_mad
+//!   inputs: {tables: "eeg.evaluate[*]:metrics"}
+//! ```
+//!
+//! The output table has, per group, the group and carried columns, `n_runs`, and for each
+//! metric `<m>` (the median or mean) and `<m>_err` (the MAD or sem) — the `_err` suffix is
+//! what `compare` reads as an error bar.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::metrics::aggregate::{mean_sem, median, median_abs_deviation, MadScale};
+use crate::pipeline::stage::{
+    canonical_params, InputSpec, OutputSpec, ParamError, Stage, StageContext, StageError,
+};
+use crate::pipeline::table::{Column, Table};
+use crate::plot::{box_plot, BoxGroup};
+
+/// Centre and spread.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Statistic {
+    /// Median ± median absolute deviation (unscaled, scipy's default; the paper's Table 1).
+    #[default]
+    MedianMad,
+    /// Mean ± standard error of the mean.
+    MeanSem,
+}
+
+/// Params of a `summarize` stage.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SummarizeParams {
+    /// Columns whose values define a group (e.g. the model variant).
+    pub group_by: Vec<String>,
+    /// Numeric columns to summarise.
+    pub metrics: Vec<String>,
+    /// Columns copied from the group's rows (must be equal within a group).
+    #[serde(default)]
+    pub carry: Vec<String>,
+    /// Constant key columns added to every row (e.g. `dataset: eeg`).
+    #[serde(default)]
+    pub keys: BTreeMap<String, String>,
+    /// Centre and spread.
+    #[serde(default)]
+    pub statistic: Statistic,
+    /// Title prefix of the box plots.
+    #[serde(default)]
+    pub title: String,
+}
+
+/// Aggregates per-run tables.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SummarizeStage;
+
+/// A value of a carried or group column.
+#[derive(Debug, Clone, PartialEq)]
+enum Cell {
+    Num(f64),
+    Int(i64),
+    Text(String),
+}
+
+fn cell(column: &Column, row: usize) -> Cell {
+    match column {
+        Column::F64(v) => Cell::Num(v[row]),
+        Column::I64(v) => Cell::Int(v[row]),
+        Column::Str(v) => Cell::Text(v[row].clone()),
+        Column::Bool(v) => Cell::Text(v[row].to_string()),
+    }
+}
+
+/// Summarise the rows of `tables` (name, table) by `params`; returns the table and, per
+/// metric, the box-plot groups.
+pub fn summarize(
+    tables: &[(String, Table)],
+    params: &SummarizeParams,
+) -> Result<(Table, Vec<(String, Vec<BoxGroup>)>), StageError> {
+    if params.metrics.is_empty() {
+        return Err(StageError::new(
+            "params.metrics is empty: name at least one column",
+        ));
+    }
+    // group key → (carried cells, metric → values)
+    type Group = (Vec<Cell>, Vec<Cell>, BTreeMap<String, Vec<f64>>);
+    let mut groups: Vec<(String, Group)> = Vec::new();
+    for (name, table) in tables {
+        let col = |c: &str| {
+            table.column(c).ok_or_else(|| {
+                let have: Vec<&str> = table.names().collect();
+                StageError::new(format!(
+                    "{name}: no column `{c}` (columns: {}); fix params.group_by/metrics/carry",
+                    have.join(", ")
+                ))
+            })
+        };
+        for row in 0..table.n_rows() {
+            let gcells: Vec<Cell> = params
+                .group_by
+                .iter()
+                .map(|c| col(c).map(|col| cell(col, row)))
+                .collect::<Result<_, _>>()?;
+            let ccells: Vec<Cell> = params
+                .carry
+                .iter()
+                .map(|c| col(c).map(|col| cell(col, row)))
+                .collect::<Result<_, _>>()?;
+            let key = format!("{gcells:?}");
+            let pos = match groups.iter().position(|(k, _)| *k == key) {
+                Some(p) => p,
+                None => {
+                    groups.push((
+                        key.clone(),
+                        (gcells.clone(), ccells.clone(), BTreeMap::new()),
+                    ));
+                    groups.len() - 1
+                }
+            };
+            let group = &mut groups[pos].1;
+            for (i, (a, b)) in group.1.iter().zip(&ccells).enumerate() {
+                let same = match (a, b) {
+                    (Cell::Num(x), Cell::Num(y)) => x == y || (x.is_nan() && y.is_nan()),
+                    _ => a == b,
+                };
+                if !same {
+                    return Err(StageError::new(format!(
+                        "{name}: column `{}` differs within group {:?} ({a:?} vs {b:?}); \
+                         add it to params.group_by or remove it from params.carry",
+                        params.carry[i], group.0
+                    )));
+                }
+            }
+            for m in &params.metrics {
+                let v = col(m)?.number(row).ok_or_else(|| {
+                    StageError::new(format!("{name}: column `{m}` is not numeric"))
+                })?;
+                group.2.entry(m.clone()).or_default().push(v);
+            }
+        }
+    }
+    if groups.is_empty() {
+        return Err(StageError::new("no rows in the input tables"));
+    }
+    let mut out = Table::new();
+    let tab_err = |e: crate::pipeline::table::TableError| StageError::new(e.to_string());
+    for (k, v) in &params.keys {
+        out.push(k.clone(), vec![v.clone(); groups.len()])
+            .map_err(tab_err)?;
+    }
+    let cols_from =
+        |names: &[String], pick: &dyn Fn(&Group) -> &Vec<Cell>| -> Vec<(String, Column)> {
+            names
+                .iter()
+                .enumerate()
+                .map(|(i, n)| {
+                    let cells: Vec<&Cell> = groups.iter().map(|(_, g)| &pick(g)[i]).collect();
+                    let column = match cells[0] {
+                        Cell::Num(_) => Column::F64(
+                            cells
+                                .iter()
+                                .map(|c| match c {
+                                    Cell::Num(x) => *x,
+                                    Cell::Int(i) => *i as f64,
+                                    Cell::Text(_) => f64::NAN,
+                                })
+                                .collect(),
+                        ),
+                        Cell::Int(_) => Column::I64(
+                            cells
+                                .iter()
+                                .map(|c| match c {
+                                    Cell::Int(i) => *i,
+                                    Cell::Num(x) => *x as i64,
+                                    Cell::Text(_) => 0,
+                                })
+                                .collect(),
+                        ),
+                        Cell::Text(_) => Column::Str(
+                            cells
+                                .iter()
+                                .map(|c| match c {
+                                    Cell::Text(s) => s.clone(),
+                                    Cell::Num(x) => x.to_string(),
+                                    Cell::Int(i) => i.to_string(),
+                                })
+                                .collect(),
+                        ),
+                    };
+                    (n.clone(), column)
+                })
+                .collect()
+        };
+    for (n, c) in cols_from(&params.group_by, &|g: &Group| &g.0) {
+        out.push(n, c).map_err(tab_err)?;
+    }
+    for (n, c) in cols_from(&params.carry, &|g: &Group| &g.1) {
+        out.push(n, c).map_err(tab_err)?;
+    }
+    let n_runs: Vec<i64> = groups
+        .iter()
+        .map(|(_, g)| g.2.values().next().map(|v| v.len() as i64).unwrap_or(0))
+        .collect();
+    out.push("n_runs", n_runs).map_err(tab_err)?;
+    let mut boxes = Vec::new();
+    for m in &params.metrics {
+        let mut centre = Vec::new();
+        let mut spread = Vec::new();
+        let mut n_nan = Vec::new();
+        let mut box_groups = Vec::new();
+        for (_, g) in &groups {
+            let all = &g.2[m];
+            let finite: Vec<f64> = all.iter().copied().filter(|v| v.is_finite()).collect();
+            n_nan.push((all.len() - finite.len()) as i64);
+            let (c, s) = if finite.is_empty() {
+                (f64::NAN, f64::NAN)
+            } else {
+                match params.statistic {
+                    Statistic::MedianMad => (
+                        median(&finite).map_err(|e| StageError::new(e.to_string()))?,
+                        median_abs_deviation(&finite, MadScale::Unscaled)
+                            .map_err(|e| StageError::new(e.to_string()))?,
+                    ),
+                    Statistic::MeanSem => {
+                        mean_sem(&finite).map_err(|e| StageError::new(e.to_string()))?
+                    }
+                }
+            };
+            centre.push(c);
+            spread.push(s);
+            let label =
+                g.0.iter()
+                    .map(|c| match c {
+                        Cell::Text(s) => s.clone(),
+                        Cell::Num(x) => x.to_string(),
+                        Cell::Int(i) => i.to_string(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" ");
+            box_groups.push(BoxGroup {
+                label,
+                values: all.clone(),
+            });
+        }
+        out.push(m.clone(), centre).map_err(tab_err)?;
+        out.push(format!("{m}_err"), spread).map_err(tab_err)?;
+        out.push(format!("{m}_n_nan"), n_nan).map_err(tab_err)?;
+        boxes.push((m.clone(), box_groups));
+    }
+    Ok((out, boxes))
+}
+
+impl Stage for SummarizeStage {
+    fn kind(&self) -> &'static str {
+        "summarize"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn description(&self) -> &'static str {
+        "per-run tables → median ± MAD (or mean ± sem) per group, with box plots (Table 1, Fig S7)"
+    }
+    fn check_params(&self, params: &Value) -> Result<Value, ParamError> {
+        let v = canonical_params::<SummarizeParams>(params)?;
+        let p: SummarizeParams = serde_json::from_value(v.clone())
+            .map_err(|e| ParamError::new("params", e.to_string()))?;
+        if p.metrics.is_empty() {
+            return Err(ParamError::new(
+                "metrics",
+                "name at least one metric column",
+            ));
+        }
+        Ok(v)
+    }
+    fn outputs(&self, params: &Value) -> Vec<OutputSpec> {
+        let mut outs = vec![
+            OutputSpec::new("table", "table.parquet"),
+            OutputSpec::new("table_md", "table.md"),
+        ];
+        if let Ok(p) = serde_json::from_value::<SummarizeParams>(params.clone()) {
+            for m in p.metrics {
+                outs.push(OutputSpec::new(format!("box_{m}"), format!("box_{m}.png")));
+                outs.push(OutputSpec::new(
+                    format!("box_{m}_svg"),
+                    format!("box_{m}.svg"),
+                ));
+            }
+        }
+        outs
+    }
+    fn expected_inputs(&self, _params: &Value) -> Option<Vec<InputSpec>> {
+        Some(vec![InputSpec::many("tables")])
+    }
+    fn run(&self, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
+        let params: SummarizeParams = ctx.params_as()?;
+        let mut tables = Vec::new();
+        for path in ctx.inputs("tables")? {
+            let t = Table::read_parquet(path).map_err(|e| StageError::new(e.to_string()))?;
+            tables.push((path.display().to_string(), t));
+        }
+        let (table, boxes) = summarize(&tables, &params)?;
+        let out = ctx.output("table")?.to_path_buf();
+        table
+            .write_parquet(&out)
+            .map_err(|e| StageError::new(e.to_string()))?;
+        let md = ctx.output("table_md")?.to_path_buf();
+        table
+            .write_markdown(&md)
+            .map_err(|e| StageError::new(e.to_string()))?;
+        for (m, groups) in boxes {
+            let png = ctx.output(&format!("box_{m}"))?.to_path_buf();
+            let svg = ctx.output(&format!("box_{m}_svg"))?.to_path_buf();
+            let dir = ctx.scratch_dir().to_path_buf();
+            let title = if params.title.is_empty() {
+                m.clone()
+            } else {
+                format!("{}: {m}", params.title)
+            };
+            let paths = box_plot(&dir.join(format!("box_{m}")), &title, &m, &groups)
+                .map_err(|e| StageError::new(e.to_string()))?;
+            std::fs::rename(&paths.png, &png).map_err(|e| StageError::io(&png, e))?;
+            std::fs::rename(&paths.svg, &svg).map_err(|e| StageError::io(&svg, e))?;
+        }
+        ctx.record("n_groups", Value::from(table.n_rows()));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_table(variant: &str, seed: i64, d: f64) -> Table {
+        Table::new()
+            .with("variant", vec![variant])
+            .unwrap()
+            .with("seed", vec![seed])
+            .unwrap()
+            .with("dim", vec![3i64])
+            .unwrap()
+            .with("d_stsp", vec![d])
+            .unwrap()
+    }
+
+    #[test]
+    fn median_and_mad_per_group() {
+        let tables: Vec<(String, Table)> = [(1, 1.0), (2, 2.0), (3, 4.0), (4, f64::NAN)]
+            .iter()
+            .map(|&(s, d)| (format!("t{s}"), run_table("r3", s, d)))
+            .chain(std::iter::once((
+                "u".to_string(),
+                run_table("full30", 9, 7.0),
+            )))
+            .collect();
+        let params = SummarizeParams {
+            group_by: vec!["variant".into()],
+            metrics: vec!["d_stsp".into()],
+            carry: vec!["dim".into()],
+            keys: BTreeMap::from([("dataset".to_string(), "eeg".to_string())]),
+            statistic: Statistic::MedianMad,
+            title: String::new(),
+        };
+        let (t, boxes) = summarize(&tables, &params).unwrap();
+        assert_eq!(t.n_rows(), 2);
+        // r3: finite values 1, 2, 4 → median 2, |dev| = 1, 0, 2 → MAD 1; one NaN counted.
+        assert_eq!(t.column("d_stsp").unwrap().number(0), Some(2.0));
+        assert_eq!(t.column("d_stsp_err").unwrap().number(0), Some(1.0));
+        assert_eq!(t.column("d_stsp_n_nan").unwrap().number(0), Some(1.0));
+        assert_eq!(t.column("n_runs").unwrap().number(0), Some(4.0));
+        assert_eq!(t.column("dataset").unwrap().text(1), "eeg");
+        assert_eq!(boxes[0].1.len(), 2);
+        let bad = SummarizeParams {
+            metrics: vec!["nope".into()],
+            ..params.clone()
+        };
+        let e = summarize(&tables, &bad).unwrap_err().to_string();
+        assert!(e.contains("no column `nope`"), "{e}");
+        let mut mixed = tables.clone();
+        mixed.push((
+            "m".into(),
+            Table::new()
+                .with("variant", vec!["r3"])
+                .unwrap()
+                .with("seed", vec![5i64])
+                .unwrap()
+                .with("dim", vec![4i64])
+                .unwrap()
+                .with("d_stsp", vec![1.0])
+                .unwrap(),
+        ));
+        let e = summarize(&mixed, &params).unwrap_err().to_string();
+        assert!(e.contains("differs within group"), "{e}");
+    }
+}
