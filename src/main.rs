@@ -22,6 +22,8 @@ use lowrank_smc::pipeline::project_lock::ProjectLock;
 use lowrank_smc::pipeline::stage::Registry;
 use lowrank_smc::pipeline::{bench, gc};
 
+mod exec;
+
 /// Exit code: a stage failed (or `status --check` found stale stages).
 const EXIT_FAILED: u8 = 1;
 /// Exit code: bad usage or configuration.
@@ -143,6 +145,9 @@ enum Command {
     },
     /// The stage kinds this build knows.
     Kinds,
+    /// Run one stage kind once on your own files, without a pipeline or cache
+    /// (e.g. `exec prepare --set layout=time_by_channel --set data_source=real --input data=F.npy`).
+    Exec(exec::ExecArgs),
     // `fetch DATASET` is provided by the data module and wired in here.
 }
 
@@ -321,6 +326,12 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench { area } => run_bench(&area, &registry),
+        Command::Exec(args) => {
+            for (name, path) in exec::run_exec(&args, &registry)? {
+                println!("{name}: {}", path.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Kinds => {
             for kind in registry.iter() {
                 println!(
@@ -343,7 +354,14 @@ fn project_root(pipeline: &Path) -> PathBuf {
 }
 
 /// Areas `bench` knows; each maps to a library function returning printable lines.
-const BENCH_AREAS: &[&str] = &["engine", "train", "metrics", "fixed-points", "ingest"];
+const BENCH_AREAS: &[&str] = &[
+    "engine",
+    "train",
+    "metrics",
+    "fixed-points",
+    "ingest",
+    "encoder",
+];
 
 fn run_bench(area: &str, registry: &Registry) -> anyhow::Result<ExitCode> {
     let lines: Vec<String> = match area {
@@ -352,8 +370,16 @@ fn run_bench(area: &str, registry: &Registry) -> anyhow::Result<ExitCode> {
             .iter()
             .map(ToString::to_string)
             .collect(),
+        "metrics" => lowrank_smc::metrics::bench::bench_metrics()
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
+        "encoder" => lowrank_smc::model::encoder::bench_encoder()
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
         // Provided by the science modules; wire each here as `module::bench_<area>()`.
-        "train" | "metrics" | "fixed-points" | "ingest" => {
+        "train" | "fixed-points" | "ingest" => {
             eprintln!(
                 "error: benchmark area `{area}` is not available in this build yet \
                  (available: engine)"

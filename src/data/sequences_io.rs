@@ -140,7 +140,20 @@ pub fn read_attr(path: &Path, name: &str) -> Result<Option<String>, SequencesIoE
 /// Read `x` (and `u` when present) from `path`. `x` may be 3-D (n, dim_x, T) or 2-D
 /// (dim_x, T) for one recording. NaN/Inf is an error naming the position.
 pub fn read_sequences(path: &Path) -> Result<Sequences<f64>, SequencesIoError> {
-    let f = h5(path, "/", hdf5::File::open(path))?;
+    if !path.is_file() {
+        return Err(SequencesIoError::Io {
+            file: path.to_path_buf(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+        });
+    }
+    let f = hdf5::File::open(path).map_err(|e| SequencesIoError::Invalid {
+        file: path.to_path_buf(),
+        object: "/".into(),
+        message: format!(
+            "cannot open as HDF5 ({e}); expected an HDF5 file with dataset `x` \
+             (n_sequences, dim_x, T), or a .npy array"
+        ),
+    })?;
     let xds = f.dataset("x").map_err(|_| SequencesIoError::Invalid {
         file: path.to_path_buf(),
         object: "x".into(),

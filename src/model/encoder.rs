@@ -1378,6 +1378,22 @@ pub struct EncoderBenchLine {
     pub workspace_bytes: usize,
 }
 
+impl std::fmt::Display for EncoderBenchLine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: {:.3} s ({:.2} GFLOP, {:.1} GFLOP/s, workspaces {:.1} MB) · budget {:.2} s, ratio {:.1}×",
+            self.case,
+            self.seconds,
+            self.gflop,
+            self.gflop / self.seconds.max(1e-12),
+            self.workspace_bytes as f64 / 1e6,
+            self.reference_seconds,
+            self.ratio
+        )
+    }
+}
+
 /// Times forward + backward of the Poisson teacher–student encoder (dim_x 40, R 2, T 200,
 /// kernels [21, 11, 1], channels [64, 64], GELU, causal zero padding) for one epoch: 400
 /// sequences in batches of 10, in f32 and f64, best of 3. The reference budget is the whole
