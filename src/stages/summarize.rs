@@ -83,12 +83,15 @@ fn cell(column: &Column, row: usize) -> Cell {
     }
 }
 
+/// Per metric, its box-plot groups.
+pub type MetricBoxes = Vec<(String, Vec<BoxGroup>)>;
+
 /// Summarise the rows of `tables` (name, table) by `params`; returns the table and, per
 /// metric, the box-plot groups.
 pub fn summarize(
     tables: &[(String, Table)],
     params: &SummarizeParams,
-) -> Result<(Table, Vec<(String, Vec<BoxGroup>)>), StageError> {
+) -> Result<(Table, MetricBoxes), StageError> {
     if params.metrics.is_empty() {
         return Err(StageError::new(
             "params.metrics is empty: name at least one column",
