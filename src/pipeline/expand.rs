@@ -1,5 +1,7 @@
 //! Step 2 of three (parse → expand → resolve): matrix fan-out, profile overrides and `${axis}`
-//! substitution. The DAG's shape never depends on the profile: profiles only change params.
+//! substitution. Profiles change params; the only change of shape they may make is to keep a
+//! subset of a matrix axis (`only: {seed: 1..2}`), so a quick run is a subgraph of the paper
+//! run with the same stage names and cache keys.
 //!
 //! A stage with `matrix: {seed: 1..3, variant: [a, b]}` becomes six stages named
 //! `name[seed=1,variant=a]` … in row-major order of the axes as written. In params, inputs and
@@ -36,6 +38,9 @@ pub struct ExpandedStage {
     /// Where it was defined.
     pub origin: Origin,
 }
+
+/// Key of a profile override that restricts matrix axes instead of setting params.
+pub const ONLY_KEY: &str = "only";
 
 /// Expand every stage of `raw` under `profile`; collect all problems.
 pub fn expand(
@@ -95,12 +100,76 @@ pub fn expand(
                 continue;
             }
         };
+        // A profile may restrict matrix axes to a subset (`only: {seed: 1..2}`): the quick
+        // profile's DAG is then a subgraph of the paper's, with the same stage names and keys.
+        let mut restrictions: Vec<(String, Vec<String>)> = Vec::new();
+        for (pattern, raw_pattern, over, file, used) in patterns.iter_mut() {
+            let Some(only) = over.get(ONLY_KEY) else {
+                continue;
+            };
+            if !pattern.matches(&def.name) {
+                continue;
+            }
+            *used = true;
+            let field = format!("profiles.{profile}.{raw_pattern}.{ONLY_KEY}");
+            let Some(map) = only.as_object() else {
+                problems.push(ConfigProblem {
+                    file: file.clone(),
+                    line: None,
+                    field,
+                    message: "expected a map axis → values, e.g. `only: {seed: 1..2}`".into(),
+                });
+                continue;
+            };
+            for (axis, spec) in map {
+                if !def.matrix.contains_key(axis) {
+                    problems.push(ConfigProblem {
+                        file: file.clone(),
+                        line: None,
+                        field: format!("{field}.{axis}"),
+                        message: format!(
+                            "stage `{}` has no matrix axis `{axis}` (axes: {})",
+                            def.name,
+                            def.matrix.keys().cloned().collect::<Vec<_>>().join(", ")
+                        ),
+                    });
+                    continue;
+                }
+                match axis_values(spec) {
+                    Ok(values) => {
+                        restrictions.push((axis.clone(), values.iter().map(label_text).collect()))
+                    }
+                    Err(msg) => problems.push(ConfigProblem {
+                        file: file.clone(),
+                        line: None,
+                        field: format!("{field}.{axis}"),
+                        message: msg,
+                    }),
+                }
+            }
+        }
+        let combos: Vec<Vec<(String, Value)>> = combos
+            .into_iter()
+            .filter(|combo| {
+                restrictions.iter().all(|(axis, allowed)| {
+                    combo
+                        .iter()
+                        .find(|(a, _)| a == axis)
+                        .map(|(_, v)| allowed.contains(&label_text(v)))
+                        .unwrap_or(true)
+                })
+            })
+            .collect();
         for combo in combos {
             let name = expanded_name(&def.name, &combo);
             let mut params = def.params.clone();
             for (pattern, _, over, _, used) in patterns.iter_mut() {
                 if pattern.matches(&name) || pattern.matches(&def.name) {
-                    merge(&mut params, over);
+                    let mut over = over.clone();
+                    if let Some(map) = over.as_object_mut() {
+                        map.remove(ONLY_KEY);
+                    }
+                    merge(&mut params, &over);
                     *used = true;
                 }
             }
@@ -379,6 +448,37 @@ stages:
         assert_eq!(
             quick[1].params["opt"],
             serde_json::json!({"lr": 0.5, "beta": 0.9})
+        );
+    }
+
+    #[test]
+    fn profile_only_keeps_a_subset_of_an_axis() {
+        let yaml = r#"
+profiles:
+  quick: {"eeg.*": {only: {seed: 1..2}, epochs: 2}}
+stages:
+  - name: eeg.fit
+    kind: fit
+    matrix: {seed: 1..20}
+    params: {seed: "${seed}", epochs: 100}
+"#;
+        let paper = expand(&raw(yaml), "paper", "paper").unwrap_or_default();
+        let quick = expand(&raw(yaml), "quick", "paper").unwrap_or_default();
+        assert_eq!(paper.len(), 20);
+        let names: Vec<&str> = quick.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["eeg.fit[seed=1]", "eeg.fit[seed=2]"]);
+        assert_eq!(quick[0].params["epochs"], Value::from(2));
+        assert!(quick[0].params.get("only").is_none());
+        let bad = r#"
+profiles:
+  quick: {"eeg.fit": {only: {variant: [a]}}}
+stages:
+  - {name: eeg.fit, kind: fit, matrix: {seed: 1..2}, params: {}}
+"#;
+        let problems = expand(&raw(bad), "quick", "paper").unwrap_err();
+        assert!(
+            problems[0].message.contains("no matrix axis `variant`"),
+            "{problems:?}"
         );
     }
 
