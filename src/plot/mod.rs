@@ -337,6 +337,110 @@ pub fn box_plot(
     Ok(paths)
 }
 
+/// One panel of [`trace_panels`]: a channel name and up to two traces on the same time axis.
+#[derive(Debug, Clone)]
+pub struct TracePanel {
+    /// Panel label (e.g. the EEG channel name).
+    pub label: String,
+    /// First trace (e.g. the recording), drawn in the first palette colour.
+    pub first: Vec<f64>,
+    /// Second trace (e.g. the model's sample), drawn in the second palette colour.
+    pub second: Vec<f64>,
+}
+
+/// Stacked panels sharing a time axis (seconds = index · `dt`), two traces each, with a legend
+/// naming them: the Fig 4 style (recorded vs generated EEG channels).
+pub fn trace_panels(
+    stem: &Path,
+    title: &str,
+    names: (&str, &str),
+    dt: f64,
+    panels: &[TracePanel],
+) -> Result<FigurePaths, PlotError> {
+    use plotters::prelude::*;
+    register_font();
+    let paths = FigurePaths::new(stem);
+    if panels.is_empty() {
+        return Err(PlotError::NoData {
+            path: paths.png.clone(),
+            message: "no panels".into(),
+        });
+    }
+    let n_t = panels
+        .iter()
+        .map(|p| p.first.len().max(p.second.len()))
+        .max()
+        .unwrap_or(0);
+    let t_end = (n_t.max(2) - 1) as f64 * dt;
+    macro_rules! draw {
+        ($backend:expr, $path:expr) => {{
+            let root = $backend.into_drawing_area();
+            root.fill(&WHITE).map_err(draw_err($path))?;
+            let (top, body) = root.split_vertically(36);
+            top.titled(title, (FONT, 20)).map_err(draw_err($path))?;
+            let areas = body.split_evenly((panels.len(), 1));
+            for (i, (panel, area)) in panels.iter().zip(areas.iter()).enumerate() {
+                let (y0, y1) = finite_range(panel.first.iter().chain(panel.second.iter()))
+                    .unwrap_or((-1.0, 1.0));
+                let last = i + 1 == panels.len();
+                let mut chart = ChartBuilder::on(area)
+                    .margin_left(10)
+                    .margin_right(20)
+                    .x_label_area_size(if last { 36 } else { 8 })
+                    .y_label_area_size(70)
+                    .build_cartesian_2d(0.0..t_end, y0..y1)
+                    .map_err(draw_err($path))?;
+                let mut mesh = chart.configure_mesh();
+                mesh.disable_mesh()
+                    .y_desc(panel.label.as_str())
+                    .y_labels(3)
+                    .label_style((FONT, 12));
+                if last {
+                    mesh.x_desc("time (s)");
+                } else {
+                    mesh.x_labels(0);
+                }
+                mesh.draw().map_err(draw_err($path))?;
+                for (k, (trace, name)) in [(&panel.first, names.0), (&panel.second, names.1)]
+                    .into_iter()
+                    .enumerate()
+                {
+                    let colour = PALETTE[k];
+                    let pts: Vec<(f64, f64)> = trace
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, v)| v.is_finite())
+                        .map(|(t, &v)| (t as f64 * dt, v))
+                        .collect();
+                    let series = chart
+                        .draw_series(LineSeries::new(pts, colour.stroke_width(1)))
+                        .map_err(draw_err($path))?;
+                    if i == 0 {
+                        series.label(name).legend(move |(x, y)| {
+                            PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2))
+                        });
+                    }
+                }
+                if i == 0 {
+                    chart
+                        .configure_series_labels()
+                        .position(SeriesLabelPosition::UpperRight)
+                        .background_style(WHITE.mix(0.85))
+                        .border_style(BLACK)
+                        .label_font((FONT, 12))
+                        .draw()
+                        .map_err(draw_err($path))?;
+                }
+            }
+            root.present().map_err(draw_err($path))?;
+        }};
+    }
+    let height = 80 + 150 * panels.len() as u32;
+    draw!(BitMapBackend::new(&paths.png, (1000, height)), &paths.png);
+    draw!(SVGBackend::new(&paths.svg, (1000, height)), &paths.svg);
+    Ok(paths)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -389,6 +493,32 @@ mod tests {
         let p = box_plot(&dir.join("box"), "t", "y", &groups).unwrap();
         assert!(std::fs::metadata(&p.png).unwrap().len() > 1000);
         assert!(box_plot(&dir.join("e"), "t", "y", &[]).is_err());
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn trace_panels_write_files() {
+        let dir = std::env::temp_dir().join(format!("lrsmc-traces-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let panels: Vec<TracePanel> = (0..3)
+            .map(|c| TracePanel {
+                label: format!("ch{c}"),
+                first: (0..200)
+                    .map(|t| (t as f64 * 0.1 + c as f64).sin())
+                    .collect(),
+                second: (0..200).map(|t| (t as f64 * 0.11).cos()).collect(),
+            })
+            .collect();
+        let p = trace_panels(
+            &dir.join("tr"),
+            "traces",
+            ("data", "model"),
+            1.0 / 160.0,
+            &panels,
+        )
+        .unwrap();
+        assert!(std::fs::metadata(&p.png).unwrap().len() > 1000);
+        assert!(trace_panels(&dir.join("e"), "t", ("a", "b"), 1.0, &[]).is_err());
         std::fs::remove_dir_all(&dir).ok();
     }
 
