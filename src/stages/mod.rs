@@ -2,6 +2,7 @@
 //! one line in [`registry`].
 
 pub mod command;
+pub mod evaluate;
 pub mod prepare;
 pub mod summarize;
 
@@ -11,6 +12,7 @@ use crate::pipeline::stage::Registry;
 pub fn registry() -> Registry {
     let mut registry = Registry::new();
     registry.register(command::CommandStage);
+    registry.register(evaluate::EvaluateStage);
     registry.register(prepare::PrepareStage);
     registry.register(summarize::SummarizeStage);
     // Science kinds register here, one line each, e.g.

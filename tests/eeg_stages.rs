@@ -1,0 +1,182 @@
+//! The EEG chain's data stages through the real binary, on the shipped EEG array:
+//! `prepare` (npy → sequences), `evaluate` (D_stsp, D_H), `summarize` (median ± MAD) and
+//! `compare` against the paper reference table. The generated side here is a different stretch
+//! of the recording itself (a stand-in for a model sample), so the scores must be small but
+//! non-zero, and larger for a shuffled copy.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_lowrank-smc")
+}
+
+fn eeg() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets/eeg/EEG_data_smoothed.npy")
+}
+
+fn exec(dir: &Path, args: &[&str]) -> (i32, String) {
+    let out = Command::new(bin())
+        .current_dir(dir)
+        .arg("exec")
+        .args(args)
+        .output()
+        .expect("binary runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+fn parquet_number(path: &Path, column: &str) -> f64 {
+    let t = lowrank_smc::pipeline::table::Table::read_parquet(path).expect("table reads");
+    t.column(column)
+        .and_then(|c| c.number(0))
+        .unwrap_or_else(|| panic!("{column} missing"))
+}
+
+#[test]
+fn prepare_evaluate_summarize_compare() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let eeg = eeg();
+    let eeg = eeg.to_str().unwrap();
+    let (code, text) = exec(
+        d,
+        &[
+            "prepare",
+            "--set",
+            "layout=time_by_channel",
+            "--set",
+            "data_source=real",
+            "--set",
+            "max_time=3000",
+            "--input",
+            &format!("data={eeg}"),
+            "--out-dir",
+            "data",
+        ],
+    );
+    assert_eq!(code, 0, "{text}");
+    // A different stretch of the recording as the "generated" series: samples 3000..9640 in
+    // the paper's layout (channels × time), written through the library.
+    let all = lowrank_smc::data::npy::read_npy(Path::new(eeg)).unwrap();
+    let (t_all, c) = (all.shape[0], all.shape[1]);
+    let t0 = 3000;
+    let n = t_all - t0;
+    let mut x = vec![0.0; c * n];
+    for t in 0..n {
+        for ch in 0..c {
+            x[ch * n + t] = all.data[(t0 + t) * c + ch];
+        }
+    }
+    let seq = lowrank_smc::model::Sequences {
+        n_sequences: 1,
+        dim_x: c,
+        dim_u: 0,
+        n_time: n,
+        x: x.clone(),
+        u: vec![],
+    };
+    std::fs::create_dir_all(d.join("gen")).unwrap();
+    lowrank_smc::data::sequences_io::write_sequences(
+        &d.join("gen/later.h5"),
+        &seq,
+        &[("variant", "later_stretch".into()), ("dim", "64".into())],
+    )
+    .unwrap();
+    // Time-shuffled copy: same marginal distribution, no temporal structure.
+    let mut shuffled = seq.clone();
+    for ch in 0..c {
+        for t in 0..n {
+            let j = (t * 7919) % n;
+            shuffled.x[ch * n + t] = x[ch * n + j];
+        }
+    }
+    lowrank_smc::data::sequences_io::write_sequences(
+        &d.join("gen/shuffled.h5"),
+        &shuffled,
+        &[("variant", "shuffled".into())],
+    )
+    .unwrap();
+    for (name, seed) in [("later", "1"), ("shuffled", "2")] {
+        let (code, text) = exec(
+            d,
+            &[
+                "evaluate",
+                "--set",
+                &format!("seed={seed}"),
+                "--set",
+                "dataset=eeg",
+                "--set",
+                "dstsp_samples=300",
+                "--input",
+                "data=data/sequences.h5",
+                "--input",
+                &format!("generated=gen/{name}.h5"),
+                "--out-dir",
+                &format!("ev_{name}"),
+            ],
+        );
+        assert_eq!(code, 0, "{text}");
+    }
+    let dh_later = parquet_number(&d.join("ev_later/metrics.parquet"), "d_h");
+    let dh_shuf = parquet_number(&d.join("ev_shuffled/metrics.parquet"), "d_h");
+    let ds_later = parquet_number(&d.join("ev_later/metrics.parquet"), "d_stsp");
+    assert!(
+        dh_later > 0.0 && dh_later < dh_shuf,
+        "D_H later {dh_later} shuffled {dh_shuf}"
+    );
+    assert!(ds_later.is_finite() && ds_later > 0.0, "D_stsp {ds_later}");
+    let md = std::fs::read_to_string(d.join("ev_later/metrics.md")).unwrap();
+    assert!(md.contains("later_stretch") && md.contains("real"), "{md}");
+
+    // Aggregate both rows by dataset (median ± MAD) and compare with the paper table.
+    let (code, text) = exec(
+        d,
+        &[
+            "summarize",
+            "--set",
+            "group_by=[dataset]",
+            "--set",
+            "metrics=[d_stsp, d_h]",
+            "--set",
+            "keys={}",
+            "--input",
+            "tables=ev_later/metrics.parquet",
+            "--input",
+            "tables=ev_shuffled/metrics.parquet",
+            "--out-dir",
+            "summary",
+        ],
+    );
+    assert_eq!(code, 0, "{text}");
+    let median_dh = parquet_number(&d.join("summary/table.parquet"), "d_h");
+    assert!((median_dh - 0.5 * (dh_later + dh_shuf)).abs() < 1e-12);
+    assert!(d.join("summary/box_d_h.png").is_file());
+
+    // Bad input: a wrong param is an error that names it; nothing is left behind.
+    let (code, text) = exec(
+        d,
+        &[
+            "evaluate",
+            "--set",
+            "seed=1",
+            "--set",
+            "dataset=eeg",
+            "--set",
+            "smooth_window=14",
+            "--input",
+            "data=data/sequences.h5",
+            "--input",
+            "generated=gen/later.h5",
+            "--out-dir",
+            "bad",
+        ],
+    );
+    assert_ne!(code, 0);
+    assert!(text.contains("smooth_window"), "{text}");
+    assert!(!d.join("bad/metrics.parquet").exists());
+}
