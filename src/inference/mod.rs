@@ -1,1 +1,3 @@
 //! Variational SMC: proposals, resampling, filtering ELBO and its gradient (SPEC §2).
+
+pub mod tape;
