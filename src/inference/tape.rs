@@ -141,7 +141,9 @@ impl Tape {
         let mut out = Vec::with_capacity(r * c);
         for i in 0..r {
             for j in 0..c {
-                let terms: Vec<Var> = (0..k).map(|l| self.mul(a[i * k + l], b[l * c + j])).collect();
+                let terms: Vec<Var> = (0..k)
+                    .map(|l| self.mul(a[i * k + l], b[l * c + j]))
+                    .collect();
                 out.push(self.sum(&terms));
             }
         }
@@ -218,7 +220,10 @@ impl Tape {
             }
             let dv = self.values[d];
             if dv.is_nan() || dv <= 0.0 {
-                return Err(TapeError::NotPositiveDefinite { pivot: j, value: dv });
+                return Err(TapeError::NotPositiveDefinite {
+                    pivot: j,
+                    value: dv,
+                });
             }
             let ljj = self.sqrt(d);
             l[j * n + j] = ljj;
@@ -313,7 +318,11 @@ mod tests {
             let mut m = a;
             m[i] -= h;
             let fd = (f(&p, n).0 - f(&m, n).0) / (2.0 * h);
-            assert!((fd - g[i]).abs() < 1e-7 * (1.0 + fd.abs()), "{i}: {fd} vs {}", g[i]);
+            assert!(
+                (fd - g[i]).abs() < 1e-7 * (1.0 + fd.abs()),
+                "{i}: {fd} vs {}",
+                g[i]
+            );
         }
     }
 
