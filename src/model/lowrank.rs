@@ -369,6 +369,101 @@ impl ModelConfig {
     }
 }
 
+impl ModelConfig {
+    /// Build a config from the reference's `VAE(vae_params)` dict (`dim_z`, `dim_N`, `dim_x`,
+    /// `dim_u`, `rnn_params: {activation, noise_z, …}`), e.g. a golden file's `vae_params_json`
+    /// or a published model's `vae_params`.
+    pub fn from_reference_json(v: &serde_json::Value) -> Result<Self, ModelError> {
+        let bad = |field: &'static str, m: String| ModelError::Config { field, message: m };
+        let int = |k: &'static str| {
+            v.get(k)
+                .and_then(|x| x.as_u64())
+                .map(|x| x as usize)
+                .ok_or_else(|| bad("vae_params", format!("missing integer `{k}`")))
+        };
+        let rp = v
+            .get("rnn_params")
+            .ok_or_else(|| bad("vae_params", "missing `rnn_params`".into()))?;
+        let text = |k: &'static str| rp.get(k).and_then(|x| x.as_str()).unwrap_or("");
+        let num = |k: &'static str, d: f64| rp.get(k).and_then(|x| x.as_f64()).unwrap_or(d);
+        let flag = |k: &'static str, d: bool| rp.get(k).and_then(|x| x.as_bool()).unwrap_or(d);
+        let noise = |k: &'static str| match text(k) {
+            "full" => Ok(NoiseKind::Full),
+            "diag" => Ok(NoiseKind::Diag),
+            "scalar" => Ok(NoiseKind::Scalar),
+            o => Err(bad(
+                "rnn_params",
+                format!("`{k}`: unknown noise type `{o}`"),
+            )),
+        };
+        if !matches!(text("transition"), "" | "low_rank") {
+            return Err(bad(
+                "rnn_params",
+                format!("transition `{}` is not supported", text("transition")),
+            ));
+        }
+        let c = ModelConfig {
+            rank: int("dim_z")?,
+            n_units: int("dim_N")?,
+            dim_x: int("dim_x")?,
+            dim_u: int("dim_u").unwrap_or(0),
+            nonlinearity: match text("activation") {
+                "relu" => Nonlinearity::Relu,
+                "clipped_relu" => Nonlinearity::ClippedRelu,
+                "tanh" => Nonlinearity::Tanh,
+                "identity" => Nonlinearity::Identity,
+                o => return Err(bad("rnn_params", format!("unknown activation `{o}`"))),
+            },
+            noise_z: noise("noise_z")?,
+            noise_z0: noise("noise_z_t0")?,
+            noise_x: if rp.get("noise_x").is_some() {
+                noise("noise_x")?
+            } else {
+                NoiseKind::Diag
+            },
+            observation: match text("observation") {
+                "affine" => Observation::Affine,
+                "one_to_one" => Observation::OneToOne,
+                o => return Err(bad("rnn_params", format!("unknown observation `{o}`"))),
+            },
+            readout_from: match text("readout_from") {
+                "z" => ReadoutFrom::Z,
+                "currents" => ReadoutFrom::Currents,
+                "rates" => ReadoutFrom::Rates,
+                o => {
+                    return Err(bad(
+                        "rnn_params",
+                        format!("readout_from `{o}` is not supported"),
+                    ))
+                }
+            },
+            likelihood: match text("obs_likelihood") {
+                "Gauss" => Likelihood::Gaussian,
+                "Poisson" => Likelihood::Poisson,
+                o => return Err(bad("rnn_params", format!("unknown obs_likelihood `{o}`"))),
+            },
+            initial_state: match text("initial_state") {
+                "trainable" => InitialState::Trainable,
+                "zero" => InitialState::Zero,
+                o => {
+                    return Err(bad(
+                        "rnn_params",
+                        format!("initial_state `{o}` is not supported"),
+                    ))
+                }
+            },
+            simulate_input: flag("simulate_input", false),
+            decay: num("decay", 0.9),
+            init_noise_z: num("init_noise_z", 0.1),
+            init_noise_z0: num("init_noise_z_t0", 1.0),
+            init_noise_x: num("init_noise_x", 0.1),
+            train_observation: flag("train_obs_weights", true) && flag("train_obs_bias", true),
+        };
+        c.validate()?;
+        Ok(c)
+    }
+}
+
 /// Read-only views of the blocks of a parameter vector.
 #[derive(Debug, Clone, Copy)]
 pub struct ParamView<'a> {

@@ -1,0 +1,204 @@
+//! The random numbers one VSMC pass consumes, per trial, so that they can be drawn from a
+//! seeded stream (training) or injected (replaying the reference's golden draws).
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::StandardNormal;
+
+/// Resampling scheme (SPEC §2.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Resampling {
+    /// One uniform per step; positions (u + i)/K.
+    Systematic,
+    /// K independent draws from the normalised weights.
+    Multinomial,
+}
+
+/// The resampling randomness of one trial, one entry per resampling step.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ResampleDraws {
+    /// Systematic: one uniform in [0, 1) per step.
+    Systematic(Vec<f64>),
+    /// Multinomial by inverse CDF: K uniforms per step (step-major).
+    MultinomialUniforms(Vec<f64>),
+    /// Ancestor indices given directly, K per step (replay of torch.multinomial).
+    Ancestors(Vec<usize>),
+}
+
+/// All draws of one trial: standard normals `eps` (T × K × R, step-major) and resampling.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrialDraws {
+    /// ε for every proposal sample, `[t][k][r]`.
+    pub eps: Vec<f64>,
+    /// Resampling draws for steps 0 … n_resample − 1.
+    pub resample: ResampleDraws,
+}
+
+/// Where the draws of a VSMC pass come from (seeded stream or golden replay).
+pub trait NoiseSource: Sync {
+    /// Draws for trial `trial` of the batch: `n_steps` steps, `n_resample` of them resampled,
+    /// `k` particles, rank `r`.
+    fn trial_draws(
+        &self,
+        trial: usize,
+        n_steps: usize,
+        n_resample: usize,
+        k: usize,
+        r: usize,
+    ) -> TrialDraws;
+}
+
+/// Seeded draws: trial `b` uses its own ChaCha8 stream seeded from (seed, b), so results do not
+/// depend on the thread count or on how trials are scheduled.
+#[derive(Debug, Clone, Copy)]
+pub struct SeededNoise {
+    /// Seed of the pass (e.g. the training loop's step seed).
+    pub seed: u64,
+    /// Resampling scheme.
+    pub resampling: Resampling,
+}
+
+impl NoiseSource for SeededNoise {
+    fn trial_draws(
+        &self,
+        trial: usize,
+        n_steps: usize,
+        n_resample: usize,
+        k: usize,
+        r: usize,
+    ) -> TrialDraws {
+        let mut rng = ChaCha8Rng::seed_from_u64(
+            self.seed ^ (trial as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        );
+        let eps = (0..n_steps * k * r)
+            .map(|_| rng.sample::<f64, _>(StandardNormal))
+            .collect();
+        let resample = match self.resampling {
+            Resampling::Systematic => {
+                ResampleDraws::Systematic((0..n_resample).map(|_| rng.gen::<f64>()).collect())
+            }
+            Resampling::Multinomial => ResampleDraws::MultinomialUniforms(
+                (0..n_resample * k).map(|_| rng.gen::<f64>()).collect(),
+            ),
+        };
+        TrialDraws { eps, resample }
+    }
+}
+
+/// Fixed, pre-recorded draws per trial (golden replay).
+#[derive(Debug, Clone)]
+pub struct RecordedNoise {
+    /// One entry per trial of the batch.
+    pub trials: Vec<TrialDraws>,
+}
+
+impl NoiseSource for RecordedNoise {
+    fn trial_draws(&self, trial: usize, _: usize, _: usize, _: usize, _: usize) -> TrialDraws {
+        self.trials[trial].clone()
+    }
+}
+
+/// Normalised weights exp(lw − logsumexp lw) in f64.
+pub fn normalised_weights(log_w: &[f64], out: &mut [f64]) {
+    let max = log_w.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let mut sum = 0.0;
+    for (o, &l) in out.iter_mut().zip(log_w) {
+        *o = (l - max).exp();
+        sum += *o;
+    }
+    for o in out.iter_mut() {
+        *o /= sum;
+    }
+}
+
+/// Ancestors for one step. `scratch` has length K. NaN weights give the identity.
+pub fn ancestors(
+    log_w: &[f64],
+    draws: &ResampleDraws,
+    step: usize,
+    scratch: &mut [f64],
+    out: &mut [usize],
+) {
+    let k = log_w.len();
+    if log_w.iter().any(|v| v.is_nan()) {
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = i;
+        }
+        return;
+    }
+    match draws {
+        ResampleDraws::Ancestors(a) => out.copy_from_slice(&a[step * k..(step + 1) * k]),
+        ResampleDraws::Systematic(u) => {
+            normalised_weights(log_w, scratch);
+            let mut acc = 0.0;
+            for w in scratch.iter_mut() {
+                acc += *w;
+                *w = acc;
+            }
+            let max = scratch.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            for c in scratch.iter_mut() {
+                *c /= max;
+            }
+            for (i, o) in out.iter_mut().enumerate() {
+                let pos = (u[step] + i as f64) / k as f64;
+                // bucketize(right=False): first j with c_j ≥ pos.
+                *o = scratch.partition_point(|&c| c < pos).min(k - 1);
+            }
+        }
+        ResampleDraws::MultinomialUniforms(u) => {
+            normalised_weights(log_w, scratch);
+            let mut acc = 0.0;
+            for w in scratch.iter_mut() {
+                acc += *w;
+                *w = acc;
+            }
+            for (i, o) in out.iter_mut().enumerate() {
+                let x = u[step * k + i] * acc;
+                // searchsorted(right=True): first j with c_j > x.
+                *o = scratch.partition_point(|&c| c <= x).min(k - 1);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn systematic_picks_heavy_particles() {
+        let lw = [0.0f64.ln(), 1.0f64.ln(), 0.0f64.ln(), 3.0f64.ln()];
+        let mut s = [0.0; 4];
+        let mut a = [0; 4];
+        ancestors(
+            &lw,
+            &ResampleDraws::Systematic(vec![0.5]),
+            0,
+            &mut s,
+            &mut a,
+        );
+        // weights 0, .25, 0, .75; positions .125 .375 .625 .875
+        assert_eq!(a, [1, 3, 3, 3]);
+        ancestors(
+            &lw,
+            &ResampleDraws::MultinomialUniforms(vec![0.1, 0.3, 0.2, 0.99]),
+            0,
+            &mut s,
+            &mut a,
+        );
+        assert_eq!(a, [1, 3, 1, 3]);
+    }
+
+    #[test]
+    fn seeded_noise_is_per_trial() {
+        let n = SeededNoise {
+            seed: 3,
+            resampling: Resampling::Systematic,
+        };
+        let a = n.trial_draws(0, 5, 5, 4, 2);
+        assert_eq!(a, n.trial_draws(0, 5, 5, 4, 2));
+        assert_ne!(a, n.trial_draws(1, 5, 5, 4, 2));
+        assert_eq!(a.eps.len(), 40);
+    }
+}

@@ -1,0 +1,1055 @@
+//! VSMC with the optimal proposal for linear-Gaussian observations (SPEC §2.4,
+//! `filtering_posterior_optimal_proposal`), its loss exactly as the reference's training loss
+//! (SPEC §2.1: −mean over trials of the time-mean of logsumexp_k log w − log K) and the exact
+//! gradient by a hand-written reverse pass.
+//!
+//! Structure: the parameter transforms that do not depend on time (noise Cholesky factors, the
+//! Kalman gain, the proposal covariance, the effective loading, the input projection) are
+//! computed once per call on a scalar [`Tape`]. The particle filter then runs per trial (rayon
+//! over trials, draws per trial so results do not depend on the thread count), stores its
+//! particles and ancestors, and a reverse sweep accumulates (a) gradients of the per-step
+//! parameters (M, n, h, Wu, decay, observation bias) directly and (b) adjoints of the tape's
+//! outputs, which the tape carries back to the raw noise and loading parameters.
+
+use rayon::prelude::*;
+
+use super::draws::{ancestors, NoiseSource, TrialDraws};
+use super::tape::{Tape, TapeError, Var};
+use crate::model::lowrank::{
+    InitialState, Likelihood, ModelConfig, NoiseKind, Observation, ParamView, ReadoutFrom,
+};
+use crate::model::Sequences;
+
+const LN_2PI: f64 = 1.837_877_066_409_345_5;
+/// Floor of the observation variance in the Kalman gain (`vae.min_var`).
+const MIN_VAR: f64 = 1e-8;
+
+/// Errors of a VSMC pass.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum VsmcError {
+    /// The model/proposal combination is not supported.
+    #[error("optimal proposal: {0}")]
+    Unsupported(String),
+    /// Data shape does not match the model.
+    #[error("data: {0}")]
+    Shape(String),
+    /// Parameters are invalid (non-finite, wrong length).
+    #[error("{0}")]
+    Params(String),
+    /// A covariance became singular / not positive definite.
+    #[error("optimal proposal: {0} (the noise parameters have diverged; lower the learning rate)")]
+    Numeric(#[from] TapeError),
+}
+
+/// Options of a VSMC pass.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct VsmcOptions {
+    /// Particles K.
+    pub n_particles: usize,
+    /// Last `t_forward` steps are predicted from the transition without resampling (SPEC §2.7).
+    pub t_forward: usize,
+}
+
+/// Result of a VSMC pass over a batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VsmcOutput {
+    /// loss = −mean_b Loss_b (what training minimises).
+    pub loss: f64,
+    /// Loss_b = mean_t (logsumexp_k log w_t − log K) per trial.
+    pub log_likelihood: Vec<f64>,
+    /// Per trial: log w, `[t][k]`.
+    pub log_w: Vec<Vec<f64>>,
+    /// Per trial: ancestors of each resampling step, `[step][k]`.
+    pub ancestors: Vec<Vec<usize>>,
+    /// Per trial: proposed particles `[t][k][r]` (before resampling).
+    pub particles: Vec<Vec<f64>>,
+    /// Mean of the Kalman interpolation α (the reference logs it).
+    pub mean_alpha: f64,
+}
+
+/// (1 − α, Kalman gain, Cholesky factor of the proposal covariance) on the tape.
+type KalmanVars = (Vec<Var>, Vec<Var>, Vec<Var>);
+
+/// A trial's record and, when asked, its direct gradient and derived adjoints.
+type TrialResult = (TrialRecord, Option<(Vec<f64>, DerivedAdjoint)>);
+
+/// The time-independent quantities, as tape variables and values.
+struct Derived {
+    tape: Tape,
+    // [0]: t = 0 set (Σ_0), [1]: t ≥ 1 set (Σ_z)
+    oma: [Vec<Var>; 2],
+    gain: [Vec<Var>; 2],
+    lq: [Vec<Var>; 2],
+    logdet_q: [Var; 2],
+    lz_inv: [Vec<Var>; 2],
+    logdet_z: [Var; 2],
+    lz: Vec<Var>,
+    be: Vec<Var>,
+    std_x: Vec<Var>,
+    proj: Option<Vec<Var>>,
+    alpha_mean: f64,
+    // leaves → layout offsets
+    leaves: Vec<(Var, usize)>,
+}
+
+/// Values of the derived quantities for the hot loop.
+#[derive(Clone)]
+struct DerivedValues {
+    oma: [Vec<f64>; 2],
+    gain: [Vec<f64>; 2],
+    lq: [Vec<f64>; 2],
+    lz_inv: [Vec<f64>; 2],
+    lz: Vec<f64>,
+    be: Vec<f64>,
+    std_x: Vec<f64>,
+    log_std_x: Vec<f64>,
+    proj: Option<Vec<f64>>,
+    const_q: [f64; 2],
+    const_z: [f64; 2],
+}
+
+/// Adjoints of the derived quantities (same shapes).
+#[derive(Clone)]
+struct DerivedAdjoint {
+    oma: [Vec<f64>; 2],
+    gain: [Vec<f64>; 2],
+    lq: [Vec<f64>; 2],
+    logdet_q: [f64; 2],
+    lz_inv: [Vec<f64>; 2],
+    logdet_z: [f64; 2],
+    lz: Vec<f64>,
+    be: Vec<f64>,
+    std_x: Vec<f64>,
+    proj: Vec<f64>,
+}
+
+impl DerivedAdjoint {
+    fn zeros(r: usize, dx: usize, n: usize) -> Self {
+        DerivedAdjoint {
+            oma: [vec![0.0; r * r], vec![0.0; r * r]],
+            gain: [vec![0.0; r * dx], vec![0.0; r * dx]],
+            lq: [vec![0.0; r * r], vec![0.0; r * r]],
+            logdet_q: [0.0; 2],
+            lz_inv: [vec![0.0; r * r], vec![0.0; r * r]],
+            logdet_z: [0.0; 2],
+            lz: vec![0.0; r * r],
+            be: vec![0.0; r * dx],
+            std_x: vec![0.0; dx],
+            proj: vec![0.0; r * n],
+        }
+    }
+    fn add(&mut self, o: &DerivedAdjoint) {
+        fn acc(a: &mut [f64], b: &[f64]) {
+            for (x, y) in a.iter_mut().zip(b) {
+                *x += y;
+            }
+        }
+        for s in 0..2 {
+            acc(&mut self.oma[s], &o.oma[s]);
+            acc(&mut self.gain[s], &o.gain[s]);
+            acc(&mut self.lq[s], &o.lq[s]);
+            acc(&mut self.lz_inv[s], &o.lz_inv[s]);
+            self.logdet_q[s] += o.logdet_q[s];
+            self.logdet_z[s] += o.logdet_z[s];
+        }
+        acc(&mut self.lz, &o.lz);
+        acc(&mut self.be, &o.be);
+        acc(&mut self.std_x, &o.std_x);
+        acc(&mut self.proj, &o.proj);
+    }
+}
+
+fn check_supported(c: &ModelConfig) -> Result<(), VsmcError> {
+    let bad = |m: &str| Err(VsmcError::Unsupported(m.to_string()));
+    if c.likelihood != Likelihood::Gaussian {
+        return bad(
+            "needs a Gaussian likelihood (use the encoder or bootstrap proposal for Poisson data)",
+        );
+    }
+    if c.noise_z != NoiseKind::Full || c.noise_z0 != NoiseKind::Full {
+        return bad("needs noise_z = full and noise_z0 = full (as the reference)");
+    }
+    if c.noise_x == NoiseKind::Full {
+        return bad("needs noise_x = diag or scalar");
+    }
+    match (c.observation, c.readout_from) {
+        (Observation::Affine, ReadoutFrom::Z) | (Observation::OneToOne, ReadoutFrom::Currents) => {
+            Ok(())
+        }
+        _ => bad("needs a linear readout: affine from z, or one_to_one from currents"),
+    }
+}
+
+/// Build the tape of time-independent quantities.
+fn derive(c: &ModelConfig, params: &[f64], p: &ParamView<'_>) -> Result<Derived, VsmcError> {
+    let layout = c.layout();
+    let (r, n, dx, du) = (c.rank, c.n_units, c.dim_x, c.dim_u);
+    let mut t = Tape::new();
+    let mut leaves = Vec::new();
+    let mut leaf_block = |t: &mut Tape, name: &str| -> Vec<Var> {
+        let b = layout.get(name).expect("block exists");
+        let vars = t.leaves(&params[b.range()]);
+        for (i, &v) in vars.iter().enumerate() {
+            leaves.push((v, b.offset + i));
+        }
+        vars
+    };
+    let rz = leaf_block(&mut t, "rnn.R_z");
+    let rz0 = leaf_block(&mut t, "rnn.R_z_t0");
+    let rx = leaf_block(&mut t, "rnn.R_x");
+    let needs_m = c.readout_from == ReadoutFrom::Currents || (du > 0 && !c.simulate_input);
+    let m = if needs_m {
+        Some(leaf_block(&mut t, "rnn.transition.m"))
+    } else {
+        None
+    };
+    let bobs = leaf_block(&mut t, "rnn.observation.B");
+    let zero = t.leaf(0.0);
+    let chol_embed = |t: &mut Tape, raw: &[Var]| -> Vec<Var> {
+        let mut l = vec![zero; r * r];
+        for i in 0..r {
+            for j in 0..i {
+                l[i * r + j] = raw[i * r + j];
+            }
+            let h = t.scale(raw[i * r + i], 0.5);
+            l[i * r + i] = t.exp(h);
+        }
+        l
+    };
+    let lz = chol_embed(&mut t, &rz);
+    let lz0 = chol_embed(&mut t, &rz0);
+    // Observation variance (clipped for the gain) and std (unclipped, for the likelihood).
+    let (var_x, std_x): (Vec<Var>, Vec<Var>) = (0..dx)
+        .map(|j| {
+            let raw = if c.noise_x == NoiseKind::Scalar {
+                rx[0]
+            } else {
+                rx[j]
+            };
+            let var = t.exp(raw);
+            let clipped = t.clip_min(var, MIN_VAR);
+            let half = t.scale(raw, 0.5);
+            (clipped, t.exp(half))
+        })
+        .unzip();
+    let be: Vec<Var> = match c.observation {
+        Observation::Affine => bobs.clone(),
+        Observation::OneToOne => {
+            let m = m.as_ref().expect("m leaves");
+            let mut be = vec![zero; r * dx];
+            for k in 0..r {
+                for j in 0..dx {
+                    be[k * dx + j] = t.mul(bobs[j], m[j * r + k]);
+                }
+            }
+            be
+        }
+    };
+    let high_d = dx < 4 * r;
+    let mut alpha_sum = 0.0;
+    let mut kalman = |t: &mut Tape, l: &[Var]| -> Result<KalmanVars, VsmcError> {
+        let one = t.leaf(1.0);
+        let eye = |i: usize| if i / r == i % r { one } else { zero };
+        let be_t = Tape::transpose(&be, r, dx);
+        let (gain, var_q) = if high_d {
+            let lt = Tape::transpose(l, r, r);
+            let sigma = t.matmul(l, &lt, r, r, r);
+            let sb = t.matmul(&sigma, &be, r, r, dx);
+            let mut s = t.matmul(&be_t, &sb, dx, r, dx);
+            for j in 0..dx {
+                s[j * dx + j] = t.add(s[j * dx + j], var_x[j]);
+            }
+            let s_inv = t.inverse(&s, dx)?;
+            let gain = t.matmul(&sb, &s_inv, r, dx, dx);
+            let alpha = t.matmul(&gain, &be_t, r, dx, r);
+            let oma: Vec<Var> = (0..r * r)
+                .map(|i| {
+                    let e = eye(i);
+                    t.sub(e, alpha[i])
+                })
+                .collect();
+            let oma_t = Tape::transpose(&oma, r, r);
+            let a1 = t.matmul(&oma, &sigma, r, r, r);
+            let a2 = t.matmul(&a1, &oma_t, r, r, r);
+            let kv: Vec<Var> = (0..r * dx).map(|i| t.mul(gain[i], var_x[i % dx])).collect();
+            let gain_t = Tape::transpose(&gain, r, dx);
+            let a3 = t.matmul(&kv, &gain_t, r, dx, r);
+            let vq: Vec<Var> = (0..r * r).map(|i| t.add(a2[i], a3[i])).collect();
+            (gain, vq)
+        } else {
+            let linv = t.lower_inverse(l, r);
+            let linv_t = Tape::transpose(&linv, r, r);
+            let sigma_inv = t.matmul(&linv_t, &linv, r, r, r);
+            let bv: Vec<Var> = (0..r * dx).map(|i| t.div(be[i], var_x[i % dx])).collect();
+            let bvb = t.matmul(&bv, &be_t, r, dx, r);
+            let a: Vec<Var> = (0..r * r).map(|i| t.add(sigma_inv[i], bvb[i])).collect();
+            let vq = t.inverse(&a, r)?;
+            let gain = t.matmul(&vq, &bv, r, r, dx);
+            (gain, vq)
+        };
+        let alpha = t.matmul(&gain, &be_t, r, dx, r);
+        alpha_sum += alpha.iter().map(|&v| t.value(v)).sum::<f64>() / (r * r) as f64;
+        let oma: Vec<Var> = (0..r * r)
+            .map(|i| {
+                let e = eye(i);
+                t.sub(e, alpha[i])
+            })
+            .collect();
+        // Symmetrise, add 1e-8 I, Cholesky.
+        let mut sym = vec![zero; r * r];
+        for i in 0..r {
+            for j in 0..r {
+                let s = t.add(var_q[i * r + j], var_q[j * r + i]);
+                let mut s = t.scale(s, 0.5);
+                if i == j {
+                    s = t.add_const(s, 1e-8);
+                }
+                sym[i * r + j] = s;
+            }
+        }
+        let lq = t.cholesky(&sym, r)?;
+        Ok((oma, gain, lq))
+    };
+    let (oma0, gain0, lq0) = kalman(&mut t, &lz0)?;
+    let (oma1, gain1, lq1) = kalman(&mut t, &lz)?;
+    let logdet = |t: &mut Tape, l: &[Var]| {
+        let logs: Vec<Var> = (0..r).map(|i| t.ln(l[i * r + i])).collect();
+        t.sum(&logs)
+    };
+    let logdet_q = [logdet(&mut t, &lq0), logdet(&mut t, &lq1)];
+    let logdet_z = [logdet(&mut t, &lz0), logdet(&mut t, &lz)];
+    let lz_inv = [t.lower_inverse(&lz0, r), t.lower_inverse(&lz, r)];
+    let proj = if du > 0 && !c.simulate_input {
+        let m = m.as_ref().expect("m leaves");
+        let mt = Tape::transpose(m, n, r);
+        let mtm = t.matmul(&mt, m, r, n, r);
+        let inv = t.inverse(&mtm, r)?;
+        Some(t.matmul(&inv, &mt, r, r, n))
+    } else {
+        None
+    };
+    let _ = p;
+    Ok(Derived {
+        tape: t,
+        oma: [oma0, oma1],
+        gain: [gain0, gain1],
+        lq: [lq0, lq1],
+        logdet_q,
+        lz_inv,
+        logdet_z,
+        lz,
+        be,
+        std_x,
+        proj,
+        alpha_mean: alpha_sum / 2.0,
+        leaves,
+    })
+}
+
+impl Derived {
+    fn values(&self, r: usize) -> DerivedValues {
+        let v = |xs: &[Var]| xs.iter().map(|&x| self.tape.value(x)).collect::<Vec<f64>>();
+        let std_x = v(&self.std_x);
+        DerivedValues {
+            oma: [v(&self.oma[0]), v(&self.oma[1])],
+            gain: [v(&self.gain[0]), v(&self.gain[1])],
+            lq: [v(&self.lq[0]), v(&self.lq[1])],
+            lz_inv: [v(&self.lz_inv[0]), v(&self.lz_inv[1])],
+            lz: v(&self.lz),
+            be: v(&self.be),
+            log_std_x: std_x.iter().map(|s| s.ln()).collect(),
+            std_x,
+            proj: self.proj.as_ref().map(|p| v(p)),
+            // log q = −½‖ε‖² − logdet_q − R/2 ln 2π ; log p = −½‖y‖² − logdet_z − R/2 ln 2π
+            const_q: [
+                -self.tape.value(self.logdet_q[0]) - 0.5 * r as f64 * LN_2PI,
+                -self.tape.value(self.logdet_q[1]) - 0.5 * r as f64 * LN_2PI,
+            ],
+            const_z: [
+                -self.tape.value(self.logdet_z[0]) - 0.5 * r as f64 * LN_2PI,
+                -self.tape.value(self.logdet_z[1]) - 0.5 * r as f64 * LN_2PI,
+            ],
+        }
+    }
+
+    /// Seed the tape with the adjoints and add the leaves' gradients into `grad`.
+    fn backward(&self, adj: &DerivedAdjoint, grad: &mut [f64]) {
+        let mut seeds = Vec::new();
+        let mut push = |vars: &[Var], a: &[f64]| {
+            for (&v, &g) in vars.iter().zip(a) {
+                if g != 0.0 {
+                    seeds.push((v, g));
+                }
+            }
+        };
+        for s in 0..2 {
+            push(&self.oma[s], &adj.oma[s]);
+            push(&self.gain[s], &adj.gain[s]);
+            push(&self.lq[s], &adj.lq[s]);
+            push(&self.lz_inv[s], &adj.lz_inv[s]);
+            push(&[self.logdet_q[s]], &[adj.logdet_q[s]]);
+            push(&[self.logdet_z[s]], &[adj.logdet_z[s]]);
+        }
+        push(&self.lz, &adj.lz);
+        push(&self.be, &adj.be);
+        push(&self.std_x, &adj.std_x);
+        if let Some(p) = &self.proj {
+            push(p, &adj.proj);
+        }
+        let all = self.tape.backward(&seeds);
+        for &(v, off) in &self.leaves {
+            grad[off] += all[v];
+        }
+    }
+}
+
+/// What one trial's forward pass keeps for the reverse pass.
+struct TrialRecord {
+    log_w: Vec<f64>, // [t][k]
+    z: Vec<f64>,     // [t][k][r] proposed
+    anc: Vec<usize>, // [step][k]
+    v: Vec<f64>,     // [t][du] input state at step t
+    dv_da: Vec<f64>, // [t][du] ∂v_t/∂a (simulate_input)
+    loss_b: f64,
+}
+
+/// Everything the per-trial passes share.
+struct Ctx<'a> {
+    c: &'a ModelConfig,
+    p: ParamView<'a>,
+    d: DerivedValues,
+    k: usize,
+    n_steps: usize,
+    n_filter: usize,
+}
+
+impl Ctx<'_> {
+    /// Input state v_t for every t (and ∂v_t/∂a) for trial `u` (du × T).
+    fn inputs(&self, u: &[f64]) -> (Vec<f64>, Vec<f64>) {
+        let (du, tt) = (self.c.dim_u, self.n_steps);
+        let mut v = vec![0.0; tt * du];
+        let mut s = vec![0.0; tt * du];
+        let a = self.p.decay;
+        for t in 0..tt {
+            for l in 0..du {
+                if self.c.simulate_input {
+                    if t > 0 {
+                        let prev = v[(t - 1) * du + l];
+                        let up = u[l * tt + t - 1];
+                        v[t * du + l] = a * prev + (1.0 - a) * up;
+                        s[t * du + l] = prev + a * s[(t - 1) * du + l] - up;
+                    }
+                } else {
+                    v[t * du + l] = u[l * tt + t];
+                }
+            }
+        }
+        (v, s)
+    }
+
+    /// Transition mean of one particle into `mu`; `x_buf` gets the currents (N).
+    #[inline]
+    fn transition(&self, zprev: &[f64], vprev: &[f64], x_buf: &mut [f64], mu: &mut [f64]) {
+        let (r, n, du) = (self.c.rank, self.c.n_units, self.c.dim_u);
+        let p = &self.p;
+        for i in 0..n {
+            let mrow = &p.m[i * r..(i + 1) * r];
+            let mut x = 0.0;
+            for q in 0..r {
+                x += mrow[q] * zprev[q];
+            }
+            for l in 0..du {
+                x += p.wu[i * du + l] * vprev[l];
+            }
+            x_buf[i] = self.c.nonlinearity.eval(x, p.h[i]).0;
+        }
+        for q in 0..r {
+            let row = &p.n[q * n..(q + 1) * n];
+            let mut s = 0.0;
+            for i in 0..n {
+                s += row[i] * x_buf[i];
+            }
+            mu[q] = p.decay * zprev[q] + s;
+        }
+    }
+
+    /// Forward pass of one trial.
+    fn forward(&self, x: &[f64], u: &[f64], draws: &TrialDraws) -> TrialRecord {
+        let (r, dx, du, k, tt) = (
+            self.c.rank,
+            self.c.dim_x,
+            self.c.dim_u,
+            self.k,
+            self.n_steps,
+        );
+        let n = self.c.n_units;
+        let d = &self.d;
+        let p = &self.p;
+        let currents = self.c.readout_from == ReadoutFrom::Currents;
+        let (v, dv_da) = self.inputs(u);
+        let mut z = vec![0.0; tt * k * r];
+        let mut log_w = vec![0.0; tt * k];
+        let mut anc = vec![0usize; self.n_filter * k];
+        let mut mu = vec![0.0; k * r];
+        let mut rates = vec![0.0; n];
+        let mut cvec = vec![0.0; dx];
+        let mut kc = vec![0.0; r];
+        let mut vx = vec![0.0; dx];
+        let mut diff = vec![0.0; r];
+        let mut scratch = vec![0.0; k];
+        let mut loss_b = 0.0;
+        for t in 0..tt {
+            let set = if t == 0 { 0 } else { 1 };
+            let vt = &v[t * du..(t + 1) * du];
+            // Transition means.
+            if t == 0 {
+                let mut mu0 = vec![0.0; r];
+                if let Some(s) = p.initial_state {
+                    mu0.copy_from_slice(s);
+                }
+                if let Some(proj) = &d.proj {
+                    // v_0 = u_0 (not simulated): μ_0 += P (Wu v_0)
+                    for i in 0..n {
+                        let mut w = 0.0;
+                        for l in 0..du {
+                            w += p.wu[i * du + l] * vt[l];
+                        }
+                        for q in 0..r {
+                            mu0[q] += proj[q * n + i] * w;
+                        }
+                    }
+                }
+                for kk in 0..k {
+                    mu[kk * r..(kk + 1) * r].copy_from_slice(&mu0);
+                }
+            } else {
+                let vprev = &v[(t - 1) * du..t * du];
+                for kk in 0..k {
+                    let src = if t - 1 < self.n_filter {
+                        anc[(t - 1) * k + kk]
+                    } else {
+                        kk
+                    };
+                    let zp: Vec<f64> =
+                        z[((t - 1) * k + src) * r..((t - 1) * k + src + 1) * r].to_vec();
+                    let (mu_k, _) = mu.split_at_mut((kk + 1) * r);
+                    self.transition(&zp, vprev, &mut rates, &mut mu_k[kk * r..]);
+                }
+            }
+            // v_to_X (currents readout, t ≥ 1 only).
+            for j in 0..dx {
+                vx[j] = 0.0;
+                if currents && t > 0 {
+                    for l in 0..du {
+                        vx[j] += p.wu[j * du + l] * vt[l];
+                    }
+                }
+            }
+            let filtering = t < self.n_filter;
+            if filtering {
+                for j in 0..dx {
+                    cvec[j] = x[j * tt + t] - p.bias[j] - vx[j];
+                }
+                for q in 0..r {
+                    let g = &d.gain[set][q * dx..(q + 1) * dx];
+                    kc[q] = g.iter().zip(&cvec).map(|(a, b)| a * b).sum();
+                }
+            }
+            for kk in 0..k {
+                let eps = &draws.eps[(t * k + kk) * r..(t * k + kk + 1) * r];
+                let mu_k = &mu[kk * r..(kk + 1) * r];
+                let zk = &mut z[(t * k + kk) * r..(t * k + kk + 1) * r];
+                let (l, mean_from_mu) = if filtering {
+                    (&d.lq[set], true)
+                } else {
+                    (&d.lz, false)
+                };
+                for i in 0..r {
+                    let mut m = if mean_from_mu {
+                        let row = &d.oma[set][i * r..(i + 1) * r];
+                        row.iter().zip(mu_k).map(|(a, b)| a * b).sum::<f64>() + kc[i]
+                    } else {
+                        mu_k[i]
+                    };
+                    for j in 0..=i {
+                        m += l[i * r + j] * eps[j];
+                    }
+                    zk[i] = m;
+                }
+                // Observation log-likelihood.
+                let mut ll = 0.0;
+                for j in 0..dx {
+                    let mut m = p.bias[j] + vx[j];
+                    for q in 0..r {
+                        m += d.be[q * dx + j] * zk[q];
+                    }
+                    let res = (x[j * tt + t] - m) / d.std_x[j];
+                    ll += -0.5 * res * res - d.log_std_x[j] - 0.5 * LN_2PI;
+                }
+                if filtering {
+                    for i in 0..r {
+                        diff[i] = zk[i] - mu_k[i];
+                    }
+                    let mut yy = 0.0;
+                    for i in 0..r {
+                        let mut y = 0.0;
+                        for j in 0..=i {
+                            y += d.lz_inv[set][i * r + j] * diff[j];
+                        }
+                        yy += y * y;
+                    }
+                    let ee: f64 = eps.iter().map(|e| e * e).sum();
+                    ll += (-0.5 * yy + d.const_z[set]) - (-0.5 * ee + d.const_q[set]);
+                }
+                log_w[t * k + kk] = ll;
+            }
+            let lw = &log_w[t * k..(t + 1) * k];
+            loss_b += logsumexp(lw) - (k as f64).ln();
+            if filtering {
+                ancestors(
+                    lw,
+                    &draws.resample,
+                    t,
+                    &mut scratch,
+                    &mut anc[t * k..(t + 1) * k],
+                );
+            }
+        }
+        TrialRecord {
+            log_w,
+            z,
+            anc,
+            v,
+            dv_da,
+            loss_b: loss_b / tt as f64,
+        }
+    }
+
+    /// Reverse pass of one trial: d(scale · Loss_b)/dθ into `grad` (direct blocks) and `adj`.
+    #[allow(clippy::too_many_arguments)]
+    fn backward(
+        &self,
+        x: &[f64],
+        rec: &TrialRecord,
+        draws: &TrialDraws,
+        scale: f64,
+        offsets: &Offsets,
+        grad: &mut [f64],
+        adj: &mut DerivedAdjoint,
+    ) {
+        let (r, dx, du, k, tt, n) = (
+            self.c.rank,
+            self.c.dim_x,
+            self.c.dim_u,
+            self.k,
+            self.n_steps,
+            self.c.n_units,
+        );
+        let d = &self.d;
+        let p = &self.p;
+        let currents = self.c.readout_from == ReadoutFrom::Currents;
+        let mut dz_next = vec![0.0; k * r]; // adjoint of z_t (proposed) from step t+1
+        let mut dzprev = vec![0.0; k * r];
+        let mut dv = vec![0.0; tt * du];
+        let mut dmu = vec![0.0; r];
+        let mut dm = vec![0.0; dx];
+        let mut vx = vec![0.0; dx];
+        let mut cvec = vec![0.0; dx];
+        let mut dcvec = vec![0.0; dx];
+        let mut mu = vec![0.0; r];
+        let mut rates = vec![0.0; n];
+        let mut dx_units = vec![0.0; n];
+        let mut w = vec![0.0; k];
+        let mut diff = vec![0.0; r];
+        let mut y = vec![0.0; r];
+        let mut dmq = vec![0.0; r];
+        let mut da = 0.0;
+        for t in (0..tt).rev() {
+            let set = if t == 0 { 0 } else { 1 };
+            let filtering = t < self.n_filter;
+            let vt = &rec.v[t * du..(t + 1) * du];
+            // g_t^k = scale · softmax_k(log w_t)/T  (d scale·Loss_b / d log w)
+            let lw = &rec.log_w[t * k..(t + 1) * k];
+            let lse = logsumexp(lw);
+            for kk in 0..k {
+                w[kk] = scale * (lw[kk] - lse).exp() / tt as f64;
+            }
+            for j in 0..dx {
+                vx[j] = 0.0;
+                if currents && t > 0 {
+                    for l in 0..du {
+                        vx[j] += p.wu[j * du + l] * vt[l];
+                    }
+                }
+                cvec[j] = x[j * tt + t] - p.bias[j] - vx[j];
+                dcvec[j] = 0.0;
+            }
+            let mut dvx = vec![0.0; dx];
+            for v in dzprev.iter_mut() {
+                *v = 0.0;
+            }
+            // μ of step t (recomputed).
+            let mut mu0 = vec![0.0; r];
+            if t == 0 {
+                if let Some(s) = p.initial_state {
+                    mu0.copy_from_slice(s);
+                }
+                if let Some(proj) = &d.proj {
+                    for i in 0..n {
+                        let mut wv = 0.0;
+                        for l in 0..du {
+                            wv += p.wu[i * du + l] * vt[l];
+                        }
+                        for q in 0..r {
+                            mu0[q] += proj[q * n + i] * wv;
+                        }
+                    }
+                }
+            }
+            let mut dmu0 = vec![0.0; r];
+            for kk in 0..k {
+                let g = w[kk];
+                let zk = &rec.z[(t * k + kk) * r..(t * k + kk + 1) * r];
+                let eps = &draws.eps[(t * k + kk) * r..(t * k + kk + 1) * r];
+                let src = if t > 0 {
+                    if t - 1 < self.n_filter {
+                        rec.anc[(t - 1) * k + kk]
+                    } else {
+                        kk
+                    }
+                } else {
+                    0
+                };
+                let zprev: &[f64] = if t > 0 {
+                    &rec.z[((t - 1) * k + src) * r..((t - 1) * k + src + 1) * r]
+                } else {
+                    &[]
+                };
+                let vprev: &[f64] = if t > 0 {
+                    &rec.v[(t - 1) * du..t * du]
+                } else {
+                    &[]
+                };
+                if t == 0 {
+                    mu.copy_from_slice(&mu0);
+                } else {
+                    self.transition(zprev, vprev, &mut rates, &mut mu);
+                }
+                let mut dzk: Vec<f64> = dz_next[kk * r..(kk + 1) * r].to_vec();
+                // Observation term.
+                for j in 0..dx {
+                    let mut m = p.bias[j] + vx[j];
+                    for q in 0..r {
+                        m += d.be[q * dx + j] * zk[q];
+                    }
+                    let sd = d.std_x[j];
+                    let res = x[j * tt + t] - m;
+                    dm[j] = g * res / (sd * sd);
+                    adj.std_x[j] += g * (res * res / (sd * sd * sd) - 1.0 / sd);
+                    grad[offsets.bias + j] += dm[j];
+                    dvx[j] += dm[j];
+                    for q in 0..r {
+                        dzk[q] += d.be[q * dx + j] * dm[j];
+                        adj.be[q * dx + j] += zk[q] * dm[j];
+                    }
+                }
+                for q in 0..r {
+                    dmu[q] = 0.0;
+                }
+                if filtering {
+                    // log p(z | μ) = −½‖Lz⁻¹(z − μ)‖² − logdet_z
+                    for i in 0..r {
+                        diff[i] = zk[i] - mu[i];
+                    }
+                    for i in 0..r {
+                        let mut s = 0.0;
+                        for j in 0..=i {
+                            s += d.lz_inv[set][i * r + j] * diff[j];
+                        }
+                        y[i] = s;
+                    }
+                    for i in 0..r {
+                        let dy = -g * y[i];
+                        for j in 0..=i {
+                            adj.lz_inv[set][i * r + j] += dy * diff[j];
+                            let dd = d.lz_inv[set][i * r + j] * dy;
+                            dzk[j] += dd;
+                            dmu[j] -= dd;
+                        }
+                    }
+                    adj.logdet_z[set] -= g;
+                    adj.logdet_q[set] += g;
+                    // z = OMA μ + K c + Lq ε
+                    for i in 0..r {
+                        dmq[i] = dzk[i];
+                        for j in 0..=i {
+                            adj.lq[set][i * r + j] += dzk[i] * eps[j];
+                        }
+                    }
+                    for i in 0..r {
+                        for j in 0..r {
+                            adj.oma[set][i * r + j] += dmq[i] * mu[j];
+                            dmu[j] += d.oma[set][i * r + j] * dmq[i];
+                        }
+                        for j in 0..dx {
+                            adj.gain[set][i * dx + j] += dmq[i] * cvec[j];
+                            dcvec[j] += d.gain[set][i * dx + j] * dmq[i];
+                        }
+                    }
+                } else {
+                    // z = μ + Lz ε
+                    for i in 0..r {
+                        dmu[i] += dzk[i];
+                        for j in 0..=i {
+                            adj.lz[i * r + j] += dzk[i] * eps[j];
+                        }
+                    }
+                }
+                if t == 0 {
+                    for q in 0..r {
+                        dmu0[q] += dmu[q];
+                    }
+                } else {
+                    // μ = a zprev + n φ(M zprev + Wu vprev; h)
+                    let dzp = &mut dzprev[kk * r..(kk + 1) * r];
+                    for q in 0..r {
+                        da += dmu[q] * zprev[q];
+                        dzp[q] += p.decay * dmu[q];
+                    }
+                    for i in 0..n {
+                        let mrow = &p.m[i * r..(i + 1) * r];
+                        let mut xi = 0.0;
+                        for q in 0..r {
+                            xi += mrow[q] * zprev[q];
+                        }
+                        for l in 0..du {
+                            xi += p.wu[i * du + l] * vprev[l];
+                        }
+                        let (phi, dphi_dx, dphi_dh) = self.c.nonlinearity.eval(xi, p.h[i]);
+                        let mut dr = 0.0;
+                        for q in 0..r {
+                            grad[offsets.n + q * n + i] += dmu[q] * phi;
+                            dr += p.n[q * n + i] * dmu[q];
+                        }
+                        grad[offsets.h + i] += dr * dphi_dh;
+                        dx_units[i] = dr * dphi_dx;
+                    }
+                    for i in 0..n {
+                        let dxi = dx_units[i];
+                        if dxi == 0.0 {
+                            continue;
+                        }
+                        for q in 0..r {
+                            grad[offsets.m + i * r + q] += dxi * zprev[q];
+                            dzp[q] += p.m[i * r + q] * dxi;
+                        }
+                        for l in 0..du {
+                            grad[offsets.wu + i * du + l] += dxi * vprev[l];
+                            dv[(t - 1) * du + l] += p.wu[i * du + l] * dxi;
+                        }
+                    }
+                }
+            }
+            // c = x − b − vX
+            for j in 0..dx {
+                if filtering {
+                    grad[offsets.bias + j] -= dcvec[j];
+                    dvx[j] -= dcvec[j];
+                }
+            }
+            if currents && t > 0 {
+                for j in 0..dx {
+                    for l in 0..du {
+                        grad[offsets.wu + j * du + l] += dvx[j] * vt[l];
+                        dv[t * du + l] += p.wu[j * du + l] * dvx[j];
+                    }
+                }
+            }
+            if t == 0 {
+                if let Some(off) = offsets.initial_state {
+                    for q in 0..r {
+                        grad[off + q] += dmu0[q];
+                    }
+                }
+                if let Some(proj) = &d.proj {
+                    for i in 0..n {
+                        let mut wv = 0.0;
+                        for l in 0..du {
+                            wv += p.wu[i * du + l] * vt[l];
+                        }
+                        let mut dw = 0.0;
+                        for q in 0..r {
+                            adj.proj[q * n + i] += dmu0[q] * wv;
+                            dw += proj[q * n + i] * dmu0[q];
+                        }
+                        for l in 0..du {
+                            grad[offsets.wu + i * du + l] += dw * vt[l];
+                        }
+                    }
+                }
+            } else {
+                // Route dzprev back to z_{t−1} through the ancestors.
+                for v in dz_next.iter_mut() {
+                    *v = 0.0;
+                }
+                for kk in 0..k {
+                    let src = if t - 1 < self.n_filter {
+                        rec.anc[(t - 1) * k + kk]
+                    } else {
+                        kk
+                    };
+                    for q in 0..r {
+                        dz_next[src * r + q] += dzprev[kk * r + q];
+                    }
+                }
+            }
+        }
+        if self.c.simulate_input {
+            for i in 0..tt * du {
+                da += dv[i] * rec.dv_da[i];
+            }
+        }
+        // a = exp(−exp(θ)) ⇒ da/dθ = −exp(θ) a
+        grad[offsets.decay] += da * (-p.decay_param.exp() * p.decay);
+    }
+}
+
+/// Offsets of the directly-accumulated blocks in the flat parameter vector.
+struct Offsets {
+    m: usize,
+    n: usize,
+    h: usize,
+    wu: usize,
+    decay: usize,
+    bias: usize,
+    initial_state: Option<usize>,
+}
+
+/// logsumexp of a slice.
+pub fn logsumexp(x: &[f64]) -> f64 {
+    let max = x.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if !max.is_finite() {
+        return max;
+    }
+    max + x.iter().map(|v| (v - max).exp()).sum::<f64>().ln()
+}
+
+/// Loss and (optionally) gradient of the optimal-proposal VSMC objective on a batch.
+///
+/// `grad`, when given, must have the layout's length; d loss/dθ is *added* into it.
+pub fn optimal_vsmc(
+    config: &ModelConfig,
+    params: &[f64],
+    data: &Sequences<f64>,
+    options: &VsmcOptions,
+    noise: &dyn NoiseSource,
+    grad: Option<&mut [f64]>,
+) -> Result<VsmcOutput, VsmcError> {
+    config
+        .validate()
+        .map_err(|e| VsmcError::Params(e.to_string()))?;
+    check_supported(config)?;
+    let p = config
+        .view(params)
+        .map_err(|e| VsmcError::Params(e.to_string()))?;
+    if data.dim_x != config.dim_x || data.dim_u != config.dim_u {
+        return Err(VsmcError::Shape(format!(
+            "data has dim_x = {}, dim_u = {}; the model expects {} and {}",
+            data.dim_x, data.dim_u, config.dim_x, config.dim_u
+        )));
+    }
+    if data.n_time == 0 || data.n_sequences == 0 {
+        return Err(VsmcError::Shape(
+            "zero-length trials or an empty batch".into(),
+        ));
+    }
+    if options.n_particles == 0 {
+        return Err(VsmcError::Params("n_particles (K) must be ≥ 1".into()));
+    }
+    if options.t_forward >= data.n_time {
+        return Err(VsmcError::Params(format!(
+            "t_forward = {} must be < the trial length {}",
+            options.t_forward, data.n_time
+        )));
+    }
+    let derived = derive(config, params, &p)?;
+    let ctx = Ctx {
+        c: config,
+        p,
+        d: derived.values(config.rank),
+        k: options.n_particles,
+        n_steps: data.n_time,
+        n_filter: data.n_time - options.t_forward,
+    };
+    let layout = config.layout();
+    let off = |name: &str| layout.get(name).map(|b| b.offset).unwrap_or(0);
+    let offsets = Offsets {
+        m: off("rnn.transition.m"),
+        n: off("rnn.transition.n"),
+        h: off("rnn.transition.h"),
+        wu: off("rnn.transition.Wu"),
+        decay: off("rnn.transition.decay_param"),
+        bias: off("rnn.observation.Bias"),
+        initial_state: (config.initial_state == InitialState::Trainable)
+            .then(|| off("rnn.initial_state")),
+    };
+    let nb = data.n_sequences;
+    let want_grad = grad.is_some();
+    let (r, dx, n) = (config.rank, config.dim_x, config.n_units);
+    let results: Vec<TrialResult> = (0..nb)
+        .into_par_iter()
+        .map(|b| {
+            let draws = noise.trial_draws(b, ctx.n_steps, ctx.n_filter, ctx.k, r);
+            let rec = ctx.forward(data.x_of(b), data.u_of(b), &draws);
+            let g = want_grad.then(|| {
+                let mut gvec = vec![0.0; layout.len()];
+                let mut adj = DerivedAdjoint::zeros(r, dx, n);
+                ctx.backward(
+                    data.x_of(b),
+                    &rec,
+                    &draws,
+                    -1.0 / nb as f64,
+                    &offsets,
+                    &mut gvec,
+                    &mut adj,
+                );
+                (gvec, adj)
+            });
+            (rec, g)
+        })
+        .collect();
+    let log_likelihood: Vec<f64> = results.iter().map(|(rec, _)| rec.loss_b).collect();
+    let loss = -log_likelihood.iter().sum::<f64>() / nb as f64;
+    if let Some(grad) = grad {
+        let mut total = vec![0.0; layout.len()];
+        let mut adj = DerivedAdjoint::zeros(r, dx, n);
+        for (_, g) in &results {
+            if let Some((gv, a)) = g {
+                for (t, v) in total.iter_mut().zip(gv) {
+                    *t += v;
+                }
+                adj.add(a);
+            }
+        }
+        derived.backward(&adj, &mut total);
+        // Frozen blocks get no gradient.
+        for b in layout.blocks() {
+            if !b.trainable {
+                for v in &mut total[b.range()] {
+                    *v = 0.0;
+                }
+            }
+        }
+        for (g, t) in grad.iter_mut().zip(&total) {
+            *g += t;
+        }
+    }
+    Ok(VsmcOutput {
+        loss,
+        log_likelihood,
+        log_w: results.iter().map(|(rec, _)| rec.log_w.clone()).collect(),
+        ancestors: results.iter().map(|(rec, _)| rec.anc.clone()).collect(),
+        particles: results.into_iter().map(|(rec, _)| rec.z).collect(),
+        mean_alpha: derived.alpha_mean,
+    })
+}
