@@ -46,7 +46,7 @@ fn load(name: &str) -> Case {
     let layout = config.layout();
     let mut params = vec![0.0; layout.len()];
     for b in layout.blocks() {
-        if b.len() == 0 {
+        if b.is_empty() {
             continue;
         }
         let ds = f.dataset(&format!("params/{}", b.name)).unwrap();
@@ -141,7 +141,7 @@ fn load(name: &str) -> Case {
     let ancestors: Vec<i64> = f.dataset("outputs/ancestors").unwrap().read_raw().unwrap();
     let mut grads = Vec::new();
     for b in layout.blocks() {
-        if !b.trainable || b.len() == 0 {
+        if !b.trainable || b.is_empty() {
             continue;
         }
         let g: Vec<f64> = f
