@@ -378,8 +378,31 @@ fn run_bench(area: &str, registry: &Registry) -> anyhow::Result<ExitCode> {
             .iter()
             .map(ToString::to_string)
             .collect(),
+        "train" => {
+            let eeg = Path::new("datasets/eeg/EEG_data_smoothed.npy");
+            let recording = if eeg.is_file() {
+                use lowrank_smc::stages::prepare::{prepare_sequences, ArrayLayout, PrepareParams};
+                prepare_sequences(
+                    eeg,
+                    &PrepareParams {
+                        layout: ArrayLayout::TimeByChannel,
+                        zscore: false,
+                        channels: None,
+                        max_time: None,
+                        data_source: "real".into(),
+                    },
+                )
+                .ok()
+            } else {
+                None
+            };
+            lowrank_smc::inference::bench::bench_train(recording)
+                .iter()
+                .map(ToString::to_string)
+                .collect()
+        }
         // Provided by the science modules; wire each here as `module::bench_<area>()`.
-        "train" | "fixed-points" | "ingest" => {
+        "fixed-points" | "ingest" => {
             eprintln!(
                 "error: benchmark area `{area}` is not available in this build yet \
                  (available: engine)"

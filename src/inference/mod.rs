@@ -1,5 +1,7 @@
 //! Variational SMC: proposals, resampling, filtering ELBO and its gradient (SPEC §2).
 
+pub mod bench;
 pub mod draws;
+pub mod objective;
 pub mod optimal;
 pub mod tape;

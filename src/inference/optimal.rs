@@ -1053,3 +1053,86 @@ pub fn optimal_vsmc(
         mean_alpha: derived.alpha_mean,
     })
 }
+
+/// The optimal proposal's distribution of z_0 given the first observation x_0 (SPEC §3.1
+/// `posterior_sample` / `posterior_mean` without an encoder): mean (R) and Cholesky factor (R × R).
+pub fn initial_posterior(
+    config: &ModelConfig,
+    params: &[f64],
+    x0: &[f64],
+    u0: &[f64],
+) -> Result<(Vec<f64>, Vec<f64>), VsmcError> {
+    check_supported(config)?;
+    let p = config
+        .view(params)
+        .map_err(|e| VsmcError::Params(e.to_string()))?;
+    let (r, dx, n, du) = (config.rank, config.dim_x, config.n_units, config.dim_u);
+    if x0.len() != dx || u0.len() != du {
+        return Err(VsmcError::Shape(format!(
+            "x_0 has {} values and u_0 {}; the model expects {dx} and {du}",
+            x0.len(),
+            u0.len()
+        )));
+    }
+    let d = derive(config, params, &p)?.values(r);
+    let mut mu0 = vec![0.0; r];
+    if let Some(s) = p.initial_state {
+        mu0.copy_from_slice(s);
+    }
+    if let Some(proj) = &d.proj {
+        for i in 0..n {
+            let w: f64 = (0..du).map(|l| p.wu[i * du + l] * u0[l]).sum();
+            for q in 0..r {
+                mu0[q] += proj[q * n + i] * w;
+            }
+        }
+    }
+    let mean = (0..r)
+        .map(|i| {
+            let a: f64 = (0..r).map(|j| d.oma[0][i * r + j] * mu0[j]).sum();
+            let b: f64 = (0..dx)
+                .map(|j| d.gain[0][i * dx + j] * (x0[j] - p.bias[j]))
+                .sum();
+            a + b
+        })
+        .collect();
+    Ok((mean, d.lq[0].clone()))
+}
+
+/// Filtered posterior means E[z_t | x_0..t] (particle-weighted, before resampling) of one
+/// trial: `[t][r]`. Used to start generation from the posterior mean at a time point (Fig 4).
+pub fn filtered_means(
+    config: &ModelConfig,
+    params: &[f64],
+    trial: &Sequences<f64>,
+    n_particles: usize,
+    seed: u64,
+) -> Result<Vec<f64>, VsmcError> {
+    let noise = super::draws::SeededNoise {
+        seed,
+        resampling: super::draws::Resampling::Systematic,
+    };
+    let out = optimal_vsmc(
+        config,
+        params,
+        trial,
+        &VsmcOptions {
+            n_particles,
+            t_forward: 0,
+        },
+        &noise,
+        None,
+    )?;
+    let (r, k, tt) = (config.rank, n_particles, trial.n_time);
+    let mut means = vec![0.0; tt * r];
+    let mut w = vec![0.0; k];
+    for t in 0..tt {
+        super::draws::normalised_weights(&out.log_w[0][t * k..(t + 1) * k], &mut w);
+        for kk in 0..k {
+            for q in 0..r {
+                means[t * r + q] += w[kk] * out.particles[0][(t * k + kk) * r + q];
+            }
+        }
+    }
+    Ok(means)
+}
