@@ -92,6 +92,7 @@ pub fn expand(
     }
 
     let mut stages = Vec::new();
+    let mut axis_hits: std::collections::HashSet<String> = std::collections::HashSet::new();
     for (def, origin) in &raw.stages {
         let combos = match matrix_combinations(def, origin) {
             Ok(c) => c,
@@ -123,18 +124,11 @@ pub fn expand(
             };
             for (axis, spec) in map {
                 if !def.matrix.contains_key(axis) {
-                    problems.push(ConfigProblem {
-                        file: file.clone(),
-                        line: None,
-                        field: format!("{field}.{axis}"),
-                        message: format!(
-                            "stage `{}` has no matrix axis `{axis}` (axes: {})",
-                            def.name,
-                            def.matrix.keys().cloned().collect::<Vec<_>>().join(", ")
-                        ),
-                    });
+                    // A glob such as `eeg.*` also matches stages without this axis: skip them;
+                    // a pattern whose axis no stage has is reported after the loop.
                     continue;
                 }
+                axis_hits.insert(format!("{raw_pattern}\u{0}{axis}"));
                 match axis_values(spec) {
                     Ok(values) => {
                         restrictions.push((axis.clone(), values.iter().map(label_text).collect()))
@@ -204,6 +198,22 @@ pub fn expand(
                 outputs,
                 origin: origin.clone(),
             });
+        }
+    }
+    for (_, pattern, over, file, _) in &patterns {
+        if let Some(map) = over.get(ONLY_KEY).and_then(Value::as_object) {
+            for axis in map.keys() {
+                if !axis_hits.contains(&format!("{pattern}\u{0}{axis}")) {
+                    problems.push(ConfigProblem {
+                        file: (*file).clone(),
+                        line: None,
+                        field: format!("profiles.{profile}.{pattern}.{ONLY_KEY}.{axis}"),
+                        message: format!(
+                            "no stage matched by `{pattern}` has a matrix axis `{axis}`"
+                        ),
+                    });
+                }
+            }
         }
     }
     for (_, pattern, _, file, used) in &patterns {
@@ -477,7 +487,7 @@ stages:
 "#;
         let problems = expand(&raw(bad), "quick", "paper").unwrap_err();
         assert!(
-            problems[0].message.contains("no matrix axis `variant`"),
+            problems[0].message.contains("has a matrix axis `variant`"),
             "{problems:?}"
         );
     }

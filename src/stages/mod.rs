@@ -3,6 +3,9 @@
 
 pub mod command;
 pub mod evaluate;
+pub mod fit;
+pub mod generate;
+pub mod plot_traces;
 pub mod prepare;
 pub mod summarize;
 
@@ -13,6 +16,9 @@ pub fn registry() -> Registry {
     let mut registry = Registry::new();
     registry.register(command::CommandStage);
     registry.register(evaluate::EvaluateStage);
+    registry.register(fit::FitStage);
+    registry.register(generate::GenerateStage);
+    registry.register(plot_traces::PlotTracesStage);
     registry.register(prepare::PrepareStage);
     registry.register(summarize::SummarizeStage);
     // Science kinds register here, one line each, e.g.

@@ -1,0 +1,348 @@
+//! The `fit` kind: fit a stochastic low-rank RNN to a sequences file with VSMC (SPEC §2),
+//! writing the model (HDF5 checkpoint: params, optimiser state, model and training config as
+//! attributes, readable by h5py), the loss curve (table + figure).
+//!
+//! ```yaml
+//! - name: eeg.fit
+//!   kind: fit
+//!   matrix: {seed: 1..20}
+//!   params:
+//!     variant: rank3_smc
+//!     model: {rank: 3, n_units: 512, dim_x: 64, nonlinearity: clipped_relu, noise_z: full,
+//!             noise_z0: full, observation: affine, readout_from: z, likelihood: gaussian}
+//!     vsmc: {n_particles: 10, resampling: systematic}
+//!     train: {n_epochs: 1500, batch_size: 10, lr: 1.0e-3, lr_end: 1.0e-6, seed: "${seed}"}
+//!     windows: {length: 50, per_epoch: 500}
+//!   inputs: {data: "eeg.prepare:sequences"}
+//! ```
+//!
+//! Long single recordings are cut into random windows (`windows`); several trials are used
+//! as they are (omit `windows`). Training stops early with an error naming the epoch if the
+//! loss diverges (NaN); the last good parameters are not written as a result.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::data::sequences_io::{read_attr, read_sequences};
+use crate::inference::draws::Resampling;
+use crate::inference::objective::VsmcObjective;
+use crate::inference::optimal::VsmcOptions;
+use crate::model::lowrank::ModelConfig;
+use crate::pipeline::stage::{
+    canonical_params, InputSpec, OutputSpec, ParamError, ProgressHandle, Stage, StageContext,
+    StageError,
+};
+use crate::pipeline::table::Table;
+use crate::plot::{line_plot, Series};
+use crate::train::trainer::{
+    train, CheckpointPolicy, EpochRecord, Observer, RunOptions, TerminationReason, TrainConfig,
+};
+use crate::train::{load_checkpoint, BatchSource};
+
+fn default_k() -> usize {
+    10
+}
+fn default_resampling() -> Resampling {
+    Resampling::Systematic
+}
+fn default_proposal() -> String {
+    "optimal".into()
+}
+
+/// VSMC settings.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct VsmcParams {
+    /// Proposal: `optimal` (linear-Gaussian observations; SPEC §2.4).
+    #[serde(default = "default_proposal")]
+    pub proposal: String,
+    /// Particles K.
+    #[serde(default = "default_k")]
+    pub n_particles: usize,
+    /// Resampling scheme.
+    #[serde(default = "default_resampling")]
+    pub resampling: Resampling,
+    /// Steps at the end of each window predicted without data (SPEC §2.7).
+    #[serde(default)]
+    pub t_forward: usize,
+}
+
+/// Window sampling from one long recording.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowParams {
+    /// Window length in steps (EEG: 50).
+    pub length: usize,
+    /// Windows per epoch (EEG: 500).
+    pub per_epoch: usize,
+}
+
+/// Params of a `fit` stage.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FitParams {
+    /// Variant name carried into tables (e.g. `rank3_smc`).
+    pub variant: String,
+    /// The model.
+    pub model: ModelConfig,
+    /// Inference settings.
+    #[serde(default = "default_vsmc")]
+    pub vsmc: VsmcParams,
+    /// Optimiser and schedule (SPEC §2.10).
+    pub train: TrainConfig,
+    /// Cut the (single) recording into random windows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub windows: Option<WindowParams>,
+    /// Seed of the initial parameters (default: `train.seed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_seed: Option<u64>,
+}
+
+fn default_vsmc() -> VsmcParams {
+    VsmcParams {
+        proposal: default_proposal(),
+        n_particles: default_k(),
+        resampling: default_resampling(),
+        t_forward: 0,
+    }
+}
+
+/// Fits a model.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FitStage;
+
+/// A fitted model read back from a `fit` output.
+#[derive(Debug, Clone)]
+pub struct FittedModel {
+    /// Its configuration.
+    pub config: ModelConfig,
+    /// Flat parameters (reference layout).
+    pub params: Vec<f64>,
+    /// Variant name.
+    pub variant: String,
+}
+
+/// Read a model written by `fit` (its `model_config` attribute holds the config and variant).
+pub fn load_model(path: &Path) -> Result<FittedModel, StageError> {
+    let text = read_attr(path, "model_config")
+        .map_err(|e| StageError::new(e.to_string()))?
+        .ok_or_else(|| {
+            StageError::new(format!(
+                "{}: no `model_config` attribute; is this a model written by `fit`?",
+                path.display()
+            ))
+        })?;
+    let v: Value = serde_json::from_str(&text)
+        .map_err(|e| StageError::new(format!("{}: attribute model_config: {e}", path.display())))?;
+    let config: ModelConfig =
+        serde_json::from_value(v.get("model").cloned().unwrap_or(Value::Null))
+            .map_err(|e| StageError::new(format!("{}: model_config.model: {e}", path.display())))?;
+    let variant = v
+        .get("variant")
+        .and_then(Value::as_str)
+        .unwrap_or("model")
+        .to_string();
+    let checkpoint =
+        load_checkpoint(path, &config.layout()).map_err(|e| StageError::new(e.to_string()))?;
+    Ok(FittedModel {
+        config,
+        params: checkpoint.state.params,
+        variant,
+    })
+}
+
+struct ProgressObserver<'a> {
+    progress: &'a ProgressHandle,
+    records: Vec<EpochRecord>,
+}
+
+impl Observer for ProgressObserver<'_> {
+    fn observe_epoch(&mut self, record: &EpochRecord) {
+        self.progress.set_position(record.epoch as u64 + 1);
+        self.progress.message(format!("loss {:.4}", record.loss));
+        self.records.push(record.clone());
+    }
+}
+
+impl Stage for FitStage {
+    fn kind(&self) -> &'static str {
+        "fit"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn description(&self) -> &'static str {
+        "fit a stochastic low-rank RNN with VSMC (optimal proposal) → model.h5, loss curve"
+    }
+    fn check_params(&self, params: &Value) -> Result<Value, ParamError> {
+        let v = canonical_params::<FitParams>(params)?;
+        let p: FitParams = serde_json::from_value(v.clone())
+            .map_err(|e| ParamError::new("params", e.to_string()))?;
+        p.model
+            .validate()
+            .map_err(|e| ParamError::new("model", e.to_string()))?;
+        p.train
+            .validate()
+            .map_err(|e| ParamError::new("train", e.to_string()))?;
+        if p.vsmc.proposal != "optimal" {
+            return Err(ParamError::new(
+                "vsmc.proposal",
+                format!(
+                    "`{}` is not available in this build (use `optimal`)",
+                    p.vsmc.proposal
+                ),
+            ));
+        }
+        if p.vsmc.n_particles == 0 {
+            return Err(ParamError::new("vsmc.n_particles", "K must be ≥ 1"));
+        }
+        Ok(v)
+    }
+    fn outputs(&self, _params: &Value) -> Vec<OutputSpec> {
+        vec![
+            OutputSpec::new("model", "model.h5"),
+            OutputSpec::new("loss_curve", "loss_curve.parquet"),
+            OutputSpec::new("loss_curve_md", "loss_curve.md"),
+            OutputSpec::new("loss_plot", "loss_curve.png"),
+        ]
+    }
+    fn expected_inputs(&self, _params: &Value) -> Option<Vec<InputSpec>> {
+        Some(vec![InputSpec::required("data")])
+    }
+    fn run(&self, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
+        let p: FitParams = ctx.params_as()?;
+        let data_path = ctx.input("data")?.to_path_buf();
+        let data = read_sequences(&data_path).map_err(|e| StageError::new(e.to_string()))?;
+        if data.dim_x != p.model.dim_x || data.dim_u != p.model.dim_u {
+            return Err(StageError::new(format!(
+                "{} has dim_x = {}, dim_u = {}, but params.model says dim_x = {}, dim_u = {}",
+                data_path.display(),
+                data.dim_x,
+                data.dim_u,
+                p.model.dim_x,
+                p.model.dim_u
+            )));
+        }
+        let data_source = read_attr(&data_path, "data_source")
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| "unknown".into());
+        let source = match &p.windows {
+            Some(w) => BatchSource::windows(data, w.length, w.per_epoch),
+            None => BatchSource::trials(data),
+        }
+        .map_err(|e| StageError::new(format!("{}: {e}", data_path.display())))?;
+        let init = p
+            .model
+            .init_params(p.init_seed.unwrap_or(p.train.seed))
+            .map_err(|e| StageError::new(e.to_string()))?;
+        let objective = VsmcObjective::new(
+            p.model.clone(),
+            VsmcOptions {
+                n_particles: p.vsmc.n_particles,
+                t_forward: p.vsmc.t_forward,
+            },
+            p.vsmc.resampling,
+        );
+        let model_path = ctx.output("model")?.to_path_buf();
+        let meta = serde_json::json!({
+            "model": p.model,
+            "variant": p.variant,
+            "n_params_table1": p.model.n_params_table1(),
+            "data_source": data_source,
+            "vsmc": p.vsmc,
+        });
+        let progress = ctx.progress();
+        progress.set_total(p.train.n_epochs as u64);
+        let mut observer = ProgressObserver {
+            progress,
+            records: Vec::new(),
+        };
+        let outcome = ctx.install(|| {
+            train(
+                &objective,
+                &source,
+                &p.train,
+                init,
+                RunOptions {
+                    observer: Some(&mut observer),
+                    checkpoint: Some(CheckpointPolicy {
+                        path: model_path.clone(),
+                        every_epochs: 0,
+                        model_config_json: meta.to_string(),
+                    }),
+                    interrupt: None,
+                },
+            )
+        });
+        let outcome = outcome.map_err(|e| StageError::new(e.to_string()))?;
+        if let TerminationReason::Diverged { epoch, batch, what } = &outcome.termination {
+            return Err(StageError::new(format!(
+                "training diverged at epoch {epoch}, minibatch {batch} ({what}); lower \
+                 params.train.lr or raise vsmc.n_particles"
+            )));
+        }
+        if !model_path.is_file() {
+            return Err(StageError::new("training ended without writing the model"));
+        }
+        let records = &outcome.state.records;
+        let tab = |e: crate::pipeline::table::TableError| StageError::new(e.to_string());
+        let mut table = Table::new()
+            .with(
+                "epoch",
+                records.iter().map(|r| r.epoch as i64).collect::<Vec<_>>(),
+            )
+            .and_then(|t| t.with("loss", records.iter().map(|r| r.loss).collect::<Vec<_>>()))
+            .and_then(|t| t.with("lr", records.iter().map(|r| r.lr).collect::<Vec<_>>()))
+            .and_then(|t| {
+                t.with(
+                    "seconds",
+                    records.iter().map(|r| r.seconds).collect::<Vec<_>>(),
+                )
+            })
+            .map_err(tab)?;
+        table
+            .push(
+                "mean_alpha",
+                records
+                    .iter()
+                    .map(|r| r.diagnostic("mean_alpha").unwrap_or(f64::NAN))
+                    .collect::<Vec<_>>(),
+            )
+            .map_err(tab)?;
+        table
+            .push("variant", vec![p.variant.clone(); records.len()])
+            .map_err(tab)?;
+        table
+            .push("seed", vec![p.train.seed as i64; records.len()])
+            .map_err(tab)?;
+        let out = ctx.output("loss_curve")?.to_path_buf();
+        table.write_parquet(&out).map_err(tab)?;
+        let md = ctx.output("loss_curve_md")?.to_path_buf();
+        table.write_markdown(&md).map_err(tab)?;
+        let png = ctx.output("loss_plot")?.to_path_buf();
+        let stem = ctx.scratch_dir().join("loss");
+        let fig = line_plot(
+            &stem,
+            &format!("{} seed {}: training loss", p.variant, p.train.seed),
+            "epoch",
+            "loss (−ELBO / T)",
+            &[Series {
+                label: "loss".into(),
+                x: records.iter().map(|r| r.epoch as f64).collect(),
+                y: records.iter().map(|r| r.loss).collect(),
+            }],
+            false,
+        )
+        .map_err(|e| StageError::new(e.to_string()))?;
+        std::fs::rename(&fig.png, &png).map_err(|e| StageError::io(&png, e))?;
+        let seconds: f64 = records.iter().map(|r| r.seconds).sum();
+        ctx.record("final_loss", records.last().map(|r| r.loss));
+        ctx.record("epochs", records.len());
+        ctx.record("train_seconds", seconds);
+        ctx.record("seconds_per_epoch", seconds / records.len().max(1) as f64);
+        Ok(())
+    }
+}

@@ -1,0 +1,77 @@
+//! The shipped pipeline (`pipeline.yaml` + `stages/`) on the shipped EEG array, `--profile
+//! quick`, end to end through the real binary: every EEG stage runs, Table 1 and the figures
+//! are written, a second run does nothing, and `compare … paper` reads the result.
+
+use std::path::Path;
+use std::process::Command;
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+fn run(dir: &Path, args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_lowrank-smc"))
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[test]
+fn quick_profile_runs_end_to_end() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    std::fs::copy(root.join("pipeline.yaml"), d.join("pipeline.yaml")).unwrap();
+    copy_dir(&root.join("stages"), &d.join("stages"));
+    copy_dir(&root.join("datasets"), &d.join("datasets"));
+
+    let (code, text) = run(d, &["run", "--profile", "quick", "--no-progress"]);
+    assert_eq!(code, 0, "{text}");
+    for f in [
+        "results/eeg/table1/table.parquet",
+        "results/eeg/table1/table.md",
+        "results/eeg/table1/box_d_stsp.png",
+        "results/eeg/fig4/traces.png",
+        "results/eeg/fit/seed=1/model.h5",
+        "results/eeg/fit/seed=2/loss_curve.md",
+    ] {
+        assert!(d.join(f).is_file(), "missing {f}\n{text}");
+    }
+    let table = std::fs::read_to_string(d.join("results/eeg/table1/table.md")).unwrap();
+    assert!(
+        table.contains("rank3_smc") && table.contains("quick") && table.contains("3920"),
+        "{table}"
+    );
+
+    let (code, text) = run(d, &["run", "--profile", "quick", "--no-progress"]);
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("0 ran"),
+        "second run should do nothing:\n{text}"
+    );
+
+    let (code, text) = run(d, &["compare", "results/eeg/table1/table.parquet", "paper"]);
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("n_params") && text.contains("d_stsp"),
+        "{text}"
+    );
+}
