@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod draws;
+pub mod kernel;
 pub mod objective;
 pub mod optimal;
 pub mod tape;

@@ -14,6 +14,7 @@
 use rayon::prelude::*;
 
 use super::draws::{ancestors, NoiseSource, TrialDraws};
+use super::kernel;
 use super::tape::{Tape, TapeError, Var};
 use crate::model::lowrank::{
     InitialState, Likelihood, ModelConfig, NoiseKind, Observation, ParamView, ReadoutFrom,
@@ -101,8 +102,11 @@ struct DerivedValues {
     lz_inv: [Vec<f64>; 2],
     lz: Vec<f64>,
     be: Vec<f64>,
-    std_x: Vec<f64>,
-    log_std_x: Vec<f64>,
+    /// 1/σ_x and 1/σ_x².
+    inv_sd: Vec<f64>,
+    inv_var: Vec<f64>,
+    /// Σ_j (−ln σ_j − ½ ln 2π).
+    obs_const: f64,
     proj: Option<Vec<f64>>,
     const_q: [f64; 2],
     const_z: [f64; 2],
@@ -357,8 +361,9 @@ impl Derived {
             lz_inv: [v(&self.lz_inv[0]), v(&self.lz_inv[1])],
             lz: v(&self.lz),
             be: v(&self.be),
-            log_std_x: std_x.iter().map(|s| s.ln()).collect(),
-            std_x,
+            inv_sd: std_x.iter().map(|s| 1.0 / s).collect(),
+            inv_var: std_x.iter().map(|s| 1.0 / (s * s)).collect(),
+            obs_const: std_x.iter().map(|s| -s.ln() - 0.5 * LN_2PI).sum(),
             proj: self.proj.as_ref().map(|p| v(p)),
             // log q = −½‖ε‖² − logdet_q − R/2 ln 2π ; log p = −½‖y‖² − logdet_z − R/2 ln 2π
             const_q: [
@@ -418,6 +423,8 @@ struct Ctx<'a> {
     c: &'a ModelConfig,
     p: ParamView<'a>,
     d: DerivedValues,
+    /// Mᵀ (R × N), the kernels' layout of M.
+    mt: Vec<f64>,
     k: usize,
     n_steps: usize,
     n_filter: usize,
@@ -447,30 +454,29 @@ impl Ctx<'_> {
         (v, s)
     }
 
-    /// Transition mean of one particle into `mu`; `x_buf` gets the currents (N).
-    #[inline]
-    fn transition(&self, zprev: &[f64], vprev: &[f64], x_buf: &mut [f64], mu: &mut [f64]) {
-        let (r, n, du) = (self.c.rank, self.c.n_units, self.c.dim_u);
-        let p = &self.p;
-        for i in 0..n {
-            let mrow = &p.m[i * r..(i + 1) * r];
-            let mut x = 0.0;
-            for q in 0..r {
-                x += mrow[q] * zprev[q];
-            }
-            for l in 0..du {
-                x += p.wu[i * du + l] * vprev[l];
-            }
-            x_buf[i] = self.c.nonlinearity.eval(x, p.h[i]).0;
+    /// The transition's weights in the kernels' layout.
+    fn weights(&self) -> kernel::Weights<'_> {
+        kernel::Weights {
+            mt: &self.mt,
+            n: self.p.n,
+            h: self.p.h,
+            decay: self.p.decay,
+            rank: self.c.rank,
+            nonlinearity: self.c.nonlinearity,
         }
-        for q in 0..r {
-            let row = &p.n[q * n..(q + 1) * n];
-            let mut s = 0.0;
-            for i in 0..n {
-                s += row[i] * x_buf[i];
-            }
-            mu[q] = p.decay * zprev[q] + s;
+    }
+
+    /// Input current e_i = Σ_l Wu[i,l] v_l into `buf`, or `None` without inputs.
+    fn input_current<'b>(&self, v: &[f64], buf: &'b mut [f64]) -> Option<&'b [f64]> {
+        let du = self.c.dim_u;
+        if du == 0 {
+            return None;
         }
+        for (i, e) in buf.iter_mut().enumerate() {
+            let w = &self.p.wu[i * du..(i + 1) * du];
+            *e = w.iter().zip(v).map(|(a, b)| a * b).sum();
+        }
+        Some(buf)
     }
 
     /// Forward pass of one trial.
@@ -491,31 +497,35 @@ impl Ctx<'_> {
         let mut log_w = vec![0.0; tt * k];
         let mut anc = vec![0usize; self.n_filter * k];
         let mut mu = vec![0.0; k * r];
-        let mut rates = vec![0.0; n];
+        let mut zp = vec![0.0; k * r];
+        let mut ext = vec![0.0; n];
+        let mut mu0 = vec![0.0; r];
+        let w = self.weights();
         let mut cvec = vec![0.0; dx];
+        let mut res = vec![0.0; dx];
         let mut kc = vec![0.0; r];
         let mut vx = vec![0.0; dx];
         let mut diff = vec![0.0; r];
-        let mut scratch = vec![0.0; k];
+        let mut resample_scratch = vec![0.0; k];
         let mut loss_b = 0.0;
         for t in 0..tt {
             let set = if t == 0 { 0 } else { 1 };
             let vt = &v[t * du..(t + 1) * du];
             // Transition means.
             if t == 0 {
-                let mut mu0 = vec![0.0; r];
+                mu0.iter_mut().for_each(|m| *m = 0.0);
                 if let Some(s) = p.initial_state {
                     mu0.copy_from_slice(s);
                 }
                 if let Some(proj) = &d.proj {
                     // v_0 = u_0 (not simulated): μ_0 += P (Wu v_0)
                     for i in 0..n {
-                        let mut w = 0.0;
+                        let mut wv = 0.0;
                         for l in 0..du {
-                            w += p.wu[i * du + l] * vt[l];
+                            wv += p.wu[i * du + l] * vt[l];
                         }
                         for q in 0..r {
-                            mu0[q] += proj[q * n + i] * w;
+                            mu0[q] += proj[q * n + i] * wv;
                         }
                     }
                 }
@@ -530,11 +540,11 @@ impl Ctx<'_> {
                     } else {
                         kk
                     };
-                    let zp: Vec<f64> =
-                        z[((t - 1) * k + src) * r..((t - 1) * k + src + 1) * r].to_vec();
-                    let (mu_k, _) = mu.split_at_mut((kk + 1) * r);
-                    self.transition(&zp, vprev, &mut rates, &mut mu_k[kk * r..]);
+                    let from = ((t - 1) * k + src) * r;
+                    zp[kk * r..(kk + 1) * r].copy_from_slice(&z[from..from + r]);
                 }
+                let e = self.input_current(vprev, &mut ext);
+                kernel::means(&w, &zp, e, &mut mu);
             }
             // v_to_X (currents readout, t ≥ 1 only).
             for j in 0..dx {
@@ -546,10 +556,10 @@ impl Ctx<'_> {
                 }
             }
             let filtering = t < self.n_filter;
+            for j in 0..dx {
+                cvec[j] = x[j * tt + t] - p.bias[j] - vx[j];
+            }
             if filtering {
-                for j in 0..dx {
-                    cvec[j] = x[j * tt + t] - p.bias[j] - vx[j];
-                }
                 for q in 0..r {
                     let g = &d.gain[set][q * dx..(q + 1) * dx];
                     kc[q] = g.iter().zip(&cvec).map(|(a, b)| a * b).sum();
@@ -577,15 +587,8 @@ impl Ctx<'_> {
                     zk[i] = m;
                 }
                 // Observation log-likelihood.
-                let mut ll = 0.0;
-                for j in 0..dx {
-                    let mut m = p.bias[j] + vx[j];
-                    for q in 0..r {
-                        m += d.be[q * dx + j] * zk[q];
-                    }
-                    let res = (x[j * tt + t] - m) / d.std_x[j];
-                    ll += -0.5 * res * res - d.log_std_x[j] - 0.5 * LN_2PI;
-                }
+                residuals(&d.be, &cvec, zk, &mut res);
+                let mut ll = -0.5 * weighted_sq_norm(&res, &d.inv_var) + d.obs_const;
                 if filtering {
                     for i in 0..r {
                         diff[i] = zk[i] - mu_k[i];
@@ -610,7 +613,7 @@ impl Ctx<'_> {
                     lw,
                     &draws.resample,
                     t,
-                    &mut scratch,
+                    &mut resample_scratch,
                     &mut anc[t * k..(t + 1) * k],
                 );
             }
@@ -647,22 +650,32 @@ impl Ctx<'_> {
         );
         let d = &self.d;
         let p = &self.p;
+        let wts = self.weights();
         let currents = self.c.readout_from == ReadoutFrom::Currents;
         let mut dz_next = vec![0.0; k * r]; // adjoint of z_t (proposed) from step t+1
         let mut dzprev = vec![0.0; k * r];
         let mut dv = vec![0.0; tt * du];
-        let mut dmu = vec![0.0; r];
+        let mut dmu_all = vec![0.0; k * r];
         let mut dm = vec![0.0; dx];
         let mut vx = vec![0.0; dx];
+        let mut dvx = vec![0.0; dx];
         let mut cvec = vec![0.0; dx];
+        let mut res = vec![0.0; dx];
         let mut dcvec = vec![0.0; dx];
-        let mut mu = vec![0.0; r];
-        let mut rates = vec![0.0; n];
-        let mut dx_units = vec![0.0; n];
+        let mut mu = vec![0.0; k * r];
+        let mut zp = vec![0.0; k * r];
+        let mut ext = vec![0.0; n];
+        let mut gext = vec![0.0; if du > 0 { n } else { 0 }];
+        let mut gmt = vec![0.0; r * n];
+        let mut gn = vec![0.0; r * n];
+        let mut gh = vec![0.0; n];
         let mut w = vec![0.0; k];
         let mut diff = vec![0.0; r];
         let mut y = vec![0.0; r];
-        let mut dmq = vec![0.0; r];
+        let mut dzk = vec![0.0; r];
+        let mut dkc = vec![0.0; r];
+        let mut mu0 = vec![0.0; r];
+        let mut dmu0 = vec![0.0; r];
         let mut da = 0.0;
         for t in (0..tt).rev() {
             let set = if t == 0 { 0 } else { 1 };
@@ -683,14 +696,12 @@ impl Ctx<'_> {
                 }
                 cvec[j] = x[j * tt + t] - p.bias[j] - vx[j];
                 dcvec[j] = 0.0;
+                dvx[j] = 0.0;
             }
-            let mut dvx = vec![0.0; dx];
-            for v in dzprev.iter_mut() {
-                *v = 0.0;
-            }
-            // μ of step t (recomputed).
-            let mut mu0 = vec![0.0; r];
+            dzprev.iter_mut().for_each(|v| *v = 0.0);
+            // μ of step t (recomputed), for every particle.
             if t == 0 {
+                mu0.iter_mut().for_each(|m| *m = 0.0);
                 if let Some(s) = p.initial_state {
                     mu0.copy_from_slice(s);
                 }
@@ -705,61 +716,54 @@ impl Ctx<'_> {
                         }
                     }
                 }
+                for kk in 0..k {
+                    mu[kk * r..(kk + 1) * r].copy_from_slice(&mu0);
+                }
+            } else {
+                for kk in 0..k {
+                    let src = if t - 1 < self.n_filter {
+                        rec.anc[(t - 1) * k + kk]
+                    } else {
+                        kk
+                    };
+                    let from = ((t - 1) * k + src) * r;
+                    zp[kk * r..(kk + 1) * r].copy_from_slice(&rec.z[from..from + r]);
+                }
+                let vprev = &rec.v[(t - 1) * du..t * du];
+                let e = self.input_current(vprev, &mut ext);
+                kernel::means(&wts, &zp, e, &mut mu);
             }
-            let mut dmu0 = vec![0.0; r];
+            dmu0.iter_mut().for_each(|m| *m = 0.0);
+            dkc.iter_mut().for_each(|m| *m = 0.0);
             for kk in 0..k {
                 let g = w[kk];
                 let zk = &rec.z[(t * k + kk) * r..(t * k + kk + 1) * r];
                 let eps = &draws.eps[(t * k + kk) * r..(t * k + kk + 1) * r];
-                let src = if t > 0 {
-                    if t - 1 < self.n_filter {
-                        rec.anc[(t - 1) * k + kk]
-                    } else {
-                        kk
-                    }
-                } else {
-                    0
-                };
-                let zprev: &[f64] = if t > 0 {
-                    &rec.z[((t - 1) * k + src) * r..((t - 1) * k + src + 1) * r]
-                } else {
-                    &[]
-                };
-                let vprev: &[f64] = if t > 0 {
-                    &rec.v[(t - 1) * du..t * du]
-                } else {
-                    &[]
-                };
-                if t == 0 {
-                    mu.copy_from_slice(&mu0);
-                } else {
-                    self.transition(zprev, vprev, &mut rates, &mut mu);
-                }
-                let mut dzk: Vec<f64> = dz_next[kk * r..(kk + 1) * r].to_vec();
-                // Observation term.
+                let mu_k = &mu[kk * r..(kk + 1) * r];
+                dzk.copy_from_slice(&dz_next[kk * r..(kk + 1) * r]);
+                // Observation term: ℓ = −½ Σ_j res_j²/σ_j² − Σ_j ln σ_j + const.
+                residuals(&d.be, &cvec, zk, &mut res);
                 for j in 0..dx {
-                    let mut m = p.bias[j] + vx[j];
-                    for q in 0..r {
-                        m += d.be[q * dx + j] * zk[q];
-                    }
-                    let sd = d.std_x[j];
-                    let res = x[j * tt + t] - m;
-                    dm[j] = g * res / (sd * sd);
-                    adj.std_x[j] += g * (res * res / (sd * sd * sd) - 1.0 / sd);
-                    grad[offsets.bias + j] += dm[j];
+                    let rj = res[j];
+                    dm[j] = g * rj * d.inv_var[j];
+                    adj.std_x[j] += g * d.inv_sd[j] * (rj * rj * d.inv_var[j] - 1.0);
                     dvx[j] += dm[j];
-                    for q in 0..r {
-                        dzk[q] += d.be[q * dx + j] * dm[j];
-                        adj.be[q * dx + j] += zk[q] * dm[j];
-                    }
                 }
                 for q in 0..r {
-                    dmu[q] = 0.0;
+                    let be = &d.be[q * dx..(q + 1) * dx];
+                    let abe = &mut adj.be[q * dx..(q + 1) * dx];
+                    let zq = zk[q];
+                    for j in 0..dx {
+                        abe[j] += zq * dm[j];
+                    }
+                    dzk[q] += dot(be, &dm);
                 }
+                let dmu = &mut dmu_all[kk * r..(kk + 1) * r];
+                dmu.iter_mut().for_each(|v| *v = 0.0);
                 if filtering {
                     // log p(z | μ) = −½‖Lz⁻¹(z − μ)‖² − logdet_z
                     for i in 0..r {
-                        diff[i] = zk[i] - mu[i];
+                        diff[i] = zk[i] - mu_k[i];
                     }
                     for i in 0..r {
                         let mut s = 0.0;
@@ -781,20 +785,17 @@ impl Ctx<'_> {
                     adj.logdet_q[set] += g;
                     // z = OMA μ + K c + Lq ε
                     for i in 0..r {
-                        dmq[i] = dzk[i];
                         for j in 0..=i {
                             adj.lq[set][i * r + j] += dzk[i] * eps[j];
                         }
                     }
                     for i in 0..r {
                         for j in 0..r {
-                            adj.oma[set][i * r + j] += dmq[i] * mu[j];
-                            dmu[j] += d.oma[set][i * r + j] * dmq[i];
+                            adj.oma[set][i * r + j] += dzk[i] * mu_k[j];
+                            dmu[j] += d.oma[set][i * r + j] * dzk[i];
                         }
-                        for j in 0..dx {
-                            adj.gain[set][i * dx + j] += dmq[i] * cvec[j];
-                            dcvec[j] += d.gain[set][i * dx + j] * dmq[i];
-                        }
+                        // K c is shared by the particles: its adjoint is summed first.
+                        dkc[i] += dzk[i];
                     }
                 } else {
                     // z = μ + Lz ε
@@ -810,52 +811,55 @@ impl Ctx<'_> {
                         dmu0[q] += dmu[q];
                     }
                 } else {
-                    // μ = a zprev + n φ(M zprev + Wu vprev; h)
+                    // μ = a zprev + n φ(M zprev + Wu vprev; h): the decay term here, the
+                    // network term for all particles at once below.
+                    let zprev = &zp[kk * r..(kk + 1) * r];
                     let dzp = &mut dzprev[kk * r..(kk + 1) * r];
                     for q in 0..r {
                         da += dmu[q] * zprev[q];
                         dzp[q] += p.decay * dmu[q];
                     }
-                    for i in 0..n {
-                        let mrow = &p.m[i * r..(i + 1) * r];
-                        let mut xi = 0.0;
-                        for q in 0..r {
-                            xi += mrow[q] * zprev[q];
-                        }
-                        for l in 0..du {
-                            xi += p.wu[i * du + l] * vprev[l];
-                        }
-                        let (phi, dphi_dx, dphi_dh) = self.c.nonlinearity.eval(xi, p.h[i]);
-                        let mut dr = 0.0;
-                        for q in 0..r {
-                            grad[offsets.n + q * n + i] += dmu[q] * phi;
-                            dr += p.n[q * n + i] * dmu[q];
-                        }
-                        grad[offsets.h + i] += dr * dphi_dh;
-                        dx_units[i] = dr * dphi_dx;
-                    }
-                    for i in 0..n {
-                        let dxi = dx_units[i];
-                        if dxi == 0.0 {
-                            continue;
-                        }
-                        for q in 0..r {
-                            grad[offsets.m + i * r + q] += dxi * zprev[q];
-                            dzp[q] += p.m[i * r + q] * dxi;
-                        }
-                        for l in 0..du {
-                            grad[offsets.wu + i * du + l] += dxi * vprev[l];
-                            dv[(t - 1) * du + l] += p.wu[i * du + l] * dxi;
-                        }
+                }
+            }
+            if filtering {
+                for i in 0..r {
+                    let gain = &d.gain[set][i * dx..(i + 1) * dx];
+                    let again = &mut adj.gain[set][i * dx..(i + 1) * dx];
+                    let di = dkc[i];
+                    for j in 0..dx {
+                        again[j] += di * cvec[j];
+                        dcvec[j] += gain[j] * di;
                     }
                 }
             }
-            // c = x − b − vX
-            for j in 0..dx {
-                if filtering {
-                    grad[offsets.bias + j] -= dcvec[j];
+            if t > 0 {
+                let vprev = &rec.v[(t - 1) * du..t * du];
+                let e = self.input_current(vprev, &mut ext);
+                gext.iter_mut().for_each(|v| *v = 0.0);
+                let mut g = kernel::Grads {
+                    mt: &mut gmt,
+                    n: &mut gn,
+                    h: &mut gh,
+                    ext: (du > 0).then_some(gext.as_mut_slice()),
+                };
+                kernel::means_backward(&wts, &zp, e, &dmu_all, &mut g, &mut dzprev);
+                // e = Wu v_{t−1}
+                for i in 0..if du > 0 { n } else { 0 } {
+                    let ge = gext[i];
+                    for l in 0..du {
+                        grad[offsets.wu + i * du + l] += ge * vprev[l];
+                        dv[(t - 1) * du + l] += p.wu[i * du + l] * ge;
+                    }
+                }
+            }
+            // c = x − b − vX (the observation mean b + vX + Bᵀz is x − c + Bᵀz)
+            if filtering {
+                for j in 0..dx {
                     dvx[j] -= dcvec[j];
                 }
+            }
+            for j in 0..dx {
+                grad[offsets.bias + j] += dvx[j];
             }
             if currents && t > 0 {
                 for j in 0..dx {
@@ -889,9 +893,7 @@ impl Ctx<'_> {
                 }
             } else {
                 // Route dzprev back to z_{t−1} through the ancestors.
-                for v in dz_next.iter_mut() {
-                    *v = 0.0;
-                }
+                dz_next.iter_mut().for_each(|v| *v = 0.0);
                 for kk in 0..k {
                     let src = if t - 1 < self.n_filter {
                         rec.anc[(t - 1) * k + kk]
@@ -911,6 +913,18 @@ impl Ctx<'_> {
         }
         // a = exp(−exp(θ)) ⇒ da/dθ = −exp(θ) a
         grad[offsets.decay] += da * (-p.decay_param.exp() * p.decay);
+        // Kernel-layout blocks into the flat gradient (M is N × R there).
+        for i in 0..n {
+            for q in 0..r {
+                grad[offsets.m + i * r + q] += gmt[q * n + i];
+            }
+        }
+        for (g, v) in grad[offsets.n..offsets.n + r * n].iter_mut().zip(&gn) {
+            *g += v;
+        }
+        for (g, v) in grad[offsets.h..offsets.h + n].iter_mut().zip(&gh) {
+            *g += v;
+        }
     }
 }
 
@@ -923,6 +937,60 @@ struct Offsets {
     decay: usize,
     bias: usize,
     initial_state: Option<usize>,
+}
+
+/// res = c − Bᵀz for B (R × dx) row-major: the observation residual of one particle.
+#[inline]
+fn residuals(be: &[f64], c: &[f64], z: &[f64], res: &mut [f64]) {
+    let dx = c.len();
+    res.copy_from_slice(c);
+    for (q, &zq) in z.iter().enumerate() {
+        let row = &be[q * dx..(q + 1) * dx];
+        for (r, b) in res.iter_mut().zip(row) {
+            *r -= b * zq;
+        }
+    }
+}
+
+/// Σ_j a_j² w_j with four independent partial sums (so it vectorises; fixed order).
+#[inline]
+fn weighted_sq_norm(a: &[f64], w: &[f64]) -> f64 {
+    let mut acc = [0.0f64; 4];
+    let (ca, cw) = (a.chunks_exact(4), w.chunks_exact(4));
+    let (ra, rw) = (ca.remainder(), cw.remainder());
+    for (x, y) in ca.zip(cw) {
+        for l in 0..4 {
+            acc[l] += x[l] * x[l] * y[l];
+        }
+    }
+    let tail: f64 = ra.iter().zip(rw).map(|(x, y)| x * x * y).sum();
+    (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
+}
+
+/// Σ_j a_j b_j with four independent partial sums.
+#[inline]
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    let mut acc = [0.0f64; 4];
+    let (ca, cb) = (a.chunks_exact(4), b.chunks_exact(4));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for l in 0..4 {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    let tail: f64 = ra.iter().zip(rb).map(|(x, y)| x * y).sum();
+    (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
+}
+
+/// Transpose of a row-major rows × cols matrix.
+fn transpose(a: &[f64], rows: usize, cols: usize) -> Vec<f64> {
+    let mut t = vec![0.0; rows * cols];
+    for i in 0..rows {
+        for j in 0..cols {
+            t[j * rows + i] = a[i * cols + j];
+        }
+    }
+    t
 }
 
 /// logsumexp of a slice.
@@ -977,6 +1045,7 @@ pub fn optimal_vsmc(
         c: config,
         p,
         d: derived.values(config.rank),
+        mt: transpose(p.m, config.n_units, config.rank),
         k: options.n_particles,
         n_steps: data.n_time,
         n_filter: data.n_time - options.t_forward,

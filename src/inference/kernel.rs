@@ -1,0 +1,619 @@
+//! The hot loops of the low-rank transition, batched over the K particles of one time step.
+//!
+//! For particles k = 1..K with previous states z_k (R) the transition mean is
+//! μ_k = a z_k + n φ(Mᵀ… ) — precisely μ_k[q] = a z_k[q] + Σ_i n[q,i] φ(x_ki; h_i) with
+//! x_ki = Σ_q M[i,q] z_k[q] + e_i, where e is the (particle-independent) input current.
+//! The reverse pass takes dL/dμ_k and accumulates the gradients of M, n, h, e and z_k.
+//!
+//! Layout chosen for the vector units: M is stored transposed (R × N, `mt`), so that every
+//! loop runs over units i in chunks of [`LANES`] with independent accumulators; the rank R is
+//! a const generic (dispatched for R ≤ [`MAX_CONST_RANK`], a runtime-R path covers the rest),
+//! so the per-chunk state lives in registers. Each chunk of M, n, h is loaded once for all K
+//! particles, and in the reverse pass each chunk's gradient accumulators stay in registers
+//! across the K particles. Summation order is fixed (lanes, then chunks, then a fixed
+//! horizontal sum), so results do not depend on the machine's thread count.
+
+use crate::model::lowrank::Nonlinearity;
+
+#[cfg(target_arch = "x86_64")]
+#[path = "kernel_avx2.rs"]
+mod avx2;
+
+/// Units per chunk (two AVX2 registers of f64).
+pub const LANES: usize = 8;
+/// Largest rank with a specialised kernel.
+pub const MAX_CONST_RANK: usize = 8;
+
+/// A unit nonlinearity with branch-free value and derivatives (same formulas as
+/// [`Nonlinearity::eval`]).
+pub trait Act {
+    /// φ(x; h).
+    fn f(x: f64, h: f64) -> f64;
+    /// (φ, ∂φ/∂x, ∂φ/∂h).
+    fn fd(x: f64, h: f64) -> (f64, f64, f64);
+}
+
+/// max(x − h, 0).
+pub struct Relu;
+/// max(x + h, 0) − max(x, 0).
+pub struct ClippedRelu;
+/// tanh(x − h).
+pub struct Tanh;
+/// x − h.
+pub struct Identity;
+
+impl Act for Relu {
+    #[inline(always)]
+    fn f(x: f64, h: f64) -> f64 {
+        (x - h).max(0.0)
+    }
+    #[inline(always)]
+    fn fd(x: f64, h: f64) -> (f64, f64, f64) {
+        let on = if x - h > 0.0 { 1.0 } else { 0.0 };
+        ((x - h) * on, on, -on)
+    }
+}
+
+impl Act for ClippedRelu {
+    #[inline(always)]
+    fn f(x: f64, h: f64) -> f64 {
+        (x + h).max(0.0) - x.max(0.0)
+    }
+    #[inline(always)]
+    fn fd(x: f64, h: f64) -> (f64, f64, f64) {
+        let a = if x + h > 0.0 { 1.0 } else { 0.0 };
+        let b = if x > 0.0 { 1.0 } else { 0.0 };
+        ((x + h).max(0.0) - x.max(0.0), a - b, a)
+    }
+}
+
+impl Act for Tanh {
+    #[inline(always)]
+    fn f(x: f64, h: f64) -> f64 {
+        (x - h).tanh()
+    }
+    #[inline(always)]
+    fn fd(x: f64, h: f64) -> (f64, f64, f64) {
+        let t = (x - h).tanh();
+        let d = 1.0 - t * t;
+        (t, d, -d)
+    }
+}
+
+impl Act for Identity {
+    #[inline(always)]
+    fn f(x: f64, h: f64) -> f64 {
+        x - h
+    }
+    #[inline(always)]
+    fn fd(x: f64, h: f64) -> (f64, f64, f64) {
+        (x - h, 1.0, -1.0)
+    }
+}
+
+/// The transition's weights in kernel layout.
+#[derive(Debug, Clone, Copy)]
+pub struct Weights<'a> {
+    /// Mᵀ, R × N.
+    pub mt: &'a [f64],
+    /// n, R × N.
+    pub n: &'a [f64],
+    /// h, N.
+    pub h: &'a [f64],
+    /// Decay a.
+    pub decay: f64,
+    /// Rank R.
+    pub rank: usize,
+    /// Nonlinearity.
+    pub nonlinearity: Nonlinearity,
+}
+
+/// Gradient accumulators of the transition in kernel layout (added into).
+pub struct Grads<'a> {
+    /// ∂/∂Mᵀ, R × N.
+    pub mt: &'a mut [f64],
+    /// ∂/∂n, R × N.
+    pub n: &'a mut [f64],
+    /// ∂/∂h, N.
+    pub h: &'a mut [f64],
+    /// ∂/∂e (input current), N; `None` when the model has no inputs.
+    pub ext: Option<&'a mut [f64]>,
+}
+
+/// Transition means of K particles: `z` is K × R (previous states), `ext` the input current
+/// (N) or `None`, `mu` (K × R) receives the means.
+pub fn means(w: &Weights<'_>, z: &[f64], ext: Option<&[f64]>, mu: &mut [f64]) {
+    #[cfg(target_arch = "x86_64")]
+    if fma_available() {
+        // SAFETY: the CPU supports AVX2 and FMA (checked at run time just above).
+        unsafe { means_avx2(w, z, ext, mu) };
+        return;
+    }
+    means_any::<false>(w, z, ext, mu);
+}
+
+/// Reverse of [`means`]: given `dmu` (K × R) = dL/dμ, adds the weights' gradients into `g`
+/// and dL/dz (through the network, *not* the decay term a·z) into `dz` (K × R).
+pub fn means_backward(
+    w: &Weights<'_>,
+    z: &[f64],
+    ext: Option<&[f64]>,
+    dmu: &[f64],
+    g: &mut Grads<'_>,
+    dz: &mut [f64],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if fma_available() {
+        // SAFETY: the CPU supports AVX2 and FMA (checked at run time just above).
+        unsafe { back_avx2(w, z, ext, dmu, g, dz) };
+        return;
+    }
+    back_any::<false>(w, z, ext, dmu, g, dz);
+}
+
+/// Whether the AVX2 + FMA kernels run on this CPU (cached by std after the first call).
+#[cfg(target_arch = "x86_64")]
+#[inline]
+pub fn fma_available() -> bool {
+    std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn means_avx2(w: &Weights<'_>, z: &[f64], ext: Option<&[f64]>, mu: &mut [f64]) {
+    if !avx2::means(w, z, ext, mu) {
+        means_any::<true>(w, z, ext, mu);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn back_avx2(
+    w: &Weights<'_>,
+    z: &[f64],
+    ext: Option<&[f64]>,
+    dmu: &[f64],
+    g: &mut Grads<'_>,
+    dz: &mut [f64],
+) {
+    if !avx2::backward(w, z, ext, dmu, g, dz) {
+        back_any::<true>(w, z, ext, dmu, g, dz);
+    }
+}
+
+#[inline(always)]
+fn means_any<const F: bool>(w: &Weights<'_>, z: &[f64], ext: Option<&[f64]>, mu: &mut [f64]) {
+    macro_rules! go {
+        ($r:literal) => {
+            match w.nonlinearity {
+                Nonlinearity::Relu => means_r::<$r, Relu, F>(w, z, ext, mu),
+                Nonlinearity::ClippedRelu => means_r::<$r, ClippedRelu, F>(w, z, ext, mu),
+                Nonlinearity::Tanh => means_r::<$r, Tanh, F>(w, z, ext, mu),
+                Nonlinearity::Identity => means_r::<$r, Identity, F>(w, z, ext, mu),
+            }
+        };
+    }
+    match w.rank {
+        1 => go!(1),
+        2 => go!(2),
+        3 => go!(3),
+        4 => go!(4),
+        5 => go!(5),
+        6 => go!(6),
+        7 => go!(7),
+        8 => go!(8),
+        _ => means_dyn(w, z, ext, mu),
+    }
+}
+
+#[inline(always)]
+fn back_any<const F: bool>(
+    w: &Weights<'_>,
+    z: &[f64],
+    ext: Option<&[f64]>,
+    dmu: &[f64],
+    g: &mut Grads<'_>,
+    dz: &mut [f64],
+) {
+    macro_rules! go {
+        ($r:literal) => {
+            match w.nonlinearity {
+                Nonlinearity::Relu => back_r::<$r, Relu, F>(w, z, ext, dmu, g, dz),
+                Nonlinearity::ClippedRelu => back_r::<$r, ClippedRelu, F>(w, z, ext, dmu, g, dz),
+                Nonlinearity::Tanh => back_r::<$r, Tanh, F>(w, z, ext, dmu, g, dz),
+                Nonlinearity::Identity => back_r::<$r, Identity, F>(w, z, ext, dmu, g, dz),
+            }
+        };
+    }
+    match w.rank {
+        1 => go!(1),
+        2 => go!(2),
+        3 => go!(3),
+        4 => go!(4),
+        5 => go!(5),
+        6 => go!(6),
+        7 => go!(7),
+        8 => go!(8),
+        _ => back_dyn(w, z, ext, dmu, g, dz),
+    }
+}
+
+/// a·b + c, fused when `F` (the FMA path) — so results may differ in the last bit between
+/// CPUs with and without FMA, never between thread counts.
+#[inline(always)]
+fn madd<const F: bool>(a: f64, b: f64, c: f64) -> f64 {
+    if F {
+        a.mul_add(b, c)
+    } else {
+        a * b + c
+    }
+}
+
+#[inline(always)]
+fn hsum(a: &[f64; LANES]) -> f64 {
+    ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]))
+}
+
+#[inline(always)]
+fn chunk(s: &[f64], at: usize) -> &[f64; LANES] {
+    // Infallible: callers pass at + LANES ≤ len.
+    s[at..at + LANES].try_into().expect("chunk in range")
+}
+
+#[inline(always)]
+fn chunk_mut(s: &mut [f64], at: usize) -> &mut [f64; LANES] {
+    (&mut s[at..at + LANES]).try_into().expect("chunk in range")
+}
+
+#[inline(always)]
+fn means_r<const R: usize, A: Act, const F: bool>(
+    w: &Weights<'_>,
+    z: &[f64],
+    ext: Option<&[f64]>,
+    mu: &mut [f64],
+) {
+    let n = w.h.len();
+    let k = z.len() / R;
+    let full = n / LANES * LANES;
+    for kk in 0..k {
+        let zk: &[f64; R] = z[kk * R..kk * R + R].try_into().expect("R states");
+        let mut acc = [[0.0f64; LANES]; R];
+        let mut base = 0;
+        while base < full {
+            let h = chunk(w.h, base);
+            let mut x = match ext {
+                Some(e) => *chunk(e, base),
+                None => [0.0; LANES],
+            };
+            for q in 0..R {
+                let mt = chunk(w.mt, q * n + base);
+                for l in 0..LANES {
+                    x[l] = madd::<F>(mt[l], zk[q], x[l]);
+                }
+            }
+            let mut phi = [0.0; LANES];
+            for l in 0..LANES {
+                phi[l] = A::f(x[l], h[l]);
+            }
+            for q in 0..R {
+                let nn = chunk(w.n, q * n + base);
+                for l in 0..LANES {
+                    acc[q][l] = madd::<F>(nn[l], phi[l], acc[q][l]);
+                }
+            }
+            base += LANES;
+        }
+        let mut tail = [0.0f64; R];
+        for i in full..n {
+            let mut x = ext.map(|e| e[i]).unwrap_or(0.0);
+            for q in 0..R {
+                x = madd::<F>(w.mt[q * n + i], zk[q], x);
+            }
+            let phi = A::f(x, w.h[i]);
+            for q in 0..R {
+                tail[q] = madd::<F>(w.n[q * n + i], phi, tail[q]);
+            }
+        }
+        for q in 0..R {
+            mu[kk * R + q] = madd::<F>(w.decay, zk[q], hsum(&acc[q]) + tail[q]);
+        }
+    }
+}
+
+#[inline(always)]
+fn back_r<const R: usize, A: Act, const F: bool>(
+    w: &Weights<'_>,
+    z: &[f64],
+    ext: Option<&[f64]>,
+    dmu: &[f64],
+    g: &mut Grads<'_>,
+    dz: &mut [f64],
+) {
+    let n = w.h.len();
+    let k = z.len() / R;
+    let full = n / LANES * LANES;
+    for kk in 0..k {
+        let zk: &[f64; R] = z[kk * R..kk * R + R].try_into().expect("R states");
+        let dk: &[f64; R] = dmu[kk * R..kk * R + R].try_into().expect("R adjoints");
+        let mut dza = [[0.0f64; LANES]; R];
+        let mut base = 0;
+        while base < full {
+            let h = chunk(w.h, base);
+            let mut x = match ext {
+                Some(e) => *chunk(e, base),
+                None => [0.0; LANES],
+            };
+            for q in 0..R {
+                let mt = chunk(w.mt, q * n + base);
+                for l in 0..LANES {
+                    x[l] = madd::<F>(mt[l], zk[q], x[l]);
+                }
+            }
+            let mut dr = [0.0; LANES];
+            for q in 0..R {
+                let nn = chunk(w.n, q * n + base);
+                for l in 0..LANES {
+                    dr[l] = madd::<F>(nn[l], dk[q], dr[l]);
+                }
+            }
+            let mut phi = [0.0; LANES];
+            let mut dxu = [0.0; LANES];
+            let gh = chunk_mut(g.h, base);
+            for l in 0..LANES {
+                let (f, dphi_dx, dphi_dh) = A::fd(x[l], h[l]);
+                phi[l] = f;
+                gh[l] = madd::<F>(dr[l], dphi_dh, gh[l]);
+                dxu[l] = dr[l] * dphi_dx;
+            }
+            if let Some(gext) = g.ext.as_deref_mut() {
+                let ge = chunk_mut(gext, base);
+                for l in 0..LANES {
+                    ge[l] += dxu[l];
+                }
+            }
+            for q in 0..R {
+                let gn = chunk_mut(g.n, q * n + base);
+                for l in 0..LANES {
+                    gn[l] = madd::<F>(dk[q], phi[l], gn[l]);
+                }
+                let gmt = chunk_mut(g.mt, q * n + base);
+                for l in 0..LANES {
+                    gmt[l] = madd::<F>(dxu[l], zk[q], gmt[l]);
+                }
+                let mt = chunk(w.mt, q * n + base);
+                for l in 0..LANES {
+                    dza[q][l] = madd::<F>(mt[l], dxu[l], dza[q][l]);
+                }
+            }
+            base += LANES;
+        }
+        let mut tail = [0.0f64; R];
+        for i in full..n {
+            let mut x = ext.map(|e| e[i]).unwrap_or(0.0);
+            for q in 0..R {
+                x = madd::<F>(w.mt[q * n + i], zk[q], x);
+            }
+            let (phi, dphi_dx, dphi_dh) = A::fd(x, w.h[i]);
+            let mut dr = 0.0;
+            for q in 0..R {
+                dr = madd::<F>(w.n[q * n + i], dk[q], dr);
+            }
+            g.h[i] = madd::<F>(dr, dphi_dh, g.h[i]);
+            let dxu = dr * dphi_dx;
+            if let Some(gext) = g.ext.as_deref_mut() {
+                gext[i] += dxu;
+            }
+            for q in 0..R {
+                g.n[q * n + i] = madd::<F>(dk[q], phi, g.n[q * n + i]);
+                g.mt[q * n + i] = madd::<F>(dxu, zk[q], g.mt[q * n + i]);
+                tail[q] = madd::<F>(w.mt[q * n + i], dxu, tail[q]);
+            }
+        }
+        for q in 0..R {
+            dz[kk * R + q] += hsum(&dza[q]) + tail[q];
+        }
+    }
+}
+
+/// Runtime-rank path (plain loops), also the reference the specialised kernels are tested
+/// against.
+fn means_dyn(w: &Weights<'_>, z: &[f64], ext: Option<&[f64]>, mu: &mut [f64]) {
+    let (n, r) = (w.h.len(), w.rank);
+    let k = z.len() / r;
+    for kk in 0..k {
+        let zk = &z[kk * r..(kk + 1) * r];
+        let muk = &mut mu[kk * r..(kk + 1) * r];
+        for q in 0..r {
+            muk[q] = 0.0;
+        }
+        for i in 0..n {
+            let mut x = ext.map(|e| e[i]).unwrap_or(0.0);
+            for q in 0..r {
+                x += w.mt[q * n + i] * zk[q];
+            }
+            let phi = w.nonlinearity.eval(x, w.h[i]).0;
+            for q in 0..r {
+                muk[q] += w.n[q * n + i] * phi;
+            }
+        }
+        for q in 0..r {
+            muk[q] += w.decay * zk[q];
+        }
+    }
+}
+
+fn back_dyn(
+    w: &Weights<'_>,
+    z: &[f64],
+    ext: Option<&[f64]>,
+    dmu: &[f64],
+    g: &mut Grads<'_>,
+    dz: &mut [f64],
+) {
+    let (n, r) = (w.h.len(), w.rank);
+    let k = z.len() / r;
+    for kk in 0..k {
+        let zk = &z[kk * r..(kk + 1) * r];
+        let dk = &dmu[kk * r..(kk + 1) * r];
+        for i in 0..n {
+            let mut x = ext.map(|e| e[i]).unwrap_or(0.0);
+            for q in 0..r {
+                x += w.mt[q * n + i] * zk[q];
+            }
+            let (phi, dphi_dx, dphi_dh) = w.nonlinearity.eval(x, w.h[i]);
+            let mut dr = 0.0;
+            for q in 0..r {
+                g.n[q * n + i] += dk[q] * phi;
+                dr += w.n[q * n + i] * dk[q];
+            }
+            g.h[i] += dr * dphi_dh;
+            let dxu = dr * dphi_dx;
+            if let Some(gext) = g.ext.as_deref_mut() {
+                gext[i] += dxu;
+            }
+            for q in 0..r {
+                g.mt[q * n + i] += dxu * zk[q];
+                dz[kk * r + q] += w.mt[q * n + i] * dxu;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    type BackFn = fn(&Weights<'_>, &[f64], Option<&[f64]>, &[f64], &mut Grads<'_>, &mut [f64]);
+
+    fn random(rng: &mut ChaCha8Rng, len: usize) -> Vec<f64> {
+        (0..len).map(|_| rng.gen_range(-1.0..1.0)).collect()
+    }
+
+    /// The specialised kernels equal the plain loops (up to summation order) for every rank,
+    /// nonlinearity, a unit count that is not a multiple of the chunk, with and without inputs.
+    #[test]
+    fn specialised_kernels_match_plain_loops() {
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        for &r in &[1usize, 2, 3, 5, 8] {
+            for &nl in &[
+                Nonlinearity::Relu,
+                Nonlinearity::ClippedRelu,
+                Nonlinearity::Tanh,
+                Nonlinearity::Identity,
+            ] {
+                for &with_ext in &[false, true] {
+                    let (n, k) = (37, 4);
+                    let mt = random(&mut rng, r * n);
+                    let nm = random(&mut rng, r * n);
+                    let h = random(&mut rng, n);
+                    let e = random(&mut rng, n);
+                    let ext = with_ext.then_some(e.as_slice());
+                    let z = random(&mut rng, k * r);
+                    let dmu = random(&mut rng, k * r);
+                    let w = Weights {
+                        mt: &mt,
+                        n: &nm,
+                        h: &h,
+                        decay: 0.9,
+                        rank: r,
+                        nonlinearity: nl,
+                    };
+                    let mut mu_a = vec![0.0; k * r];
+                    let mut mu_b = vec![0.0; k * r];
+                    means(&w, &z, ext, &mut mu_a);
+                    means_dyn(&w, &z, ext, &mut mu_b);
+                    let close = |a: &[f64], b: &[f64], what: &str| {
+                        for (x, y) in a.iter().zip(b) {
+                            assert!(
+                                (x - y).abs() <= 1e-12 * (1.0 + y.abs()),
+                                "{what} r={r} {nl:?} ext={with_ext}: {x} vs {y}"
+                            );
+                        }
+                    };
+                    close(&mu_a, &mu_b, "means");
+                    let run = |f: BackFn| {
+                        let mut gmt = vec![0.5; r * n];
+                        let mut gn = vec![0.0; r * n];
+                        let mut gh = vec![0.0; n];
+                        let mut ge = vec![0.0; n];
+                        let mut dz = vec![0.25; k * r];
+                        let mut g = Grads {
+                            mt: &mut gmt,
+                            n: &mut gn,
+                            h: &mut gh,
+                            ext: with_ext.then_some(ge.as_mut_slice()),
+                        };
+                        f(&w, &z, ext, &dmu, &mut g, &mut dz);
+                        (gmt, gn, gh, ge, dz)
+                    };
+                    let a = run(means_backward);
+                    let b = run(back_dyn);
+                    // The AVX2 kernels (when this CPU runs them) equal the portable fused
+                    // path bit for bit.
+                    let c = run(back_any::<true>);
+                    let mut mu_c = vec![0.0; k * r];
+                    means_any::<true>(&w, &z, ext, &mut mu_c);
+                    #[cfg(target_arch = "x86_64")]
+                    if fma_available() {
+                        assert_eq!(mu_a, mu_c, "means r={r} {nl:?}");
+                        assert_eq!(a, c, "backward r={r} {nl:?}");
+                    }
+                    close(&c.0, &b.0, "fused grad M");
+                    close(&mu_c, &mu_b, "fused means");
+                    close(&a.0, &b.0, "grad M");
+                    close(&a.1, &b.1, "grad n");
+                    close(&a.2, &b.2, "grad h");
+                    close(&a.3, &b.3, "grad ext");
+                    close(&a.4, &b.4, "grad z");
+                }
+            }
+        }
+    }
+
+    /// The backward kernel is the derivative of the forward kernel (finite differences in z).
+    #[test]
+    fn backward_is_the_derivative_of_forward() {
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let (n, k, r) = (21, 2, 3);
+        let mt = random(&mut rng, r * n);
+        let nm = random(&mut rng, r * n);
+        let h = random(&mut rng, n);
+        let z = random(&mut rng, k * r);
+        let dmu = random(&mut rng, k * r);
+        let w = Weights {
+            mt: &mt,
+            n: &nm,
+            h: &h,
+            decay: 0.0,
+            rank: r,
+            nonlinearity: Nonlinearity::Tanh,
+        };
+        let loss = |z: &[f64]| {
+            let mut mu = vec![0.0; k * r];
+            means(&w, z, None, &mut mu);
+            mu.iter().zip(&dmu).map(|(a, b)| a * b).sum::<f64>()
+        };
+        let mut gmt = vec![0.0; r * n];
+        let mut gn = vec![0.0; r * n];
+        let mut gh = vec![0.0; n];
+        let mut dz = vec![0.0; k * r];
+        let mut g = Grads {
+            mt: &mut gmt,
+            n: &mut gn,
+            h: &mut gh,
+            ext: None,
+        };
+        means_backward(&w, &z, None, &dmu, &mut g, &mut dz);
+        for j in 0..k * r {
+            let eps = 1e-6;
+            let mut zp = z.clone();
+            zp[j] += eps;
+            let mut zm = z.clone();
+            zm[j] -= eps;
+            let fd = (loss(&zp) - loss(&zm)) / (2.0 * eps);
+            assert!((fd - dz[j]).abs() < 1e-7, "dz[{j}]: {fd} vs {}", dz[j]);
+        }
+    }
+}
