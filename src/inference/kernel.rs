@@ -19,7 +19,9 @@ use crate::model::lowrank::Nonlinearity;
 #[path = "kernel_avx2.rs"]
 mod avx2;
 
-/// Units per chunk (two AVX2 registers of f64).
+/// Units per chunk: sums over units run in 8 independent lanes (unit i in lane i mod 8, for
+/// i below N rounded down to 8), so that the vector units are not bound by the latency of one
+/// accumulator chain; the remaining units are added in order.
 pub const LANES: usize = 8;
 /// Largest rank with a specialised kernel.
 pub const MAX_CONST_RANK: usize = 8;
@@ -94,10 +96,13 @@ impl Act for Identity {
 /// The transition's weights in kernel layout.
 #[derive(Debug, Clone, Copy)]
 pub struct Weights<'a> {
-    /// Mᵀ, R × N.
+    /// Mᵀ, R rows of N, `stride` apart.
     pub mt: &'a [f64],
-    /// n, R × N.
+    /// n, R rows of N, `stride` apart.
     pub n: &'a [f64],
+    /// Distance between rows of `mt`, `n` and of the gradients' R × N blocks (≥ N; see
+    /// [`row_stride`]).
+    pub stride: usize,
     /// h, N.
     pub h: &'a [f64],
     /// Decay a.
@@ -108,16 +113,40 @@ pub struct Weights<'a> {
     pub nonlinearity: Nonlinearity,
 }
 
+/// Row stride for R × N blocks of N units: N rounded up to the chunk, plus one chunk when the
+/// rows would otherwise be a multiple of 1 KiB apart. Rows exactly 4 KiB apart (N = 512) make
+/// the reverse pass's stores to one row falsely alias the loads from the next (4K aliasing);
+/// this padding made the EEG reverse kernel several times faster.
+pub fn row_stride(n: usize) -> usize {
+    let s = n.div_ceil(LANES) * LANES;
+    if (s * std::mem::size_of::<f64>()) % 1024 == 0 {
+        s + LANES
+    } else {
+        s
+    }
+}
+
+/// Copies R rows of N (row-major, contiguous) into rows `stride` apart.
+pub fn with_stride(a: &[f64], rows: usize, n: usize, stride: usize) -> Vec<f64> {
+    let mut out = vec![0.0; rows.saturating_sub(1) * stride + n];
+    for q in 0..rows {
+        out[q * stride..q * stride + n].copy_from_slice(&a[q * n..(q + 1) * n]);
+    }
+    out
+}
+
 /// Gradient accumulators of the transition in kernel layout (added into).
 pub struct Grads<'a> {
-    /// ∂/∂Mᵀ, R × N.
+    /// ∂/∂Mᵀ, R rows `stride` apart.
     pub mt: &'a mut [f64],
-    /// ∂/∂n, R × N.
+    /// ∂/∂n, R rows `stride` apart.
     pub n: &'a mut [f64],
     /// ∂/∂h, N.
     pub h: &'a mut [f64],
     /// ∂/∂e (input current), N; `None` when the model has no inputs.
     pub ext: Option<&'a mut [f64]>,
+    /// Workspace (K rows of dL/dx, `stride` apart); grown as needed, contents ignored.
+    pub work: &'a mut Vec<f64>,
 }
 
 /// Transition means of K particles: `z` is K × R (previous states), `ext` the input current
@@ -273,6 +302,7 @@ fn means_r<const R: usize, A: Act, const F: bool>(
     mu: &mut [f64],
 ) {
     let n = w.h.len();
+    let st = w.stride;
     let k = z.len() / R;
     let full = n / LANES * LANES;
     for kk in 0..k {
@@ -286,7 +316,7 @@ fn means_r<const R: usize, A: Act, const F: bool>(
                 None => [0.0; LANES],
             };
             for q in 0..R {
-                let mt = chunk(w.mt, q * n + base);
+                let mt = chunk(w.mt, q * st + base);
                 for l in 0..LANES {
                     x[l] = madd::<F>(mt[l], zk[q], x[l]);
                 }
@@ -296,7 +326,7 @@ fn means_r<const R: usize, A: Act, const F: bool>(
                 phi[l] = A::f(x[l], h[l]);
             }
             for q in 0..R {
-                let nn = chunk(w.n, q * n + base);
+                let nn = chunk(w.n, q * st + base);
                 for l in 0..LANES {
                     acc[q][l] = madd::<F>(nn[l], phi[l], acc[q][l]);
                 }
@@ -307,11 +337,11 @@ fn means_r<const R: usize, A: Act, const F: bool>(
         for i in full..n {
             let mut x = ext.map(|e| e[i]).unwrap_or(0.0);
             for q in 0..R {
-                x = madd::<F>(w.mt[q * n + i], zk[q], x);
+                x = madd::<F>(w.mt[q * st + i], zk[q], x);
             }
             let phi = A::f(x, w.h[i]);
             for q in 0..R {
-                tail[q] = madd::<F>(w.n[q * n + i], phi, tail[q]);
+                tail[q] = madd::<F>(w.n[q * st + i], phi, tail[q]);
             }
         }
         for q in 0..R {
@@ -320,6 +350,11 @@ fn means_r<const R: usize, A: Act, const F: bool>(
     }
 }
 
+/// The reverse pass, batched over particles: for each chunk of units the gradient
+/// accumulators of M, n, h (and the input current) stay in registers across the K particles;
+/// dL/dx of the units goes to `g.work` (K rows, `stride` apart) and a second sweep turns it
+/// into dL/dz = M dL/dx. Summation orders: per unit, particles in order; per dL/dz entry,
+/// lanes over chunks then `hsum`, then the tail units in order.
 #[inline(always)]
 fn back_r<const R: usize, A: Act, const F: bool>(
     w: &Weights<'_>,
@@ -330,87 +365,107 @@ fn back_r<const R: usize, A: Act, const F: bool>(
     dz: &mut [f64],
 ) {
     let n = w.h.len();
+    let st = w.stride;
     let k = z.len() / R;
     let full = n / LANES * LANES;
-    for kk in 0..k {
-        let zk: &[f64; R] = z[kk * R..kk * R + R].try_into().expect("R states");
-        let dk: &[f64; R] = dmu[kk * R..kk * R + R].try_into().expect("R adjoints");
-        let mut dza = [[0.0f64; LANES]; R];
-        let mut base = 0;
-        while base < full {
-            let h = chunk(w.h, base);
-            let mut x = match ext {
-                Some(e) => *chunk(e, base),
-                None => [0.0; LANES],
-            };
-            for q in 0..R {
-                let mt = chunk(w.mt, q * n + base);
-                for l in 0..LANES {
-                    x[l] = madd::<F>(mt[l], zk[q], x[l]);
-                }
-            }
+    if g.work.len() < k * st {
+        g.work.resize(k * st, 0.0);
+    }
+    let mut base = 0;
+    while base < full {
+        let h = *chunk(w.h, base);
+        let e = match ext {
+            Some(e) => *chunk(e, base),
+            None => [0.0; LANES],
+        };
+        let mut gmt = [[0.0; LANES]; R];
+        let mut gn = [[0.0; LANES]; R];
+        for q in 0..R {
+            gmt[q] = *chunk(g.mt, q * st + base);
+            gn[q] = *chunk(g.n, q * st + base);
+        }
+        let mut gh = *chunk(g.h, base);
+        let mut ge = [0.0; LANES];
+        for kk in 0..k {
+            let zk: &[f64; R] = z[kk * R..kk * R + R].try_into().expect("R states");
+            let dk: &[f64; R] = dmu[kk * R..kk * R + R].try_into().expect("R adjoints");
+            let mut x = e;
             let mut dr = [0.0; LANES];
             for q in 0..R {
-                let nn = chunk(w.n, q * n + base);
+                let mt = chunk(w.mt, q * st + base);
+                let nn = chunk(w.n, q * st + base);
                 for l in 0..LANES {
+                    x[l] = madd::<F>(mt[l], zk[q], x[l]);
                     dr[l] = madd::<F>(nn[l], dk[q], dr[l]);
                 }
             }
-            let mut phi = [0.0; LANES];
-            let mut dxu = [0.0; LANES];
-            let gh = chunk_mut(g.h, base);
+            let dxu = chunk_mut(g.work, kk * st + base);
             for l in 0..LANES {
-                let (f, dphi_dx, dphi_dh) = A::fd(x[l], h[l]);
-                phi[l] = f;
+                let (phi, dphi_dx, dphi_dh) = A::fd(x[l], h[l]);
                 gh[l] = madd::<F>(dr[l], dphi_dh, gh[l]);
                 dxu[l] = dr[l] * dphi_dx;
-            }
-            if let Some(gext) = g.ext.as_deref_mut() {
-                let ge = chunk_mut(gext, base);
-                for l in 0..LANES {
-                    ge[l] += dxu[l];
+                ge[l] += dxu[l];
+                for q in 0..R {
+                    gn[q][l] = madd::<F>(dk[q], phi, gn[q][l]);
+                    gmt[q][l] = madd::<F>(dxu[l], zk[q], gmt[q][l]);
                 }
             }
-            for q in 0..R {
-                let gn = chunk_mut(g.n, q * n + base);
-                for l in 0..LANES {
-                    gn[l] = madd::<F>(dk[q], phi[l], gn[l]);
-                }
-                let gmt = chunk_mut(g.mt, q * n + base);
-                for l in 0..LANES {
-                    gmt[l] = madd::<F>(dxu[l], zk[q], gmt[l]);
-                }
-                let mt = chunk(w.mt, q * n + base);
-                for l in 0..LANES {
-                    dza[q][l] = madd::<F>(mt[l], dxu[l], dza[q][l]);
-                }
-            }
-            base += LANES;
         }
-        let mut tail = [0.0f64; R];
-        for i in full..n {
-            let mut x = ext.map(|e| e[i]).unwrap_or(0.0);
-            for q in 0..R {
-                x = madd::<F>(w.mt[q * n + i], zk[q], x);
+        for q in 0..R {
+            *chunk_mut(g.mt, q * st + base) = gmt[q];
+            *chunk_mut(g.n, q * st + base) = gn[q];
+        }
+        *chunk_mut(g.h, base) = gh;
+        if let Some(gext) = g.ext.as_deref_mut() {
+            let d = chunk_mut(gext, base);
+            for l in 0..LANES {
+                d[l] += ge[l];
             }
-            let (phi, dphi_dx, dphi_dh) = A::fd(x, w.h[i]);
+        }
+        base += LANES;
+    }
+    for i in full..n {
+        for kk in 0..k {
+            let zk = &z[kk * R..kk * R + R];
+            let dk = &dmu[kk * R..kk * R + R];
+            let mut x = ext.map(|e| e[i]).unwrap_or(0.0);
             let mut dr = 0.0;
             for q in 0..R {
-                dr = madd::<F>(w.n[q * n + i], dk[q], dr);
+                x = madd::<F>(w.mt[q * st + i], zk[q], x);
+                dr = madd::<F>(w.n[q * st + i], dk[q], dr);
             }
+            let (phi, dphi_dx, dphi_dh) = A::fd(x, w.h[i]);
             g.h[i] = madd::<F>(dr, dphi_dh, g.h[i]);
             let dxu = dr * dphi_dx;
+            g.work[kk * st + i] = dxu;
             if let Some(gext) = g.ext.as_deref_mut() {
                 gext[i] += dxu;
             }
             for q in 0..R {
-                g.n[q * n + i] = madd::<F>(dk[q], phi, g.n[q * n + i]);
-                g.mt[q * n + i] = madd::<F>(dxu, zk[q], g.mt[q * n + i]);
-                tail[q] = madd::<F>(w.mt[q * n + i], dxu, tail[q]);
+                g.n[q * st + i] = madd::<F>(dk[q], phi, g.n[q * st + i]);
+                g.mt[q * st + i] = madd::<F>(dxu, zk[q], g.mt[q * st + i]);
             }
         }
+    }
+    // dL/dz_k = Mᵀ-rows · dL/dx_k
+    for kk in 0..k {
+        let dxu = &g.work[kk * st..kk * st + n];
         for q in 0..R {
-            dz[kk * R + q] += hsum(&dza[q]) + tail[q];
+            let row = &w.mt[q * st..q * st + n];
+            let mut acc = [0.0; LANES];
+            let mut base = 0;
+            while base < full {
+                let (m, d) = (chunk(row, base), chunk(dxu, base));
+                for l in 0..LANES {
+                    acc[l] = madd::<F>(m[l], d[l], acc[l]);
+                }
+                base += LANES;
+            }
+            let mut tail = 0.0;
+            for i in full..n {
+                tail = madd::<F>(row[i], dxu[i], tail);
+            }
+            dz[kk * R + q] += hsum(&acc) + tail;
         }
     }
 }
@@ -419,6 +474,7 @@ fn back_r<const R: usize, A: Act, const F: bool>(
 /// against.
 fn means_dyn(w: &Weights<'_>, z: &[f64], ext: Option<&[f64]>, mu: &mut [f64]) {
     let (n, r) = (w.h.len(), w.rank);
+    let st = w.stride;
     let k = z.len() / r;
     for kk in 0..k {
         let zk = &z[kk * r..(kk + 1) * r];
@@ -429,11 +485,11 @@ fn means_dyn(w: &Weights<'_>, z: &[f64], ext: Option<&[f64]>, mu: &mut [f64]) {
         for i in 0..n {
             let mut x = ext.map(|e| e[i]).unwrap_or(0.0);
             for q in 0..r {
-                x += w.mt[q * n + i] * zk[q];
+                x += w.mt[q * st + i] * zk[q];
             }
             let phi = w.nonlinearity.eval(x, w.h[i]).0;
             for q in 0..r {
-                muk[q] += w.n[q * n + i] * phi;
+                muk[q] += w.n[q * st + i] * phi;
             }
         }
         for q in 0..r {
@@ -451,6 +507,7 @@ fn back_dyn(
     dz: &mut [f64],
 ) {
     let (n, r) = (w.h.len(), w.rank);
+    let st = w.stride;
     let k = z.len() / r;
     for kk in 0..k {
         let zk = &z[kk * r..(kk + 1) * r];
@@ -458,13 +515,13 @@ fn back_dyn(
         for i in 0..n {
             let mut x = ext.map(|e| e[i]).unwrap_or(0.0);
             for q in 0..r {
-                x += w.mt[q * n + i] * zk[q];
+                x += w.mt[q * st + i] * zk[q];
             }
             let (phi, dphi_dx, dphi_dh) = w.nonlinearity.eval(x, w.h[i]);
             let mut dr = 0.0;
             for q in 0..r {
-                g.n[q * n + i] += dk[q] * phi;
-                dr += w.n[q * n + i] * dk[q];
+                g.n[q * st + i] += dk[q] * phi;
+                dr += w.n[q * st + i] * dk[q];
             }
             g.h[i] += dr * dphi_dh;
             let dxu = dr * dphi_dx;
@@ -472,8 +529,8 @@ fn back_dyn(
                 gext[i] += dxu;
             }
             for q in 0..r {
-                g.mt[q * n + i] += dxu * zk[q];
-                dz[kk * r + q] += w.mt[q * n + i] * dxu;
+                g.mt[q * st + i] += dxu * zk[q];
+                dz[kk * r + q] += w.mt[q * st + i] * dxu;
             }
         }
     }
@@ -516,6 +573,7 @@ mod tests {
                         mt: &mt,
                         n: &nm,
                         h: &h,
+                        stride: n,
                         decay: 0.9,
                         rank: r,
                         nonlinearity: nl,
@@ -544,6 +602,7 @@ mod tests {
                             n: &mut gn,
                             h: &mut gh,
                             ext: with_ext.then_some(ge.as_mut_slice()),
+                            work: &mut Vec::new(),
                         };
                         f(&w, &z, ext, &dmu, &mut g, &mut dz);
                         (gmt, gn, gh, ge, dz)
@@ -586,6 +645,7 @@ mod tests {
             mt: &mt,
             n: &nm,
             h: &h,
+            stride: n,
             decay: 0.0,
             rank: r,
             nonlinearity: Nonlinearity::Tanh,
@@ -604,6 +664,7 @@ mod tests {
             n: &mut gn,
             h: &mut gh,
             ext: None,
+            work: &mut Vec::new(),
         };
         means_backward(&w, &z, None, &dmu, &mut g, &mut dz);
         for j in 0..k * r {

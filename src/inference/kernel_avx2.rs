@@ -1,7 +1,7 @@
 //! AVX2 + FMA versions of the transition kernels (x86-64, chosen at run time).
 //!
 //! Same arithmetic, in the same order, as the portable kernels with fused multiply-adds
-//! (`F = true`): a chunk of [`LANES`] = 8 units is two 256-bit registers, lane l of the pair
+//! (`F = true`): a chunk of [`LANES`] = 8 units is two 256-bit registers (lo, hi), lane l
 //! accumulates unit `base + l`, and the horizontal sum is the portable `hsum`. The tests check
 //! that both give bit-identical results.
 
@@ -37,9 +37,11 @@ unsafe fn store(p: *mut f64, at: usize, v: __m256d) {
 /// caller, so it panics rather than reading out of bounds).
 fn check(w: &Weights<'_>, r: usize, z: &[f64], ext: Option<&[f64]>) {
     let n = w.h.len();
+    let len = (r - 1) * w.stride + n;
+    assert!(w.stride >= n, "row stride ≥ N");
     assert!(
-        w.mt.len() == r * n && w.n.len() == r * n,
-        "weights are R × N"
+        w.mt.len() >= len && w.n.len() >= len,
+        "weights are R rows of N"
     );
     assert!(z.len() % r == 0, "states are K × R");
     assert!(
@@ -106,7 +108,7 @@ fn phi_d<const NL: u8>(x: __m256d, h: __m256d) -> (__m256d, __m256d, __m256d) {
     }
 }
 
-/// The portable `hsum` of lanes (lo = units 0..4, hi = units 4..8).
+/// The portable `hsum` of the lanes (lo = lanes 0..4, hi = lanes 4..8).
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 fn hsum(lo: __m256d, hi: __m256d) -> f64 {
@@ -211,13 +213,14 @@ fn means_r<const R: usize, const NL: u8>(
     check(w, R, z, ext);
     assert!(mu.len() == z.len(), "means are K × R");
     let n = w.h.len();
+    let st = w.stride;
     let k = z.len() / R;
     let full = n / LANES * LANES;
     let mut mt = [std::ptr::null::<f64>(); R];
     let mut nn = [std::ptr::null::<f64>(); R];
     for q in 0..R {
-        mt[q] = w.mt[q * n..].as_ptr();
-        nn[q] = w.n[q * n..].as_ptr();
+        mt[q] = w.mt[q * st..].as_ptr();
+        nn[q] = w.n[q * st..].as_ptr();
     }
     let hp = w.h.as_ptr();
     let ep = ext.map(|e| e.as_ptr());
@@ -253,11 +256,11 @@ fn means_r<const R: usize, const NL: u8>(
         for i in full..n {
             let mut x = ext.map(|e| e[i]).unwrap_or(0.0);
             for q in 0..R {
-                x = w.mt[q * n + i].mul_add(zk[q], x);
+                x = w.mt[q * st + i].mul_add(zk[q], x);
             }
             let f = phi_scalar::<NL>(x, w.h[i]).0;
             for q in 0..R {
-                tail[q] = w.n[q * n + i].mul_add(f, tail[q]);
+                tail[q] = w.n[q * st + i].mul_add(f, tail[q]);
             }
         }
         for q in 0..R {
@@ -278,94 +281,140 @@ fn back_r<const R: usize, const NL: u8>(
 ) {
     check(w, R, z, ext);
     let n = w.h.len();
+    let st = w.stride;
     assert!(
         dmu.len() == z.len() && dz.len() == z.len(),
         "adjoints are K × R"
     );
-    assert!(g.mt.len() == R * n && g.n.len() == R * n && g.h.len() == n);
+    let len = (R - 1) * st + n;
+    assert!(g.mt.len() >= len && g.n.len() >= len && g.h.len() == n);
     assert!(g.ext.as_deref().is_none_or(|e| e.len() == n));
     let k = z.len() / R;
+    // Workspace: dL/dx chunk-major ([chunk of 4][k][4]) for the full chunks, then [k][tail],
+    // then φ of one chunk for the K particles.
+    if g.work.len() < k * n + 4 * k {
+        g.work.resize(k * n + 4 * k, 0.0);
+    }
     let full = n / LANES * LANES;
     let mut mt = [std::ptr::null::<f64>(); R];
     let mut nn = [std::ptr::null::<f64>(); R];
     let mut gmt = [std::ptr::null_mut::<f64>(); R];
     let mut gn = [std::ptr::null_mut::<f64>(); R];
     for q in 0..R {
-        mt[q] = w.mt[q * n..].as_ptr();
-        nn[q] = w.n[q * n..].as_ptr();
+        mt[q] = w.mt[q * st..].as_ptr();
+        nn[q] = w.n[q * st..].as_ptr();
+        gmt[q] = g.mt[q * st..].as_mut_ptr();
+        gn[q] = g.n[q * st..].as_mut_ptr();
     }
     let hp = w.h.as_ptr();
     let ep = ext.map(|e| e.as_ptr());
-    for kk in 0..k {
-        for q in 0..R {
-            gmt[q] = g.mt[q * n..].as_mut_ptr();
-            gn[q] = g.n[q * n..].as_mut_ptr();
-        }
-        let ghp = g.h.as_mut_ptr();
-        let gep = g.ext.as_deref_mut().map(|e| e.as_mut_ptr());
-        let zk = &z[kk * R..kk * R + R];
-        let dk = &dmu[kk * R..kk * R + R];
-        let mut zb = [_mm256_setzero_pd(); R];
-        let mut db = [_mm256_setzero_pd(); R];
-        for q in 0..R {
-            zb[q] = _mm256_set1_pd(zk[q]);
-            db[q] = _mm256_set1_pd(dk[q]);
-        }
-        let mut dza = [[_mm256_setzero_pd(); 2]; R];
-        let mut base = 0;
-        while base < full {
-            for half in 0..2 {
-                let at = base + 4 * half;
-                // SAFETY: at + 4 ≤ full ≤ n and every row pointer has n entries (checked).
-                unsafe {
-                    let mut x = match ep {
-                        Some(e) => load(e, at),
-                        None => _mm256_setzero_pd(),
-                    };
-                    let mut dr = _mm256_setzero_pd();
-                    for q in 0..R {
-                        x = _mm256_fmadd_pd(load(mt[q], at), zb[q], x);
-                        dr = _mm256_fmadd_pd(load(nn[q], at), db[q], dr);
-                    }
-                    let (f, dfdx, dfdh) = phi_d::<NL>(x, load(hp, at));
-                    store(ghp, at, _mm256_fmadd_pd(dr, dfdh, load(ghp, at)));
-                    let dxu = _mm256_mul_pd(dr, dfdx);
-                    if let Some(ge) = gep {
-                        store(ge, at, _mm256_add_pd(load(ge, at), dxu));
-                    }
-                    for q in 0..R {
-                        store(gn[q], at, _mm256_fmadd_pd(db[q], f, load(gn[q], at)));
-                        store(gmt[q], at, _mm256_fmadd_pd(dxu, zb[q], load(gmt[q], at)));
-                        dza[q][half] = _mm256_fmadd_pd(load(mt[q], at), dxu, dza[q][half]);
-                    }
+    let ghp = g.h.as_mut_ptr();
+    let gep = g.ext.as_deref_mut().map(|e| e.as_mut_ptr());
+    let wp = g.work.as_mut_ptr();
+    // SAFETY: the workspace has k·n + 4k entries (resized above).
+    let fp = unsafe { wp.add(k * n) };
+    let zero = _mm256_setzero_pd();
+    let mut base = 0;
+    while base < full {
+        // SAFETY: base + 4 ≤ full ≤ n, every row pointer has n entries and the workspace
+        // k rows of `st` ≥ n (all checked above).
+        unsafe {
+            let h = load(hp, base);
+            let e = match ep {
+                Some(e) => load(e, base),
+                None => zero,
+            };
+            // Pass A: per particle, φ and dL/dx of the chunk (and the h, input sums).
+            let mut agh = load(ghp, base);
+            let mut age = zero;
+            for kk in 0..k {
+                let mut x = e;
+                let mut dr = zero;
+                for q in 0..R {
+                    x = _mm256_fmadd_pd(load(mt[q], base), _mm256_set1_pd(z[kk * R + q]), x);
+                    dr = _mm256_fmadd_pd(load(nn[q], base), _mm256_set1_pd(dmu[kk * R + q]), dr);
+                }
+                let (f, dfdx, dfdh) = phi_d::<NL>(x, h);
+                agh = _mm256_fmadd_pd(dr, dfdh, agh);
+                let dxu = _mm256_mul_pd(dr, dfdx);
+                store(wp, (base / 4 * k + kk) * 4, dxu);
+                store(fp, kk * 4, f);
+                age = _mm256_add_pd(age, dxu);
+            }
+            // Pass B: the outer-product sums of n and M over the particles.
+            let mut agmt = [zero; R];
+            let mut agn = [zero; R];
+            for q in 0..R {
+                agmt[q] = load(gmt[q], base);
+                agn[q] = load(gn[q], base);
+            }
+            for kk in 0..k {
+                let f = load(fp, kk * 4);
+                let dxu = load(wp, (base / 4 * k + kk) * 4);
+                for q in 0..R {
+                    agn[q] = _mm256_fmadd_pd(_mm256_set1_pd(dmu[kk * R + q]), f, agn[q]);
+                    agmt[q] = _mm256_fmadd_pd(dxu, _mm256_set1_pd(z[kk * R + q]), agmt[q]);
                 }
             }
-            base += LANES;
-        }
-        let mut tail = [0.0f64; R];
-        for i in full..n {
-            let mut x = ext.map(|e| e[i]).unwrap_or(0.0);
             for q in 0..R {
-                x = w.mt[q * n + i].mul_add(zk[q], x);
+                store(gmt[q], base, agmt[q]);
+                store(gn[q], base, agn[q]);
             }
-            let (f, dfdx, dfdh) = phi_scalar::<NL>(x, w.h[i]);
+            store(ghp, base, agh);
+            if let Some(ge) = gep {
+                store(ge, base, _mm256_add_pd(load(ge, base), age));
+            }
+        }
+        // No sums over units here: any chunking gives the same per-unit results.
+        base += 4;
+    }
+    for i in full..n {
+        for kk in 0..k {
+            let zk = &z[kk * R..kk * R + R];
+            let dk = &dmu[kk * R..kk * R + R];
+            let mut x = ext.map(|e| e[i]).unwrap_or(0.0);
             let mut dr = 0.0;
             for q in 0..R {
-                dr = w.n[q * n + i].mul_add(dk[q], dr);
+                x = w.mt[q * st + i].mul_add(zk[q], x);
+                dr = w.n[q * st + i].mul_add(dk[q], dr);
             }
+            let (f, dfdx, dfdh) = phi_scalar::<NL>(x, w.h[i]);
             g.h[i] = dr.mul_add(dfdh, g.h[i]);
             let dxu = dr * dfdx;
+            g.work[full * k + kk * (n - full) + (i - full)] = dxu;
             if let Some(gext) = g.ext.as_deref_mut() {
                 gext[i] += dxu;
             }
             for q in 0..R {
-                g.n[q * n + i] = dk[q].mul_add(f, g.n[q * n + i]);
-                g.mt[q * n + i] = dxu.mul_add(zk[q], g.mt[q * n + i]);
-                tail[q] = w.mt[q * n + i].mul_add(dxu, tail[q]);
+                g.n[q * st + i] = dk[q].mul_add(f, g.n[q * st + i]);
+                g.mt[q * st + i] = dxu.mul_add(zk[q], g.mt[q * st + i]);
             }
         }
+    }
+    // dL/dz_k = Mᵀ-rows · dL/dx_k (all R rows at once: 2R independent accumulator chains)
+    let wp = g.work.as_ptr();
+    for kk in 0..k {
+        let mut acc = [[zero; 2]; R];
+        let mut base = 0;
+        while base < full {
+            // SAFETY: as above.
+            unsafe {
+                let d0 = load(wp, (base / 4 * k + kk) * 4);
+                let d1 = load(wp, ((base / 4 + 1) * k + kk) * 4);
+                for q in 0..R {
+                    acc[q][0] = _mm256_fmadd_pd(load(mt[q], base), d0, acc[q][0]);
+                    acc[q][1] = _mm256_fmadd_pd(load(mt[q], base + 4), d1, acc[q][1]);
+                }
+            }
+            base += LANES;
+        }
         for q in 0..R {
-            dz[kk * R + q] += hsum(dza[q][0], dza[q][1]) + tail[q];
+            let mut tail = 0.0;
+            for i in full..n {
+                tail =
+                    w.mt[q * st + i].mul_add(g.work[full * k + kk * (n - full) + (i - full)], tail);
+            }
+            dz[kk * R + q] += hsum(acc[q][0], acc[q][1]) + tail;
         }
     }
 }

@@ -412,6 +412,7 @@ impl Derived {
 struct TrialRecord {
     log_w: Vec<f64>, // [t][k]
     z: Vec<f64>,     // [t][k][r] proposed
+    mu: Vec<f64>,    // [t][k][r] transition means (kept for the reverse pass)
     anc: Vec<usize>, // [step][k]
     v: Vec<f64>,     // [t][du] input state at step t
     dv_da: Vec<f64>, // [t][du] ∂v_t/∂a (simulate_input)
@@ -423,8 +424,10 @@ struct Ctx<'a> {
     c: &'a ModelConfig,
     p: ParamView<'a>,
     d: DerivedValues,
-    /// Mᵀ (R × N), the kernels' layout of M.
+    /// Mᵀ and n in the kernels' layout (R rows of N, `stride` apart).
     mt: Vec<f64>,
+    nk: Vec<f64>,
+    stride: usize,
     k: usize,
     n_steps: usize,
     n_filter: usize,
@@ -458,8 +461,9 @@ impl Ctx<'_> {
     fn weights(&self) -> kernel::Weights<'_> {
         kernel::Weights {
             mt: &self.mt,
-            n: self.p.n,
+            n: &self.nk,
             h: self.p.h,
+            stride: self.stride,
             decay: self.p.decay,
             rank: self.c.rank,
             nonlinearity: self.c.nonlinearity,
@@ -497,6 +501,7 @@ impl Ctx<'_> {
         let mut log_w = vec![0.0; tt * k];
         let mut anc = vec![0usize; self.n_filter * k];
         let mut mu = vec![0.0; k * r];
+        let mut mus = vec![0.0; tt * k * r];
         let mut zp = vec![0.0; k * r];
         let mut ext = vec![0.0; n];
         let mut mu0 = vec![0.0; r];
@@ -546,6 +551,7 @@ impl Ctx<'_> {
                 let e = self.input_current(vprev, &mut ext);
                 kernel::means(&w, &zp, e, &mut mu);
             }
+            mus[t * k * r..(t + 1) * k * r].copy_from_slice(&mu);
             // v_to_X (currents readout, t ≥ 1 only).
             for j in 0..dx {
                 vx[j] = 0.0;
@@ -621,6 +627,7 @@ impl Ctx<'_> {
         TrialRecord {
             log_w,
             z,
+            mu: mus,
             anc,
             v,
             dv_da,
@@ -666,15 +673,16 @@ impl Ctx<'_> {
         let mut zp = vec![0.0; k * r];
         let mut ext = vec![0.0; n];
         let mut gext = vec![0.0; if du > 0 { n } else { 0 }];
-        let mut gmt = vec![0.0; r * n];
-        let mut gn = vec![0.0; r * n];
+        let st = self.stride;
+        let mut gmt = vec![0.0; (r - 1) * st + n];
+        let mut gn = vec![0.0; (r - 1) * st + n];
+        let mut work = vec![0.0; k * st];
         let mut gh = vec![0.0; n];
         let mut w = vec![0.0; k];
         let mut diff = vec![0.0; r];
         let mut y = vec![0.0; r];
         let mut dzk = vec![0.0; r];
         let mut dkc = vec![0.0; r];
-        let mut mu0 = vec![0.0; r];
         let mut dmu0 = vec![0.0; r];
         let mut da = 0.0;
         for t in (0..tt).rev() {
@@ -699,27 +707,9 @@ impl Ctx<'_> {
                 dvx[j] = 0.0;
             }
             dzprev.iter_mut().for_each(|v| *v = 0.0);
-            // μ of step t (recomputed), for every particle.
-            if t == 0 {
-                mu0.iter_mut().for_each(|m| *m = 0.0);
-                if let Some(s) = p.initial_state {
-                    mu0.copy_from_slice(s);
-                }
-                if let Some(proj) = &d.proj {
-                    for i in 0..n {
-                        let mut wv = 0.0;
-                        for l in 0..du {
-                            wv += p.wu[i * du + l] * vt[l];
-                        }
-                        for q in 0..r {
-                            mu0[q] += proj[q * n + i] * wv;
-                        }
-                    }
-                }
-                for kk in 0..k {
-                    mu[kk * r..(kk + 1) * r].copy_from_slice(&mu0);
-                }
-            } else {
+            // μ of step t (from the forward pass) and the particles it came from.
+            mu.copy_from_slice(&rec.mu[t * k * r..(t + 1) * k * r]);
+            if t > 0 {
                 for kk in 0..k {
                     let src = if t - 1 < self.n_filter {
                         rec.anc[(t - 1) * k + kk]
@@ -729,9 +719,6 @@ impl Ctx<'_> {
                     let from = ((t - 1) * k + src) * r;
                     zp[kk * r..(kk + 1) * r].copy_from_slice(&rec.z[from..from + r]);
                 }
-                let vprev = &rec.v[(t - 1) * du..t * du];
-                let e = self.input_current(vprev, &mut ext);
-                kernel::means(&wts, &zp, e, &mut mu);
             }
             dmu0.iter_mut().for_each(|m| *m = 0.0);
             dkc.iter_mut().for_each(|m| *m = 0.0);
@@ -841,6 +828,7 @@ impl Ctx<'_> {
                     n: &mut gn,
                     h: &mut gh,
                     ext: (du > 0).then_some(gext.as_mut_slice()),
+                    work: &mut work,
                 };
                 kernel::means_backward(&wts, &zp, e, &dmu_all, &mut g, &mut dzprev);
                 // e = Wu v_{t−1}
@@ -916,11 +904,17 @@ impl Ctx<'_> {
         // Kernel-layout blocks into the flat gradient (M is N × R there).
         for i in 0..n {
             for q in 0..r {
-                grad[offsets.m + i * r + q] += gmt[q * n + i];
+                grad[offsets.m + i * r + q] += gmt[q * st + i];
             }
         }
-        for (g, v) in grad[offsets.n..offsets.n + r * n].iter_mut().zip(&gn) {
-            *g += v;
+        for q in 0..r {
+            let row = &gn[q * st..q * st + n];
+            for (g, v) in grad[offsets.n + q * n..offsets.n + (q + 1) * n]
+                .iter_mut()
+                .zip(row)
+            {
+                *g += v;
+            }
         }
         for (g, v) in grad[offsets.h..offsets.h + n].iter_mut().zip(&gh) {
             *g += v;
@@ -1041,11 +1035,19 @@ pub fn optimal_vsmc(
         )));
     }
     let derived = derive(config, params, &p)?;
+    let stride = kernel::row_stride(config.n_units);
     let ctx = Ctx {
         c: config,
         p,
         d: derived.values(config.rank),
-        mt: transpose(p.m, config.n_units, config.rank),
+        mt: kernel::with_stride(
+            &transpose(p.m, config.n_units, config.rank),
+            config.rank,
+            config.n_units,
+            stride,
+        ),
+        nk: kernel::with_stride(p.n, config.rank, config.n_units, stride),
+        stride,
         k: options.n_particles,
         n_steps: data.n_time,
         n_filter: data.n_time - options.t_forward,
