@@ -485,6 +485,24 @@ impl Ctx<'_> {
 
     /// Forward pass of one trial.
     fn forward(&self, x: &[f64], u: &[f64], draws: &TrialDraws) -> TrialRecord {
+        #[cfg(target_arch = "x86_64")]
+        if kernel::fma_available() {
+            // SAFETY: the CPU supports AVX2 and FMA (checked just above).
+            return unsafe { self.forward_avx2(x, u, draws) };
+        }
+        self.forward_impl(x, u, draws)
+    }
+
+    /// [`Self::forward_impl`] compiled for AVX2 (wider vectors for the observation loops;
+    /// no contraction to FMA, so results are the same bits as the portable build).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn forward_avx2(&self, x: &[f64], u: &[f64], draws: &TrialDraws) -> TrialRecord {
+        self.forward_impl(x, u, draws)
+    }
+
+    #[inline(always)]
+    fn forward_impl(&self, x: &[f64], u: &[f64], draws: &TrialDraws) -> TrialRecord {
         let (r, dx, du, k, tt) = (
             self.c.rank,
             self.c.dim_x,
@@ -638,6 +656,44 @@ impl Ctx<'_> {
     /// Reverse pass of one trial: d(scale · Loss_b)/dθ into `grad` (direct blocks) and `adj`.
     #[allow(clippy::too_many_arguments)]
     fn backward(
+        &self,
+        x: &[f64],
+        rec: &TrialRecord,
+        draws: &TrialDraws,
+        scale: f64,
+        offsets: &Offsets,
+        grad: &mut [f64],
+        adj: &mut DerivedAdjoint,
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        if kernel::fma_available() {
+            // SAFETY: the CPU supports AVX2 and FMA (checked just above).
+            unsafe { self.backward_avx2(x, rec, draws, scale, offsets, grad, adj) };
+            return;
+        }
+        self.backward_impl(x, rec, draws, scale, offsets, grad, adj);
+    }
+
+    /// [`Self::backward_impl`] compiled for AVX2 (as [`Self::forward_avx2`]).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn backward_avx2(
+        &self,
+        x: &[f64],
+        rec: &TrialRecord,
+        draws: &TrialDraws,
+        scale: f64,
+        offsets: &Offsets,
+        grad: &mut [f64],
+        adj: &mut DerivedAdjoint,
+    ) {
+        self.backward_impl(x, rec, draws, scale, offsets, grad, adj);
+    }
+
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn backward_impl(
         &self,
         x: &[f64],
         rec: &TrialRecord,
