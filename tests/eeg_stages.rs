@@ -180,3 +180,29 @@ fn prepare_evaluate_summarize_compare() {
     assert!(text.contains("smooth_window"), "{text}");
     assert!(!d.join("bad/metrics.parquet").exists());
 }
+
+/// `configs/fit-eeg.yaml` (the README's one-off fit params) is the pipeline's `eeg.fit` params
+/// apart from the seed, so the two cannot drift apart.
+#[test]
+fn one_off_fit_params_match_the_pipeline() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let read = |p: &str| -> serde_json::Value {
+        let text = std::fs::read_to_string(root.join(p)).expect("file is in the repo");
+        serde_yaml_ng::from_str(&text).expect("valid YAML")
+    };
+    let config = read("configs/fit-eeg.yaml");
+    let stages = read("stages/eeg.yaml");
+    let fit = stages["stages"]
+        .as_array()
+        .expect("stages list")
+        .iter()
+        .find(|s| s["name"] == "eeg.fit")
+        .expect("eeg.fit stage");
+    let mut pipeline = fit["params"].clone();
+    let mut one_off = config.clone();
+    pipeline["train"]["seed"] = serde_json::Value::Null;
+    one_off["train"]["seed"] = serde_json::Value::Null;
+    assert_eq!(one_off, pipeline);
+    let parsed: Result<lowrank_smc::stages::fit::FitParams, _> = serde_json::from_value(config);
+    assert!(parsed.is_ok(), "{parsed:?}");
+}
