@@ -1,1 +1,3 @@
 //! Fixed points, Jacobians and stability of piecewise-linear low-rank RNNs (SPEC §4).
+
+pub mod fixed_points;
