@@ -148,7 +148,22 @@ enum Command {
     /// Run one stage kind once on your own files, without a pipeline or cache
     /// (e.g. `exec prepare --set layout=time_by_channel --set data_source=real --input data=F.npy`).
     Exec(exec::ExecArgs),
+    /// All fixed points of a fitted model (model.h5) or a JSON map, exactly (SPEC §4), with
+    /// Jacobian eigenvalues and stability.
+    FixedPoints {
+        /// A `fit` output (model.h5) or a JSON file with a `model` block (README).
+        model: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "md")]
+        format: FixedPointFormat,
+    },
     // `fetch DATASET` is provided by the data module and wired in here.
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum FixedPointFormat {
+    Md,
+    Json,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -332,6 +347,16 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::FixedPoints { model, format } => {
+            use lowrank_smc::analysis::{cli, fixed_points};
+            let map = cli::load_map(&model)?;
+            let set = fixed_points::find_fixed_points(&map, &fixed_points::Options::default())?;
+            match format {
+                FixedPointFormat::Md => print!("{}", cli::report_md(&set)),
+                FixedPointFormat::Json => println!("{}", serde_json::to_string_pretty(&set)?),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Kinds => {
             for kind in registry.iter() {
                 println!(
@@ -401,11 +426,12 @@ fn run_bench(area: &str, registry: &Registry) -> anyhow::Result<ExitCode> {
                 .map(ToString::to_string)
                 .collect()
         }
-        // Provided by the science modules; wire each here as `module::bench_<area>()`.
-        "fixed-points" | "ingest" => {
+        "fixed-points" => lowrank_smc::analysis::cli::bench_fixed_points(false),
+        // Provided by the data module when it lands.
+        "ingest" => {
             eprintln!(
                 "error: benchmark area `{area}` is not available in this build yet \
-                 (available: engine)"
+                 (available: engine, train, metrics, encoder, fixed-points)"
             );
             return Ok(ExitCode::from(EXIT_USAGE));
         }
