@@ -143,3 +143,34 @@ fn reach_teacher_all_17() {
         doc["analytic"]["n_fixed_points"].as_u64()
     );
 }
+
+/// The CLI: `fixed-points FILE --format json` prints the set; a missing file is an error that
+/// names it.
+#[test]
+fn cli_prints_the_set_and_names_bad_files() {
+    let bin = env!("CARGO_BIN_EXE_lowrank-smc");
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fixed_points/reach_rnn.json");
+    let out = std::process::Command::new(bin)
+        .args(["fixed-points", "--format", "json"])
+        .arg(&path)
+        .output()
+        .expect("binary runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    let golden = load("reach_rnn.json");
+    assert_eq!(
+        v["points"].as_array().map(Vec::len),
+        golden["analytic"]["fixed_points"].as_array().map(Vec::len)
+    );
+    let out = std::process::Command::new(bin)
+        .args(["fixed-points", "no/such/model.h5"])
+        .output()
+        .expect("binary runs");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no/such/model.h5"));
+}
