@@ -470,6 +470,22 @@ impl Ctx<'_> {
         }
     }
 
+    /// The previous states of step t's particles (K × R into `zp`): the resampled ancestors
+    /// while filtering, the particles themselves in the last `t_forward` steps.
+    #[inline]
+    fn gather_parents(&self, z: &[f64], anc: &[usize], t: usize, zp: &mut [f64]) {
+        let (r, k) = (self.c.rank, self.k);
+        for kk in 0..k {
+            let src = if t - 1 < self.n_filter {
+                anc[(t - 1) * k + kk]
+            } else {
+                kk
+            };
+            let from = ((t - 1) * k + src) * r;
+            zp[kk * r..(kk + 1) * r].copy_from_slice(&z[from..from + r]);
+        }
+    }
+
     /// Input current e_i = Σ_l Wu[i,l] v_l into `buf`, or `None` without inputs.
     fn input_current<'b>(&self, v: &[f64], buf: &'b mut [f64]) -> Option<&'b [f64]> {
         let du = self.c.dim_u;
@@ -557,15 +573,7 @@ impl Ctx<'_> {
                 }
             } else {
                 let vprev = &v[(t - 1) * du..t * du];
-                for kk in 0..k {
-                    let src = if t - 1 < self.n_filter {
-                        anc[(t - 1) * k + kk]
-                    } else {
-                        kk
-                    };
-                    let from = ((t - 1) * k + src) * r;
-                    zp[kk * r..(kk + 1) * r].copy_from_slice(&z[from..from + r]);
-                }
+                self.gather_parents(&z, &anc, t, &mut zp);
                 let e = self.input_current(vprev, &mut ext);
                 kernel::means(&w, &zp, e, &mut mu);
             }
@@ -766,15 +774,7 @@ impl Ctx<'_> {
             // μ of step t (from the forward pass) and the particles it came from.
             mu.copy_from_slice(&rec.mu[t * k * r..(t + 1) * k * r]);
             if t > 0 {
-                for kk in 0..k {
-                    let src = if t - 1 < self.n_filter {
-                        rec.anc[(t - 1) * k + kk]
-                    } else {
-                        kk
-                    };
-                    let from = ((t - 1) * k + src) * r;
-                    zp[kk * r..(kk + 1) * r].copy_from_slice(&rec.z[from..from + r]);
-                }
+                self.gather_parents(&rec.z, &rec.anc, t, &mut zp);
             }
             dmu0.iter_mut().for_each(|m| *m = 0.0);
             dkc.iter_mut().for_each(|m| *m = 0.0);
