@@ -15,6 +15,24 @@
 
 use crate::model::lowrank::Nonlinearity;
 
+/// `match rank { 1 => go!(1), …, 8 => go!(8), _ => fallback }`: the ranks with a
+/// specialised (const-generic) kernel, up to [`MAX_CONST_RANK`].
+macro_rules! by_rank {
+    ($rank:expr, $go:ident, $fallback:expr) => {
+        match $rank {
+            1 => $go!(1),
+            2 => $go!(2),
+            3 => $go!(3),
+            4 => $go!(4),
+            5 => $go!(5),
+            6 => $go!(6),
+            7 => $go!(7),
+            8 => $go!(8),
+            _ => $fallback,
+        }
+    };
+}
+
 #[cfg(target_arch = "x86_64")]
 #[path = "kernel_avx2.rs"]
 mod avx2;
@@ -222,17 +240,7 @@ fn means_any<const F: bool>(w: &Weights<'_>, z: &[f64], ext: Option<&[f64]>, mu:
             }
         };
     }
-    match w.rank {
-        1 => go!(1),
-        2 => go!(2),
-        3 => go!(3),
-        4 => go!(4),
-        5 => go!(5),
-        6 => go!(6),
-        7 => go!(7),
-        8 => go!(8),
-        _ => means_dyn(w, z, ext, mu),
-    }
+    by_rank!(w.rank, go, means_dyn(w, z, ext, mu));
 }
 
 #[inline(always)]
@@ -254,17 +262,7 @@ fn back_any<const F: bool>(
             }
         };
     }
-    match w.rank {
-        1 => go!(1),
-        2 => go!(2),
-        3 => go!(3),
-        4 => go!(4),
-        5 => go!(5),
-        6 => go!(6),
-        7 => go!(7),
-        8 => go!(8),
-        _ => back_dyn(w, z, ext, dmu, g, dz),
-    }
+    by_rank!(w.rank, go, back_dyn(w, z, ext, dmu, g, dz));
 }
 
 /// a·b + c, fused when `F` (the FMA path) — so results may differ in the last bit between

@@ -153,17 +153,7 @@ pub(super) fn means(w: &Weights<'_>, z: &[f64], ext: Option<&[f64]>, mu: &mut [f
             }
         };
     }
-    match w.rank {
-        1 => go!(1),
-        2 => go!(2),
-        3 => go!(3),
-        4 => go!(4),
-        5 => go!(5),
-        6 => go!(6),
-        7 => go!(7),
-        8 => go!(8),
-        _ => return false,
-    }
+    by_rank!(w.rank, go, return false);
     true
 }
 
@@ -188,17 +178,7 @@ pub(super) fn backward(
             }
         };
     }
-    match w.rank {
-        1 => go!(1),
-        2 => go!(2),
-        3 => go!(3),
-        4 => go!(4),
-        5 => go!(5),
-        6 => go!(6),
-        7 => go!(7),
-        8 => go!(8),
-        _ => return false,
-    }
+    by_rank!(w.rank, go, return false);
     true
 }
 
