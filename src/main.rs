@@ -142,6 +142,9 @@ enum Command {
     Bench {
         /// The area to benchmark.
         area: String,
+        /// Only the cases whose name contains this text (e.g. `--case "N=512 R=3"`).
+        #[arg(long)]
+        case: Option<String>,
     },
     /// The stage kinds this build knows.
     Kinds,
@@ -340,7 +343,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Bench { area } => run_bench(&area, &registry),
+        Command::Bench { area, case } => run_bench(&area, case.as_deref(), &registry),
         Command::Exec(args) => {
             for (name, path) in exec::run_exec(&args, &registry)? {
                 println!("{name}: {}", path.display());
@@ -388,7 +391,7 @@ const BENCH_AREAS: &[&str] = &[
     "encoder",
 ];
 
-fn run_bench(area: &str, registry: &Registry) -> anyhow::Result<ExitCode> {
+fn run_bench(area: &str, case: Option<&str>, registry: &Registry) -> anyhow::Result<ExitCode> {
     let lines: Vec<String> = match area {
         "engine" => bench::bench_engine(registry)
             .map_err(anyhow::Error::msg)?
@@ -426,7 +429,11 @@ fn run_bench(area: &str, registry: &Registry) -> anyhow::Result<ExitCode> {
                 .map(ToString::to_string)
                 .collect()
         }
-        "fixed-points" => lowrank_smc::analysis::cli::bench_fixed_points(false),
+        "fixed-points" => {
+            // Long cases: print each line as soon as it is measured.
+            lowrank_smc::analysis::cli::bench_fixed_points(case, &mut |line| println!("{line}"));
+            Vec::new()
+        }
         // Provided by the data module when it lands.
         "ingest" => {
             eprintln!(

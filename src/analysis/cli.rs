@@ -177,33 +177,35 @@ pub fn random_clipped(n: usize, rank: usize, seed: u64) -> PwlMap {
         .expect("random map is valid")
 }
 
-/// `bench fixed-points` lines.
-pub fn bench_fixed_points(quick: bool) -> Vec<String> {
-    let mut lines = Vec::new();
+/// `bench fixed-points`: one line per case (those whose name contains `filter`), handed to
+/// `out` as soon as it is measured.
+pub fn bench_fixed_points(filter: Option<&str>, out: &mut dyn FnMut(String)) {
+    let wanted = |name: &str| filter.is_none_or(|f| name.contains(f));
     let reach: Value = serde_json::from_str(include_str!(
         "../../tests/fixtures/fixed_points/reach_rnn.json"
     ))
     .unwrap_or(Value::Null);
-    if let Ok(map) = map_from_json(&reach) {
-        let start = Instant::now();
-        if let Ok(set) = find_fixed_points(&map, &Options::default()) {
-            let dt = start.elapsed().as_secs_f64();
-            lines.push(format!(
-                "fixed-points reach teacher (N=60, R=2, relu): {:.4} s · {} fixed points · {} linear solves (+{} line setups) · reference 0.14 s, 3601 solves · {:.0}× faster",
-                dt,
-                set.points.len(),
-                set.counters.region_solves,
-                set.counters.lines,
-                0.14 / dt
-            ));
+    let name = "fixed-points reach teacher (N=60, R=2, relu)";
+    if wanted(name) {
+        if let Ok(map) = map_from_json(&reach) {
+            let start = Instant::now();
+            if let Ok(set) = find_fixed_points(&map, &Options::default()) {
+                let dt = start.elapsed().as_secs_f64();
+                out(format!(
+                    "{name}: {dt:.4} s · {} fixed points · {} linear solves (+{} line setups) · reference 0.14 s, 3601 solves · {:.0}× faster",
+                    set.points.len(),
+                    set.counters.region_solves,
+                    set.counters.lines,
+                    0.14 / dt
+                ));
+            }
         }
     }
-    let cases: &[(usize, usize)] = if quick {
-        &[(128, 2), (128, 3)]
-    } else {
-        &[(128, 2), (256, 2), (512, 2), (128, 3), (256, 3), (512, 3)]
-    };
-    for &(n, r) in cases {
+    for &(n, r) in &[(128, 2), (256, 2), (512, 2), (128, 3), (256, 3), (512, 3)] {
+        let name = format!("fixed-points random clipped relu N={n} R={r}");
+        if !wanted(&name) {
+            continue;
+        }
         let map = random_clipped(n, r, 1);
         let start = Instant::now();
         if let Ok(set) = find_fixed_points(&map, &Options::default()) {
@@ -213,8 +215,8 @@ pub fn bench_fixed_points(quick: bool) -> Vec<String> {
             } else {
                 String::new()
             };
-            lines.push(format!(
-                "fixed-points random clipped relu N={n} R={r}: {dt:.2} s · {} fixed points · {} linear solves · {} vertices · peak RSS {}{goal}",
+            out(format!(
+                "{name}: {dt:.2} s · {} fixed points · {} linear solves · {} vertices · peak RSS {}{goal}",
                 set.points.len(),
                 set.counters.region_solves,
                 set.counters.vertices,
@@ -224,5 +226,4 @@ pub fn bench_fixed_points(quick: bool) -> Vec<String> {
             ));
         }
     }
-    lines
 }

@@ -5,20 +5,30 @@
 //! the N hyperplanes (an activity pattern D) the map is affine, and its fixed point solves
 //! (I − diag(a) − V D U) z = V D b + c; it is a fixed point of the RNN iff it lies in the
 //! region. Every region of an essential arrangement has a vertex, so visiting the 2^R regions
-//! around every vertex visits every region (Proposition 1).
+//! around every vertex visits every region (Proposition 1) — the reference's method.
 //!
 //! Enumeration — a line sweep instead of the reference's "solve every R-subset, collect the
 //! patterns, deduplicate": for each (R−1)-subset T of hyperplanes (in general position a line),
 //! the other hyperplanes cross the line at sorted parameters t; walking the crossings flips one
 //! unit at a time, so the pattern of the line's cells and the matrix V D U are updated in O(R²)
-//! per vertex rather than recomputed in O(N R²). A vertex (T ∪ {k}) is expanded only from the
-//! line that omits its largest index, so each is expanded once. Memory is O(N) per worker; the
-//! lines are processed in parallel (rayon) and only fixed points are kept.
+//! per vertex rather than recomputed in O(N R²). A vertex (T ∪ {k}) is handled only from the
+//! line that omits its largest index, so each is handled once.
+//!
+//! One region per vertex, not 2^R: with a fixed generic direction c, a region bounded below
+//! along c has exactly one lowest vertex, and at a simple vertex the region for which it is the
+//! lowest point is read off the signs of λ in c = Σ λ_i u_i (Farkas; O(R²) per vertex given
+//! the line's precomputed projector). A region unbounded below along c contains an unbounded
+//! edge going down along c — the end of some line — so the 2^(R−1) regions around that end of
+//! every line complete the enumeration. Regions solved ≈ C(N,R) + 2^(R−1) C(N,R−1) instead of
+//! 2^R C(N,R). When U is rank-deficient (rank k < R) the sweep runs in U's row space, where
+//! the arrangement is essential. Memory is O(N) per worker; the lines are processed in
+//! parallel (rayon) and only fixed points are kept.
 //!
 //! Degeneracies are handled and counted, never silently: subsets whose hyperplanes are not
 //! independent (e.g. the two parallel hyperplanes of one clipped-ReLU unit) define no line;
 //! hyperplanes parallel to a line do not cross it; several hyperplanes crossing a line at one
-//! point (a vertex of more than R hyperplanes) have all their sides enumerated; singular
+//! point (a vertex of more than R hyperplanes) or a vertex whose lowest region is ambiguous
+//! (λ_i ≈ 0) have all their sides enumerated; singular
 //! region systems are counted and skipped; a fixed point on a region boundary (found from
 //! both sides) is reported once, with `on_boundary` set.
 
@@ -255,6 +265,32 @@ pub struct Counters {
     /// Vertices with more than 20 hyperplanes through them even after the perturbation,
     /// not expanded (fixed points in their regions could be missed; never seen in practice).
     pub skipped_vertices: u64,
+    /// Simple vertices whose lowest region along the sweep direction was ambiguous (c nearly
+    /// parallel to a face): all their sides were solved instead.
+    pub ambiguous_vertices: u64,
+    /// Line ends (unbounded edges going down along c) whose 2^(k−1) regions were solved.
+    pub line_ends: u64,
+    /// Dimension k of the arrangement (rank of U; < R when U is rank-deficient, and the sweep
+    /// then runs in U's row space).
+    pub arrangement_dim: u64,
+}
+
+impl Counters {
+    /// Adds another worker's counts (not `arrangement_dim`, which is global).
+    fn add(&mut self, c: &Counters) {
+        self.lines += c.lines;
+        self.degenerate_lines += c.degenerate_lines;
+        self.parallel_crossings += c.parallel_crossings;
+        self.vertices += c.vertices;
+        self.multi_vertices += c.multi_vertices;
+        self.region_solves += c.region_solves;
+        self.singular_regions += c.singular_regions;
+        self.accepted += c.accepted;
+        self.duplicates_merged += c.duplicates_merged;
+        self.skipped_vertices += c.skipped_vertices;
+        self.ambiguous_vertices += c.ambiguous_vertices;
+        self.line_ends += c.line_ends;
+    }
 }
 
 /// Options of the exact method.
@@ -307,65 +343,64 @@ fn next_subset(s: &mut [usize], n: usize) -> bool {
 /// All fixed points, exactly (see the module docs).
 pub fn find_fixed_points(map: &PwlMap, opts: &Options) -> Result<FixedPointSet, FixedPointError> {
     map.validate()?;
-    let (r, n) = (map.rank, map.n_units());
-    if n < r {
-        // Fewer hyperplanes than dimensions: the arrangement is not essential. Add nothing
-        // clever: every region then contains a line, and the affine map of a region has at
-        // most one fixed point unless singular; enumerate the 2^n patterns directly.
-        return Ok(brute_force(map, opts));
+    let n = map.n_units();
+    let geo = Geometry::new(map);
+    let k = geo.dim;
+    let mut counters = Counters {
+        arrangement_dim: k as u64,
+        ..Counters::default()
+    };
+    if k == 0 {
+        // U = 0: one region, every unit on the side of its threshold.
+        let mut found = Vec::new();
+        let mut sweep = Sweep::new(map, opts, &geo);
+        for i in 0..n {
+            sweep.active[i] = map.b[i] > 0.0;
+        }
+        let mut g = vec![0.0; geo.width];
+        for i in (0..n).filter(|&i| map.b[i] > 0.0) {
+            geo.add(i, 1.0, &mut g);
+        }
+        sweep.expand(&[], &g, &mut found, &mut counters);
+        return Ok(finish(map, opts, found, counters));
     }
-    // The lines: (R−1)-subsets T with max(T) < n − 1 (a vertex needs a larger index).
-    let mut firsts: Vec<usize> = (0..n).collect();
-    if r == 1 {
-        firsts = vec![0];
-    }
+    // The lines: every (k−1)-subset T of the hyperplanes, grouped by their first index.
+    let firsts: Vec<usize> = if k == 1 { vec![0] } else { (0..n).collect() };
     let results: Vec<(Vec<Candidate>, Counters)> = firsts
         .par_iter()
         .map(|&first| {
             let mut found = Vec::new();
             let mut ctr = Counters::default();
-            let mut sweep = Sweep::new(map, opts);
-            if r == 1 {
+            let mut sweep = Sweep::new(map, opts, &geo);
+            if k == 1 {
                 sweep.line(&[], &mut found, &mut ctr);
                 return (found, ctr);
             }
-            // All (R−1)-subsets starting with `first`.
-            let mut rest: Vec<usize> = (0..r - 2).map(|j| first + 1 + j).collect();
-            if rest.last().is_some_and(|&l| l >= n) {
+            let size = k - 2;
+            if first + size >= n {
                 return (found, ctr);
             }
+            // All (k−1)-subsets starting with `first`: `first` then a size-(k−2) subset of
+            // first+1..n, walked in lexicographic order.
+            let mut rest: Vec<usize> = (0..size).collect();
+            let mut t = vec![0usize; k - 1];
             loop {
-                let mut t = vec![first];
-                t.extend_from_slice(&rest);
-                if *t.last().unwrap_or(&first) < n - 1 {
-                    sweep.line(&t, &mut found, &mut ctr);
+                t[0] = first;
+                for (q, x) in rest.iter().enumerate() {
+                    t[q + 1] = first + 1 + x;
                 }
-                if rest.is_empty() {
+                sweep.line(&t, &mut found, &mut ctr);
+                if size == 0 || !next_subset(&mut rest, n - first - 1) {
                     break;
                 }
-                // next subset of (first+1..n) of size r−2
-                let mut shifted: Vec<usize> = rest.iter().map(|x| x - (first + 1)).collect();
-                if !next_subset(&mut shifted, n - first - 1) {
-                    break;
-                }
-                rest = shifted.iter().map(|x| x + first + 1).collect();
             }
             (found, ctr)
         })
         .collect();
-    let mut counters = Counters::default();
     let mut all = Vec::new();
     for (f, c) in results {
         all.extend(f);
-        counters.lines += c.lines;
-        counters.degenerate_lines += c.degenerate_lines;
-        counters.parallel_crossings += c.parallel_crossings;
-        counters.vertices += c.vertices;
-        counters.multi_vertices += c.multi_vertices;
-        counters.region_solves += c.region_solves;
-        counters.singular_regions += c.singular_regions;
-        counters.accepted += c.accepted;
-        counters.skipped_vertices += c.skipped_vertices;
+        counters.add(&c);
     }
     Ok(finish(map, opts, all, counters))
 }
@@ -441,64 +476,192 @@ fn finish(map: &PwlMap, opts: &Options, all: Vec<Candidate>, mut ctr: Counters) 
     }
 }
 
+/// The arrangement's geometry: the hyperplane normals expressed in an orthonormal basis of
+/// the row space of U (dimension k ≤ R). When U has full column rank (the usual case) k = R and
+/// the basis is the identity; otherwise every region contains the lines along the null space
+/// of U and the sweep runs in the k-dimensional row space, where the arrangement is
+/// essential (every region has a vertex).
+struct Geometry {
+    /// k.
+    dim: usize,
+    /// Normals (N × k, row-major).
+    normals: Vec<f64>,
+    /// Thresholds for the sweep: b plus a tiny deterministic perturbation (see [`perturbed`]).
+    offsets: Vec<f64>,
+    /// A generic direction c (k): each region bounded below along c is visited from its lowest
+    /// vertex only.
+    direction: Vec<f64>,
+    /// Per unit, its term of the region system, [v_i u_iᵀ (R × R), v_i b_i (R)], so that
+    /// flipping a unit is one contiguous add.
+    terms: Vec<f64>,
+    /// R² + R.
+    width: usize,
+}
+
+impl Geometry {
+    fn new(map: &PwlMap) -> Self {
+        let (r, n) = (map.rank, map.n_units());
+        let um = DMatrix::from_row_slice(n, r, &map.u);
+        let svd = um.svd(false, true);
+        let smax = svd.singular_values.iter().copied().fold(0.0, f64::max);
+        let keep: Vec<usize> = (0..svd.singular_values.len())
+            .filter(|&q| smax > 0.0 && svd.singular_values[q] > 1e-10 * smax)
+            .collect();
+        let (dim, normals) = match &svd.v_t {
+            Some(v_t) if keep.len() < r => {
+                let dim = keep.len();
+                let mut out = vec![0.0; n * dim];
+                for i in 0..n {
+                    for (j, &q) in keep.iter().enumerate() {
+                        out[i * dim + j] = (0..r).map(|p| map.u[i * r + p] * v_t[(q, p)]).sum();
+                    }
+                }
+                (dim, out)
+            }
+            _ => (r, map.u.clone()),
+        };
+        let direction = (0..dim)
+            .map(|q| {
+                let f = ((q as f64 + 1.0) * 0.754_877_666_246_692_7).fract();
+                if q % 2 == 0 {
+                    0.3 + f
+                } else {
+                    -0.3 - f
+                }
+            })
+            .collect();
+        let width = r * r + r;
+        let mut terms = vec![0.0; n * width];
+        for i in 0..n {
+            let term = &mut terms[i * width..(i + 1) * width];
+            for p in 0..r {
+                let vp = map.v[p * n + i];
+                for q in 0..r {
+                    term[p * r + q] = vp * map.u[i * r + q];
+                }
+                term[r * r + p] = vp * map.b[i];
+            }
+        }
+        Geometry {
+            dim,
+            normals,
+            offsets: perturbed(map),
+            direction,
+            terms,
+            width,
+        }
+    }
+
+    /// g += s · (unit i's term): unit i switched on (s = 1) or off (s = −1).
+    #[inline]
+    fn add(&self, i: usize, s: f64, g: &mut [f64]) {
+        let term = &self.terms[i * self.width..(i + 1) * self.width];
+        for (x, t) in g.iter_mut().zip(term) {
+            *x += s * t;
+        }
+    }
+
+    #[inline]
+    fn normal(&self, i: usize) -> &[f64] {
+        &self.normals[i * self.dim..(i + 1) * self.dim]
+    }
+}
+
+/// What the sweep knows about the current line.
+struct Line {
+    /// Direction d (k).
+    d: Vec<f64>,
+    /// cᵀd.
+    cd: f64,
+    /// P_T ((k−1) × k, row-major): the coefficients of w ∈ span{u_i : i ∈ T} in that basis.
+    p_t: Vec<f64>,
+    /// P_T c.
+    p_c: Vec<f64>,
+}
+
 /// Per-worker state of the sweep.
 struct Sweep<'a> {
     map: &'a PwlMap,
     opts: &'a Options,
+    geo: &'a Geometry,
     /// Scratch: crossings (t, unit).
-    cross: Vec<(f64, usize)>,
+    cross: Vec<(f64, u32)>,
+    /// Scratch: crossings as (order-preserving integer key of t, unit), sorted.
+    keys: Vec<(u64, u32)>,
+    /// Slope uᵢᵀd of every unit along the current line.
+    slope: Vec<f64>,
     /// Current pattern of the cell being walked (excluding T, whose states are enumerated).
     active: Vec<bool>,
+    in_t: Vec<bool>,
     /// Scratch: the region system and its solution.
     sys: Vec<f64>,
     z: Vec<f64>,
-    /// Thresholds used for the geometry of the sweep only: b plus a tiny deterministic
-    /// perturbation that puts the arrangement in general position (see [`perturbed`]).
-    bp: Vec<f64>,
+    /// Scratch: the running [V D U, V D b] of the walked cell, and a working copy.
+    g: Vec<f64>,
+    w: Vec<f64>,
+    /// Scratch: units of a vertex and their wanted states.
+    free: Vec<usize>,
+    want: Vec<bool>,
+    lambda: Vec<f64>,
     /// Largest number of hyperplanes through one vertex whose 2^k sides are enumerated.
     max_free: usize,
+    /// Tests: every pattern whose system was solved (units < 128).
+    #[cfg(test)]
+    visited: Vec<u128>,
 }
 
 impl<'a> Sweep<'a> {
-    fn new(map: &'a PwlMap, opts: &'a Options) -> Self {
-        let n = map.n_units();
+    fn new(map: &'a PwlMap, opts: &'a Options, geo: &'a Geometry) -> Self {
+        let (n, r) = (map.n_units(), map.rank);
         Sweep {
             map,
             opts,
+            geo,
             cross: Vec::with_capacity(n),
+            keys: Vec::with_capacity(n),
+            slope: vec![0.0; n],
             active: vec![false; n],
-            sys: vec![0.0; map.rank * map.rank],
-            z: vec![0.0; map.rank],
-            bp: perturbed(map),
+            in_t: vec![false; n],
+            sys: vec![0.0; r * r],
+            z: vec![0.0; r],
+            g: vec![0.0; geo.width],
+            w: vec![0.0; geo.width],
+            free: Vec::with_capacity(64),
+            want: Vec::with_capacity(64),
+            lambda: vec![0.0; r],
             max_free: 20,
+            #[cfg(test)]
+            visited: Vec::new(),
         }
     }
 
-    /// Walk the line of hyperplanes `t` (R−1 of them), expanding the vertices whose other
-    /// hyperplanes all have indices > max(t).
+    /// Walk the line of hyperplanes `t` (k−1 of them, increasing). Each vertex T ∪ {j} with
+    /// j > max(T) (so that every vertex is handled from exactly one line) contributes the one
+    /// adjacent region in which it is the lowest point along c; the end of the line towards
+    /// −c contributes the 2^(k−1) regions around it. Every region is bounded below along c
+    /// (then it has a unique lowest vertex, c being generic) or contains an unbounded edge
+    /// going down along c, the end of some line — so every region is visited.
     fn line(&mut self, t: &[usize], found: &mut Vec<Candidate>, ctr: &mut Counters) {
-        let map = self.map;
-        let (r, n) = (map.rank, map.n_units());
+        let n = self.map.n_units();
         ctr.lines += 1;
-        // Line z(s) = p + s d with U_T p = −b_T, U_T d = 0.
-        let Some((p, d)) = line_of(map, &self.bp, t) else {
+        let Some((p, line)) = line_of(self.geo, t) else {
             ctr.degenerate_lines += 1;
             return;
         };
-        let max_t = t.iter().copied().max();
-        self.cross.clear();
-        let mut in_t = vec![false; n];
+        let max_t = t.last().copied();
         for &i in t {
-            in_t[i] = true;
+            self.in_t[i] = true;
         }
+        self.cross.clear();
         for i in 0..n {
-            if in_t[i] {
+            if self.in_t[i] {
                 continue;
             }
-            let row = &map.u[i * r..(i + 1) * r];
-            let ud: f64 = row.iter().zip(&d).map(|(a, b)| a * b).sum();
-            let up = row.iter().zip(&p).map(|(a, b)| a * b).sum::<f64>() + self.bp[i];
+            let row = self.geo.normal(i);
+            let ud: f64 = row.iter().zip(&line.d).map(|(a, b)| a * b).sum();
+            let up = row.iter().zip(&p).map(|(a, b)| a * b).sum::<f64>() + self.geo.offsets[i];
             let scale = row.iter().map(|x| x.abs()).sum::<f64>().max(1e-300);
+            self.slope[i] = ud;
             if ud.abs() <= 1e-12 * scale {
                 ctr.parallel_crossings += 1;
                 // Constant along the line.
@@ -507,125 +670,259 @@ impl<'a> Sweep<'a> {
             }
             // pre(s) = up + s ud; at s → −∞ active iff ud < 0.
             self.active[i] = ud < 0.0;
-            self.cross.push((-up / ud, i));
+            self.cross.push((-up / ud, i as u32));
         }
-        self.cross
-            .sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-        // Base matrix G = V D U and vector g = V D b for the current cell (units not in T).
-        let mut g_mat = vec![0.0; r * r];
-        let mut g_vec = vec![0.0; r];
-        for i in (0..n).filter(|&i| self.active[i] && !in_t[i]) {
-            add_unit(map, i, 1.0, &mut g_mat, &mut g_vec);
+        // Sort by t (then unit): integer keys in the order of f64::total_cmp sort faster than
+        // floats.
+        self.keys.clear();
+        self.keys
+            .extend(self.cross.iter().map(|&(t, i)| (order_key(t), i)));
+        self.keys.sort_unstable();
+        for (c, &(key, i)) in self.cross.iter_mut().zip(&self.keys) {
+            *c = (from_order_key(key), i);
+        }
+        // V D U and V D b of the cell at s → −∞ (units not in T).
+        self.g.iter_mut().for_each(|x| *x = 0.0);
+        for i in 0..n {
+            if self.active[i] && !self.in_t[i] {
+                self.geo.add(i, 1.0, &mut self.g);
+            }
+        }
+        // Which end goes down along c (both when the line is nearly level).
+        let dscale = self.geo.direction.iter().map(|x| x.abs()).sum::<f64>();
+        let level = line.cd.abs() <= 1e-9 * dscale;
+        if line.cd > 0.0 || level {
+            self.line_end(t, found, ctr);
         }
         let cross = std::mem::take(&mut self.cross);
         let mut j = 0;
         while j < cross.len() {
-            // Group crossings at the same point (vertex of > R hyperplanes).
+            // Group crossings at the same point (vertex of > k hyperplanes).
             let s0 = cross[j].0;
             let mut e = j + 1;
             let tol = 1e-12 * (1.0 + s0.abs());
             while e < cross.len() && (cross[e].0 - s0).abs() <= tol {
                 e += 1;
             }
-            let group: Vec<usize> = cross[j..e].iter().map(|c| c.1).collect();
-            // Each vertex is expanded from one line only: the line of the R−1 smallest indices
-            // of the hyperplanes through it (T is increasing).
-            let expand = max_t.is_none_or(|m| group.iter().all(|&k| k > m));
+            let expand = max_t.is_none_or(|m| cross[j..e].iter().all(|c| c.1 as usize > m));
             if expand {
                 ctr.vertices += 1;
-                if group.len() > 1 {
+                if e - j > 1 {
                     ctr.multi_vertices += 1;
-                }
-                // The group's units are "before" state now; enumerate all sides of T ∪ group.
-                let free: Vec<usize> = t.iter().copied().chain(group.iter().copied()).collect();
-                // Remove the group's current contribution from G (they are enumerated).
-                let mut gm = g_mat.clone();
-                let mut gv = g_vec.clone();
-                for &k in &group {
-                    if self.active[k] {
-                        add_unit(map, k, -1.0, &mut gm, &mut gv);
+                    self.expand_vertex(t, &cross[j..e], found, ctr);
+                } else {
+                    let unit = cross[j].1 as usize;
+                    if !self.lowest_region(t, unit, &line, found, ctr) {
+                        ctr.ambiguous_vertices += 1;
+                        self.expand_vertex(t, &cross[j..e], found, ctr);
                     }
                 }
-                self.expand(&free, &gm, &gv, found, ctr);
             }
             // Cross: flip the group's units.
-            for &k in &group {
-                let sign = if self.active[k] { -1.0 } else { 1.0 };
-                add_unit(map, k, sign, &mut g_mat, &mut g_vec);
-                self.active[k] = !self.active[k];
+            for c in &cross[j..e] {
+                let unit = c.1 as usize;
+                let sign = if self.active[unit] { -1.0 } else { 1.0 };
+                self.geo.add(unit, sign, &mut self.g);
+                self.active[unit] = !self.active[unit];
             }
             j = e;
         }
         self.cross = cross;
+        if line.cd < 0.0 || level {
+            self.line_end(t, found, ctr);
+        }
+        for &i in t {
+            self.in_t[i] = false;
+        }
     }
 
-    /// Solve every region adjacent to a vertex: the units in `free` take every on/off
-    /// combination on top of the base (G, g).
-    fn expand(
+    /// The 2^(k−1) regions around the current end of the line (units of T free).
+    fn line_end(&mut self, t: &[usize], found: &mut Vec<Candidate>, ctr: &mut Counters) {
+        ctr.line_ends += 1;
+        let mut free = std::mem::take(&mut self.free);
+        free.clear();
+        free.extend_from_slice(t);
+        let g = self.g.clone();
+        self.expand(&free, &g, found, ctr);
+        self.free = free;
+    }
+
+    /// All sides of a vertex (T ∪ group): the fallback for vertices of more than k
+    /// hyperplanes or where the lowest region is ambiguous.
+    fn expand_vertex(
         &mut self,
-        free: &[usize],
-        g_mat: &[f64],
-        g_vec: &[f64],
+        t: &[usize],
+        group: &[(f64, u32)],
         found: &mut Vec<Candidate>,
         ctr: &mut Counters,
     ) {
-        let map = self.map;
-        let r = map.rank;
+        let mut free = std::mem::take(&mut self.free);
+        free.clear();
+        free.extend_from_slice(t);
+        free.extend(group.iter().map(|c| c.1 as usize));
+        // The group's units are enumerated: remove their current contribution.
+        let mut g = self.g.clone();
+        for c in group {
+            let unit = c.1 as usize;
+            if self.active[unit] {
+                self.geo.add(unit, -1.0, &mut g);
+            }
+        }
+        self.expand(&free, &g, found, ctr);
+        self.free = free;
+    }
+
+    /// The region around the simple vertex T ∪ {j} in which the vertex is the lowest point
+    /// along c: writing c = Σ λ_i u_i over the vertex's hyperplanes (Farkas), unit i is active
+    /// there iff λ_i > 0. Returns `false` when some λ_i is too close to 0 to decide.
+    fn lowest_region(
+        &mut self,
+        t: &[usize],
+        j: usize,
+        line: &Line,
+        found: &mut Vec<Candidate>,
+        ctr: &mut Counters,
+    ) -> bool {
+        let k = self.geo.dim;
+        let uj = self.geo.normal(j);
+        // λ_j from dᵀc = λ_j dᵀu_j (d ⟂ u_i for i ∈ T), then λ_T = P_T (c − λ_j u_j).
+        let lj = line.cd / self.slope[j];
+        let mut scale = lj.abs();
+        for q in 0..t.len() {
+            let row = &line.p_t[q * k..(q + 1) * k];
+            let pu: f64 = row.iter().zip(uj).map(|(a, b)| a * b).sum();
+            let l = line.p_c[q] - lj * pu;
+            self.lambda[q] = l;
+            scale = scale.max(l.abs());
+        }
+        let tiny = 1e-9 * scale;
+        if lj.abs() <= tiny || self.lambda[..t.len()].iter().any(|l| l.abs() <= tiny) {
+            return false;
+        }
+        // Region system: the walked cell's V D U with j set to its side, plus T's active units.
+        self.w.copy_from_slice(&self.g);
+        let want_j = lj > 0.0;
+        if want_j != self.active[j] {
+            let s = if want_j { 1.0 } else { -1.0 };
+            self.geo.add(j, s, &mut self.w);
+        }
+        self.free.clear();
+        self.want.clear();
+        for (q, &i) in t.iter().enumerate() {
+            let on = self.lambda[q] > 0.0;
+            if on {
+                self.geo.add(i, 1.0, &mut self.w);
+            }
+            self.free.push(i);
+            self.want.push(on);
+        }
+        self.free.push(j);
+        self.want.push(want_j);
+        let w = std::mem::take(&mut self.w);
+        let (free, want) = (
+            std::mem::take(&mut self.free),
+            std::mem::take(&mut self.want),
+        );
+        self.solve_region(&w, &free, &want, found, ctr);
+        self.w = w;
+        self.free = free;
+        self.want = want;
+        true
+    }
+
+    /// Solve every region adjacent to a vertex: the units in `free` take every on/off
+    /// combination on top of the base (G, g); the other units keep `self.active`.
+    fn expand(
+        &mut self,
+        free: &[usize],
+        g: &[f64],
+        found: &mut Vec<Candidate>,
+        ctr: &mut Counters,
+    ) {
         let f = free.len();
         if f > self.max_free {
             ctr.skipped_vertices += 1;
             return;
         }
-
-        let mut gm = vec![0.0; r * r];
-        let mut gv = vec![0.0; r];
+        let mut w = vec![0.0; g.len()];
+        let mut want = vec![false; f];
         for mask in 0u64..(1u64 << f) {
-            gm.copy_from_slice(g_mat);
-            gv.copy_from_slice(g_vec);
+            w.copy_from_slice(g);
             for (bit, &k) in free.iter().enumerate() {
-                if mask >> bit & 1 == 1 {
-                    add_unit(map, k, 1.0, &mut gm, &mut gv);
+                want[bit] = mask >> bit & 1 == 1;
+                if want[bit] {
+                    self.geo.add(k, 1.0, &mut w);
                 }
             }
-            // (I − diag(a) − G) z = g + c
-            for p in 0..r {
-                for q in 0..r {
-                    self.sys[p * r + q] = -gm[p * r + q];
+            self.solve_region(&w, free, &want, found, ctr);
+        }
+    }
+
+    /// Solve (I − diag(a) − G) z = g + c and keep z if it lies in the region: units in `free`
+    /// on the side `want`, every other unit on the side `self.active`.
+    fn solve_region(
+        &mut self,
+        g: &[f64],
+        free: &[usize],
+        want: &[bool],
+        found: &mut Vec<Candidate>,
+        ctr: &mut Counters,
+    ) {
+        let map = self.map;
+        let r = map.rank;
+        #[cfg(test)]
+        {
+            let mut bits = 0u128;
+            for i in 0..map.n_units().min(128) {
+                let on = match free.iter().position(|&k| k == i) {
+                    Some(q) => want[q],
+                    None => self.active[i],
+                };
+                if on {
+                    bits |= 1 << i;
                 }
-                self.sys[p * r + p] += 1.0 - map.a[p];
-                self.z[p] = gv[p] + map.c[p];
             }
-            ctr.region_solves += 1;
-            if !solve_in_place(&mut self.sys, &mut self.z, r) {
-                ctr.singular_regions += 1;
-                continue;
+            self.visited.push(bits);
+        }
+        for p in 0..r {
+            for q in 0..r {
+                self.sys[p * r + q] = -g[p * r + q];
             }
-            let z = &self.z;
-            // In the region? Free units first (they decide most candidates), then the rest.
-            let tol = self.opts.boundary_tol;
-            let ok_unit = |i: usize, want: bool| {
-                let pre = map.pre(i, z);
-                if pre.abs() <= tol * (1.0 + map.b[i].abs()) {
-                    true
-                } else {
-                    (pre > 0.0) == want
-                }
-            };
-            let free_ok = free
-                .iter()
-                .enumerate()
-                .all(|(bit, &k)| ok_unit(k, mask >> bit & 1 == 1));
-            if !free_ok {
-                continue;
+            self.sys[p * r + p] += 1.0 - map.a[p];
+            self.z[p] = g[r * r + p] + map.c[p];
+        }
+        ctr.region_solves += 1;
+        let solved = match r {
+            2 => solve_small::<2>(&mut self.sys, &mut self.z),
+            3 => solve_small::<3>(&mut self.sys, &mut self.z),
+            4 => solve_small::<4>(&mut self.sys, &mut self.z),
+            _ => solve_in_place(&mut self.sys, &mut self.z, r),
+        };
+        if !solved {
+            ctr.singular_regions += 1;
+            return;
+        }
+        let z = &self.z;
+        let tol = self.opts.boundary_tol;
+        let ok_unit = |i: usize, want: bool| {
+            let pre = map.pre(i, z);
+            if pre.abs() <= tol * (1.0 + map.b[i].abs()) {
+                true
+            } else {
+                (pre > 0.0) == want
             }
-            let n = map.n_units();
-            let rest_ok = (0..n)
-                .filter(|i| !free.contains(i))
-                .all(|i| ok_unit(i, self.active[i]));
-            if rest_ok {
-                ctr.accepted += 1;
-                found.push(Candidate { z: z.clone() });
-            }
+        };
+        // Free units first (they decide most candidates), then the rest.
+        if !free.iter().zip(want).all(|(&i, &w)| ok_unit(i, w)) {
+            return;
+        }
+        let n = map.n_units();
+        let rest_ok = (0..n)
+            .filter(|i| !free.contains(i))
+            .all(|i| ok_unit(i, self.active[i]));
+        if rest_ok {
+            ctr.accepted += 1;
+            found.push(Candidate { z: z.clone() });
         }
     }
 }
@@ -700,29 +997,94 @@ fn solve_in_place(a: &mut [f64], b: &mut [f64], r: usize) -> bool {
     b.iter().all(|x| x.is_finite())
 }
 
-/// G += s · v_i u_iᵀ, g += s · v_i b_i.
+/// [`solve_in_place`] for a compile-time size (the loops unroll; same arithmetic, same
+/// results).
 #[inline]
-fn add_unit(map: &PwlMap, i: usize, s: f64, g_mat: &mut [f64], g_vec: &mut [f64]) {
-    let (r, n) = (map.rank, map.n_units());
-    for p in 0..r {
-        let vp = s * map.v[p * n + i];
-        for q in 0..r {
-            g_mat[p * r + q] += vp * map.u[i * r + q];
+fn solve_small<const R: usize>(a: &mut [f64], b: &mut [f64]) -> bool {
+    let mut m = [[0.0f64; R]; R];
+    let mut x = [0.0f64; R];
+    for p in 0..R {
+        m[p].copy_from_slice(&a[p * R..(p + 1) * R]);
+        x[p] = b[p];
+    }
+    let scale = m.iter().flatten().fold(0.0f64, |s, v| s.max(v.abs()));
+    if scale == 0.0 {
+        return false;
+    }
+    for col in 0..R {
+        let (mut piv, mut best) = (col, m[col][col].abs());
+        for (row, mr) in m.iter().enumerate().skip(col + 1) {
+            let v = mr[col].abs();
+            if v > best {
+                piv = row;
+                best = v;
+            }
         }
-        g_vec[p] += vp * map.b[i];
+        if best <= 1e-13 * scale {
+            return false;
+        }
+        if piv != col {
+            m.swap(col, piv);
+            x.swap(col, piv);
+        }
+        let d = m[col][col];
+        for row in col + 1..R {
+            let f = m[row][col] / d;
+            if f != 0.0 {
+                for q in col..R {
+                    m[row][q] -= f * m[col][q];
+                }
+                x[row] -= f * x[col];
+            }
+        }
+    }
+    for col in (0..R).rev() {
+        let mut s = x[col];
+        for q in col + 1..R {
+            s -= m[col][q] * x[q];
+        }
+        x[col] = s / m[col][col];
+    }
+    b[..R].copy_from_slice(&x);
+    x.iter().all(|v| v.is_finite())
+}
+
+/// The bits of `x` as an integer ordered like `f64::total_cmp`.
+#[inline]
+fn order_key(x: f64) -> u64 {
+    let b = x.to_bits();
+    if b >> 63 == 1 {
+        !b
+    } else {
+        b | (1 << 63)
     }
 }
 
-/// The line of the hyperplanes `t` (R−1 of them): a point p and a direction d, or `None`
-/// when they are not independent.
-fn line_of(map: &PwlMap, bp: &[f64], t: &[usize]) -> Option<(Vec<f64>, Vec<f64>)> {
-    let r = map.rank;
+/// Inverse of [`order_key`].
+#[inline]
+fn from_order_key(k: u64) -> f64 {
+    f64::from_bits(if k >> 63 == 1 { k & !(1 << 63) } else { !k })
+}
+
+/// The line of the hyperplanes `t` (k−1 of them) in the sweep's geometry: a point on it and
+/// what the sweep needs (direction, P_T), or `None` when they are not independent.
+fn line_of(geo: &Geometry, t: &[usize]) -> Option<(Vec<f64>, Line)> {
+    let k = geo.dim;
+    let c = &geo.direction;
     if t.is_empty() {
-        // R = 1: the whole line.
-        return Some((vec![0.0], vec![1.0]));
+        // k = 1: the whole line.
+        return Some((
+            vec![0.0],
+            Line {
+                d: vec![1.0],
+                cd: c[0],
+                p_t: Vec::new(),
+                p_c: Vec::new(),
+            },
+        ));
     }
-    let k = t.len();
-    let ut = DMatrix::from_fn(k, r, |i, q| map.u[t[i] * r + q]);
+    let m = t.len();
+    let ut = DMatrix::from_fn(m, k, |i, q| geo.normals[t[i] * k + q]);
     let svd = ut.clone().svd(true, true);
     let sv = &svd.singular_values;
     let smax = sv.iter().copied().fold(0.0, f64::max);
@@ -730,21 +1092,18 @@ fn line_of(map: &PwlMap, bp: &[f64], t: &[usize]) -> Option<(Vec<f64>, Vec<f64>)
         return None;
     }
     let v_t = svd.v_t.as_ref()?;
-    // Null direction: orthogonal complement of the row space.
-    let mut d = DVector::<f64>::from_fn(r, |q, _| if q == 0 { 1.0 } else { 0.0 });
-    // Start from the basis vector least aligned with the row space.
+    // Null direction: orthogonal complement of the row space, starting from the basis vector
+    // least aligned with it.
     let mut best = f64::INFINITY;
-    for e in 0..r {
-        let mut norm = 0.0;
-        for i in 0..k {
-            norm += v_t[(i, e)] * v_t[(i, e)];
-        }
+    let mut d = DVector::<f64>::zeros(k);
+    for e in 0..k {
+        let norm: f64 = (0..m).map(|i| v_t[(i, e)] * v_t[(i, e)]).sum();
         if norm < best {
             best = norm;
-            d = DVector::from_fn(r, |q, _| if q == e { 1.0 } else { 0.0 });
+            d = DVector::from_fn(k, |q, _| if q == e { 1.0 } else { 0.0 });
         }
     }
-    for i in 0..k {
+    for i in 0..m {
         let row = v_t.row(i).transpose();
         let proj = row.dot(&d);
         d -= row * proj;
@@ -754,22 +1113,42 @@ fn line_of(map: &PwlMap, bp: &[f64], t: &[usize]) -> Option<(Vec<f64>, Vec<f64>)
         return None;
     }
     d /= dn;
-    let rhs = DVector::from_fn(k, |i, _| -bp[t[i]]);
+    let rhs = DVector::from_fn(m, |i, _| -geo.offsets[t[i]]);
     let p = svd.solve(&rhs, 1e-14).ok()?;
-    Some((p.iter().copied().collect(), d.iter().copied().collect()))
+    // P_T = (U_T U_Tᵀ)⁻¹ U_T.
+    let gram = &ut * ut.transpose();
+    let p_t = gram.try_inverse()? * &ut;
+    let cv = DVector::from_column_slice(c);
+    let p_c = &p_t * &cv;
+    let cd = d.dot(&cv);
+    let mut p_t_rows = Vec::with_capacity(m * k);
+    for i in 0..m {
+        for q in 0..k {
+            p_t_rows.push(p_t[(i, q)]);
+        }
+    }
+    Some((
+        p.iter().copied().collect(),
+        Line {
+            d: d.iter().copied().collect(),
+            cd,
+            p_t: p_t_rows,
+            p_c: p_c.iter().copied().collect(),
+        },
+    ))
 }
 
 /// Every activity pattern (2^N): for tests and for arrangements with N < R.
 pub fn brute_force(map: &PwlMap, opts: &Options) -> FixedPointSet {
-    let (r, n) = (map.rank, map.n_units());
+    let n = map.n_units();
     let mut ctr = Counters::default();
     let mut found = Vec::new();
-    let mut sweep = Sweep::new(map, opts);
+    let geo = Geometry::new(map);
+    let mut sweep = Sweep::new(map, opts, &geo);
     sweep.max_free = 63;
-    let g0 = vec![0.0; r * r];
-    let v0 = vec![0.0; r];
+    let g0 = vec![0.0; geo.width];
     let free: Vec<usize> = (0..n).collect();
-    sweep.expand(&free, &g0, &v0, &mut found, &mut ctr);
+    sweep.expand(&free, &g0, &mut found, &mut ctr);
     finish(map, opts, found, ctr)
 }
 
@@ -835,6 +1214,80 @@ mod tests {
             total > 20,
             "the random models should have fixed points ({total})"
         );
+    }
+
+    /// Every region of the arrangement is solved: the patterns of many random points (drawn
+    /// at several scales, so that far-away unbounded regions are hit too) are all among the
+    /// patterns the sweep solved — including with parallel hyperplanes (clipped ReLU) and a
+    /// rank-deficient U.
+    #[test]
+    fn sweep_visits_every_region() {
+        let opts = Options::default();
+        for seed in 0..6u64 {
+            for &(r, n, nl, deficient) in &[
+                (1, 12, Nonlinearity::Relu, false),
+                (2, 14, Nonlinearity::Relu, false),
+                (3, 12, Nonlinearity::Relu, false),
+                (4, 10, Nonlinearity::Relu, false),
+                (2, 8, Nonlinearity::ClippedRelu, false),
+                (3, 7, Nonlinearity::ClippedRelu, false),
+                (3, 10, Nonlinearity::Relu, true),
+            ] {
+                let mut map = random_map(seed, n, r, nl);
+                if deficient {
+                    // Third latent direction invisible to the units: U has rank 2.
+                    for i in 0..n {
+                        map.u[i * r + 2] = 0.5 * map.u[i * r] - map.u[i * r + 1];
+                    }
+                }
+                let geo = Geometry::new(&map);
+                assert_eq!(geo.dim, if deficient { 2 } else { r });
+                let mut visited = std::collections::HashSet::new();
+                let mut ctr = Counters::default();
+                let mut found = Vec::new();
+                let mut sweep = Sweep::new(&map, &opts, &geo);
+                let k = geo.dim;
+                let units = map.n_units();
+                let mut t: Vec<usize> = (0..k - 1).collect();
+                loop {
+                    sweep.line(&t, &mut found, &mut ctr);
+                    if t.is_empty() || !next_subset(&mut t, units) {
+                        break;
+                    }
+                }
+                visited.extend(sweep.visited.iter().copied());
+                let mut rng = ChaCha8Rng::seed_from_u64(seed + 100);
+                for draw in 0..20_000 {
+                    let scale = [0.5, 2.0, 10.0, 1e3][draw % 4];
+                    let z: Vec<f64> = (0..r).map(|_| rng.gen_range(-scale..scale)).collect();
+                    let mut bits = 0u128;
+                    for i in 0..units {
+                        if map.pre(i, &z) > 0.0 {
+                            bits |= 1 << i;
+                        }
+                    }
+                    assert!(
+                        visited.contains(&bits),
+                        "seed {seed} R={r} N={n} {nl:?} deficient={deficient}: region of \
+                         {z:?} not visited ({} patterns solved)",
+                        visited.len()
+                    );
+                }
+                // Lowest-vertex selection: about one solve per region, not 2^k.
+                let regions_bound: u64 = (0..=k as u64).map(|j| binomial(units as u64, j)).sum();
+                assert!(
+                    ctr.region_solves
+                        <= regions_bound
+                            + (1 << (k - 1)) * ctr.lines
+                            + (1 << k) * (ctr.ambiguous_vertices + ctr.multi_vertices),
+                    "{ctr:?} vs {regions_bound} regions"
+                );
+            }
+        }
+    }
+
+    fn binomial(n: u64, k: u64) -> u64 {
+        (0..k).fold(1, |acc, i| acc * (n - i) / (i + 1))
     }
 
     #[test]
