@@ -324,7 +324,7 @@ pub struct FixedPointSet {
 }
 
 /// Iterator over k-subsets of 0..n in lexicographic order.
-fn next_subset(s: &mut [usize], n: usize) -> bool {
+pub(crate) fn next_subset(s: &mut [usize], n: usize) -> bool {
     let k = s.len();
     let mut i = k;
     while i > 0 {
@@ -407,12 +407,17 @@ pub fn find_fixed_points(map: &PwlMap, opts: &Options) -> Result<FixedPointSet, 
 
 /// A candidate accepted by the region test.
 #[derive(Debug, Clone)]
-struct Candidate {
-    z: Vec<f64>,
+pub(crate) struct Candidate {
+    pub(crate) z: Vec<f64>,
 }
 
 /// Merge duplicates, compute Jacobians and labels, sort.
-fn finish(map: &PwlMap, opts: &Options, all: Vec<Candidate>, mut ctr: Counters) -> FixedPointSet {
+pub(crate) fn finish(
+    map: &PwlMap,
+    opts: &Options,
+    all: Vec<Candidate>,
+    mut ctr: Counters,
+) -> FixedPointSet {
     let r = map.rank;
     let mut points: Vec<FixedPoint> = Vec::new();
     let mut sorted = all;

@@ -2,3 +2,4 @@
 
 pub mod cli;
 pub mod fixed_points;
+pub mod scyfi;
