@@ -116,3 +116,38 @@ fn one_long_run_gives_the_whole_curve() {
         }
     }
 }
+
+/// The argmin local search finds only true fixed points of the reference set, is
+/// deterministic for a seed, and finds some of them.
+#[test]
+fn local_search_finds_a_subset_of_the_exact_set() {
+    use lowrank_smc::analysis::fixed_points::{find_fixed_points, Options};
+    use lowrank_smc::analysis::scyfi::{local_search, LocalOptions};
+    use rand::SeedableRng;
+    let (map, _) = reach();
+    let exact = find_fixed_points(&map, &Options::default()).expect("exact");
+    let opts = LocalOptions {
+        starts: 200,
+        ..LocalOptions::default()
+    };
+    let a =
+        local_search(&map, &opts, &mut rand_chacha::ChaCha8Rng::seed_from_u64(3)).expect("runs");
+    let b =
+        local_search(&map, &opts, &mut rand_chacha::ChaCha8Rng::seed_from_u64(3)).expect("runs");
+    assert_eq!(a.finds, b.finds);
+    assert!(!a.finds.is_empty() && a.evaluations > 0);
+    for (_, z) in &a.finds {
+        assert!(
+            exact
+                .points
+                .iter()
+                .any(|p| p.z.iter().zip(z).all(|(x, y)| (x - y).abs() < 1e-8)),
+            "{z:?} is not in the exact set"
+        );
+    }
+    eprintln!(
+        "local search: {} of {} found",
+        a.finds.len(),
+        exact.points.len()
+    );
+}

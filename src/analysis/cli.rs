@@ -45,26 +45,57 @@ fn numbers(v: &Value, field: &str) -> anyhow::Result<Vec<f64>> {
             .flat_map(|r| r.as_array().into_iter().flatten())
             .collect(),
         Value::Array(xs) => xs.iter().collect(),
-        _ => anyhow::bail!("model.{field}: expected a list of numbers (or of rows)"),
+        _ => anyhow::bail!("{field}: expected a list of numbers (or of rows)"),
     };
     flat.iter()
         .map(|x| {
             x.as_f64()
-                .ok_or_else(|| anyhow::anyhow!("model.{field}: `{x}` is not a number"))
+                .ok_or_else(|| anyhow::anyhow!("{field}: `{x}` is not a number"))
         })
         .collect()
 }
 
-/// The map of a JSON document's `model` block (see [`load_map`]).
+/// A teacher file's `derived.fixed_point_form` (datasets/teachers/TEACHERS.md): z' =
+/// diag(A_diag) z + W1 relu(W2 z + h2) + h1, the matrices under `value`.
+fn teacher_map(form: &Value) -> anyhow::Result<PwlMap> {
+    let get = |k: &str| -> anyhow::Result<Vec<f64>> {
+        let v = form
+            .get(k)
+            .ok_or_else(|| anyhow::anyhow!("derived.fixed_point_form.{k} is missing"))?;
+        numbers(
+            v.get("value").unwrap_or(v),
+            &format!("derived.fixed_point_form.{k}"),
+        )
+    };
+    let a = get("A_diag")?;
+    let b = get("h2")?;
+    let map = PwlMap {
+        rank: a.len(),
+        a,
+        u: get("W2")?,
+        v: get("W1")?,
+        n_model_units: b.len(),
+        b,
+        c: get("h1")?,
+    };
+    map.validate()?;
+    Ok(map)
+}
+
+/// The map of a JSON document: a `model` block (see [`load_map`]) or a teacher file's
+/// `derived.fixed_point_form`.
 pub fn map_from_json(doc: &Value) -> anyhow::Result<PwlMap> {
-    let m = doc
-        .get("model")
-        .ok_or_else(|| anyhow::anyhow!("no `model` block"))?;
+    if let Some(form) = doc.get("derived").and_then(|d| d.get("fixed_point_form")) {
+        return teacher_map(form);
+    }
+    let m = doc.get("model").ok_or_else(|| {
+        anyhow::anyhow!("no `model` block (nor a teacher's `derived.fixed_point_form`)")
+    })?;
     let get = |k: &str| -> anyhow::Result<Vec<f64>> {
         numbers(
             m.get(k)
                 .ok_or_else(|| anyhow::anyhow!("model.{k} is missing"))?,
-            k,
+            &format!("model.{k}"),
         )
     };
     let a = get("a")?;
@@ -201,6 +232,7 @@ pub fn bench_fixed_points(filter: Option<&str>, out: &mut dyn FnMut(String)) {
             }
         }
     }
+    let mut timings: Vec<(usize, usize, f64)> = Vec::new();
     for &(n, r) in &[(128, 2), (256, 2), (512, 2), (128, 3), (256, 3), (512, 3)] {
         let name = format!("fixed-points random clipped relu N={n} R={r}");
         if !wanted(&name) {
@@ -210,6 +242,7 @@ pub fn bench_fixed_points(filter: Option<&str>, out: &mut dyn FnMut(String)) {
         let start = Instant::now();
         if let Ok(set) = find_fixed_points(&map, &Options::default()) {
             let dt = start.elapsed().as_secs_f64();
+            timings.push((n, r, dt));
             let goal = if (n, r) == (512, 3) {
                 format!(" · goal < 60 s: {:.2}× of the budget", dt / 60.0)
             } else {
@@ -224,6 +257,36 @@ pub fn bench_fixed_points(filter: Option<&str>, out: &mut dyn FnMut(String)) {
                     .map(|m| format!("{m:.0} MB"))
                     .unwrap_or_else(|| "n/a".into())
             ));
+        }
+    }
+    // Scaling plot: time vs N per rank (log–log), when a rank has ≥ 2 sizes.
+    let series: Vec<crate::plot::Series> = [2usize, 3]
+        .iter()
+        .filter_map(|&r| {
+            let pts: Vec<&(usize, usize, f64)> = timings.iter().filter(|t| t.1 == r).collect();
+            (pts.len() >= 2).then(|| crate::plot::Series {
+                label: format!("R = {r} (clipped ReLU, 2N hyperplanes)"),
+                x: pts.iter().map(|t| (t.0 as f64).log10()).collect(),
+                y: pts.iter().map(|t| t.2).collect(),
+            })
+        })
+        .collect();
+    if !series.is_empty() {
+        let stem = Path::new("results/bench/fixed_points_scaling");
+        let made = std::fs::create_dir_all("results/bench").map_err(|e| e.to_string());
+        match made.and_then(|()| {
+            crate::plot::line_plot(
+                stem,
+                "exact fixed points: time vs N",
+                "log10 N (units)",
+                "seconds",
+                &series,
+                true,
+            )
+            .map_err(|e| e.to_string())
+        }) {
+            Ok(fig) => out(format!("scaling plot: {}", fig.png.display())),
+            Err(e) => out(format!("scaling plot not written: {e}")),
         }
     }
 }

@@ -159,13 +159,16 @@ pub struct BaselineRun {
     pub set: FixedPointSet,
     /// Linear solves spent in all (SCYFI: `n_inverses`; local search: region solves).
     pub solves: u64,
-    /// For each point in the order found: the solves spent when it was found, and z.
+    /// Cost and gradient evaluations of ½‖F(z) − z‖² (local search; 0 for SCYFI).
+    pub evaluations: u64,
+    /// For each point in the order found: the work spent when it was found (solves +
+    /// evaluations), and z.
     pub finds: Vec<(u64, Vec<f64>)>,
 }
 
 impl BaselineRun {
-    /// Distinct points found within `budget` solves (one run gives the whole curve: the draws
-    /// do not depend on the budget).
+    /// Distinct points found within `budget` work units (solves + evaluations; one run gives
+    /// the whole curve: the draws do not depend on the budget).
     pub fn found_within(&self, budget: u64) -> usize {
         self.finds.iter().filter(|(at, _)| *at <= budget).count()
     }
@@ -318,7 +321,7 @@ pub fn scyfi(
                 let dup = if opts.reference_dedup {
                     zr.iter().any(|x| rounded.iter().flatten().any(|y| y == x))
                 } else {
-                    rounded.iter().any(|p| *p == zr)
+                    rounded.contains(&zr)
                 };
                 if !dup {
                     rounded.push(zr);
@@ -343,7 +346,12 @@ pub fn scyfi(
         .map(|(_, z)| Candidate { z: z.clone() })
         .collect();
     let set = finish(map, &Options::default(), cands, counters);
-    Ok(BaselineRun { set, solves, finds })
+    Ok(BaselineRun {
+        set,
+        solves,
+        evaluations: 0,
+        finds,
+    })
 }
 
 /// Subsets of 0..r in `powerset` order (size 0, then size 1, 2, … each lexicographic).
@@ -399,4 +407,169 @@ mod tests {
             vec![vec![], vec![0], vec![1], vec![0, 1]]
         );
     }
+}
+
+/// Options of the local-search baseline.
+#[derive(Debug, Clone, Copy)]
+pub struct LocalOptions {
+    /// Random starts (each ends in one region solve).
+    pub starts: u64,
+    /// Stop starting new searches once solves + evaluations reach this (the curve's budget).
+    pub work_budget: Option<u64>,
+    /// L-BFGS iterations per start.
+    pub max_iters: u64,
+    /// Standard deviation of the Gaussian starts; `None` = twice the median distance of the
+    /// units' hyperplanes from the origin (where the arrangement, and so the fixed points, are).
+    pub start_scale: Option<f64>,
+}
+
+impl Default for LocalOptions {
+    fn default() -> Self {
+        LocalOptions {
+            starts: 100,
+            work_budget: None,
+            max_iters: 50,
+            start_scale: None,
+        }
+    }
+}
+
+/// ½‖F(z) − z‖² and its gradient (Jᵀ(F(z) − z) with J = diag(a) + V D U − I at z's pattern).
+struct Residual<'a> {
+    map: &'a PwlMap,
+}
+
+impl Residual<'_> {
+    fn residual(&self, z: &[f64]) -> Vec<f64> {
+        let fz = self.map.apply(z);
+        fz.iter().zip(z).map(|(f, x)| f - x).collect()
+    }
+}
+
+impl argmin::core::CostFunction for Residual<'_> {
+    type Param = Vec<f64>;
+    type Output = f64;
+    fn cost(&self, z: &Vec<f64>) -> Result<f64, argmin::core::Error> {
+        Ok(0.5 * self.residual(z).iter().map(|x| x * x).sum::<f64>())
+    }
+}
+
+impl argmin::core::Gradient for Residual<'_> {
+    type Param = Vec<f64>;
+    type Gradient = Vec<f64>;
+    fn gradient(&self, z: &Vec<f64>) -> Result<Vec<f64>, argmin::core::Error> {
+        let map = self.map;
+        let (r, n) = (map.rank, map.n_units());
+        let res = self.residual(z);
+        let active: Vec<bool> = (0..n).map(|i| map.pre(i, z) > 0.0).collect();
+        let jac = map.jacobian(&active);
+        // (J − I)ᵀ res
+        Ok((0..r)
+            .map(|q| {
+                (0..r)
+                    .map(|p| (jac[p * r + q] - f64::from(u8::from(p == q))) * res[p])
+                    .sum()
+            })
+            .collect())
+    }
+}
+
+/// The third baseline: L-BFGS (argmin, Moré–Thuente line search) on ½‖F(z) − z‖² from
+/// Gaussian random starts; where it stops, the region's affine fixed point is solved and kept
+/// if it lies in that region. `solves` counts those region solves; `evaluations` the cost and
+/// gradient evaluations (each O(N R), comparable to assembling one region system).
+pub fn local_search(
+    map: &PwlMap,
+    opts: &LocalOptions,
+    rng: &mut impl rand::Rng,
+) -> Result<BaselineRun, FixedPointError> {
+    use argmin::core::{Executor, State};
+    use argmin::solver::linesearch::MoreThuenteLineSearch;
+    use argmin::solver::quasinewton::LBFGS;
+    use rand_distr::{Distribution, StandardNormal};
+
+    map.validate()?;
+    let (r, n) = (map.rank, map.n_units());
+    let scale = opts.start_scale.unwrap_or_else(|| {
+        let mut d: Vec<f64> = (0..n)
+            .map(|i| {
+                let norm = map.u[i * r..(i + 1) * r]
+                    .iter()
+                    .map(|x| x * x)
+                    .sum::<f64>()
+                    .sqrt();
+                if norm > 0.0 {
+                    map.b[i].abs() / norm
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        d.sort_by(f64::total_cmp);
+        (2.0 * d.get(d.len() / 2).copied().unwrap_or(1.0)).max(1e-3)
+    });
+    let mut solves = 0u64;
+    let mut evaluations = 0u64;
+    let mut finds: Vec<(u64, Vec<f64>)> = Vec::new();
+    let tol = Options::default();
+    for _ in 0..opts.starts {
+        if opts.work_budget.is_some_and(|b| solves + evaluations >= b) {
+            break;
+        }
+        let z0: Vec<f64> = (0..r)
+            .map(|_| {
+                let x: f64 = StandardNormal.sample(rng);
+                scale * x
+            })
+            .collect();
+        let line = MoreThuenteLineSearch::new();
+        let solver = LBFGS::new(line, 5);
+        let result = Executor::new(Residual { map }, solver)
+            .configure(|state| state.param(z0.clone()).max_iters(opts.max_iters))
+            .run();
+        let end = match &result {
+            Ok(res) => {
+                let st = res.state();
+                evaluations += st.get_func_counts().values().sum::<u64>();
+                st.get_best_param().cloned().unwrap_or(z0)
+            }
+            // The line search can fail on a kink of the piecewise-linear map; polish where
+            // the search started.
+            Err(_) => z0,
+        };
+        let active: Vec<bool> = (0..n).map(|i| map.pre(i, &end) > 0.0).collect();
+        solves += 1;
+        let Some(z) = region_fixed_point(map, &active) else {
+            continue;
+        };
+        let inside = (0..n).all(|i| {
+            let p = map.pre(i, &z);
+            p.abs() <= tol.boundary_tol * (1.0 + map.b[i].abs()) || (p > 0.0) == active[i]
+        });
+        let known = finds.iter().any(|(_, f)| {
+            f.iter()
+                .zip(&z)
+                .all(|(a, b)| (a - b).abs() <= tol.merge_tol * (1.0 + a.abs()))
+        });
+        if inside && !known {
+            finds.push((solves + evaluations, z));
+        }
+    }
+    let counters = Counters {
+        region_solves: solves,
+        accepted: finds.len() as u64,
+        arrangement_dim: r as u64,
+        ..Counters::default()
+    };
+    let cands = finds
+        .iter()
+        .map(|(_, z)| Candidate { z: z.clone() })
+        .collect();
+    let set = finish(map, &tol, cands, counters);
+    Ok(BaselineRun {
+        set,
+        solves,
+        evaluations,
+        finds,
+    })
 }

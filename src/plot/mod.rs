@@ -530,3 +530,160 @@ mod tests {
         assert!(finite_range([f64::NAN].iter()).is_none());
     }
 }
+
+/// A line segment between two points.
+pub type Segment = ((f64, f64), (f64, f64));
+
+/// Stability class of a point in a [`phase_portrait`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PointClass {
+    /// Filled disc.
+    Stable,
+    /// Open circle.
+    Unstable,
+    /// Filled square (|ρ − 1| within tolerance).
+    Marginal,
+}
+
+/// What a 2-D phase portrait shows: a flow field, nullcline segments per latent dimension and
+/// the fixed points.
+#[derive(Debug, Clone)]
+pub struct PhasePortrait {
+    /// x range (first latent).
+    pub x_range: (f64, f64),
+    /// y range (second latent).
+    pub y_range: (f64, f64),
+    /// Arrows: start point and displacement (already scaled to the plot).
+    pub arrows: Vec<Segment>,
+    /// Nullcline segments of Δz₁ = 0 (index 0) and Δz₂ = 0 (index 1).
+    pub nullclines: [Vec<Segment>; 2],
+    /// Fixed points.
+    pub points: Vec<(f64, f64, PointClass)>,
+}
+
+/// A phase portrait (flow arrows, nullclines, fixed points by stability), PNG + SVG.
+pub fn phase_portrait(
+    stem: &Path,
+    title: &str,
+    axes: (&str, &str),
+    fig: &PhasePortrait,
+) -> Result<FigurePaths, PlotError> {
+    use plotters::prelude::*;
+    register_font();
+    let paths = FigurePaths::new(stem);
+    let (x0, x1) = fig.x_range;
+    let (y0, y1) = fig.y_range;
+    if !(x0.is_finite() && x1.is_finite() && y0.is_finite() && y1.is_finite() && x1 > x0 && y1 > y0)
+    {
+        return Err(PlotError::NoData {
+            path: paths.png.clone(),
+            message: "the phase portrait's range is empty or not finite".into(),
+        });
+    }
+    let grey = RGBColor(120, 120, 120);
+    macro_rules! draw {
+        ($backend:expr, $path:expr) => {{
+            let root = $backend.into_drawing_area();
+            root.fill(&WHITE).map_err(draw_err($path))?;
+            let mut chart = ChartBuilder::on(&root)
+                .caption(title, (FONT, 20))
+                .margin(12)
+                .x_label_area_size(40)
+                .y_label_area_size(60)
+                .build_cartesian_2d(x0..x1, y0..y1)
+                .map_err(draw_err($path))?;
+            chart
+                .configure_mesh()
+                .disable_mesh()
+                .x_desc(axes.0)
+                .y_desc(axes.1)
+                .label_style((FONT, 13))
+                .draw()
+                .map_err(draw_err($path))?;
+            for &((x, y), (dx, dy)) in &fig.arrows {
+                chart
+                    .draw_series(std::iter::once(PathElement::new(
+                        vec![(x, y), (x + dx, y + dy)],
+                        grey.stroke_width(1),
+                    )))
+                    .map_err(draw_err($path))?;
+                chart
+                    .draw_series(std::iter::once(Circle::new(
+                        (x + dx, y + dy),
+                        2,
+                        grey.filled(),
+                    )))
+                    .map_err(draw_err($path))?;
+            }
+            for (q, segs) in fig.nullclines.iter().enumerate() {
+                let colour = PALETTE[q + 1];
+                let mut first = true;
+                for &(a, b) in segs {
+                    let s = chart
+                        .draw_series(std::iter::once(PathElement::new(
+                            vec![a, b],
+                            colour.stroke_width(2),
+                        )))
+                        .map_err(draw_err($path))?;
+                    if first {
+                        s.label(format!("Δz{} = 0", q + 1)).legend(move |(x, y)| {
+                            PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2))
+                        });
+                        first = false;
+                    }
+                }
+            }
+            let black = RGBColor(0, 0, 0);
+            for (class, label) in [
+                (PointClass::Stable, "stable"),
+                (PointClass::Unstable, "unstable"),
+                (PointClass::Marginal, "marginal"),
+            ] {
+                let pts: Vec<(f64, f64)> = fig
+                    .points
+                    .iter()
+                    .filter(|p| p.2 == class)
+                    .map(|p| (p.0, p.1))
+                    .collect();
+                if pts.is_empty() {
+                    continue;
+                }
+                let s = match class {
+                    PointClass::Stable => {
+                        chart.draw_series(pts.iter().map(|&p| Circle::new(p, 6, black.filled())))
+                    }
+                    PointClass::Unstable => chart.draw_series(
+                        pts.iter()
+                            .map(|&p| Circle::new(p, 6, black.stroke_width(2))),
+                    ),
+                    PointClass::Marginal => chart.draw_series(pts.iter().map(|&(x, y)| {
+                        EmptyElement::at((x, y))
+                            + Rectangle::new([(-5, -5), (5, 5)], PALETTE[4].filled())
+                    })),
+                }
+                .map_err(draw_err($path))?;
+                s.label(label).legend(move |(x, y)| match class {
+                    PointClass::Stable => Circle::new((x + 9, y), 5, black.filled()).into_dyn(),
+                    PointClass::Unstable => {
+                        Circle::new((x + 9, y), 5, black.stroke_width(2)).into_dyn()
+                    }
+                    PointClass::Marginal => {
+                        Rectangle::new([(x + 4, y - 5), (x + 14, y + 5)], PALETTE[4].filled())
+                            .into_dyn()
+                    }
+                });
+            }
+            chart
+                .configure_series_labels()
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK)
+                .label_font((FONT, 13))
+                .draw()
+                .map_err(draw_err($path))?;
+            root.present().map_err(draw_err($path))?;
+        }};
+    }
+    draw!(BitMapBackend::new(&paths.png, (760, 700)), &paths.png);
+    draw!(SVGBackend::new(&paths.svg, (760, 700)), &paths.svg);
+    Ok(paths)
+}

@@ -4,6 +4,7 @@
 pub mod command;
 pub mod evaluate;
 pub mod fit;
+pub mod fixed_points;
 pub mod generate;
 pub mod plot_traces;
 pub mod prepare;
@@ -17,11 +18,10 @@ pub fn registry() -> Registry {
     registry.register(command::CommandStage);
     registry.register(evaluate::EvaluateStage);
     registry.register(fit::FitStage);
+    registry.register(fixed_points::FixedPointsStage);
     registry.register(generate::GenerateStage);
     registry.register(plot_traces::PlotTracesStage);
     registry.register(prepare::PrepareStage);
     registry.register(summarize::SummarizeStage);
-    // Science kinds register here, one line each, e.g.
-    // registry.register(fit::FitStage);
     registry
 }
