@@ -160,7 +160,19 @@ enum Command {
         #[arg(long, value_enum, default_value = "md")]
         format: FixedPointFormat,
     },
-    // `fetch DATASET` is provided by the data module and wired in here.
+    /// Download a dataset named by `datasets/ID.yaml` (`url`, `size`, `sha256`) into the data
+    /// directory ($LOWRANK_SMC_DATA, else ~/.local/share/lowrank-smc), resuming a partial
+    /// download and verifying the checksum.
+    Fetch {
+        /// Dataset id (the file stem of `datasets/ID.yaml`).
+        id: String,
+        /// Project directory holding `datasets/`.
+        #[arg(long, default_value = ".")]
+        project: PathBuf,
+        /// Store here instead of the default data directory.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -360,6 +372,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Fetch {
+            id,
+            project,
+            data_dir,
+        } => run_fetch(&id, &project, data_dir),
         Command::Kinds => {
             for kind in registry.iter() {
                 println!(
@@ -379,6 +396,63 @@ fn project_root(pipeline: &Path) -> PathBuf {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     }
+}
+
+/// `fetch ID`: exit 0 when the verified file is in place, 2 for a bad id or manifest, 1 when
+/// the download or its verification fails.
+fn run_fetch(id: &str, project: &Path, data_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    use lowrank_smc::data::fetch::{self, FetchError, Fetched};
+    let dir = match data_dir.map_or_else(fetch::data_dir, Ok) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(EXIT_USAGE));
+        }
+    };
+    let bar =
+        indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg} {bar:30} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.set_message(format!("fetch {id}"));
+    let result = fetch::fetch(project, id, &dir, &mut |done, total| {
+        if let Some(t) = total {
+            bar.set_length(t);
+        }
+        bar.set_position(done);
+    });
+    bar.finish_and_clear();
+    match result {
+        Ok(Fetched::InRepository(p)) => {
+            println!(
+                "{id}: ships in the repository at {} (nothing to fetch)",
+                p.display()
+            );
+        }
+        Ok(Fetched::AlreadyPresent(p)) => {
+            println!("{id}: already present and verified: {}", p.display());
+        }
+        Ok(Fetched::Downloaded { path, resumed_from }) => {
+            let resumed = if resumed_from > 0 {
+                format!(" (resumed after {resumed_from} bytes)")
+            } else {
+                String::new()
+            };
+            println!("{id}: downloaded and verified{resumed}: {}", path.display());
+        }
+        Err(e @ FetchError::Manifest { .. }) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(EXIT_USAGE));
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(1));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Areas `bench` knows; each maps to a library function returning printable lines.

@@ -99,6 +99,16 @@ fn check(name: &str) {
             );
         }
         assert!(ours.residual < 1e-9, "{name}: residual {}", ours.residual);
+        // Full coordinates x = W2 z (reference form) / m z (clipped).
+        let x = vec1(&g["x"]);
+        assert_eq!(
+            ours.x.len(),
+            x.len(),
+            "{name}: x has one entry per model unit"
+        );
+        for (a, b) in ours.x.iter().zip(&x) {
+            assert!((a - b).abs() < 1e-8, "{name}: x of {z:?}: {a} vs {b}");
+        }
         // Inside its region: the reported active units are exactly those with pre > 0.
         for i in 0..map.n_units() {
             let on = ours.active_units.contains(&i);

@@ -223,6 +223,9 @@ pub enum Stability {
 pub struct FixedPoint {
     /// Latent coordinates z (R).
     pub z: Vec<f64>,
+    /// Full coordinates x = U z of the model's units (N; for clipped ReLU the N model units,
+    /// not the 2N halves): the network state at the fixed point.
+    pub x: Vec<f64>,
     /// Active relu units (indices into the map's units).
     pub active_units: Vec<usize>,
     /// Jacobian diag(a) + V D U (R × R, row-major).
@@ -464,7 +467,11 @@ pub(crate) fn finish(
             .zip(&cand.z)
             .map(|(a, b)| (a - b).abs())
             .fold(0.0, f64::max);
+        let x = (0..map.n_model_units.min(n))
+            .map(|i| map.pre(i, &cand.z) - map.b[i])
+            .collect();
         points.push(FixedPoint {
+            x,
             z: cand.z,
             active_units: (0..n).filter(|&i| active[i]).collect(),
             jacobian: jac,

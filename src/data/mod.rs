@@ -1,4 +1,5 @@
 //! Data in: NPY, EDF, NWB/HDF5 readers and writers, binning, dataset manifests, simulators.
+pub mod fetch;
 pub mod npy;
 pub mod sequences_io;
 pub mod simulate;
