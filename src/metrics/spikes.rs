@@ -67,8 +67,11 @@ pub fn mean_rates(
     fs: f64,
 ) -> Result<Vec<f64>, MetricsError> {
     check_shape("spikes", spikes, &[n_time, n_neurons])?;
-    Ok((0..n_neurons)
-        .map(|i| (0..n_time).map(|t| spikes[t * n_neurons + i]).sum::<f64>() / n_time as f64 * fs)
+    // One row-major pass (a strided pass per neuron would read the whole array N times); each
+    // neuron's sum still runs over t in order, so the result is the same.
+    Ok(column_sums(spikes, n_neurons)
+        .into_iter()
+        .map(|s| s / n_time as f64 * fs)
         .collect())
 }
 
@@ -167,12 +170,22 @@ pub fn correlation_matrix(
     n_vars: usize,
 ) -> Result<Vec<f64>, MetricsError> {
     check_shape("data", data, &[n_time, n_vars])?;
-    let means: Vec<f64> = (0..n_vars)
-        .map(|i| (0..n_time).map(|t| data[t * n_vars + i]).sum::<f64>() / n_time as f64)
+    let means: Vec<f64> = column_sums(data, n_vars)
+        .into_iter()
+        .map(|s| s / n_time as f64)
         .collect();
+    let nonzero = data.iter().filter(|&&x| x != 0.0).count();
+    if nonzero * 20 < data.len() && n_time > 1 {
+        return Ok(sparse_correlation(data, n_time, n_vars, &means));
+    }
+    Ok(dense_correlation(data, n_time, n_vars, &means))
+}
+
+/// [`correlation_matrix`] by centring and a blocked GEMM (like numpy's BLAS call).
+fn dense_correlation(data: &[f64], n_time: usize, n_vars: usize, means: &[f64]) -> Vec<f64> {
     let mut centred = vec![0.0; n_time * n_vars];
     for (t, row) in data.chunks_exact(n_vars).enumerate() {
-        for (i, (value, mean)) in row.iter().zip(&means).enumerate() {
+        for (i, (value, mean)) in row.iter().zip(means).enumerate() {
             centred[i * n_time + t] = value - mean;
         }
     }
@@ -223,7 +236,81 @@ pub fn correlation_matrix(
             cov[i * n_vars + j] = if v.is_nan() { v } else { v.clamp(-1.0, 1.0) };
         }
     }
-    Ok(cov)
+    cov
+}
+
+/// Per-column sums of a row-major (rows × n) array, each summed over rows in order.
+fn column_sums(data: &[f64], n: usize) -> Vec<f64> {
+    let mut sums = vec![0.0; n];
+    for row in data.chunks_exact(n) {
+        for (s, x) in sums.iter_mut().zip(row) {
+            *s += x;
+        }
+    }
+    sums
+}
+
+/// [`correlation_matrix`] for sparse data (spike counts: < 5 % non-zero): the cross moments
+/// Σ_t x_ti x_tj accumulate only over each time bin's non-zero entries, then
+/// cov_ij = (Σ x_ti x_tj − T μ_i μ_j) / (T − 1). Integer counts make every sum exact, so the
+/// result equals the dense path's to rounding of the final division.
+fn sparse_correlation(data: &[f64], n_time: usize, n_vars: usize, means: &[f64]) -> Vec<f64> {
+    let mut moments = vec![0.0; n_vars * n_vars];
+    let mut active: Vec<(usize, f64)> = Vec::with_capacity(n_vars);
+    // Constant columns (all zero, or one value throughout) get NaN rows as in the dense path,
+    // whatever the rounding of the moment formula.
+    let mut nnz = vec![0usize; n_vars];
+    let mut first: Vec<Option<f64>> = vec![None; n_vars];
+    let mut varies = vec![false; n_vars];
+    for row in data.chunks_exact(n_vars) {
+        for (i, &x) in row.iter().enumerate() {
+            if x != 0.0 {
+                nnz[i] += 1;
+            }
+            match first[i] {
+                None => first[i] = Some(x),
+                Some(f) if f != x => varies[i] = true,
+                Some(_) => {}
+            }
+        }
+        active.clear();
+        active.extend(
+            row.iter()
+                .enumerate()
+                .filter(|(_, &x)| x != 0.0)
+                .map(|(i, &x)| (i, x)),
+        );
+        for (a, &(i, xi)) in active.iter().enumerate() {
+            for &(j, xj) in &active[a..] {
+                moments[i * n_vars + j] += xi * xj;
+            }
+        }
+    }
+    let t = n_time as f64;
+    let mut cov = vec![0.0; n_vars * n_vars];
+    for i in 0..n_vars {
+        for j in i..n_vars {
+            let c = (moments[i * n_vars + j] - t * means[i] * means[j]) / (t - 1.0);
+            cov[i * n_vars + j] = c;
+            cov[j * n_vars + i] = c;
+        }
+    }
+    let sd: Vec<f64> = (0..n_vars)
+        .map(|i| {
+            if varies[i] && nnz[i] > 0 {
+                cov[i * n_vars + i].max(0.0).sqrt()
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    for i in 0..n_vars {
+        for j in 0..n_vars {
+            let v = cov[i * n_vars + j] / sd[i] / sd[j];
+            cov[i * n_vars + j] = if v.is_nan() { v } else { v.clamp(-1.0, 1.0) };
+        }
+    }
+    cov
 }
 
 /// Upper triangle (k = 1) of a square `(n, n)` matrix in `np.triu_indices` order.
@@ -325,6 +412,38 @@ pub fn mean_rate_error(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The sparse path equals the dense one on spike counts (exact sums) and gives NaN for
+    /// silent and constant neurons, like numpy.
+    #[test]
+    fn sparse_correlation_equals_dense() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        let (t, n) = (4000, 12);
+        let mut x: Vec<f64> = (0..t * n)
+            .map(|_| {
+                if rng.gen::<f64>() < 0.02 {
+                    f64::from(rng.gen_range(1u8..4))
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        for row in 0..t {
+            x[row * n + 3] = 0.0; // silent
+        }
+        let means: Vec<f64> = column_sums(&x, n).iter().map(|s| s / t as f64).collect();
+        let sparse = sparse_correlation(&x, t, n, &means);
+        let dense = dense_correlation(&x, t, n, &means);
+        for (a, b) in sparse.iter().zip(&dense) {
+            assert!(
+                (a.is_nan() && b.is_nan()) || (a - b).abs() < 1e-12,
+                "{a} vs {b}"
+            );
+        }
+        assert!(sparse[3 * n + 5].is_nan() && sparse[3 * n + 3].is_nan());
+        assert!(matches!(correlation_matrix(&x, t, n), Ok(c) if c[0] == sparse[0]));
+    }
 
     #[test]
     fn isi_rules() {
