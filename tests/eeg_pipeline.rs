@@ -52,6 +52,9 @@ fn quick_profile_runs_end_to_end() {
         "results/eeg/fig4/traces.png",
         "results/eeg/fit/seed=1/model.h5",
         "results/eeg/fit/seed=2/loss_curve.md",
+        "results/fixed_points/reach/found_vs_budget.png",
+        "results/fixed_points/reach/phase_portrait.png",
+        "results/fixed_points/rdm/fixed_points.md",
     ] {
         assert!(d.join(f).is_file(), "missing {f}\n{text}");
     }
