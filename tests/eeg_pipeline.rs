@@ -48,6 +48,7 @@ fn quick_profile_runs_end_to_end() {
     for f in [
         "results/eeg/table1/table.parquet",
         "results/eeg/table1/table.md",
+        "results/eeg/table1/long.md",
         "results/eeg/table1/box_d_stsp.png",
         "results/eeg/fig4/traces.png",
         "results/eeg/fit/seed=1/model.h5",

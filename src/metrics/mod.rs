@@ -10,6 +10,7 @@ pub mod dstsp_binned;
 pub mod nlb;
 pub mod preprocess;
 pub mod protocol;
+pub mod rates;
 pub mod spikes;
 
 pub use aggregate::{bootstrap_ci, mean_sem, median, median_abs_deviation, MadScale, MetricRecord};

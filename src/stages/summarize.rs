@@ -270,7 +270,7 @@ impl Stage for SummarizeStage {
         "summarize"
     }
     fn version(&self) -> u32 {
-        1
+        2
     }
     fn description(&self) -> &'static str {
         "per-run tables → median ± MAD (or mean ± sem) per group, with box plots (Table 1, Fig S7)"
@@ -291,6 +291,8 @@ impl Stage for SummarizeStage {
         let mut outs = vec![
             OutputSpec::new("table", "table.parquet"),
             OutputSpec::new("table_md", "table.md"),
+            OutputSpec::new("long", "long.parquet"),
+            OutputSpec::new("long_md", "long.md"),
         ];
         if let Ok(p) = serde_json::from_value::<SummarizeParams>(params.clone()) {
             for m in p.metrics {
@@ -314,6 +316,11 @@ impl Stage for SummarizeStage {
             tables.push((path.display().to_string(), t));
         }
         let (table, boxes) = summarize(&tables, &params)?;
+        let long = long_table(&tables, &params).map_err(|e| StageError::new(e.to_string()))?;
+        long.write_parquet(ctx.output("long")?)
+            .map_err(|e| StageError::new(e.to_string()))?;
+        long.write_markdown(ctx.output("long_md")?)
+            .map_err(|e| StageError::new(e.to_string()))?;
         let out = ctx.output("table")?.to_path_buf();
         table
             .write_parquet(&out)
@@ -341,9 +348,92 @@ impl Stage for SummarizeStage {
     }
 }
 
+/// The tidy long table of every input row and metric: `source` (the input's results
+/// directory), `model` (the `group_by` values joined by `/`), `seed` (−1 when absent),
+/// `metric`, `value`, `data_source` (`unknown` when absent).
+pub fn long_table(
+    tables: &[(String, Table)],
+    params: &SummarizeParams,
+) -> Result<Table, crate::pipeline::table::TableError> {
+    let (mut source, mut model, mut seed, mut metric, mut value, mut data_source) = (
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+    );
+    for (path, t) in tables {
+        let dir = std::path::Path::new(path)
+            .parent()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        let dir = dir
+            .split_once("results/")
+            .map_or(dir.clone(), |(_, rest)| rest.to_string());
+        for r in 0..t.n_rows() {
+            let name: Vec<String> = params
+                .group_by
+                .iter()
+                .map(|g| t.column(g).map(|c| c.text(r)).unwrap_or_default())
+                .collect();
+            let s = t
+                .column("seed")
+                .and_then(|c| c.number(r))
+                .map_or(-1, |x| x as i64);
+            let ds = t
+                .column("data_source")
+                .map_or_else(|| "unknown".to_string(), |c| c.text(r));
+            for m in &params.metrics {
+                source.push(dir.clone());
+                model.push(name.join("/"));
+                seed.push(s);
+                metric.push(m.clone());
+                value.push(t.column(m).and_then(|c| c.number(r)).unwrap_or(f64::NAN));
+                data_source.push(ds.clone());
+            }
+        }
+    }
+    Table::new()
+        .with("source", source)?
+        .with("model", model)?
+        .with("seed", seed)?
+        .with("metric", metric)?
+        .with("value", value)?
+        .with("data_source", data_source)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_table_has_a_row_per_run_and_metric() {
+        let t = Table::new()
+            .with("variant", vec!["r3", "r3"])
+            .unwrap()
+            .with("seed", vec![1i64, 2])
+            .unwrap()
+            .with("d_stsp", vec![0.5, 0.7])
+            .unwrap()
+            .with("d_h", vec![0.1, 0.2])
+            .unwrap();
+        let params = SummarizeParams {
+            group_by: vec!["variant".into()],
+            metrics: vec!["d_stsp".into(), "d_h".into()],
+            carry: vec![],
+            keys: BTreeMap::new(),
+            statistic: Statistic::MedianMad,
+            title: String::new(),
+        };
+        let long = long_table(&[("x/results/eeg/evaluate/m.parquet".into(), t)], &params).unwrap();
+        assert_eq!(long.n_rows(), 4);
+        assert_eq!(long.column("source").unwrap().text(0), "eeg/evaluate");
+        assert_eq!(long.column("metric").unwrap().text(1), "d_h");
+        assert_eq!(long.column("value").unwrap().number(3), Some(0.2));
+        assert_eq!(long.column("seed").unwrap().number(2), Some(2.0));
+        assert_eq!(long.column("data_source").unwrap().text(0), "unknown");
+    }
 
     fn run_table(variant: &str, seed: i64, d: f64) -> Table {
         Table::new()
