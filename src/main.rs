@@ -154,7 +154,8 @@ enum Command {
     /// All fixed points of a fitted model (model.h5) or a JSON map, exactly (SPEC §4), with
     /// Jacobian eigenvalues and stability.
     FixedPoints {
-        /// A `fit` output (model.h5) or a JSON file with a `model` block (README).
+        /// A `fit` output (model.h5), a teacher JSON (datasets/teachers/*.json) or a JSON
+        /// file with a `model` block (README).
         model: PathBuf,
         /// Output format.
         #[arg(long, value_enum, default_value = "md")]

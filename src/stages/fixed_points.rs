@@ -132,7 +132,7 @@ impl Stage for FixedPointsStage {
         "fixed_points"
     }
     fn version(&self) -> u32 {
-        1
+        2
     }
     fn description(&self) -> &'static str {
         "all fixed points (exact), SCYFI / constrained SCYFI / local-search baselines, Fig 8 curve, R = 2 phase portrait"
@@ -547,14 +547,37 @@ fn portrait_data(
     grid: usize,
 ) -> PhasePortrait {
     let [x0, x1, y0, y1] = range.unwrap_or_else(|| {
+        // The fixed points and where the noise-free dynamics settle (a limit cycle has one
+        // unstable point inside it): runs of 3000 steps from next to each fixed point and
+        // from the origin, their last 2000 states.
         let (mut lo, mut hi) = ([f64::INFINITY; 2], [f64::NEG_INFINITY; 2]);
+        let mut include = |z: &[f64]| {
+            if z.iter().all(|v| v.is_finite() && v.abs() < 1e6) {
+                for q in 0..2 {
+                    lo[q] = lo[q].min(z[q]);
+                    hi[q] = hi[q].max(z[q]);
+                }
+            }
+        };
+        let mut starts: Vec<Vec<f64>> = vec![vec![0.0, 0.0]];
         for point in &set.points {
-            for q in 0..2 {
-                lo[q] = lo[q].min(point.z[q]);
-                hi[q] = hi[q].max(point.z[q]);
+            include(&point.z);
+            let scale = 1e-3 * (1.0 + point.z[0].abs().max(point.z[1].abs()));
+            starts.push(vec![point.z[0] + scale, point.z[1] - scale]);
+        }
+        for start in starts {
+            let mut z = start;
+            for step in 0..3000 {
+                z = map.apply(&z);
+                if !z.iter().all(|v| v.is_finite() && v.abs() < 1e6) {
+                    break;
+                }
+                if step >= 1000 {
+                    include(&z);
+                }
             }
         }
-        if set.points.is_empty() {
+        if !lo[0].is_finite() || !lo[1].is_finite() {
             return [-1.0, 1.0, -1.0, 1.0];
         }
         let span = (hi[0] - lo[0]).max(hi[1] - lo[1]).max(1e-3);
