@@ -6,6 +6,7 @@
 
 use std::path::Path;
 
+use lowrank_smc::analysis::cli::map_from_json;
 use lowrank_smc::analysis::fixed_points::PwlMap;
 use lowrank_smc::analysis::scyfi::{scyfi, NumpyMt19937, ScyfiOptions, ScyfiVariant};
 use serde_json::Value;
@@ -18,27 +19,14 @@ fn vec1(v: &Value) -> Vec<f64> {
         .collect()
 }
 
-fn mat(v: &Value) -> Vec<f64> {
-    v.as_array().expect("rows").iter().flat_map(vec1).collect()
-}
-
+/// The reach teacher's map (the fixture's `model` block, read as the CLI reads it) and the
+/// fixture.
 fn reach() -> (PwlMap, Value) {
     let path =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fixed_points/reach_rnn.json");
     let doc: Value =
         serde_json::from_str(&std::fs::read_to_string(path).expect("fixture")).expect("json");
-    let m = &doc["model"];
-    let b = vec1(&m["h2"]);
-    let map = PwlMap {
-        rank: m["rank"].as_u64().expect("rank") as usize,
-        a: vec1(&m["a"]),
-        u: mat(&m["W2"]),
-        v: mat(&m["W1"]),
-        n_model_units: b.len(),
-        b,
-        c: vec1(&m["h1"]),
-    };
-    (map, doc)
+    (map_from_json(&doc).expect("valid model"), doc)
 }
 
 #[test]

@@ -55,19 +55,13 @@ fn numbers(v: &Value, field: &str) -> anyhow::Result<Vec<f64>> {
         .collect()
 }
 
-/// A teacher file's `derived.fixed_point_form` (datasets/teachers/TEACHERS.md): z' =
-/// diag(A_diag) z + W1 relu(W2 z + h2) + h1, the matrices under `value`.
-fn teacher_map(form: &Value) -> anyhow::Result<PwlMap> {
-    let get = |k: &str| -> anyhow::Result<Vec<f64>> {
-        let v = form
-            .get(k)
-            .ok_or_else(|| anyhow::anyhow!("derived.fixed_point_form.{k} is missing"))?;
-        numbers(
-            v.get("value").unwrap_or(v),
-            &format!("derived.fixed_point_form.{k}"),
-        )
-    };
-    let a = get("A_diag")?;
+/// The reference's fixed-point form z' = diag(a) z + W1 relu(W2 z + h2) + h1, its arrays read
+/// by `get` under the names `a`, `W1`, `W2`, `h1`, `h2` (`a_name` for the decays).
+fn reference_form(
+    get: impl Fn(&str) -> anyhow::Result<Vec<f64>>,
+    a_name: &str,
+) -> anyhow::Result<PwlMap> {
+    let a = get(a_name)?;
     let b = get("h2")?;
     let map = PwlMap {
         rank: a.len(),
@@ -86,7 +80,17 @@ fn teacher_map(form: &Value) -> anyhow::Result<PwlMap> {
 /// `derived.fixed_point_form`.
 pub fn map_from_json(doc: &Value) -> anyhow::Result<PwlMap> {
     if let Some(form) = doc.get("derived").and_then(|d| d.get("fixed_point_form")) {
-        return teacher_map(form);
+        // A teacher file (datasets/teachers/TEACHERS.md): the matrices under `value`.
+        let get = |k: &str| -> anyhow::Result<Vec<f64>> {
+            let v = form
+                .get(k)
+                .ok_or_else(|| anyhow::anyhow!("derived.fixed_point_form.{k} is missing"))?;
+            numbers(
+                v.get("value").unwrap_or(v),
+                &format!("derived.fixed_point_form.{k}"),
+            )
+        };
+        return reference_form(get, "A_diag");
     }
     let m = doc.get("model").ok_or_else(|| {
         anyhow::anyhow!("no `model` block (nor a teacher's `derived.fixed_point_form`)")
@@ -98,22 +102,11 @@ pub fn map_from_json(doc: &Value) -> anyhow::Result<PwlMap> {
             &format!("model.{k}"),
         )
     };
-    let a = get("a")?;
-    let rank = a.len();
     if m.get("W1").is_some() {
-        let b = get("h2")?;
-        let map = PwlMap {
-            rank,
-            a,
-            u: get("W2")?,
-            v: get("W1")?,
-            n_model_units: b.len(),
-            b,
-            c: get("h1")?,
-        };
-        map.validate()?;
-        Ok(map)
+        reference_form(get, "a")
     } else {
+        let a = get("a")?;
+        let rank = a.len();
         let nl = match m.get("nonlinearity").and_then(Value::as_str) {
             Some("relu") => Nonlinearity::Relu,
             Some("clipped_relu") | None => Nonlinearity::ClippedRelu,

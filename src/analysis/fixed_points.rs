@@ -188,6 +188,32 @@ impl PwlMap {
         row.iter().zip(z).map(|(a, b)| a * b).sum::<f64>() + self.b[i]
     }
 
+    /// Whether unit i is on side `active` at z: u_iᵀz + b_i > 0 iff active, or within
+    /// `tol` · (1 + |b_i|) of its hyperplane (a boundary point belongs to both sides).
+    #[inline]
+    pub fn on_side(&self, i: usize, z: &[f64], active: bool, tol: f64) -> bool {
+        let pre = self.pre(i, z);
+        pre.abs() <= tol * (1.0 + self.b[i].abs()) || (pre > 0.0) == active
+    }
+
+    /// The affine fixed point of the region with pattern `active`: (I − diag(a) − V D U) z =
+    /// V D b + c; `None` when that system is singular. (Whether z lies in the region is
+    /// [`on_side`](Self::on_side) for every unit.)
+    pub fn region_fixed_point(&self, active: &[bool]) -> Option<Vec<f64>> {
+        let (r, n) = (self.rank, self.n_units());
+        let mut sys: Vec<f64> = self.jacobian(active).iter().map(|j| -j).collect();
+        for p in 0..r {
+            sys[p * r + p] += 1.0;
+        }
+        let mut z = self.c.clone();
+        for i in (0..n).filter(|&i| active[i]) {
+            for (p, zp) in z.iter_mut().enumerate() {
+                *zp += self.v[p * n + i] * self.b[i];
+            }
+        }
+        solve_in_place(&mut sys, &mut z, r).then_some(z)
+    }
+
     /// Jacobian diag(a) + V D U for a pattern (R × R, row-major).
     pub fn jacobian(&self, active: &[bool]) -> Vec<f64> {
         let (r, n) = (self.rank, self.n_units());
@@ -916,14 +942,7 @@ impl<'a> Sweep<'a> {
         }
         let z = &self.z;
         let tol = self.opts.boundary_tol;
-        let ok_unit = |i: usize, want: bool| {
-            let pre = map.pre(i, z);
-            if pre.abs() <= tol * (1.0 + map.b[i].abs()) {
-                true
-            } else {
-                (pre > 0.0) == want
-            }
-        };
+        let ok_unit = |i: usize, want: bool| map.on_side(i, z, want, tol);
         // Free units first (they decide most candidates), then the rest.
         if !free.iter().zip(want).all(|(&i, &w)| ok_unit(i, w)) {
             return;
@@ -965,6 +984,7 @@ fn perturbed(map: &PwlMap) -> Vec<f64> {
 /// Solves A x = b in place (A: r × r row-major, overwritten; b becomes x) by Gaussian
 /// elimination with partial pivoting; `false` when A is singular (a pivot below 1e-13 of the
 /// largest entry) or the solution is not finite.
+#[inline(always)]
 fn solve_in_place(a: &mut [f64], b: &mut [f64], r: usize) -> bool {
     let scale = a.iter().fold(0.0f64, |m, x| m.max(x.abs()));
     if scale == 0.0 {
@@ -1009,56 +1029,11 @@ fn solve_in_place(a: &mut [f64], b: &mut [f64], r: usize) -> bool {
     b.iter().all(|x| x.is_finite())
 }
 
-/// [`solve_in_place`] for a compile-time size (the loops unroll; same arithmetic, same
-/// results).
+/// [`solve_in_place`] for a compile-time size: the same code, inlined with `r = R` so the
+/// loops unroll.
 #[inline]
 fn solve_small<const R: usize>(a: &mut [f64], b: &mut [f64]) -> bool {
-    let mut m = [[0.0f64; R]; R];
-    let mut x = [0.0f64; R];
-    for p in 0..R {
-        m[p].copy_from_slice(&a[p * R..(p + 1) * R]);
-        x[p] = b[p];
-    }
-    let scale = m.iter().flatten().fold(0.0f64, |s, v| s.max(v.abs()));
-    if scale == 0.0 {
-        return false;
-    }
-    for col in 0..R {
-        let (mut piv, mut best) = (col, m[col][col].abs());
-        for (row, mr) in m.iter().enumerate().skip(col + 1) {
-            let v = mr[col].abs();
-            if v > best {
-                piv = row;
-                best = v;
-            }
-        }
-        if best <= 1e-13 * scale {
-            return false;
-        }
-        if piv != col {
-            m.swap(col, piv);
-            x.swap(col, piv);
-        }
-        let d = m[col][col];
-        for row in col + 1..R {
-            let f = m[row][col] / d;
-            if f != 0.0 {
-                for q in col..R {
-                    m[row][q] -= f * m[col][q];
-                }
-                x[row] -= f * x[col];
-            }
-        }
-    }
-    for col in (0..R).rev() {
-        let mut s = x[col];
-        for q in col + 1..R {
-            s -= m[col][q] * x[q];
-        }
-        x[col] = s / m[col][col];
-    }
-    b[..R].copy_from_slice(&x);
-    x.iter().all(|v| v.is_finite())
+    solve_in_place(&mut a[..R * R], &mut b[..R], R)
 }
 
 /// The bits of `x` as an integer ordered like `f64::total_cmp`.

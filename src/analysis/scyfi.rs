@@ -212,29 +212,31 @@ fn unrank(mut index: u64, n: usize, rank: usize, out: &mut Vec<usize>) {
     }
 }
 
-/// The region system's fixed point for pattern `active`: (I − diag(a) − V D U) z = V D b + c.
-fn region_fixed_point(map: &PwlMap, active: &[bool]) -> Option<Vec<f64>> {
-    let (r, n) = (map.rank, map.n_units());
-    let mut sys = vec![0.0; r * r];
-    let mut rhs = map.c.clone();
-    for i in (0..n).filter(|&i| active[i]) {
-        for p in 0..r {
-            let vp = map.v[p * n + i];
-            for q in 0..r {
-                sys[p * r + q] -= vp * map.u[i * r + q];
-            }
-            rhs[p] += vp * map.b[i];
-        }
+/// The result of a baseline: its finds (work spent, z) through the exact method's finishing
+/// (Jacobians, labels, sorting).
+fn baseline_run(
+    map: &PwlMap,
+    opts: &Options,
+    solves: u64,
+    evaluations: u64,
+    finds: Vec<(u64, Vec<f64>)>,
+) -> BaselineRun {
+    let counters = Counters {
+        region_solves: solves,
+        accepted: finds.len() as u64,
+        arrangement_dim: map.rank as u64,
+        ..Counters::default()
+    };
+    let cands = finds
+        .iter()
+        .map(|(_, z)| Candidate { z: z.clone() })
+        .collect();
+    BaselineRun {
+        set: finish(map, opts, cands, counters),
+        solves,
+        evaluations,
+        finds,
     }
-    for p in 0..r {
-        sys[p * r + p] += 1.0 - map.a[p];
-    }
-    let m = nalgebra::DMatrix::from_row_slice(r, r, &sys);
-    let lu = m.lu();
-    let z = lu.solve(&nalgebra::DVector::from_vec(rhs))?;
-    z.iter()
-        .all(|x| x.is_finite())
-        .then(|| z.iter().copied().collect())
 }
 
 /// SCYFI for fixed points (order 1), with the reference's control flow and draws.
@@ -307,7 +309,7 @@ pub fn scyfi(
         let mut c = 0u64;
         while c < opts.inner_iterations && solves < opts.budget {
             c += 1;
-            let z = region_fixed_point(map, &pattern);
+            let z = map.region_fixed_point(&pattern);
             solves += 1;
             let Some(z) = z else {
                 // The reference draws an unconstrained pattern here whatever the variant.
@@ -335,23 +337,7 @@ pub fn scyfi(
             }
         }
     }
-    let counters = Counters {
-        region_solves: solves,
-        accepted: finds.len() as u64,
-        arrangement_dim: r as u64,
-        ..Counters::default()
-    };
-    let cands = finds
-        .iter()
-        .map(|(_, z)| Candidate { z: z.clone() })
-        .collect();
-    let set = finish(map, &Options::default(), cands, counters);
-    Ok(BaselineRun {
-        set,
-        solves,
-        evaluations: 0,
-        finds,
-    })
+    Ok(baseline_run(map, &Options::default(), solves, 0, finds))
 }
 
 /// Subsets of 0..r in `powerset` order (size 0, then size 1, 2, … each lexicographic).
@@ -539,13 +525,10 @@ pub fn local_search(
         };
         let active: Vec<bool> = (0..n).map(|i| map.pre(i, &end) > 0.0).collect();
         solves += 1;
-        let Some(z) = region_fixed_point(map, &active) else {
+        let Some(z) = map.region_fixed_point(&active) else {
             continue;
         };
-        let inside = (0..n).all(|i| {
-            let p = map.pre(i, &z);
-            p.abs() <= tol.boundary_tol * (1.0 + map.b[i].abs()) || (p > 0.0) == active[i]
-        });
+        let inside = (0..n).all(|i| map.on_side(i, &z, active[i], tol.boundary_tol));
         let known = finds.iter().any(|(_, f)| {
             f.iter()
                 .zip(&z)
@@ -555,21 +538,5 @@ pub fn local_search(
             finds.push((solves + evaluations, z));
         }
     }
-    let counters = Counters {
-        region_solves: solves,
-        accepted: finds.len() as u64,
-        arrangement_dim: r as u64,
-        ..Counters::default()
-    };
-    let cands = finds
-        .iter()
-        .map(|(_, z)| Candidate { z: z.clone() })
-        .collect();
-    let set = finish(map, &tol, cands, counters);
-    Ok(BaselineRun {
-        set,
-        solves,
-        evaluations,
-        finds,
-    })
+    Ok(baseline_run(map, &tol, solves, evaluations, finds))
 }
