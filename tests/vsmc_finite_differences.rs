@@ -34,6 +34,7 @@ fn config(
         observation,
         readout_from: readout,
         likelihood: Likelihood::Gaussian,
+        obs_nonlinearity: None,
         initial_state: InitialState::Trainable,
         simulate_input: sim,
         decay: 0.8,

@@ -6,8 +6,11 @@ use std::path::{Path, PathBuf};
 
 use lowrank_smc::inference::draws::{RecordedNoise, ResampleDraws, TrialDraws};
 use lowrank_smc::inference::optimal::{optimal_vsmc, VsmcOptions};
+use lowrank_smc::inference::smc::{smc_vsmc, SmcProposal};
+use lowrank_smc::model::encoder::{CnnEncoder, EncoderConfig};
 use lowrank_smc::model::lowrank::ModelConfig;
 use lowrank_smc::model::Sequences;
+use lowrank_smc::train::params::ParamLayout;
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -17,6 +20,9 @@ fn fixture(name: &str) -> PathBuf {
 
 struct Case {
     config: ModelConfig,
+    function: String,
+    encoder: Option<CnnEncoder>,
+    layout: ParamLayout,
     params: Vec<f64>,
     data: Sequences<f64>,
     noise: RecordedNoise,
@@ -43,7 +49,14 @@ fn load(name: &str) -> Case {
     let tp: serde_json::Value =
         serde_json::from_str(&attr_str(&f, "training_params_json")).unwrap();
     let config = ModelConfig::from_reference_json(&vae).unwrap();
-    let layout = config.layout();
+    let function = attr_str(&f, "function");
+    let mut layout = config.layout();
+    let encoder = if function == "filtering_posterior" {
+        let enc: EncoderConfig = serde_json::from_value(vae["enc_params"].clone()).unwrap();
+        Some(CnnEncoder::push_layout(&enc, &mut layout, config.dim_x, config.rank).unwrap())
+    } else {
+        None
+    };
     let mut params = vec![0.0; layout.len()];
     for b in layout.blocks() {
         if b.is_empty() {
@@ -97,9 +110,20 @@ fn load(name: &str) -> Case {
                     .unwrap()
                     .read_raw()
                     .unwrap();
-                // (batch, K, R)
-                for b in 0..nb {
-                    eps[b].extend_from_slice(&v[b * k * r..(b + 1) * k * r]);
+                if encoder.is_some() || function == "filtering_posterior_bootstrap" {
+                    // (batch, R, K) → [k][r]
+                    for b in 0..nb {
+                        for kk in 0..k {
+                            for q in 0..r {
+                                eps[b].push(v[(b * r + q) * k + kk]);
+                            }
+                        }
+                    }
+                } else {
+                    // (batch, K, R)
+                    for b in 0..nb {
+                        eps[b].extend_from_slice(&v[b * k * r..(b + 1) * k * r]);
+                    }
                 }
             }
             "uniform" => {
@@ -144,8 +168,14 @@ fn load(name: &str) -> Case {
         if !b.trainable || b.is_empty() {
             continue;
         }
+        // The reference aliases the log-variance head's bias as `encoder.logvar`.
+        let name = if b.name == "encoder.logvar_conv.bias" {
+            "encoder.logvar"
+        } else {
+            b.name.as_str()
+        };
         let g: Vec<f64> = f
-            .dataset(&format!("grad/{}", b.name))
+            .dataset(&format!("grad/{name}"))
             .unwrap()
             .read_raw()
             .unwrap();
@@ -153,6 +183,9 @@ fn load(name: &str) -> Case {
     }
     Case {
         config,
+        function,
+        encoder,
+        layout,
         params,
         data,
         noise: RecordedNoise { trials },
@@ -167,19 +200,41 @@ fn load(name: &str) -> Case {
 
 fn check(name: &str) {
     let c = load(name);
-    let layout = c.config.layout();
+    let layout = &c.layout;
     let mut grad = vec![0.0; layout.len()];
-    let out = optimal_vsmc(
-        &c.config,
-        &c.params,
-        &c.data,
-        &VsmcOptions {
-            n_particles: c.k,
-            t_forward: c.t_forward,
-        },
-        &c.noise,
-        Some(&mut grad),
-    )
+    let options = VsmcOptions {
+        n_particles: c.k,
+        t_forward: c.t_forward,
+    };
+    let out = match c.function.as_str() {
+        "filtering_posterior_optimal_proposal" => optimal_vsmc(
+            &c.config,
+            &c.params,
+            &c.data,
+            &options,
+            &c.noise,
+            Some(&mut grad),
+        ),
+        "filtering_posterior" => smc_vsmc(
+            &c.config,
+            SmcProposal::Encoder(c.encoder.as_ref().unwrap()),
+            &c.params,
+            &c.data,
+            &options,
+            &c.noise,
+            Some(&mut grad),
+        ),
+        "filtering_posterior_bootstrap" => smc_vsmc(
+            &c.config,
+            SmcProposal::Bootstrap,
+            &c.params,
+            &c.data,
+            &options,
+            &c.noise,
+            Some(&mut grad),
+        ),
+        other => panic!("unknown function {other}"),
+    }
     .unwrap();
     let nb = c.data.n_sequences;
     let tt = c.data.n_time;
@@ -245,4 +300,34 @@ fn case_03_optimal_highd_affine_simulated_input() {
 #[test]
 fn case_10_optimal_lowd_affine_t_forward() {
     check("case_10.h5");
+}
+
+#[test]
+fn case_04_encoder_poisson_softplus_causal_circular() {
+    check("case_04.h5");
+}
+
+#[test]
+fn case_05_encoder_gauss_affine_acausal_simulated_input_multinomial() {
+    check("case_05.h5");
+}
+
+#[test]
+fn case_06_bootstrap_gauss_currents_full_noise() {
+    check("case_06.h5");
+}
+
+#[test]
+fn case_07_bootstrap_poisson_exp_z_and_v_multinomial() {
+    check("case_07.h5");
+}
+
+#[test]
+fn case_08_encoder_rates_windowed_constant_var() {
+    check("case_08.h5");
+}
+
+#[test]
+fn case_09_encoder_poisson_affine_t_forward() {
+    check("case_09.h5");
 }

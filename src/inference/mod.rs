@@ -5,4 +5,6 @@ pub mod draws;
 pub mod kernel;
 pub mod objective;
 pub mod optimal;
+pub mod smc;
 pub mod tape;
+mod trial;

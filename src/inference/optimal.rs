@@ -16,8 +16,10 @@ use rayon::prelude::*;
 use super::draws::{ancestors, NoiseSource, TrialDraws};
 use super::kernel;
 use super::tape::{Tape, TapeError, Var};
+use super::trial;
 use crate::model::lowrank::{
-    InitialState, Likelihood, ModelConfig, NoiseKind, Observation, ParamView, ReadoutFrom,
+    InitialState, Likelihood, ModelConfig, NoiseKind, ObsNonlinearity, Observation, ParamView,
+    ReadoutFrom,
 };
 use crate::model::Sequences;
 
@@ -175,6 +177,9 @@ fn check_supported(c: &ModelConfig) -> Result<(), VsmcError> {
     }
     if c.noise_x == NoiseKind::Full {
         return bad("needs noise_x = diag or scalar");
+    }
+    if c.obs_link() != ObsNonlinearity::Identity {
+        return bad("needs obs_nonlinearity = identity (a linear-Gaussian observation)");
     }
     match (c.observation, c.readout_from) {
         (Observation::Affine, ReadoutFrom::Z) | (Observation::OneToOne, ReadoutFrom::Currents) => {
@@ -436,25 +441,7 @@ struct Ctx<'a> {
 impl Ctx<'_> {
     /// Input state v_t for every t (and ∂v_t/∂a) for trial `u` (du × T).
     fn inputs(&self, u: &[f64]) -> (Vec<f64>, Vec<f64>) {
-        let (du, tt) = (self.c.dim_u, self.n_steps);
-        let mut v = vec![0.0; tt * du];
-        let mut s = vec![0.0; tt * du];
-        let a = self.p.decay;
-        for t in 0..tt {
-            for l in 0..du {
-                if self.c.simulate_input {
-                    if t > 0 {
-                        let prev = v[(t - 1) * du + l];
-                        let up = u[l * tt + t - 1];
-                        v[t * du + l] = a * prev + (1.0 - a) * up;
-                        s[t * du + l] = prev + a * s[(t - 1) * du + l] - up;
-                    }
-                } else {
-                    v[t * du + l] = u[l * tt + t];
-                }
-            }
-        }
-        (v, s)
+        trial::input_states(self.c, self.p.decay, u, self.n_steps)
     }
 
     /// The transition's weights in the kernels' layout.
@@ -470,33 +457,15 @@ impl Ctx<'_> {
         }
     }
 
-    /// The previous states of step t's particles (K × R into `zp`): the resampled ancestors
-    /// while filtering, the particles themselves in the last `t_forward` steps.
+    /// The previous states of step t's particles (K × R into `zp`).
     #[inline]
     fn gather_parents(&self, z: &[f64], anc: &[usize], t: usize, zp: &mut [f64]) {
-        let (r, k) = (self.c.rank, self.k);
-        for kk in 0..k {
-            let src = if t - 1 < self.n_filter {
-                anc[(t - 1) * k + kk]
-            } else {
-                kk
-            };
-            let from = ((t - 1) * k + src) * r;
-            zp[kk * r..(kk + 1) * r].copy_from_slice(&z[from..from + r]);
-        }
+        trial::gather_parents(z, anc, t, self.n_filter, self.c.rank, zp);
     }
 
-    /// Input current e_i = Σ_l Wu[i,l] v_l into `buf`, or `None` without inputs.
+    /// Input current e = Wu v into `buf`, or `None` without inputs.
     fn input_current<'b>(&self, v: &[f64], buf: &'b mut [f64]) -> Option<&'b [f64]> {
-        let du = self.c.dim_u;
-        if du == 0 {
-            return None;
-        }
-        for (i, e) in buf.iter_mut().enumerate() {
-            let w = &self.p.wu[i * du..(i + 1) * du];
-            *e = w.iter().zip(v).map(|(a, b)| a * b).sum();
-        }
-        Some(buf)
+        trial::input_current(self.p.wu, self.c.dim_u, v, buf)
     }
 
     /// Forward pass of one trial.
@@ -937,17 +906,7 @@ impl Ctx<'_> {
                 }
             } else {
                 // Route dzprev back to z_{t−1} through the ancestors.
-                dz_next.iter_mut().for_each(|v| *v = 0.0);
-                for kk in 0..k {
-                    let src = if t - 1 < self.n_filter {
-                        rec.anc[(t - 1) * k + kk]
-                    } else {
-                        kk
-                    };
-                    for q in 0..r {
-                        dz_next[src * r + q] += dzprev[kk * r + q];
-                    }
-                }
+                trial::scatter_to_parents(&dzprev, &rec.anc, t, self.n_filter, r, &mut dz_next);
             }
         }
         if self.c.simulate_input {

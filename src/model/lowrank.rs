@@ -98,6 +98,51 @@ pub enum ReadoutFrom {
     Currents,
     /// Rates φ(M z + Wu v) (one-to-one).
     Rates,
+    /// Inputs and latents [v; z] (affine; B has du + R rows, the input rows first).
+    ZAndV,
+}
+
+/// Output nonlinearity f of the observation (SPEC §1.7): x̂ = f(η).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ObsNonlinearity {
+    /// f(η) = η.
+    Identity,
+    /// f(η) = softplus(η) + 1e-6 (torch's softplus, linear above 20).
+    Softplus,
+    /// f(η) = exp(η) + 1e-10.
+    Exp,
+    /// f(η) = max(η, 0) + 1e-10.
+    Relu,
+}
+
+impl ObsNonlinearity {
+    /// f(η) and f′(η).
+    #[inline]
+    pub fn eval(self, eta: f64) -> (f64, f64) {
+        match self {
+            ObsNonlinearity::Identity => (eta, 1.0),
+            ObsNonlinearity::Softplus => {
+                if eta > 20.0 {
+                    (eta + 1e-6, 1.0)
+                } else {
+                    let e = eta.exp();
+                    (e.ln_1p() + 1e-6, e / (1.0 + e))
+                }
+            }
+            ObsNonlinearity::Exp => {
+                let e = eta.exp();
+                (e + 1e-10, e)
+            }
+            ObsNonlinearity::Relu => {
+                if eta > 0.0 {
+                    (eta + 1e-10, 1.0)
+                } else {
+                    (1e-10, 0.0)
+                }
+            }
+        }
+    }
 }
 
 /// Observation likelihood.
@@ -164,6 +209,9 @@ pub struct ModelConfig {
     pub readout_from: ReadoutFrom,
     /// Likelihood.
     pub likelihood: Likelihood,
+    /// Output nonlinearity f; default identity for Gaussian and softplus for Poisson data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub obs_nonlinearity: Option<ObsNonlinearity>,
     /// Prior mean of z_0.
     #[serde(default = "default_initial_state")]
     pub initial_state: InitialState,
@@ -209,6 +257,7 @@ impl ModelConfig {
             observation: Observation::Affine,
             readout_from: ReadoutFrom::Z,
             likelihood: Likelihood::Gaussian,
+            obs_nonlinearity: None,
             initial_state: InitialState::Trainable,
             simulate_input: false,
             decay: 0.9,
@@ -254,8 +303,17 @@ impl ModelConfig {
                 return err(f, "must be finite and > 0");
             }
         }
+        if self.likelihood == Likelihood::Poisson && self.obs_link() == ObsNonlinearity::Identity {
+            return err(
+                "obs_nonlinearity",
+                "Poisson rates must be positive: use softplus, exp or relu",
+            );
+        }
+        if self.likelihood == Likelihood::Gaussian && self.noise_x == NoiseKind::Full {
+            return err("noise_x", "use diag or scalar (full is not supported)");
+        }
         match (self.observation, self.readout_from) {
-            (Observation::Affine, ReadoutFrom::Z) => {}
+            (Observation::Affine, ReadoutFrom::Z | ReadoutFrom::ZAndV) => {}
             (Observation::OneToOne, ReadoutFrom::Currents | ReadoutFrom::Rates) => {
                 if self.dim_x > self.n_units {
                     return err("dim_x", "one_to_one readout needs dim_x ≤ n_units");
@@ -264,17 +322,35 @@ impl ModelConfig {
             _ => {
                 return err(
                     "readout_from",
-                    "affine reads `z`; one_to_one reads `currents` or `rates`",
+                    "affine reads `z` or `z_and_v`; one_to_one reads `currents` or `rates`",
                 )
             }
         }
         Ok(())
     }
 
+    /// The output nonlinearity in effect (explicit, else identity for Gaussian and softplus
+    /// for Poisson data).
+    pub fn obs_link(&self) -> ObsNonlinearity {
+        self.obs_nonlinearity.unwrap_or(match self.likelihood {
+            Likelihood::Gaussian => ObsNonlinearity::Identity,
+            Likelihood::Poisson => ObsNonlinearity::Softplus,
+        })
+    }
+
+    /// Rows of the affine observation weight B: R, or du + R when it also reads the inputs.
+    pub fn affine_rows(&self) -> usize {
+        if self.readout_from == ReadoutFrom::ZAndV {
+            self.dim_u + self.rank
+        } else {
+            self.rank
+        }
+    }
+
     /// Dimension of the observation weight `B` block.
     fn b_shape(&self) -> Vec<usize> {
         match self.observation {
-            Observation::Affine => vec![self.rank, self.dim_x],
+            Observation::Affine => vec![self.affine_rows(), self.dim_x],
             Observation::OneToOne => vec![self.dim_x],
         }
     }
@@ -357,7 +433,7 @@ impl ModelConfig {
         fill("rnn.transition.decay_param", &mut |_| theta);
         match self.observation {
             Observation::Affine => {
-                let sd = (2.0 / r as f64).sqrt();
+                let sd = (2.0 / self.affine_rows() as f64).sqrt();
                 fill("rnn.observation.B", &mut |_| {
                     let e: f64 = rng.sample(StandardNormal);
                     sd * e
@@ -430,6 +506,7 @@ impl ModelConfig {
                 "z" => ReadoutFrom::Z,
                 "currents" => ReadoutFrom::Currents,
                 "rates" => ReadoutFrom::Rates,
+                "z_and_v" => ReadoutFrom::ZAndV,
                 o => {
                     return Err(bad(
                         "rnn_params",
@@ -441,6 +518,14 @@ impl ModelConfig {
                 "Gauss" => Likelihood::Gaussian,
                 "Poisson" => Likelihood::Poisson,
                 o => return Err(bad("rnn_params", format!("unknown obs_likelihood `{o}`"))),
+            },
+            obs_nonlinearity: match text("obs_nonlinearity") {
+                "" => None,
+                "identity" => Some(ObsNonlinearity::Identity),
+                "softplus" => Some(ObsNonlinearity::Softplus),
+                "exp" => Some(ObsNonlinearity::Exp),
+                "relu" => Some(ObsNonlinearity::Relu),
+                o => return Err(bad("rnn_params", format!("unknown obs_nonlinearity `{o}`"))),
             },
             initial_state: match text("initial_state") {
                 "trainable" => InitialState::Trainable,
@@ -595,21 +680,29 @@ impl ModelConfig {
         }
     }
 
-    /// Observation mean x̂ (before the likelihood's noise) for latent `z` and input state `v`.
+    /// Observation mean x̂ = f(η) (before the likelihood's noise) for latent `z` and input
+    /// state `v`.
     pub fn observation_mean(&self, p: &ParamView<'_>, z: &[f64], v: &[f64], out: &mut [f64]) {
-        let (r, n, dx, du) = (self.rank, self.n_units, self.dim_x, self.dim_u);
+        let (r, dx, du) = (self.rank, self.dim_x, self.dim_u);
         match self.observation {
             Observation::Affine => {
+                let zv = self.readout_from == ReadoutFrom::ZAndV;
+                let off = if zv { du } else { 0 };
                 for j in 0..dx {
                     let mut s = p.bias[j];
+                    if zv {
+                        for l in 0..du {
+                            s += p.b[l * dx + j] * v[l];
+                        }
+                    }
                     for k in 0..r {
-                        s += p.b[k * dx + j] * z[k];
+                        s += p.b[(off + k) * dx + j] * z[k];
                     }
                     out[j] = s;
                 }
             }
             Observation::OneToOne => {
-                for j in 0..dx.min(n) {
+                for j in 0..dx {
                     let mut x = 0.0;
                     for k in 0..r {
                         x += p.m[j * r + k] * z[k];
@@ -624,10 +717,9 @@ impl ModelConfig {
                 }
             }
         }
-        if self.likelihood == Likelihood::Poisson {
-            for o in out.iter_mut() {
-                *o = softplus(*o) + 1e-6;
-            }
+        let link = self.obs_link();
+        for o in out.iter_mut() {
+            *o = link.eval(*o).0;
         }
     }
 

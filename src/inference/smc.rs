@@ -1,0 +1,1065 @@
+//! VSMC with the encoder proposal (SPEC §2.5, `filtering_posterior`) and the bootstrap
+//! proposal (SPEC §2.6, `filtering_posterior_bootstrap`) for every observation model of the
+//! reference (affine from z or [v; z], one-to-one from currents or rates; Gaussian or Poisson;
+//! identity / softplus / exp / relu output nonlinearity), with the loss exactly as the
+//! reference's training loss and its exact gradient by a hand-written reverse pass.
+//!
+//! Structure as in [`super::optimal`]: the noise scales are computed once per call, the CNN
+//! encoder runs once per trial (its output is the proposal's data term for every step), the
+//! particle filter runs per trial (rayon over trials, draws per trial so results do not depend
+//! on the thread count) and keeps its particles and ancestors, and a reverse sweep accumulates
+//! every parameter's gradient — the transition through the shared kernels, the encoder through
+//! its own reverse pass from d loss / d (mean, log-variance).
+//!
+//! Reference details kept (⚠ in SPEC): the encoder proposal's prior term uses the clamped
+//! *standard deviation* embedding while the proposal uses the clamped *variance* embedding
+//! (clamps [1e-4, 10] and [1e-8, 100]); the bootstrap samples with the marginal standard
+//! deviations even for a full Σ_z; the encoder sees the first T − t_forward steps only.
+
+use rayon::prelude::*;
+
+use super::draws::{ancestors, NoiseSource, TrialDraws};
+use super::kernel;
+use super::optimal::{logsumexp, VsmcError, VsmcOptions, VsmcOutput};
+use super::trial;
+use crate::model::encoder::{CnnEncoder, EncoderWeights};
+use crate::model::lowrank::{
+    InitialState, Likelihood, ModelConfig, NoiseKind, ObsNonlinearity, Observation, ParamView,
+    ReadoutFrom,
+};
+use crate::model::Sequences;
+
+const LN_2PI: f64 = 1.837_877_066_409_345_5;
+/// Variance clamps of the proposals (`vae.min_var`, `vae.max_var`).
+const MIN_VAR: f64 = 1e-8;
+const MAX_VAR: f64 = 100.0;
+
+/// The proposal of a [`smc_vsmc`] pass.
+#[derive(Debug, Clone, Copy)]
+pub enum SmcProposal<'a> {
+    /// Product of the transition prior and a CNN encoder's Gaussian (SPEC §2.5); the encoder's
+    /// blocks follow the model's in the flat parameter vector.
+    Encoder(&'a CnnEncoder),
+    /// The transition prior (SPEC §2.6).
+    Bootstrap,
+}
+
+/// One noise parameter's scales as the proposals use them, clamped, with the masks of the
+/// clamps (a clamped value passes no gradient, as torch's `clamp`).
+#[derive(Debug, Clone)]
+struct Scales {
+    kind: NoiseKind,
+    /// Variance embedding (diag/scalar only), clamped to [1e-8, 100].
+    var: Vec<f64>,
+    var_free: Vec<bool>,
+    /// Standard-deviation embedding (sqrt of the covariance diagonal), clamped to [1e-4, 10].
+    std: Vec<f64>,
+    std_free: Vec<bool>,
+    /// Raw std before the clamp (for the full embedding's reverse pass) and the Cholesky
+    /// factor (full only).
+    chol: Vec<f64>,
+}
+
+impl Scales {
+    fn new(kind: NoiseKind, raw: &[f64], r: usize) -> Self {
+        let chol = crate::model::lowrank::noise_cholesky(kind, raw, r);
+        let (mut var, mut var_free) = (vec![0.0; r], vec![false; r]);
+        let (mut std, mut std_free) = (vec![0.0; r], vec![false; r]);
+        for i in 0..r {
+            let (v, s) = match kind {
+                NoiseKind::Diag => (raw[i].exp(), (raw[i] / 2.0).exp()),
+                NoiseKind::Scalar => (raw[0].exp(), (raw[0] / 2.0).exp()),
+                NoiseKind::Full => {
+                    let d: f64 = (0..r).map(|j| chol[i * r + j].powi(2)).sum();
+                    (d, d.sqrt())
+                }
+            };
+            var[i] = v.clamp(MIN_VAR, MAX_VAR);
+            var_free[i] = (MIN_VAR..=MAX_VAR).contains(&v);
+            std[i] = s.clamp(MIN_VAR.sqrt(), MAX_VAR.sqrt());
+            std_free[i] = (MIN_VAR.sqrt()..=MAX_VAR.sqrt()).contains(&s);
+        }
+        Scales {
+            kind,
+            var,
+            var_free,
+            std,
+            std_free,
+            chol,
+        }
+    }
+
+    /// Adds d/d raw of (dvar · var + dstd · std) into `g` (the raw block).
+    fn backward(&self, dvar: &[f64], dstd: &[f64], g: &mut [f64]) {
+        let r = self.var.len();
+        for i in 0..r {
+            let dv = if self.var_free[i] { dvar[i] } else { 0.0 };
+            let ds = if self.std_free[i] { dstd[i] } else { 0.0 };
+            match self.kind {
+                // var = exp(θ), std = exp(θ/2)
+                NoiseKind::Diag => g[i] += dv * self.var[i] + ds * self.std[i] / 2.0,
+                NoiseKind::Scalar => g[0] += dv * self.var[i] + ds * self.std[i] / 2.0,
+                NoiseKind::Full => {
+                    // std_i = sqrt(Σ_j L_ij²) (var of the full embedding is not used).
+                    if ds == 0.0 {
+                        continue;
+                    }
+                    for j in 0..=i {
+                        let l = self.chol[i * r + j];
+                        let dl = ds * l / self.std[i];
+                        if j < i {
+                            g[i * r + j] += dl;
+                        } else {
+                            g[i * r + i] += dl * l / 2.0;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Offsets of the blocks in the flat parameter vector.
+struct Offsets {
+    m: usize,
+    n: usize,
+    h: usize,
+    wu: usize,
+    decay: usize,
+    b: usize,
+    bias: usize,
+    r_z: usize,
+    r_z0: usize,
+    r_x: Option<usize>,
+    initial_state: Option<usize>,
+}
+
+/// The observation model's constants for a pass.
+struct ObsModel {
+    link: ObsNonlinearity,
+    gaussian: bool,
+    /// σ_x, 1/σ_x², and Σ_j (−ln σ_j − ½ ln 2π) (Gaussian).
+    sd: Vec<f64>,
+    inv_var: Vec<f64>,
+    obs_const: f64,
+}
+
+/// Everything the per-trial passes share.
+struct Ctx<'a> {
+    c: &'a ModelConfig,
+    p: ParamView<'a>,
+    encoder: Option<(&'a CnnEncoder, EncoderWeights<f64>)>,
+    mt: Vec<f64>,
+    nk: Vec<f64>,
+    stride: usize,
+    k: usize,
+    n_steps: usize,
+    n_filter: usize,
+    /// [0]: z_0 scales, [1]: transition scales.
+    scales: [Scales; 2],
+    obs: ObsModel,
+    /// (MᵀM)⁻¹ and P = (MᵀM)⁻¹Mᵀ (R × N) for the input's part of μ_0.
+    proj: Option<(Vec<f64>, Vec<f64>)>,
+    off: Offsets,
+}
+
+/// What one trial's forward pass keeps for the reverse pass.
+struct TrialRecord {
+    log_w: Vec<f64>,      // [t][k]
+    z: Vec<f64>,          // [t][k][r] proposed
+    mu: Vec<f64>,         // [t][k][r] transition means
+    anc: Vec<usize>,      // [step][k]
+    v: Vec<f64>,          // [t][du]
+    dv_da: Vec<f64>,      // [t][du]
+    enc_mean: Vec<f64>,   // [r][t] (encoder)
+    enc_logvar: Vec<f64>, // [r][t]
+    alpha_sum: f64,
+    loss_b: f64,
+}
+
+/// Per-particle scratch of the observation term.
+struct ObsScratch {
+    xt: Vec<f64>,   // x_t (dx)
+    eobs: Vec<f64>, // Wu v_t for the one-to-one readout (dx)
+    pre: Vec<f64>,  // currents (dx)
+    s: Vec<f64>,    // readout before B (dx)
+    eta: Vec<f64>,  // B s + b (dx)
+    deta: Vec<f64>, // d ℓ/d η (dx)
+}
+
+impl ObsScratch {
+    fn new(dx: usize) -> Self {
+        ObsScratch {
+            xt: vec![0.0; dx],
+            eobs: vec![0.0; dx],
+            pre: vec![0.0; dx],
+            s: vec![0.0; dx],
+            eta: vec![0.0; dx],
+            deta: vec![0.0; dx],
+        }
+    }
+}
+
+impl Ctx<'_> {
+    fn weights(&self) -> kernel::Weights<'_> {
+        kernel::Weights {
+            mt: &self.mt,
+            n: &self.nk,
+            h: self.p.h,
+            stride: self.stride,
+            decay: self.p.decay,
+            rank: self.c.rank,
+            nonlinearity: self.c.nonlinearity,
+        }
+    }
+
+    /// Loads x_t and the input current of the observation at step t into `o`.
+    fn obs_step(&self, x: &[f64], vt: &[f64], t: usize, o: &mut ObsScratch) {
+        let (dx, du, tt) = (self.c.dim_x, self.c.dim_u, self.n_steps);
+        for j in 0..dx {
+            o.xt[j] = x[j * tt + t];
+        }
+        if self.c.observation == Observation::OneToOne {
+            for j in 0..dx {
+                o.eobs[j] = (0..du).map(|l| self.p.wu[j * du + l] * vt[l]).sum();
+            }
+        }
+    }
+
+    /// η = B s + b for one particle (into `o.eta`; one-to-one also keeps `o.pre`, `o.s`).
+    fn eta(&self, z: &[f64], vt: &[f64], o: &mut ObsScratch) {
+        let (r, dx, du) = (self.c.rank, self.c.dim_x, self.c.dim_u);
+        let p = &self.p;
+        match self.c.observation {
+            Observation::Affine => {
+                let zv = self.c.readout_from == ReadoutFrom::ZAndV;
+                o.eta.copy_from_slice(p.bias);
+                if zv {
+                    for (l, &vl) in vt.iter().enumerate() {
+                        let row = &p.b[l * dx..(l + 1) * dx];
+                        for (e, b) in o.eta.iter_mut().zip(row) {
+                            *e += b * vl;
+                        }
+                    }
+                }
+                let off = if zv { du } else { 0 };
+                for (q, &zq) in z.iter().enumerate() {
+                    let row = &p.b[(off + q) * dx..(off + q + 1) * dx];
+                    for (e, b) in o.eta.iter_mut().zip(row) {
+                        *e += b * zq;
+                    }
+                }
+            }
+            Observation::OneToOne => {
+                let rates = self.c.readout_from == ReadoutFrom::Rates;
+                for j in 0..dx {
+                    let mut x = o.eobs[j];
+                    for q in 0..r {
+                        x += p.m[j * r + q] * z[q];
+                    }
+                    o.pre[j] = x;
+                    o.s[j] = if rates {
+                        self.c.nonlinearity.eval(x, p.h[j]).0
+                    } else {
+                        x
+                    };
+                    o.eta[j] = p.b[j] * o.s[j] + p.bias[j];
+                }
+            }
+        }
+    }
+
+    /// log p(x_t | z) of one particle (after [`Self::eta`]); with `grad_scale` ≠ 0 also
+    /// writes d(grad_scale · ℓ)/dη into `o.deta` and adds the observation noise's gradient.
+    fn loglik(&self, o: &mut ObsScratch, lgamma_t: f64, grad_scale: f64, dsd: &mut [f64]) -> f64 {
+        let ob = &self.obs;
+        let mut ll = 0.0;
+        let want = grad_scale != 0.0;
+        if ob.gaussian {
+            for j in 0..o.eta.len() {
+                let (xh, d1) = if ob.link == ObsNonlinearity::Identity {
+                    (o.eta[j], 1.0)
+                } else {
+                    ob.link.eval(o.eta[j])
+                };
+                let res = o.xt[j] - xh;
+                let q = res * res * ob.inv_var[j];
+                ll -= 0.5 * q;
+                if want {
+                    o.deta[j] = grad_scale * res * ob.inv_var[j] * d1;
+                    dsd[j] += grad_scale * (q - 1.0) / ob.sd[j];
+                }
+            }
+            ll + ob.obs_const
+        } else {
+            for j in 0..o.eta.len() {
+                let (lam, d1) = ob.link.eval(o.eta[j]);
+                let x = o.xt[j];
+                // torch Poisson.log_prob: xlogy(x, λ) − λ − lgamma(x + 1)
+                ll += if x == 0.0 { -lam } else { x * lam.ln() - lam };
+                if want {
+                    o.deta[j] = grad_scale * (x / lam - 1.0) * d1;
+                }
+            }
+            ll - lgamma_t
+        }
+    }
+
+    /// Reverse of [`Self::eta`] from `o.deta`: adds into dz, the parameter gradient `g`, the
+    /// one-to-one input current's adjoint `deobs` (dx) and the input state's `dv` (z_and_v).
+    #[allow(clippy::too_many_arguments)]
+    fn eta_backward(
+        &self,
+        z: &[f64],
+        vt: &[f64],
+        o: &ObsScratch,
+        dz: &mut [f64],
+        g: &mut [f64],
+        deobs: &mut [f64],
+        dv: &mut [f64],
+    ) {
+        let (r, dx, du) = (self.c.rank, self.c.dim_x, self.c.dim_u);
+        let p = &self.p;
+        let off = &self.off;
+        match self.c.observation {
+            Observation::Affine => {
+                for j in 0..dx {
+                    g[off.bias + j] += o.deta[j];
+                }
+                let zv = self.c.readout_from == ReadoutFrom::ZAndV;
+                if zv {
+                    for (l, &vl) in vt.iter().enumerate() {
+                        let row = &p.b[l * dx..(l + 1) * dx];
+                        let grow = &mut g[off.b + l * dx..off.b + (l + 1) * dx];
+                        let mut s = 0.0;
+                        for j in 0..dx {
+                            grow[j] += o.deta[j] * vl;
+                            s += row[j] * o.deta[j];
+                        }
+                        dv[l] += s;
+                    }
+                }
+                let boff = if zv { du } else { 0 };
+                for (q, &zq) in z.iter().enumerate() {
+                    let row = &p.b[(boff + q) * dx..(boff + q + 1) * dx];
+                    let start = off.b + (boff + q) * dx;
+                    let grow = &mut g[start..start + dx];
+                    let mut s = 0.0;
+                    for j in 0..dx {
+                        grow[j] += o.deta[j] * zq;
+                        s += row[j] * o.deta[j];
+                    }
+                    dz[q] += s;
+                }
+            }
+            Observation::OneToOne => {
+                let rates = self.c.readout_from == ReadoutFrom::Rates;
+                for j in 0..dx {
+                    let de = o.deta[j];
+                    g[off.bias + j] += de;
+                    g[off.b + j] += de * o.s[j];
+                    let mut dpre = de * p.b[j];
+                    if rates {
+                        let (_, dx_, dh) = self.c.nonlinearity.eval(o.pre[j], p.h[j]);
+                        g[off.h + j] += dpre * dh;
+                        dpre *= dx_;
+                    }
+                    for q in 0..r {
+                        g[off.m + j * r + q] += dpre * z[q];
+                        dz[q] += p.m[j * r + q] * dpre;
+                    }
+                    deobs[j] += dpre;
+                }
+            }
+        }
+    }
+
+    /// The prior mean of z_0: μ_0 = initial state + P (Wu v_0) (SPEC §1.5).
+    fn initial_mean(&self, v0: &[f64], out: &mut [f64]) {
+        let (r, n, du) = (self.c.rank, self.c.n_units, self.c.dim_u);
+        out.iter_mut().for_each(|m| *m = 0.0);
+        if let Some(s) = self.p.initial_state {
+            out.copy_from_slice(s);
+        }
+        if let Some((_, proj)) = &self.proj {
+            for i in 0..n {
+                let w: f64 = (0..du).map(|l| self.p.wu[i * du + l] * v0[l]).sum();
+                for q in 0..r {
+                    out[q] += proj[q * n + i] * w;
+                }
+            }
+        }
+    }
+
+    /// Reverse of [`Self::initial_mean`] given dμ_0.
+    fn initial_mean_backward(&self, v0: &[f64], dmu0: &[f64], g: &mut [f64]) {
+        let (r, n, du) = (self.c.rank, self.c.n_units, self.c.dim_u);
+        if let Some(off) = self.off.initial_state {
+            for q in 0..r {
+                g[off + q] += dmu0[q];
+            }
+        }
+        let Some((ainv, proj)) = &self.proj else {
+            return;
+        };
+        // y = A⁻¹ Mᵀ w with A = MᵀM, w = Wu v_0: with λ = A⁻¹ dy,
+        // dw = M λ and dM = w λᵀ − M y λᵀ − M λ yᵀ.
+        let p = &self.p;
+        let lam: Vec<f64> = (0..r)
+            .map(|i| (0..r).map(|j| ainv[i * r + j] * dmu0[j]).sum())
+            .collect();
+        let w: Vec<f64> = (0..n)
+            .map(|i| (0..du).map(|l| p.wu[i * du + l] * v0[l]).sum())
+            .collect();
+        let y: Vec<f64> = (0..r)
+            .map(|q| (0..n).map(|i| proj[q * n + i] * w[i]).sum())
+            .collect();
+        for i in 0..n {
+            let mrow = &p.m[i * r..(i + 1) * r];
+            let my: f64 = mrow.iter().zip(&y).map(|(a, b)| a * b).sum();
+            let ml: f64 = mrow.iter().zip(&lam).map(|(a, b)| a * b).sum();
+            for q in 0..r {
+                g[self.off.m + i * r + q] += w[i] * lam[q] - my * lam[q] - ml * y[q];
+            }
+            for l in 0..du {
+                g[self.off.wu + i * du + l] += ml * v0[l];
+            }
+        }
+    }
+
+    /// Forward pass of one trial (`ws` holds the encoder's workspace when there is one).
+    fn forward(
+        &self,
+        x: &[f64],
+        u: &[f64],
+        draws: &TrialDraws,
+        ws: Option<&mut crate::model::encoder::EncoderWorkspace<f64>>,
+    ) -> Result<TrialRecord, VsmcError> {
+        let (r, dx, du, k, tt, n) = (
+            self.c.rank,
+            self.c.dim_x,
+            self.c.dim_u,
+            self.k,
+            self.n_steps,
+            self.c.n_units,
+        );
+        let (v, dv_da) = trial::input_states(self.c, self.p.decay, u, tt);
+        let (mut enc_mean, mut enc_logvar) = (Vec::new(), Vec::new());
+        if let (Some((enc, w)), Some(ws)) = (&self.encoder, ws) {
+            enc.forward(w, x, tt, ws)
+                .map_err(|e| VsmcError::Shape(format!("encoder: {e}")))?;
+            enc_mean = ws.mean().to_vec();
+            enc_logvar = ws.logvar().to_vec();
+        }
+        let t_enc = self.n_filter;
+        let lgamma = self.lgamma_per_step(x);
+        let mut z = vec![0.0; tt * k * r];
+        let mut log_w = vec![0.0; tt * k];
+        let mut anc = vec![0usize; self.n_filter * k];
+        let mut mus = vec![0.0; tt * k * r];
+        let mut mu = vec![0.0; k * r];
+        let mut zp = vec![0.0; k * r];
+        let mut ext = vec![0.0; n];
+        let mut mu0 = vec![0.0; r];
+        let mut o = ObsScratch::new(dx);
+        let mut dummy = vec![0.0; dx];
+        let mut scratch = vec![0.0; k];
+        let (mut prec_e, mut mean_e, mut vq) = (vec![0.0; r], vec![0.0; r], vec![0.0; r]);
+        let w = self.weights();
+        let mut loss_b = 0.0;
+        let mut alpha_sum = 0.0;
+        for t in 0..tt {
+            let set = usize::from(t > 0);
+            let vt = &v[t * du..(t + 1) * du];
+            if t == 0 {
+                self.initial_mean(vt, &mut mu0);
+                for kk in 0..k {
+                    mu[kk * r..(kk + 1) * r].copy_from_slice(&mu0);
+                }
+            } else {
+                trial::gather_parents(&z, &anc, t, self.n_filter, r, &mut zp);
+                let vprev = &v[(t - 1) * du..t * du];
+                let e = trial::input_current(self.p.wu, du, vprev, &mut ext);
+                kernel::means(&w, &zp, e, &mut mu);
+            }
+            mus[t * k * r..(t + 1) * k * r].copy_from_slice(&mu);
+            let filtering = t < self.n_filter;
+            let sc = &self.scales[set];
+            let encoder_step = self.encoder.is_some() && filtering;
+            if encoder_step {
+                for q in 0..r {
+                    let ve = enc_logvar[q * t_enc + t].exp().clamp(MIN_VAR, MAX_VAR);
+                    prec_e[q] = 1.0 / ve;
+                    mean_e[q] = enc_mean[q * t_enc + t];
+                    let pz = 1.0 / sc.var[q];
+                    let pq = pz + prec_e[q];
+                    vq[q] = 1.0 / pq;
+                    alpha_sum += 1.0 - pz / pq;
+                }
+            }
+            self.obs_step(x, vt, t, &mut o);
+            for kk in 0..k {
+                let eps = &draws.eps[(t * k + kk) * r..(t * k + kk + 1) * r];
+                let mu_k = &mu[kk * r..(kk + 1) * r];
+                let zk = &mut z[(t * k + kk) * r..(t * k + kk + 1) * r];
+                let mut lw_prop = 0.0;
+                if encoder_step {
+                    for q in 0..r {
+                        let pz = 1.0 / sc.var[q];
+                        let mq = (pz * mu_k[q] + prec_e[q] * mean_e[q]) * vq[q];
+                        let sq = vq[q].sqrt();
+                        zk[q] = mq + sq * eps[q];
+                        let d = (zk[q] - mu_k[q]) / sc.std[q];
+                        lw_prop += (-0.5 * d * d - sc.std[q].ln() - 0.5 * LN_2PI)
+                            - (-0.5 * eps[q] * eps[q] - sq.ln() - 0.5 * LN_2PI);
+                    }
+                } else if self.encoder.is_some() {
+                    // t_forward steps of the encoder path: the prior with sqrt(clamped var).
+                    for q in 0..r {
+                        zk[q] = mu_k[q] + sc.var[q].sqrt() * eps[q];
+                    }
+                } else {
+                    for q in 0..r {
+                        zk[q] = mu_k[q] + sc.std[q] * eps[q];
+                    }
+                }
+                self.eta(zk, vt, &mut o);
+                let ll = self.loglik(&mut o, lgamma[t], 0.0, &mut dummy);
+                log_w[t * k + kk] = ll + lw_prop;
+            }
+            let lw = &log_w[t * k..(t + 1) * k];
+            loss_b += logsumexp(lw) - (k as f64).ln();
+            if filtering {
+                ancestors(
+                    lw,
+                    &draws.resample,
+                    t,
+                    &mut scratch,
+                    &mut anc[t * k..(t + 1) * k],
+                );
+            }
+        }
+        Ok(TrialRecord {
+            log_w,
+            z,
+            mu: mus,
+            anc,
+            v,
+            dv_da,
+            enc_mean,
+            enc_logvar,
+            alpha_sum,
+            loss_b: loss_b / tt as f64,
+        })
+    }
+
+    /// Σ_j ln Γ(x_jt + 1) per step (Poisson), zeros otherwise.
+    fn lgamma_per_step(&self, x: &[f64]) -> Vec<f64> {
+        let (dx, tt) = (self.c.dim_x, self.n_steps);
+        if self.obs.gaussian {
+            return vec![0.0; tt];
+        }
+        (0..tt)
+            .map(|t| (0..dx).map(|j| libm::lgamma(x[j * tt + t] + 1.0)).sum())
+            .collect()
+    }
+
+    /// Reverse pass of one trial: d(scale · Loss_b)/dθ added into `g` (full layout); the
+    /// encoder's output adjoints into `d_mean`, `d_logvar` (R × T_enc).
+    #[allow(clippy::too_many_arguments)]
+    fn backward(
+        &self,
+        x: &[f64],
+        rec: &TrialRecord,
+        draws: &TrialDraws,
+        scale: f64,
+        g: &mut [f64],
+        d_mean: &mut [f64],
+        d_logvar: &mut [f64],
+    ) {
+        let (r, dx, du, k, tt, n) = (
+            self.c.rank,
+            self.c.dim_x,
+            self.c.dim_u,
+            self.k,
+            self.n_steps,
+            self.c.n_units,
+        );
+        let p = &self.p;
+        let wts = self.weights();
+        let t_enc = self.n_filter;
+        let lgamma = self.lgamma_per_step(x);
+        let mut o = ObsScratch::new(dx);
+        let mut dz_next = vec![0.0; k * r];
+        let mut dzprev = vec![0.0; k * r];
+        let mut dmu_all = vec![0.0; k * r];
+        let mut dv = vec![0.0; tt * du];
+        let mut zp = vec![0.0; k * r];
+        let mut ext = vec![0.0; n];
+        let mut gext = vec![0.0; if du > 0 { n } else { 0 }];
+        let st = self.stride;
+        let mut gmt = vec![0.0; (r - 1) * st + n];
+        let mut gn = vec![0.0; (r - 1) * st + n];
+        let mut work = vec![0.0; k * st];
+        let mut gh = vec![0.0; n];
+        let mut dsd = vec![0.0; dx];
+        let mut deobs = vec![0.0; dx];
+        let mut wgt = vec![0.0; k];
+        let mut dzk = vec![0.0; r];
+        let mut dmu0 = vec![0.0; r];
+        // Noise adjoints: d/d var and d/d std per set.
+        let mut dvar = [vec![0.0; r], vec![0.0; r]];
+        let mut dstd = [vec![0.0; r], vec![0.0; r]];
+        let (mut prec_e, mut mean_e, mut vq, mut ve) =
+            (vec![0.0; r], vec![0.0; r], vec![0.0; r], vec![0.0; r]);
+        let (mut dmq_mu, mut dsq, mut dpz, mut dpe, mut dvq, mut dme) = (
+            vec![0.0; r],
+            vec![0.0; r],
+            vec![0.0; r],
+            vec![0.0; r],
+            vec![0.0; r],
+            vec![0.0; r],
+        );
+        let mut da = 0.0;
+        for t in (0..tt).rev() {
+            let set = usize::from(t > 0);
+            let sc = &self.scales[set];
+            let filtering = t < self.n_filter;
+            let encoder_step = self.encoder.is_some() && filtering;
+            let vt = &rec.v[t * du..(t + 1) * du];
+            let lw = &rec.log_w[t * k..(t + 1) * k];
+            let lse = logsumexp(lw);
+            for kk in 0..k {
+                wgt[kk] = scale * (lw[kk] - lse).exp() / tt as f64;
+            }
+            if t > 0 {
+                trial::gather_parents(&rec.z, &rec.anc, t, self.n_filter, r, &mut zp);
+            }
+            if encoder_step {
+                for q in 0..r {
+                    ve[q] = rec.enc_logvar[q * t_enc + t].exp().clamp(MIN_VAR, MAX_VAR);
+                    prec_e[q] = 1.0 / ve[q];
+                    mean_e[q] = rec.enc_mean[q * t_enc + t];
+                    vq[q] = 1.0 / (1.0 / sc.var[q] + prec_e[q]);
+                }
+                for a in [
+                    &mut dmq_mu,
+                    &mut dsq,
+                    &mut dpz,
+                    &mut dpe,
+                    &mut dvq,
+                    &mut dme,
+                ] {
+                    a.iter_mut().for_each(|v| *v = 0.0);
+                }
+            }
+            self.obs_step(x, vt, t, &mut o);
+            deobs.iter_mut().for_each(|v| *v = 0.0);
+            let (dv_t, _) = dv.split_at_mut((t + 1) * du);
+            let dv_t = &mut dv_t[t * du..];
+            for kk in 0..k {
+                let gk = wgt[kk];
+                let zk = &rec.z[(t * k + kk) * r..(t * k + kk + 1) * r];
+                let mu_k = &rec.mu[(t * k + kk) * r..(t * k + kk + 1) * r];
+                let eps = &draws.eps[(t * k + kk) * r..(t * k + kk + 1) * r];
+                dzk.copy_from_slice(&dz_next[kk * r..(kk + 1) * r]);
+                // Observation term.
+                self.eta(zk, vt, &mut o);
+                self.loglik(&mut o, lgamma[t], gk, &mut dsd);
+                self.eta_backward(zk, vt, &o, &mut dzk, g, &mut deobs, dv_t);
+                let dmu = &mut dmu_all[kk * r..(kk + 1) * r];
+                if encoder_step {
+                    for q in 0..r {
+                        // log N(z; μ, s_z) with s_z the clamped std embedding
+                        let s = sc.std[q];
+                        let diff = zk[q] - mu_k[q];
+                        let c = gk * diff / (s * s);
+                        dzk[q] -= c;
+                        dmu[q] = c;
+                        dstd[set][q] += gk * (diff * diff / (s * s * s) - 1.0 / s);
+                        // − log q = ½ε² + ln s_q + const
+                        let sq = vq[q].sqrt();
+                        dsq[q] += gk / sq;
+                        // z = m_q + s_q ε, m_q = (p_z μ + p_e μ_e) v_q
+                        let dmq = dzk[q];
+                        dsq[q] += dmq * eps[q];
+                        let pz = 1.0 / sc.var[q];
+                        dmu[q] += dmq * pz * vq[q];
+                        dme[q] += dmq * prec_e[q] * vq[q];
+                        dpz[q] += dmq * mu_k[q] * vq[q];
+                        dpe[q] += dmq * mean_e[q] * vq[q];
+                        dvq[q] += dmq * (pz * mu_k[q] + prec_e[q] * mean_e[q]);
+                    }
+                } else if self.encoder.is_some() {
+                    for q in 0..r {
+                        dmu[q] = dzk[q];
+                        let s = sc.var[q].sqrt();
+                        dvar[set][q] += dzk[q] * eps[q] / (2.0 * s);
+                    }
+                } else {
+                    for q in 0..r {
+                        dmu[q] = dzk[q];
+                        dstd[set][q] += dzk[q] * eps[q];
+                    }
+                }
+            }
+            if encoder_step {
+                for q in 0..r {
+                    let sq = vq[q].sqrt();
+                    let dvq_q = dvq[q] + dsq[q] / (2.0 * sq);
+                    let dpq = -dvq_q * vq[q] * vq[q];
+                    let dpz_q = dpz[q] + dpq;
+                    let dpe_q = dpe[q] + dpq;
+                    dvar[set][q] += -dpz_q / (sc.var[q] * sc.var[q]);
+                    let raw = rec.enc_logvar[q * t_enc + t].exp();
+                    if (MIN_VAR..=MAX_VAR).contains(&raw) {
+                        d_logvar[q * t_enc + t] += -dpe_q / (ve[q] * ve[q]) * raw;
+                    }
+                    d_mean[q * t_enc + t] += dme[q];
+                }
+            }
+            // One-to-one input current of the observation: e_obs = Wu v_t.
+            if self.c.observation == Observation::OneToOne && du > 0 {
+                for j in 0..dx {
+                    for l in 0..du {
+                        g[self.off.wu + j * du + l] += deobs[j] * vt[l];
+                        dv[t * du + l] += p.wu[j * du + l] * deobs[j];
+                    }
+                }
+            }
+            if t == 0 {
+                dmu0.iter_mut().for_each(|m| *m = 0.0);
+                for kk in 0..k {
+                    for q in 0..r {
+                        dmu0[q] += dmu_all[kk * r + q];
+                    }
+                }
+                self.initial_mean_backward(vt, &dmu0, g);
+            } else {
+                for kk in 0..k {
+                    for q in 0..r {
+                        da += dmu_all[kk * r + q] * zp[kk * r + q];
+                        dzprev[kk * r + q] = p.decay * dmu_all[kk * r + q];
+                    }
+                }
+                let vprev = &rec.v[(t - 1) * du..t * du];
+                let e = trial::input_current(p.wu, du, vprev, &mut ext);
+                gext.iter_mut().for_each(|v| *v = 0.0);
+                let mut kg = kernel::Grads {
+                    mt: &mut gmt,
+                    n: &mut gn,
+                    h: &mut gh,
+                    ext: (du > 0).then_some(gext.as_mut_slice()),
+                    work: &mut work,
+                };
+                kernel::means_backward(&wts, &zp, e, &dmu_all, &mut kg, &mut dzprev);
+                for i in 0..if du > 0 { n } else { 0 } {
+                    let ge = gext[i];
+                    for l in 0..du {
+                        g[self.off.wu + i * du + l] += ge * vprev[l];
+                        dv[(t - 1) * du + l] += p.wu[i * du + l] * ge;
+                    }
+                }
+                trial::scatter_to_parents(&dzprev, &rec.anc, t, self.n_filter, r, &mut dz_next);
+            }
+        }
+        if self.c.simulate_input {
+            for i in 0..tt * du {
+                da += dv[i] * rec.dv_da[i];
+            }
+        }
+        let off = &self.off;
+        g[off.decay] += da * (-p.decay_param.exp() * p.decay);
+        for i in 0..n {
+            for q in 0..r {
+                g[off.m + i * r + q] += gmt[q * st + i];
+            }
+            g[off.h + i] += gh[i];
+        }
+        for q in 0..r {
+            for i in 0..n {
+                g[off.n + q * n + i] += gn[q * st + i];
+            }
+        }
+        self.scales[0].backward(
+            &dvar[0],
+            &dstd[0],
+            &mut g[off.r_z0..off.r_z0 + p.r_z0.len()],
+        );
+        self.scales[1].backward(&dvar[1], &dstd[1], &mut g[off.r_z..off.r_z + p.r_z.len()]);
+        if let (Some(ox), Some(rx)) = (off.r_x, p.r_x) {
+            // σ_j = exp(θ/2) (diag) or exp(θ_0/2) (scalar)
+            for j in 0..dx {
+                let i = if self.c.noise_x == NoiseKind::Scalar {
+                    0
+                } else {
+                    j
+                };
+                g[ox + i] += dsd[j] * self.obs.sd[j] / 2.0;
+            }
+            let _ = rx;
+        }
+    }
+}
+
+/// Checks the model/proposal combination (the reference's constraints, SPEC §9).
+fn check_supported(c: &ModelConfig, proposal: &SmcProposal<'_>) -> Result<(), VsmcError> {
+    if let SmcProposal::Encoder(enc) = proposal {
+        if c.noise_z == NoiseKind::Full || c.noise_z0 == NoiseKind::Full {
+            return Err(VsmcError::Unsupported(
+                "the encoder proposal needs noise_z and noise_z0 = diag or scalar (the reference \
+                 breaks with full)"
+                    .into(),
+            ));
+        }
+        if enc.dim_x() != c.dim_x || enc.dim_z() != c.rank {
+            return Err(VsmcError::Shape(format!(
+                "encoder maps {} channels to {} latents; the model has dim_x = {} and rank {}",
+                enc.dim_x(),
+                enc.dim_z(),
+                c.dim_x,
+                c.rank
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Loss and (optionally) gradient of the VSMC objective with the encoder or bootstrap
+/// proposal on a batch. `params` is the model's layout followed by the encoder's blocks (for
+/// [`SmcProposal::Encoder`]); `grad`, when given, has the same length and d loss/dθ is *added*.
+pub fn smc_vsmc(
+    config: &ModelConfig,
+    proposal: SmcProposal<'_>,
+    params: &[f64],
+    data: &Sequences<f64>,
+    options: &VsmcOptions,
+    noise: &dyn NoiseSource,
+    grad: Option<&mut [f64]>,
+) -> Result<VsmcOutput, VsmcError> {
+    config
+        .validate()
+        .map_err(|e| VsmcError::Params(e.to_string()))?;
+    check_supported(config, &proposal)?;
+    let layout = config.layout();
+    let n_model = layout.len();
+    if params.len() < n_model {
+        return Err(VsmcError::Params(format!(
+            "{} parameters for a model layout of {n_model}",
+            params.len()
+        )));
+    }
+    let p = config
+        .view(&params[..n_model])
+        .map_err(|e| VsmcError::Params(e.to_string()))?;
+    if data.dim_x != config.dim_x || data.dim_u != config.dim_u {
+        return Err(VsmcError::Shape(format!(
+            "data has dim_x = {}, dim_u = {}; the model expects {} and {}",
+            data.dim_x, data.dim_u, config.dim_x, config.dim_u
+        )));
+    }
+    if data.n_time == 0 || data.n_sequences == 0 {
+        return Err(VsmcError::Shape(
+            "zero-length trials or an empty batch".into(),
+        ));
+    }
+    if options.n_particles == 0 {
+        return Err(VsmcError::Params("n_particles (K) must be ≥ 1".into()));
+    }
+    if options.t_forward >= data.n_time {
+        return Err(VsmcError::Params(format!(
+            "t_forward = {} must be < the trial length {}",
+            options.t_forward, data.n_time
+        )));
+    }
+    if let Some(i) = data.x.iter().position(|v| !v.is_finite()) {
+        return Err(VsmcError::Shape(format!(
+            "non-finite value {} in the data (sequence {}, channel {}, step {})",
+            data.x[i],
+            i / (data.dim_x * data.n_time),
+            (i / data.n_time) % data.dim_x,
+            i % data.n_time
+        )));
+    }
+    if config.likelihood == Likelihood::Poisson {
+        if let Some(v) = data.x.iter().find(|v| **v < 0.0 || v.fract() != 0.0) {
+            return Err(VsmcError::Shape(format!(
+                "Poisson data must be non-negative integer counts; found {v}"
+            )));
+        }
+    }
+    let (r, n, dx) = (config.rank, config.n_units, config.dim_x);
+    let n_filter = data.n_time - options.t_forward;
+    let encoder = match proposal {
+        SmcProposal::Encoder(enc) => {
+            enc.check_length_preserving(n_filter)
+                .map_err(|e| VsmcError::Shape(format!("encoder: {e}")))?;
+            let w = enc
+                .weights::<f64>(params)
+                .map_err(|e| VsmcError::Params(format!("encoder: {e}")))?;
+            Some((enc, w))
+        }
+        SmcProposal::Bootstrap => None,
+    };
+    let off = |name: &str| layout.get(name).map(|b| b.offset).unwrap_or(0);
+    let offsets = Offsets {
+        m: off("rnn.transition.m"),
+        n: off("rnn.transition.n"),
+        h: off("rnn.transition.h"),
+        wu: off("rnn.transition.Wu"),
+        decay: off("rnn.transition.decay_param"),
+        b: off("rnn.observation.B"),
+        bias: off("rnn.observation.Bias"),
+        r_z: off("rnn.R_z"),
+        r_z0: off("rnn.R_z_t0"),
+        r_x: layout.get("rnn.R_x").map(|b| b.offset),
+        initial_state: (config.initial_state == InitialState::Trainable)
+            .then(|| off("rnn.initial_state")),
+    };
+    let obs = match (config.likelihood, p.r_x) {
+        (Likelihood::Gaussian, Some(rx)) => {
+            let sd = crate::model::lowrank::noise_std(config.noise_x, rx, dx);
+            ObsModel {
+                link: config.obs_link(),
+                gaussian: true,
+                inv_var: sd.iter().map(|s| 1.0 / (s * s)).collect(),
+                obs_const: sd.iter().map(|s| -s.ln() - 0.5 * LN_2PI).sum(),
+                sd,
+            }
+        }
+        _ => ObsModel {
+            link: config.obs_link(),
+            gaussian: false,
+            sd: vec![1.0; dx],
+            inv_var: vec![1.0; dx],
+            obs_const: 0.0,
+        },
+    };
+    let proj = if config.dim_u > 0 && !config.simulate_input {
+        Some(projection(p.m, n, r)?)
+    } else {
+        None
+    };
+    let stride = kernel::row_stride(n);
+    let mut m_t = vec![0.0; r * n];
+    for i in 0..n {
+        for q in 0..r {
+            m_t[q * n + i] = p.m[i * r + q];
+        }
+    }
+    let ctx = Ctx {
+        c: config,
+        p,
+        encoder,
+        mt: kernel::with_stride(&m_t, r, n, stride),
+        nk: kernel::with_stride(p.n, r, n, stride),
+        stride,
+        k: options.n_particles,
+        n_steps: data.n_time,
+        n_filter,
+        scales: [
+            Scales::new(config.noise_z0, p.r_z0, r),
+            Scales::new(config.noise_z, p.r_z, r),
+        ],
+        obs,
+        proj,
+        off: offsets,
+    };
+    let nb = data.n_sequences;
+    let n_total = params.len();
+    let want_grad = grad.is_some();
+    type Out = (TrialRecord, Option<Vec<f64>>);
+    let results: Vec<Result<Out, VsmcError>> = (0..nb)
+        .into_par_iter()
+        .map(|b| {
+            let draws = noise.trial_draws(b, ctx.n_steps, ctx.n_filter, ctx.k, r);
+            let mut ws = match &ctx.encoder {
+                Some((enc, _)) => Some(
+                    enc.workspace::<f64>(n_filter)
+                        .map_err(|e| VsmcError::Shape(format!("encoder: {e}")))?,
+                ),
+                None => None,
+            };
+            let rec = ctx.forward(data.x_of(b), data.u_of(b), &draws, ws.as_mut())?;
+            let g = if want_grad {
+                let mut gvec = vec![0.0; n_total];
+                let mut d_mean = vec![0.0; r * n_filter];
+                let mut d_logvar = vec![0.0; r * n_filter];
+                ctx.backward(
+                    data.x_of(b),
+                    &rec,
+                    &draws,
+                    -1.0 / nb as f64,
+                    &mut gvec,
+                    &mut d_mean,
+                    &mut d_logvar,
+                );
+                if let (Some((enc, w)), Some(ws)) = (&ctx.encoder, ws.as_mut()) {
+                    enc.backward(w, ws, &d_mean, &d_logvar, &mut gvec)
+                        .map_err(|e| VsmcError::Shape(format!("encoder: {e}")))?;
+                }
+                Some(gvec)
+            } else {
+                None
+            };
+            Ok((rec, g))
+        })
+        .collect();
+    let results: Vec<Out> = results.into_iter().collect::<Result<_, _>>()?;
+    let log_likelihood: Vec<f64> = results.iter().map(|(rec, _)| rec.loss_b).collect();
+    let loss = -log_likelihood.iter().sum::<f64>() / nb as f64;
+    if let Some(grad) = grad {
+        if grad.len() != n_total {
+            return Err(VsmcError::Params(format!(
+                "gradient buffer has {} entries for {n_total} parameters",
+                grad.len()
+            )));
+        }
+        let mut total = vec![0.0; n_total];
+        for (_, g) in &results {
+            if let Some(gv) = g {
+                for (t, v) in total.iter_mut().zip(gv) {
+                    *t += v;
+                }
+            }
+        }
+        for b in layout.blocks() {
+            if !b.trainable {
+                for v in &mut total[b.range()] {
+                    *v = 0.0;
+                }
+            }
+        }
+        for (g, t) in grad.iter_mut().zip(&total) {
+            *g += t;
+        }
+    }
+    let n_alpha = (nb * n_filter * r) as f64;
+    let mean_alpha = results.iter().map(|(rec, _)| rec.alpha_sum).sum::<f64>() / n_alpha;
+    Ok(VsmcOutput {
+        loss,
+        log_likelihood,
+        log_w: results.iter().map(|(rec, _)| rec.log_w.clone()).collect(),
+        ancestors: results.iter().map(|(rec, _)| rec.anc.clone()).collect(),
+        particles: results.into_iter().map(|(rec, _)| rec.z).collect(),
+        mean_alpha,
+    })
+}
+
+/// (MᵀM)⁻¹ (R × R) and P = (MᵀM)⁻¹Mᵀ (R × N) for M (N × R).
+fn projection(m: &[f64], n: usize, r: usize) -> Result<(Vec<f64>, Vec<f64>), VsmcError> {
+    let a = nalgebra::DMatrix::from_fn(r, r, |i, j| {
+        (0..n).map(|u| m[u * r + i] * m[u * r + j]).sum()
+    });
+    let inv = a.try_inverse().ok_or_else(|| {
+        VsmcError::Params("MᵀM is singular (the left vectors M are linearly dependent)".into())
+    })?;
+    let ainv: Vec<f64> = (0..r * r).map(|x| inv[(x / r, x % r)]).collect();
+    let mut proj = vec![0.0; r * n];
+    for q in 0..r {
+        for i in 0..n {
+            proj[q * n + i] = (0..r).map(|j| ainv[q * r + j] * m[i * r + j]).sum();
+        }
+    }
+    Ok((ainv, proj))
+}
