@@ -35,6 +35,31 @@ pub enum SimulateError {
         field: &'static str,
         message: String,
     },
+    #[error("teacher JSON `{field}`: {message}")]
+    Json { field: String, message: String },
+}
+
+/// Flattens a JSON number, list of numbers, or list of lists of numbers (row-major).
+fn json_numbers(v: &serde_json::Value, field: &str) -> Result<Vec<f64>, SimulateError> {
+    let bad = |m: &str| SimulateError::Json {
+        field: field.to_string(),
+        message: m.to_string(),
+    };
+    let mut out = Vec::new();
+    fn walk(v: &serde_json::Value, out: &mut Vec<f64>) -> bool {
+        match v {
+            serde_json::Value::Number(n) => n.as_f64().map(|x| out.push(x)).is_some(),
+            serde_json::Value::Array(a) => a.iter().all(|x| walk(x, out)),
+            _ => false,
+        }
+    }
+    if !walk(v, &mut out) {
+        return Err(bad("expected numbers or (nested) lists of numbers"));
+    }
+    if out.iter().any(|x| !x.is_finite()) {
+        return Err(bad("holds a non-finite value"));
+    }
+    Ok(out)
 }
 
 /// The latent form of a teacher: `U` (N×R, row-major), `V` (R×N), bias `B` (N), input weights `I`
@@ -56,6 +81,114 @@ pub struct TeacherBasis {
 }
 
 impl TeacherBasis {
+    /// Reads a teacher file (`datasets/teachers/*.json`, TEACHERS.md): `derived.dataset_basis`
+    /// (U, V, B, I_w_inp) and `derived.decay`.
+    pub fn from_json(doc: &serde_json::Value) -> Result<Self, SimulateError> {
+        let missing = |f: &str| SimulateError::Json {
+            field: f.to_string(),
+            message: "is missing (is this a teacher file from datasets/teachers?)".into(),
+        };
+        let basis = doc
+            .get("derived")
+            .and_then(|d| d.get("dataset_basis"))
+            .ok_or_else(|| missing("derived.dataset_basis"))?;
+        let get = |k: &str| -> Result<Vec<f64>, SimulateError> {
+            let f = format!("derived.dataset_basis.{k}");
+            json_numbers(basis.get(k).ok_or_else(|| missing(&f))?, &f)
+        };
+        let u = get("U")?;
+        let b = get("B")?;
+        let n = b.len();
+        if n == 0 || u.len() % n != 0 {
+            return Err(SimulateError::Json {
+                field: "derived.dataset_basis.U".into(),
+                message: format!("{} values do not form N = {n} rows", u.len()),
+            });
+        }
+        let rank = u.len() / n;
+        let input_weights = match basis.get("I_w_inp") {
+            Some(v) => json_numbers(v, "derived.dataset_basis.I_w_inp")?,
+            None => Vec::new(),
+        };
+        let decay = doc
+            .get("derived")
+            .and_then(|d| d.get("decay"))
+            .and_then(serde_json::Value::as_f64)
+            .unwrap_or(0.9);
+        let t = TeacherBasis {
+            n_units: n,
+            rank,
+            dim_input: input_weights.len() / n,
+            u,
+            v: get("V")?,
+            b,
+            input_weights,
+            decay,
+        };
+        t.check()?;
+        Ok(t)
+    }
+
+    /// The teacher as a model of ours (SPEC §5.1 mapping, TEACHERS.md §2): M = U, n = V,
+    /// h = −B, Wu = Iᵀ, decay a, relu, one-to-one readout of the currents with B = 1, bias 0.
+    /// Returns the config (Gaussian observations with std `noise_x`, full noise with std
+    /// `noise_z`) and its parameters.
+    pub fn as_model(
+        &self,
+        noise_z: f64,
+        noise_x: f64,
+    ) -> Result<(crate::model::lowrank::ModelConfig, Vec<f64>), SimulateError> {
+        use crate::model::lowrank::*;
+        let (n, r, du) = (self.n_units, self.rank, self.dim_input);
+        let config = ModelConfig {
+            rank: r,
+            n_units: n,
+            dim_x: n,
+            dim_u: du,
+            nonlinearity: Nonlinearity::Relu,
+            noise_z: NoiseKind::Full,
+            noise_z0: NoiseKind::Full,
+            noise_x: NoiseKind::Diag,
+            observation: Observation::OneToOne,
+            readout_from: ReadoutFrom::Currents,
+            likelihood: Likelihood::Gaussian,
+            obs_nonlinearity: None,
+            initial_state: InitialState::Zero,
+            simulate_input: false,
+            decay: self.decay,
+            init_noise_z: noise_z.max(1e-12),
+            init_noise_z0: noise_z.max(1e-12),
+            init_noise_x: noise_x.max(1e-12),
+            train_observation: false,
+        };
+        let mut p = config.init_params(0).map_err(|e| SimulateError::Param {
+            field: "teacher",
+            message: e.to_string(),
+        })?;
+        let layout = config.layout();
+        let mut set = |name: &str, values: &[f64]| {
+            if let Some(b) = layout.get(name) {
+                p[b.range()].copy_from_slice(values);
+            }
+        };
+        set("rnn.transition.m", &self.u);
+        set("rnn.transition.n", &self.v);
+        set(
+            "rnn.transition.h",
+            &self.b.iter().map(|x| -x).collect::<Vec<_>>(),
+        );
+        let mut wu = vec![0.0; n * du];
+        for i in 0..n {
+            for l in 0..du {
+                wu[i * du + l] = self.input_weights[l * n + i];
+            }
+        }
+        set("rnn.transition.Wu", &wu);
+        set("rnn.observation.B", &vec![1.0; n]);
+        set("rnn.observation.Bias", &vec![0.0; n]);
+        Ok((config, p))
+    }
+
     /// Checks that every array has the size its dimensions imply.
     pub fn check(&self) -> Result<(), SimulateError> {
         let (n, r, du) = (self.n_units, self.rank, self.dim_input);

@@ -27,8 +27,9 @@ use serde_json::Value;
 
 use crate::data::sequences_io::{read_attr, read_sequences};
 use crate::inference::draws::Resampling;
-use crate::inference::objective::VsmcObjective;
+use crate::inference::objective::{ModelWithProposal, ProposalKind, VsmcObjective};
 use crate::inference::optimal::VsmcOptions;
+use crate::model::encoder::EncoderConfig;
 use crate::model::lowrank::ModelConfig;
 use crate::pipeline::stage::{
     canonical_params, InputSpec, OutputSpec, ParamError, ProgressHandle, Stage, StageContext,
@@ -47,17 +48,21 @@ fn default_k() -> usize {
 fn default_resampling() -> Resampling {
     Resampling::Systematic
 }
-fn default_proposal() -> String {
-    "optimal".into()
+fn default_proposal() -> ProposalKind {
+    ProposalKind::Optimal
 }
 
 /// VSMC settings.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct VsmcParams {
-    /// Proposal: `optimal` (linear-Gaussian observations; SPEC §2.4).
+    /// Proposal: `optimal` (linear-Gaussian observations; SPEC §2.4), `encoder` (CNN
+    /// encoder × prior, §2.5; needs `encoder`) or `bootstrap` (§2.6).
     #[serde(default = "default_proposal")]
-    pub proposal: String,
+    pub proposal: ProposalKind,
+    /// The CNN encoder of the encoder proposal (SPEC §2.9).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoder: Option<EncoderConfig>,
     /// Particles K.
     #[serde(default = "default_k")]
     pub n_particles: usize,
@@ -103,6 +108,7 @@ pub struct FitParams {
 fn default_vsmc() -> VsmcParams {
     VsmcParams {
         proposal: default_proposal(),
+        encoder: None,
         n_particles: default_k(),
         resampling: default_resampling(),
         t_forward: 0,
@@ -118,10 +124,24 @@ pub struct FitStage;
 pub struct FittedModel {
     /// Its configuration.
     pub config: ModelConfig,
-    /// Flat parameters (reference layout).
+    /// Flat parameters of the model (reference layout).
     pub params: Vec<f64>,
     /// Variant name.
     pub variant: String,
+    /// The proposal it was fitted with and its encoder (if any).
+    pub proposal: ProposalKind,
+    /// The encoder's configuration (encoder proposal).
+    pub encoder: Option<EncoderConfig>,
+    /// Model parameters followed by the encoder's (as trained).
+    pub all_params: Vec<f64>,
+}
+
+impl FittedModel {
+    /// The model with its proposal (layout incl. the encoder's blocks).
+    pub fn with_proposal(&self) -> Result<ModelWithProposal, StageError> {
+        ModelWithProposal::new(self.config.clone(), self.proposal, self.encoder.as_ref())
+            .map_err(|e| StageError::new(e.to_string()))
+    }
 }
 
 /// Read a model written by `fit` (its `model_config` attribute holds the config and variant).
@@ -144,13 +164,85 @@ pub fn load_model(path: &Path) -> Result<FittedModel, StageError> {
         .and_then(Value::as_str)
         .unwrap_or("model")
         .to_string();
+    let vsmc: VsmcParams = match v.get("vsmc") {
+        Some(x) => serde_json::from_value(x.clone())
+            .map_err(|e| StageError::new(format!("{}: model_config.vsmc: {e}", path.display())))?,
+        None => default_vsmc(),
+    };
+    let with = ModelWithProposal::new(config.clone(), vsmc.proposal, vsmc.encoder.as_ref())
+        .map_err(|e| StageError::new(format!("{}: {e}", path.display())))?;
     let checkpoint =
-        load_checkpoint(path, &config.layout()).map_err(|e| StageError::new(e.to_string()))?;
+        load_checkpoint(path, &with.layout).map_err(|e| StageError::new(e.to_string()))?;
+    let all_params = checkpoint.state.params;
     Ok(FittedModel {
+        params: all_params[..with.n_model()].to_vec(),
         config,
-        params: checkpoint.state.params,
         variant,
+        proposal: vsmc.proposal,
+        encoder: vsmc.encoder,
+        all_params,
     })
+}
+
+/// The model/proposal combinations the reference supports (SPEC §2.4–2.6, §9), as errors
+/// naming the field.
+fn check_proposal(model: &ModelConfig, vsmc: &VsmcParams) -> Result<(), ParamError> {
+    use crate::model::lowrank::{Likelihood, NoiseKind, ObsNonlinearity, Observation, ReadoutFrom};
+    match vsmc.proposal {
+        ProposalKind::Optimal => {
+            if model.likelihood != Likelihood::Gaussian
+                || model.obs_link() != ObsNonlinearity::Identity
+            {
+                return Err(ParamError::new(
+                    "vsmc.proposal",
+                    "the optimal proposal needs linear-Gaussian observations (likelihood: \
+                     gaussian, identity output); use `encoder` or `bootstrap`",
+                ));
+            }
+            if model.noise_z != NoiseKind::Full || model.noise_z0 != NoiseKind::Full {
+                return Err(ParamError::new(
+                    "model.noise_z",
+                    "the optimal proposal needs noise_z: full and noise_z0: full",
+                ));
+            }
+            let linear = matches!(
+                (model.observation, model.readout_from),
+                (Observation::Affine, ReadoutFrom::Z)
+                    | (Observation::OneToOne, ReadoutFrom::Currents)
+            );
+            if !linear {
+                return Err(ParamError::new(
+                    "model.readout_from",
+                    "the optimal proposal needs affine from z or one_to_one from currents",
+                ));
+            }
+        }
+        ProposalKind::Encoder => {
+            let Some(enc) = &vsmc.encoder else {
+                return Err(ParamError::new(
+                    "vsmc.encoder",
+                    "the encoder proposal needs an encoder (kernel_sizes, channels, activation, \
+                     padding_location, padding_mode, init_scale)",
+                ));
+            };
+            enc.check()
+                .map_err(|e| ParamError::new("vsmc.encoder", e.to_string()))?;
+            if model.noise_z == NoiseKind::Full || model.noise_z0 == NoiseKind::Full {
+                return Err(ParamError::new(
+                    "model.noise_z",
+                    "the encoder proposal needs diag or scalar noise_z and noise_z0",
+                ));
+            }
+        }
+        ProposalKind::Bootstrap => {}
+    }
+    if vsmc.proposal != ProposalKind::Encoder && vsmc.encoder.is_some() {
+        return Err(ParamError::new(
+            "vsmc.encoder",
+            "only the encoder proposal uses an encoder; remove it or set proposal: encoder",
+        ));
+    }
+    Ok(())
 }
 
 struct ProgressObserver<'a> {
@@ -174,7 +266,7 @@ impl Stage for FitStage {
         1
     }
     fn description(&self) -> &'static str {
-        "fit a stochastic low-rank RNN with VSMC (optimal proposal) → model.h5, loss curve"
+        "fit a stochastic low-rank RNN with VSMC (optimal, encoder or bootstrap proposal) → model.h5, loss curve"
     }
     fn check_params(&self, params: &Value) -> Result<Value, ParamError> {
         let v = canonical_params::<FitParams>(params)?;
@@ -186,15 +278,7 @@ impl Stage for FitStage {
         p.train
             .validate()
             .map_err(|e| ParamError::new("train", e.to_string()))?;
-        if p.vsmc.proposal != "optimal" {
-            return Err(ParamError::new(
-                "vsmc.proposal",
-                format!(
-                    "`{}` is not available in this build (use `optimal`)",
-                    p.vsmc.proposal
-                ),
-            ));
-        }
+        check_proposal(&p.model, &p.vsmc)?;
         if p.vsmc.n_particles == 0 {
             return Err(ParamError::new("vsmc.n_particles", "K must be ≥ 1"));
         }
@@ -234,12 +318,14 @@ impl Stage for FitStage {
             None => BatchSource::trials(data),
         }
         .map_err(|e| StageError::new(format!("{}: {e}", data_path.display())))?;
-        let init = p
-            .model
+        let model =
+            ModelWithProposal::new(p.model.clone(), p.vsmc.proposal, p.vsmc.encoder.as_ref())
+                .map_err(|e| StageError::new(e.to_string()))?;
+        let init = model
             .init_params(p.init_seed.unwrap_or(p.train.seed))
             .map_err(|e| StageError::new(e.to_string()))?;
-        let objective = VsmcObjective::new(
-            p.model.clone(),
+        let objective = VsmcObjective::with_proposal(
+            model,
             VsmcOptions {
                 n_particles: p.vsmc.n_particles,
                 t_forward: p.vsmc.t_forward,

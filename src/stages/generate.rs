@@ -20,6 +20,7 @@ use serde_json::Value;
 
 use super::fit::load_model;
 use crate::data::sequences_io::{read_attr, read_sequences, write_sequences};
+use crate::inference::objective::ProposalKind;
 use crate::inference::optimal::{filtered_means, initial_posterior};
 use crate::model::Sequences;
 use crate::pipeline::stage::{
@@ -65,7 +66,8 @@ pub struct GenerateParams {
     /// Time index for `filtered_mean`.
     #[serde(default)]
     pub init_time: usize,
-    /// Particles of the filter for `filtered_mean`.
+    /// Particles of the filter for `filtered_mean` (and for the posterior of z_0 of models
+    /// fitted with the encoder or bootstrap proposal).
     #[serde(default = "default_particles")]
     pub init_particles: usize,
     /// Steps kept (default: the data's length, at most `max_steps`).
@@ -135,8 +137,21 @@ impl Stage for GenerateStage {
         let u0: Vec<f64> = (0..c.dim_u).map(|l| data.u[l * tt]).collect();
         let err = |e: crate::inference::optimal::VsmcError| StageError::new(e.to_string());
         let mut rng = ChaCha8Rng::seed_from_u64(p.seed);
+        let prefix = |len: usize| Sequences {
+            n_sequences: 1,
+            dim_x: c.dim_x,
+            dim_u: c.dim_u,
+            n_time: len,
+            x: (0..c.dim_x)
+                .flat_map(|j| data.x[j * tt..j * tt + len].to_vec())
+                .collect(),
+            u: (0..c.dim_u)
+                .flat_map(|l| data.u[l * tt..l * tt + len].to_vec())
+                .collect(),
+        };
+        let optimal = model.proposal == ProposalKind::Optimal;
         let z0: Vec<f64> = match p.init {
-            InitState::PosteriorSample | InitState::PosteriorMean => {
+            InitState::PosteriorSample | InitState::PosteriorMean if optimal => {
                 let (mean, chol) =
                     initial_posterior(c, &model.params, &first(0), &u0).map_err(err)?;
                 if p.init == InitState::PosteriorMean {
@@ -149,6 +164,20 @@ impl Stage for GenerateStage {
                         .collect()
                 }
             }
+            InitState::PosteriorSample | InitState::PosteriorMean => {
+                // The model's own proposal (encoder or bootstrap) on x_0: weighted particles.
+                let with = model.with_proposal()?;
+                let (means, sample) = ctx
+                    .install(|| {
+                        with.filtered_means(&model.all_params, &prefix(1), p.init_particles, p.seed)
+                    })
+                    .map_err(err)?;
+                if p.init == InitState::PosteriorMean {
+                    means
+                } else {
+                    sample
+                }
+            }
             InitState::FilteredMean => {
                 if p.init_time >= tt {
                     return Err(StageError::new(format!(
@@ -156,21 +185,20 @@ impl Stage for GenerateStage {
                         p.init_time
                     )));
                 }
-                let prefix = Sequences {
-                    n_sequences: 1,
-                    dim_x: c.dim_x,
-                    dim_u: c.dim_u,
-                    n_time: p.init_time + 1,
-                    x: (0..c.dim_x)
-                        .flat_map(|j| data.x[j * tt..j * tt + p.init_time + 1].to_vec())
-                        .collect(),
-                    u: (0..c.dim_u)
-                        .flat_map(|l| data.u[l * tt..l * tt + p.init_time + 1].to_vec())
-                        .collect(),
+                let trial = prefix(p.init_time + 1);
+                let means = if optimal {
+                    ctx.install(|| {
+                        filtered_means(c, &model.params, &trial, p.init_particles, p.seed)
+                    })
+                    .map_err(err)?
+                } else {
+                    let with = model.with_proposal()?;
+                    ctx.install(|| {
+                        with.filtered_means(&model.all_params, &trial, p.init_particles, p.seed)
+                    })
+                    .map_err(err)?
+                    .0
                 };
-                let means = ctx
-                    .install(|| filtered_means(c, &model.params, &prefix, p.init_particles, p.seed))
-                    .map_err(err)?;
                 means[p.init_time * c.rank..(p.init_time + 1) * c.rank].to_vec()
             }
             InitState::PriorMean => c
