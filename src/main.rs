@@ -483,26 +483,29 @@ fn run_bench(area: &str, case: Option<&str>, registry: &Registry) -> anyhow::Res
             .collect(),
         "train" => {
             let eeg = Path::new("datasets/eeg/EEG_data_smoothed.npy");
-            let recording = if eeg.is_file() {
+            let recording = || {
                 use lowrank_smc::stages::prepare::{prepare_sequences, ArrayLayout, PrepareParams};
-                prepare_sequences(
-                    eeg,
-                    &PrepareParams {
-                        layout: ArrayLayout::TimeByChannel,
-                        zscore: false,
-                        channels: None,
-                        max_time: None,
-                        data_source: "real".into(),
-                    },
-                )
-                .ok()
-            } else {
-                None
+                eeg.is_file()
+                    .then(|| {
+                        prepare_sequences(
+                            eeg,
+                            &PrepareParams {
+                                layout: ArrayLayout::TimeByChannel,
+                                zscore: false,
+                                channels: None,
+                                max_time: None,
+                                data_source: "real".into(),
+                            },
+                        )
+                        .ok()
+                    })
+                    .flatten()
             };
-            lowrank_smc::inference::bench::bench_train(recording)
-                .iter()
-                .map(ToString::to_string)
-                .collect()
+            // Long cases: print each line as soon as it is measured.
+            lowrank_smc::inference::bench::bench_train(recording, case, &mut |line| {
+                println!("{line}")
+            });
+            Vec::new()
         }
         "fixed-points" => {
             // Long cases: print each line as soon as it is measured.

@@ -7,7 +7,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::draws::Resampling;
-use super::objective::VsmcObjective;
+use super::objective::{ModelWithProposal, ProposalKind, VsmcObjective};
 use super::optimal::VsmcOptions;
 use crate::model::lowrank::ModelConfig;
 use crate::model::Sequences;
@@ -106,7 +106,196 @@ pub fn bench_train_eeg(recording: Option<Sequences<f64>>, repeats: usize) -> Tra
     }
 }
 
-/// All `bench train` cases that this build implements.
-pub fn bench_train(recording: Option<Sequences<f64>>) -> Vec<TrainBenchLine> {
-    vec![bench_train_eeg(recording, 3)]
+/// Best-of-`repeats` seconds for one epoch of `model` on `trials` (batch 10, K particles).
+fn time_epoch(model: ModelWithProposal, trials: Sequences<f64>, k: usize, repeats: usize) -> f64 {
+    let params = match model.init_params(1) {
+        Ok(p) => p,
+        Err(_) => return f64::NAN,
+    };
+    let objective = VsmcObjective::with_proposal(
+        model,
+        VsmcOptions {
+            n_particles: k,
+            t_forward: 0,
+        },
+        Resampling::Systematic,
+    );
+    let mut best = f64::INFINITY;
+    if let Ok(source) = BatchSource::trials(trials) {
+        for rep in 0..repeats.max(1) {
+            let cfg = TrainConfig::new(1, 10, 1e-3, 1e-5, rep as u64);
+            let start = Instant::now();
+            if train(&objective, &source, &cfg, params.clone(), RunOptions::default()).is_ok() {
+                best = best.min(start.elapsed().as_secs_f64());
+            }
+        }
+    }
+    best
+}
+
+/// Random trials (Gaussian values or small counts) of the given shape.
+fn random_trials(n: usize, dx: usize, tt: usize, counts: bool) -> Sequences<f64> {
+    let mut rng = ChaCha8Rng::seed_from_u64(2);
+    Sequences {
+        n_sequences: n,
+        dim_x: dx,
+        dim_u: 0,
+        n_time: tt,
+        x: (0..n * dx * tt)
+            .map(|_| {
+                if counts {
+                    rng.gen_range(0..3) as f64
+                } else {
+                    rng.gen_range(-1.0..1.0)
+                }
+            })
+            .collect(),
+        u: Vec::new(),
+    }
+}
+
+/// The continuous teacher–student configuration (SPEC §5.1 (a)): R = 2, N = 20, one-to-one
+/// currents, optimal proposal, K = 64, 200 trials × 75, batch 10. Reference 5.0 s/epoch.
+pub fn bench_train_continuous(repeats: usize) -> TrainBenchLine {
+    use crate::model::lowrank::*;
+    let config = ModelConfig {
+        rank: 2,
+        n_units: 20,
+        dim_x: 20,
+        dim_u: 0,
+        nonlinearity: Nonlinearity::Relu,
+        noise_z: NoiseKind::Full,
+        noise_z0: NoiseKind::Full,
+        noise_x: NoiseKind::Diag,
+        observation: Observation::OneToOne,
+        readout_from: ReadoutFrom::Currents,
+        likelihood: Likelihood::Gaussian,
+        obs_nonlinearity: None,
+        initial_state: InitialState::Trainable,
+        simulate_input: false,
+        decay: 0.7,
+        init_noise_z: 0.1,
+        init_noise_z0: 1.0,
+        init_noise_x: 0.1,
+        train_observation: false,
+    };
+    let secs = match ModelWithProposal::new(config, ProposalKind::Optimal, None) {
+        Ok(m) => time_epoch(m, random_trials(200, 20, 75, false), 64, repeats),
+        Err(_) => f64::NAN,
+    };
+    TrainBenchLine {
+        case: format!(
+            "train continuous teacher-student (R=2, N=20, K=64, 200×75, optimal, {} threads)",
+            rayon::current_num_threads()
+        ),
+        seconds_per_epoch: secs,
+        reference: 5.0,
+        peak_rss_mb: peak_rss_mb(),
+    }
+}
+
+/// 400 trials × 200 steps simulated from `datasets/teachers/osc_rnn_poisson.json` as the
+/// pipeline's `ts.poisson.simulate` does (R_z = 0.2, spikes ~ Poisson(softplus(4 U z − 3))).
+fn poisson_teacher_data() -> Option<Sequences<f64>> {
+    use crate::data::simulate::*;
+    let text = std::fs::read_to_string("datasets/teachers/osc_rnn_poisson.json").ok()?;
+    let doc: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let mut basis = TeacherBasis::from_json(&doc).ok()?;
+    basis.dim_input = 0;
+    basis.input_weights.clear();
+    let config = SimulationConfig {
+        n_trials: 400,
+        n_time: 200,
+        latent_noise_std: 0.2,
+        observation: SimulatedObservation::Poisson {
+            gain: 4.0,
+            bias: -3.0,
+            link: PoissonLink::Softplus,
+        },
+        initial_latent: InitialLatent {
+            radius: 2.0,
+            radius_is_gaussian_scale: true,
+            reference_gaussian_phase: false,
+        },
+        filter_input: false,
+    };
+    simulate(&basis, &StimulusTask::None, &config, 2)
+        .ok()
+        .map(|s| s.sequences)
+}
+
+/// The Poisson teacher–student configuration (SPEC §5.1 (b)): R = 2, N = 40, Poisson softplus,
+/// CNN encoder [21, 11, 1] × [64, 64] (GELU, causal, circular), K = 64, 400 trials × 200,
+/// batch 10. Reference 22.5 s/epoch.
+pub fn bench_train_poisson(repeats: usize) -> TrainBenchLine {
+    use crate::model::encoder::*;
+    use crate::model::lowrank::*;
+    let config = ModelConfig {
+        rank: 2,
+        n_units: 40,
+        dim_x: 40,
+        dim_u: 0,
+        nonlinearity: Nonlinearity::Relu,
+        noise_z: NoiseKind::Diag,
+        noise_z0: NoiseKind::Diag,
+        noise_x: NoiseKind::Diag,
+        observation: Observation::OneToOne,
+        readout_from: ReadoutFrom::Currents,
+        likelihood: Likelihood::Poisson,
+        obs_nonlinearity: Some(ObsNonlinearity::Softplus),
+        initial_state: InitialState::Trainable,
+        simulate_input: false,
+        decay: 0.9,
+        init_noise_z: 0.1,
+        init_noise_z0: 1.0,
+        init_noise_x: 0.1,
+        train_observation: true,
+    };
+    let enc = EncoderConfig {
+        kernel_sizes: vec![21, 11, 1],
+        channels: vec![64, 64],
+        activation: EncoderActivation::Gelu,
+        padding_location: PaddingLocation::Causal,
+        padding_mode: PaddingMode::Circular,
+        init_scale: 0.1,
+        constant_var: false,
+    };
+    // The paper's data: simulated from the Poisson teacher when its file is at hand (spike
+    // counts are mostly 0, which the likelihood exploits), random counts otherwise.
+    let (trials, source) = match poisson_teacher_data() {
+        Some(t) => (t, "teacher data"),
+        None => (random_trials(400, 40, 200, true), "random counts"),
+    };
+    let secs = match ModelWithProposal::new(config, ProposalKind::Encoder, Some(&enc)) {
+        Ok(m) => time_epoch(m, trials, 64, repeats),
+        Err(_) => f64::NAN,
+    };
+    TrainBenchLine {
+        case: format!(
+            "train Poisson teacher-student (R=2, N=40, CNN encoder, K=64, 400×200 {source}, {} threads)",
+            rayon::current_num_threads()
+        ),
+        seconds_per_epoch: secs,
+        reference: 22.5,
+        peak_rss_mb: peak_rss_mb(),
+    }
+}
+
+/// All `bench train` cases whose name contains `filter` (all without one), each line passed to
+/// `out` as soon as it is measured. `recording` is the EEG array when it is available.
+pub fn bench_train(
+    recording: impl FnOnce() -> Option<Sequences<f64>>,
+    filter: Option<&str>,
+    out: &mut dyn FnMut(String),
+) {
+    let wanted = |name: &str| filter.is_none_or(|f| name.contains(f));
+    if wanted("eeg") {
+        out(bench_train_eeg(recording(), 3).to_string());
+    }
+    if wanted("continuous") {
+        out(bench_train_continuous(2).to_string());
+    }
+    if wanted("Poisson") || wanted("poisson") {
+        out(bench_train_poisson(1).to_string());
+    }
 }

@@ -173,6 +173,9 @@ struct TrialRecord {
     dv_da: Vec<f64>,      // [t][du]
     enc_mean: Vec<f64>,   // [r][t] (encoder)
     enc_logvar: Vec<f64>, // [r][t]
+    /// Poisson with a gradient: dℓ/dη per `[t][k][j]` from the forward pass (the link's
+    /// transcendental functions dominate; the reverse pass reuses them). Empty otherwise.
+    dl_deta: Vec<f64>,
     alpha_sum: f64,
     loss_b: f64,
 }
@@ -434,6 +437,7 @@ impl Ctx<'_> {
         u: &[f64],
         draws: &TrialDraws,
         ws: Option<&mut crate::model::encoder::EncoderWorkspace<f64>>,
+        want_grad: bool,
     ) -> Result<TrialRecord, VsmcError> {
         let (r, dx, du, k, tt, n) = (
             self.c.rank,
@@ -463,6 +467,8 @@ impl Ctx<'_> {
         let mut mu0 = vec![0.0; r];
         let mut o = ObsScratch::new(dx);
         let mut dummy = vec![0.0; dx];
+        let keep = want_grad && !self.obs.gaussian;
+        let mut dl_deta = if keep { vec![0.0; tt * k * dx] } else { Vec::new() };
         let mut scratch = vec![0.0; k];
         let (mut prec_e, mut mean_e, mut vq) = (vec![0.0; r], vec![0.0; r], vec![0.0; r]);
         let w = self.weights();
@@ -524,7 +530,10 @@ impl Ctx<'_> {
                     }
                 }
                 self.eta(zk, vt, &mut o);
-                let ll = self.loglik(&mut o, lgamma[t], 0.0, &mut dummy);
+                let ll = self.loglik(&mut o, lgamma[t], if keep { 1.0 } else { 0.0 }, &mut dummy);
+                if keep {
+                    dl_deta[(t * k + kk) * dx..(t * k + kk + 1) * dx].copy_from_slice(&o.deta);
+                }
                 log_w[t * k + kk] = ll + lw_prop;
             }
             let lw = &log_w[t * k..(t + 1) * k];
@@ -548,6 +557,7 @@ impl Ctx<'_> {
             dv_da,
             enc_mean,
             enc_logvar,
+            dl_deta,
             alpha_sum,
             loss_b: loss_b / tt as f64,
         })
@@ -665,7 +675,14 @@ impl Ctx<'_> {
                 dzk.copy_from_slice(&dz_next[kk * r..(kk + 1) * r]);
                 // Observation term.
                 self.eta(zk, vt, &mut o);
-                self.loglik(&mut o, lgamma[t], gk, &mut dsd);
+                if rec.dl_deta.is_empty() {
+                    self.loglik(&mut o, lgamma[t], gk, &mut dsd);
+                } else {
+                    let stored = &rec.dl_deta[(t * k + kk) * dx..(t * k + kk + 1) * dx];
+                    for (d, &v) in o.deta.iter_mut().zip(stored) {
+                        *d = gk * v;
+                    }
+                }
                 self.eta_backward(zk, vt, &o, &mut dzk, g, &mut deobs, dv_t);
                 let dmu = &mut dmu_all[kk * r..(kk + 1) * r];
                 if encoder_step {
@@ -980,7 +997,7 @@ pub fn smc_vsmc(
                 ),
                 None => None,
             };
-            let rec = ctx.forward(data.x_of(b), data.u_of(b), &draws, ws.as_mut())?;
+            let rec = ctx.forward(data.x_of(b), data.u_of(b), &draws, ws.as_mut(), want_grad)?;
             let g = if want_grad {
                 let mut gvec = vec![0.0; n_total];
                 let mut d_mean = vec![0.0; r * n_filter];

@@ -8,7 +8,9 @@ pub mod fixed_points;
 pub mod generate;
 pub mod plot_traces;
 pub mod prepare;
+pub mod simulate;
 pub mod summarize;
+pub mod teacher_student;
 
 use crate::pipeline::stage::Registry;
 
@@ -22,6 +24,8 @@ pub fn registry() -> Registry {
     registry.register(generate::GenerateStage);
     registry.register(plot_traces::PlotTracesStage);
     registry.register(prepare::PrepareStage);
+    registry.register(simulate::SimulateStage);
     registry.register(summarize::SummarizeStage);
+    registry.register(teacher_student::TeacherStudentStage);
     registry
 }

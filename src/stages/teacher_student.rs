@@ -1,0 +1,534 @@
+//! The `teacher_student` kind: how well a student fitted to teacher data recovers its teacher
+//! (Pals et al. 2024 Fig 3, Fig S5; SPEC §5.1) — one row per measure in a tidy table with the
+//! target, a pass/fail column and `data_source = simulated`:
+//!
+//! - **noise recovery**: the student's latent noise std in its orthogonalised basis (the
+//!   reference's `orthogonalise_network`: P = U_Rᵀ M with U from the SVD of M N, Σ' = P Σ Pᵀ,
+//!   std = sqrt(diag Σ')) against the simulation's true R_z (target ±20 %);
+//! - **spontaneous dynamics**: long noisy runs without input from the teacher (its latent
+//!   form with the simulation's noise and observation model) and from the student (its prior,
+//!   sampled observations); the channel-averaged autocorrelation of both (target: max |Δ| over
+//!   the first `max_lag` lags < 0.1), the oscillation period from its first peak (±5 %), and for
+//!   count data the correlation of per-neuron mean rates (≥ 0.9);
+//! - **fixed points** (rank-2 and rank-1 models): exact enumeration for both, counts of all and
+//!   of stable points (target: the student has the teacher's number of stable points).
+//!
+//! ```yaml
+//! - name: ts.osc.eval
+//!   kind: teacher_student
+//!   params: {setup: osc_continuous, seed: 1}
+//!   inputs: {model: "ts.osc.fit:model", data: "ts.osc.simulate:sequences",
+//!            teacher: "dataset:teacher_osc_rnn"}
+//! ```
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::fit::load_model;
+use super::simulate::read_teacher;
+use crate::analysis::cli::map_from_json;
+use crate::analysis::fixed_points::{find_fixed_points, FixedPointSet, Options, PwlMap, Stability};
+use crate::data::sequences_io::read_attr;
+use crate::data::simulate::{simulate, SimulatedObservation, SimulationConfig, StimulusTask};
+use crate::metrics::rates::autocorrelation;
+use crate::model::lowrank::{noise_cholesky, ModelConfig};
+use crate::pipeline::stage::{
+    canonical_params, InputSpec, OutputSpec, ParamError, Stage, StageContext, StageError,
+};
+use crate::pipeline::table::Table;
+use crate::plot::{line_plot, trace_panels, Series, TracePanel};
+
+fn default_runs() -> usize {
+    10
+}
+fn default_run_length() -> usize {
+    1000
+}
+fn default_burn_in() -> usize {
+    500
+}
+fn default_max_lag() -> usize {
+    100
+}
+
+/// Which measures are scored against a target (the others are reported only).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Targets {
+    /// Noise recovery within this relative error (paper profile: 0.2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub noise_rel_error: Option<f64>,
+    /// Autocorrelation max |Δ| (0.1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acf_max_abs_diff: Option<f64>,
+    /// Oscillation period relative error (0.05).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub period_rel_error: Option<f64>,
+    /// Mean-rate correlation at least (0.9).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_correlation: Option<f64>,
+    /// The student has the teacher's number of stable fixed points.
+    #[serde(default)]
+    pub stable_fixed_points: bool,
+}
+
+/// Params of a `teacher_student` stage.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TeacherStudentParams {
+    /// Setup label carried into the table (e.g. `osc_continuous`).
+    pub setup: String,
+    /// Seed of the long runs (and the label of the student's seed).
+    pub seed: u64,
+    /// Long runs per model.
+    #[serde(default = "default_runs")]
+    pub n_runs: usize,
+    /// Steps kept per run.
+    #[serde(default = "default_run_length")]
+    pub run_length: usize,
+    /// Steps discarded at the start of each run.
+    #[serde(default = "default_burn_in")]
+    pub burn_in: usize,
+    /// Autocorrelation lags compared.
+    #[serde(default = "default_max_lag")]
+    pub max_lag: usize,
+    /// Scored measures.
+    #[serde(default)]
+    pub targets: Targets,
+    /// Extra label columns (e.g. the sweep's K).
+    #[serde(default, skip_serializing_if = "indexmap::IndexMap::is_empty")]
+    pub labels: indexmap::IndexMap<String, Value>,
+}
+
+/// Scores a student against its teacher.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TeacherStudentStage;
+
+/// Orthogonalised latent noise std of a low-rank model (reference `orthogonalise_network`).
+pub fn orthogonalised_noise_std(c: &ModelConfig, params: &[f64]) -> Result<Vec<f64>, String> {
+    let p = c.view(params).map_err(|e| e.to_string())?;
+    let (n, r) = (c.n_units, c.rank);
+    let m = nalgebra::DMatrix::from_row_slice(n, r, p.m);
+    let nn = nalgebra::DMatrix::from_row_slice(r, n, p.n);
+    let j = &m * &nn;
+    let svd = j.svd(true, false);
+    let u = svd.u.ok_or("SVD failed")?;
+    // Columns of U in decreasing singular value order (nalgebra sorts them).
+    let ur = u.columns(0, r).into_owned();
+    let proj = ur.transpose() * &m;
+    let l = nalgebra::DMatrix::from_row_slice(r, r, &noise_cholesky(c.noise_z, p.r_z, r));
+    let pl = proj * l;
+    let cov = &pl * pl.transpose();
+    Ok((0..r).map(|i| cov[(i, i)].max(0.0).sqrt()).collect())
+}
+
+/// Mean over runs and channels of the autocorrelation (`x`: runs × channels × T).
+fn mean_acf(x: &[f64], runs: usize, channels: usize, tt: usize, max_lag: usize) -> Vec<f64> {
+    let mut acc = vec![0.0; max_lag + 1];
+    let mut count = 0.0f64;
+    for s in 0..runs {
+        for j in 0..channels {
+            let row = &x[(s * channels + j) * tt..(s * channels + j + 1) * tt];
+            // Constant channels (e.g. silent neurons) have no autocorrelation: skipped.
+            if let Ok(a) = autocorrelation(row, max_lag) {
+                if a.iter().all(|v| v.is_finite()) {
+                    for (o, v) in acc.iter_mut().zip(&a) {
+                        *o += v;
+                    }
+                    count += 1.0;
+                }
+            }
+        }
+    }
+    acc.iter().map(|v| v / count.max(1.0)).collect()
+}
+
+/// Period from an autocorrelation: the lag of its first local maximum after it first turns
+/// negative (None if it never does).
+fn period(acf: &[f64]) -> Option<f64> {
+    let first_neg = acf.iter().position(|&v| v < 0.0)?;
+    (first_neg + 1..acf.len().saturating_sub(1))
+        .find(|&l| acf[l] >= acf[l - 1] && acf[l] >= acf[l + 1] && acf[l] > 0.0)
+        .map(|l| l as f64)
+}
+
+fn pearson(a: &[f64], b: &[f64]) -> f64 {
+    let n = a.len() as f64;
+    let (ma, mb) = (a.iter().sum::<f64>() / n, b.iter().sum::<f64>() / n);
+    let (mut sab, mut saa, mut sbb) = (0.0, 0.0, 0.0);
+    for (x, y) in a.iter().zip(b) {
+        sab += (x - ma) * (y - mb);
+        saa += (x - ma).powi(2);
+        sbb += (y - mb).powi(2);
+    }
+    sab / (saa * sbb).sqrt()
+}
+
+fn stable_count(set: &FixedPointSet) -> usize {
+    set.points
+        .iter()
+        .filter(|p| p.stability == Stability::Stable)
+        .count()
+}
+
+/// One row of the summary.
+struct Row {
+    metric: &'static str,
+    teacher: f64,
+    student: f64,
+    value: f64,
+    target: String,
+    pass: Option<bool>,
+}
+
+impl Stage for TeacherStudentStage {
+    fn kind(&self) -> &'static str {
+        "teacher_student"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn description(&self) -> &'static str {
+        "score a student against its teacher: noise recovery, autocorrelation/period, rates, fixed points → summary table, figures"
+    }
+    fn check_params(&self, params: &Value) -> Result<Value, ParamError> {
+        let v = canonical_params::<TeacherStudentParams>(params)?;
+        let p: TeacherStudentParams = serde_json::from_value(v.clone())
+            .map_err(|e| ParamError::new("params", e.to_string()))?;
+        if p.n_runs == 0 {
+            return Err(ParamError::new("n_runs", "must be ≥ 1"));
+        }
+        if p.max_lag == 0 || p.max_lag >= p.run_length {
+            return Err(ParamError::new(
+                "max_lag",
+                format!("must be in 1..run_length ({})", p.run_length),
+            ));
+        }
+        Ok(v)
+    }
+    fn outputs(&self, _params: &Value) -> Vec<OutputSpec> {
+        vec![
+            OutputSpec::new("summary", "summary.parquet"),
+            OutputSpec::new("summary_md", "summary.md"),
+            OutputSpec::new("acf", "autocorrelation.png"),
+            OutputSpec::new("traces", "traces.png"),
+        ]
+    }
+    fn expected_inputs(&self, _params: &Value) -> Option<Vec<InputSpec>> {
+        Some(vec![
+            InputSpec::required("model"),
+            InputSpec::required("data"),
+            InputSpec::required("teacher"),
+        ])
+    }
+    fn run(&self, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
+        let p: TeacherStudentParams = ctx.params_as()?;
+        let model_path = ctx.input("model")?.to_path_buf();
+        let data_path = ctx.input("data")?.to_path_buf();
+        let teacher_path = ctx.input("teacher")?.to_path_buf();
+        let student = load_model(&model_path)?;
+        let (doc, teacher) = read_teacher(&teacher_path)?;
+        let sim_text = read_attr(&data_path, "simulation")
+            .map_err(|e| StageError::new(e.to_string()))?
+            .ok_or_else(|| {
+                StageError::new(format!(
+                    "{}: no `simulation` attribute; the data must come from a `simulate` stage",
+                    data_path.display()
+                ))
+            })?;
+        let sim: SimulationConfig = serde_json::from_str(&sim_text).map_err(|e| {
+            StageError::new(format!("{}: attribute simulation: {e}", data_path.display()))
+        })?;
+        let c = &student.config;
+        let mut rows = Vec::new();
+
+        // Noise recovery.
+        ctx.progress().message("noise recovery");
+        let stds = orthogonalised_noise_std(c, &student.params)
+            .map_err(|e| StageError::new(format!("{}: {e}", model_path.display())))?;
+        let inferred = stds.iter().sum::<f64>() / stds.len() as f64;
+        let truth = sim.latent_noise_std;
+        let rel = (inferred - truth) / truth;
+        rows.push(Row {
+            metric: "latent_noise_std",
+            teacher: truth,
+            student: inferred,
+            value: rel,
+            target: p
+                .targets
+                .noise_rel_error
+                .map(|t| format!("|rel. error| ≤ {t}"))
+                .unwrap_or_default(),
+            pass: p.targets.noise_rel_error.map(|t| rel.abs() <= t),
+        });
+
+        // Spontaneous dynamics: long runs without input.
+        ctx.progress().message("long runs");
+        let total = p.burn_in + p.run_length;
+        let mut basis = teacher.clone();
+        basis.dim_input = 0;
+        basis.input_weights.clear();
+        let long = SimulationConfig {
+            n_trials: p.n_runs,
+            n_time: total,
+            ..sim.clone()
+        };
+        let tsim = simulate(&basis, &StimulusTask::None, &long, p.seed)
+            .map_err(|e| StageError::new(format!("teacher runs: {e}")))?;
+        let dx = basis.n_units;
+        let cut = |x: &[f64], ch: usize| -> Vec<f64> {
+            let mut out = Vec::with_capacity(p.n_runs * ch * p.run_length);
+            for s in 0..p.n_runs {
+                for j in 0..ch {
+                    let base = (s * ch + j) * total + p.burn_in;
+                    out.extend_from_slice(&x[base..base + p.run_length]);
+                }
+            }
+            out
+        };
+        let teacher_x = cut(&tsim.sequences.x, dx);
+        let z0 = c
+            .view(&student.params)
+            .map_err(|e| StageError::new(e.to_string()))?
+            .initial_state
+            .map(|s| s.to_vec())
+            .unwrap_or_else(|| vec![0.0; c.rank]);
+        let mut student_x = Vec::with_capacity(p.n_runs * c.dim_x * p.run_length);
+        for s in 0..p.n_runs {
+            let (_, obs) = c
+                .generate(
+                    &student.params,
+                    &z0,
+                    p.run_length,
+                    p.burn_in,
+                    p.seed.wrapping_mul(1000).wrapping_add(s as u64),
+                )
+                .map_err(|e| StageError::new(e.to_string()))?;
+            student_x.extend_from_slice(&obs);
+        }
+        if student_x.iter().any(|v| !v.is_finite()) {
+            return Err(StageError::new(format!(
+                "{}: the student's trajectories diverge (non-finite values)",
+                model_path.display()
+            )));
+        }
+        if c.dim_x != dx {
+            return Err(StageError::new(format!(
+                "the student reads {} channels, the teacher has {dx} units",
+                c.dim_x
+            )));
+        }
+        let acf_t = mean_acf(&teacher_x, p.n_runs, dx, p.run_length, p.max_lag);
+        let acf_s = mean_acf(&student_x, p.n_runs, dx, p.run_length, p.max_lag);
+        let acf_diff = acf_t
+            .iter()
+            .zip(&acf_s)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        rows.push(Row {
+            metric: "acf_max_abs_diff",
+            teacher: f64::NAN,
+            student: f64::NAN,
+            value: acf_diff,
+            target: p
+                .targets
+                .acf_max_abs_diff
+                .map(|t| format!("< {t}"))
+                .unwrap_or_default(),
+            pass: p.targets.acf_max_abs_diff.map(|t| acf_diff < t),
+        });
+        let (per_t, per_s) = (period(&acf_t), period(&acf_s));
+        let per_rel = match (per_t, per_s) {
+            (Some(a), Some(b)) => (b - a) / a,
+            _ => f64::NAN,
+        };
+        rows.push(Row {
+            metric: "period",
+            teacher: per_t.unwrap_or(f64::NAN),
+            student: per_s.unwrap_or(f64::NAN),
+            value: per_rel,
+            target: p
+                .targets
+                .period_rel_error
+                .map(|t| format!("|rel. error| ≤ {t}"))
+                .unwrap_or_default(),
+            pass: p
+                .targets
+                .period_rel_error
+                .map(|t| per_rel.is_finite() && per_rel.abs() <= t),
+        });
+        if matches!(sim.observation, SimulatedObservation::Poisson { .. }) {
+            let rates = |x: &[f64]| -> Vec<f64> {
+                (0..dx)
+                    .map(|j| {
+                        let mut s = 0.0;
+                        for r in 0..p.n_runs {
+                            let base = (r * dx + j) * p.run_length;
+                            s += x[base..base + p.run_length].iter().sum::<f64>();
+                        }
+                        s / (p.n_runs * p.run_length) as f64
+                    })
+                    .collect()
+            };
+            let (rt, rs) = (rates(&teacher_x), rates(&student_x));
+            let corr = pearson(&rt, &rs);
+            rows.push(Row {
+                metric: "mean_rate_correlation",
+                teacher: rt.iter().sum::<f64>() / dx as f64,
+                student: rs.iter().sum::<f64>() / dx as f64,
+                value: corr,
+                target: p
+                    .targets
+                    .rate_correlation
+                    .map(|t| format!("≥ {t}"))
+                    .unwrap_or_default(),
+                pass: p.targets.rate_correlation.map(|t| corr >= t),
+            });
+        }
+
+        // Fixed points (at zero input).
+        ctx.progress().message("fixed points");
+        let pv = c
+            .view(&student.params)
+            .map_err(|e| StageError::new(e.to_string()))?;
+        let smap = PwlMap::from_low_rank(pv.m, pv.n, pv.h, pv.decay, c.rank, c.nonlinearity)
+            .map_err(|e| StageError::new(e.to_string()))?;
+        let tmap = map_from_json(&doc)
+            .map_err(|e| StageError::new(format!("{}: {e:#}", teacher_path.display())))?;
+        let opts = Options::default();
+        let fp = |m: &PwlMap, what: &Path| {
+            ctx.install(|| find_fixed_points(m, &opts))
+                .map_err(|e| StageError::new(format!("{}: {e}", what.display())))
+        };
+        let (sfp, tfp) = (fp(&smap, &model_path)?, fp(&tmap, &teacher_path)?);
+        rows.push(Row {
+            metric: "fixed_points",
+            teacher: tfp.points.len() as f64,
+            student: sfp.points.len() as f64,
+            value: sfp.points.len() as f64 - tfp.points.len() as f64,
+            target: String::new(),
+            pass: None,
+        });
+        let (st, ss) = (stable_count(&tfp), stable_count(&sfp));
+        rows.push(Row {
+            metric: "stable_fixed_points",
+            teacher: st as f64,
+            student: ss as f64,
+            value: ss as f64 - st as f64,
+            target: if p.targets.stable_fixed_points {
+                "student = teacher".into()
+            } else {
+                String::new()
+            },
+            pass: p.targets.stable_fixed_points.then_some(st == ss),
+        });
+
+        // Table.
+        let n = rows.len();
+        let tab = |e: crate::pipeline::table::TableError| StageError::new(e.to_string());
+        let mut table = Table::new()
+            .with("setup", vec![p.setup.clone(); n])
+            .and_then(|t| t.with("seed", vec![p.seed as i64; n]))
+            .map_err(tab)?;
+        for (k, v) in &p.labels {
+            let text = match v {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            table.push(k.clone(), vec![text; n]).map_err(tab)?;
+        }
+        table
+            .push(
+                "metric",
+                rows.iter().map(|r| r.metric.to_string()).collect::<Vec<_>>(),
+            )
+            .map_err(tab)?;
+        table
+            .push("teacher", rows.iter().map(|r| r.teacher).collect::<Vec<_>>())
+            .map_err(tab)?;
+        table
+            .push("student", rows.iter().map(|r| r.student).collect::<Vec<_>>())
+            .map_err(tab)?;
+        table
+            .push("value", rows.iter().map(|r| r.value).collect::<Vec<_>>())
+            .map_err(tab)?;
+        table
+            .push(
+                "target",
+                rows.iter().map(|r| r.target.clone()).collect::<Vec<_>>(),
+            )
+            .map_err(tab)?;
+        table
+            .push(
+                "pass",
+                rows.iter()
+                    .map(|r| match r.pass {
+                        Some(true) => "pass".to_string(),
+                        Some(false) => "FAIL".to_string(),
+                        None => String::new(),
+                    })
+                    .collect::<Vec<_>>(),
+            )
+            .map_err(tab)?;
+        table
+            .push("data_source", vec!["simulated".to_string(); n])
+            .map_err(tab)?;
+        let out = ctx.output("summary")?.to_path_buf();
+        table.write_parquet(&out).map_err(tab)?;
+        let md = ctx.output("summary_md")?.to_path_buf();
+        table.write_markdown(&md).map_err(tab)?;
+
+        // Figures.
+        let teacher_name = doc.get("name").and_then(Value::as_str).unwrap_or("teacher");
+        let lags: Vec<f64> = (0..=p.max_lag).map(|l| l as f64).collect();
+        let fig = line_plot(
+            &ctx.scratch_dir().join("acf"),
+            &format!(
+                "{}: autocorrelation, teacher {teacher_name} vs student (seed {}; simulated)",
+                p.setup, p.seed
+            ),
+            "lag (steps)",
+            "mean autocorrelation",
+            &[
+                Series {
+                    label: "teacher".into(),
+                    x: lags.clone(),
+                    y: acf_t.clone(),
+                },
+                Series {
+                    label: "student".into(),
+                    x: lags,
+                    y: acf_s.clone(),
+                },
+            ],
+            false,
+        )
+        .map_err(|e| StageError::new(e.to_string()))?;
+        let png = ctx.output("acf")?.to_path_buf();
+        std::fs::rename(&fig.png, &png).map_err(|e| StageError::io(&png, e))?;
+        let show = p.run_length.min(300);
+        let panels: Vec<TracePanel> = (0..dx.min(4))
+            .map(|j| TracePanel {
+                label: format!("unit {j}"),
+                first: teacher_x[j * p.run_length..j * p.run_length + show].to_vec(),
+                second: student_x[j * p.run_length..j * p.run_length + show].to_vec(),
+            })
+            .collect();
+        let fig = trace_panels(
+            &ctx.scratch_dir().join("traces"),
+            &format!("{}: spontaneous activity, teacher vs student", p.setup),
+            ("teacher", "student"),
+            1.0,
+            &panels,
+        )
+        .map_err(|e| StageError::new(e.to_string()))?;
+        let png = ctx.output("traces")?.to_path_buf();
+        std::fs::rename(&fig.png, &png).map_err(|e| StageError::io(&png, e))?;
+        for r in &rows {
+            ctx.record(r.metric, r.value);
+        }
+        Ok(())
+    }
+}
