@@ -125,7 +125,15 @@ fn time_epoch(model: ModelWithProposal, trials: Sequences<f64>, k: usize, repeat
         for rep in 0..repeats.max(1) {
             let cfg = TrainConfig::new(1, 10, 1e-3, 1e-5, rep as u64);
             let start = Instant::now();
-            if train(&objective, &source, &cfg, params.clone(), RunOptions::default()).is_ok() {
+            if train(
+                &objective,
+                &source,
+                &cfg,
+                params.clone(),
+                RunOptions::default(),
+            )
+            .is_ok()
+            {
                 best = best.min(start.elapsed().as_secs_f64());
             }
         }

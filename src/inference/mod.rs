@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod draws;
+pub mod fastmath;
 pub mod kernel;
 pub mod objective;
 pub mod optimal;

@@ -19,6 +19,7 @@
 use rayon::prelude::*;
 
 use super::draws::{ancestors, NoiseSource, TrialDraws};
+use super::fastmath;
 use super::kernel;
 use super::optimal::{logsumexp, VsmcError, VsmcOptions, VsmcOutput};
 use super::trial;
@@ -151,6 +152,8 @@ struct Ctx<'a> {
     encoder: Option<(&'a CnnEncoder, EncoderWeights<f64>)>,
     mt: Vec<f64>,
     nk: Vec<f64>,
+    /// Mᵀ of the observed units (R × dx) for the one-to-one readout.
+    m_obs: Vec<f64>,
     stride: usize,
     k: usize,
     n_steps: usize,
@@ -188,6 +191,7 @@ struct ObsScratch {
     s: Vec<f64>,    // readout before B (dx)
     eta: Vec<f64>,  // B s + b (dx)
     deta: Vec<f64>, // d ℓ/d η (dx)
+    term: Vec<f64>, // per-channel log-likelihood terms (dx)
 }
 
 impl ObsScratch {
@@ -199,6 +203,7 @@ impl ObsScratch {
             s: vec![0.0; dx],
             eta: vec![0.0; dx],
             deta: vec![0.0; dx],
+            term: vec![0.0; dx],
         }
     }
 }
@@ -217,6 +222,7 @@ impl Ctx<'_> {
     }
 
     /// Loads x_t and the input current of the observation at step t into `o`.
+    #[inline(always)]
     fn obs_step(&self, x: &[f64], vt: &[f64], t: usize, o: &mut ObsScratch) {
         let (dx, du, tt) = (self.c.dim_x, self.c.dim_u, self.n_steps);
         for j in 0..dx {
@@ -230,6 +236,7 @@ impl Ctx<'_> {
     }
 
     /// η = B s + b for one particle (into `o.eta`; one-to-one also keeps `o.pre`, `o.s`).
+    #[inline(always)]
     fn eta(&self, z: &[f64], vt: &[f64], o: &mut ObsScratch) {
         let (r, dx, du) = (self.c.rank, self.c.dim_x, self.c.dim_u);
         let p = &self.p;
@@ -254,18 +261,22 @@ impl Ctx<'_> {
                 }
             }
             Observation::OneToOne => {
-                let rates = self.c.readout_from == ReadoutFrom::Rates;
-                for j in 0..dx {
-                    let mut x = o.eobs[j];
-                    for q in 0..r {
-                        x += p.m[j * r + q] * z[q];
+                // Currents of the observed units: e_obs + Σ_q M[:, q] z_q (vectorised over units).
+                o.pre.copy_from_slice(&o.eobs);
+                for (q, &zq) in z.iter().enumerate().take(r) {
+                    let row = &self.m_obs[q * dx..(q + 1) * dx];
+                    for (x, m) in o.pre.iter_mut().zip(row) {
+                        *x += m * zq;
                     }
-                    o.pre[j] = x;
-                    o.s[j] = if rates {
-                        self.c.nonlinearity.eval(x, p.h[j]).0
-                    } else {
-                        x
-                    };
+                }
+                if self.c.readout_from == ReadoutFrom::Rates {
+                    for j in 0..dx {
+                        o.s[j] = self.c.nonlinearity.eval(o.pre[j], p.h[j]).0;
+                    }
+                } else {
+                    o.s.copy_from_slice(&o.pre);
+                }
+                for j in 0..dx {
                     o.eta[j] = p.b[j] * o.s[j] + p.bias[j];
                 }
             }
@@ -274,6 +285,7 @@ impl Ctx<'_> {
 
     /// log p(x_t | z) of one particle (after [`Self::eta`]); with `grad_scale` ≠ 0 also
     /// writes d(grad_scale · ℓ)/dη into `o.deta` and adds the observation noise's gradient.
+    #[inline(always)]
     fn loglik(&self, o: &mut ObsScratch, lgamma_t: f64, grad_scale: f64, dsd: &mut [f64]) -> f64 {
         let ob = &self.obs;
         let mut ll = 0.0;
@@ -295,22 +307,41 @@ impl Ctx<'_> {
             }
             ll + ob.obs_const
         } else {
-            for j in 0..o.eta.len() {
-                let (lam, d1) = ob.link.eval(o.eta[j]);
-                let x = o.xt[j];
-                // torch Poisson.log_prob: xlogy(x, λ) − λ − lgamma(x + 1)
-                ll += if x == 0.0 { -lam } else { x * lam.ln() - lam };
-                if want {
-                    o.deta[j] = grad_scale * (x / lam - 1.0) * d1;
+            // torch Poisson.log_prob: xlogy(x, λ) − λ − lgamma(x + 1); λ > 0 always, so
+            // x ln λ is 0 for x = 0 without a branch. Branch-free inlined exp/ln so the loop
+            // vectorises (this is the hot loop of the Poisson fits).
+            match ob.link {
+                #[cfg(target_arch = "x86_64")]
+                ObsNonlinearity::Softplus if kernel::fma_available() => {
+                    // SAFETY: AVX2 is available (checked); the slices all have length dx.
+                    unsafe {
+                        fastmath::avx2::poisson_softplus(
+                            &o.eta,
+                            &o.xt,
+                            &mut o.term,
+                            &mut o.deta,
+                            grad_scale,
+                        )
+                    }
                 }
+                ObsNonlinearity::Softplus => poisson_terms(o, grad_scale, |eta| {
+                    let (sp, sig) = fastmath::softplus_and_sigmoid(eta);
+                    (sp + 1e-6, sig)
+                }),
+                ObsNonlinearity::Exp => poisson_terms(o, grad_scale, |eta| {
+                    let e = fastmath::exp(eta);
+                    (e + 1e-10, e)
+                }),
+                link => poisson_terms(o, grad_scale, |eta| link.eval(eta)),
             }
-            ll - lgamma_t
+            sum4(&o.term) - lgamma_t
         }
     }
 
     /// Reverse of [`Self::eta`] from `o.deta`: adds into dz, the parameter gradient `g`, the
     /// one-to-one input current's adjoint `deobs` (dx) and the input state's `dv` (z_and_v).
     #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
     fn eta_backward(
         &self,
         z: &[f64],
@@ -439,6 +470,38 @@ impl Ctx<'_> {
         ws: Option<&mut crate::model::encoder::EncoderWorkspace<f64>>,
         want_grad: bool,
     ) -> Result<TrialRecord, VsmcError> {
+        #[cfg(target_arch = "x86_64")]
+        if kernel::fma_available() {
+            // SAFETY: the CPU supports AVX2 and FMA (checked just above).
+            return unsafe { self.forward_avx2(x, u, draws, ws, want_grad) };
+        }
+        self.forward_impl(x, u, draws, ws, want_grad)
+    }
+
+    /// [`Self::forward_impl`] compiled for AVX2 (wider vectors for the observation loops; no
+    /// contraction to FMA, so results are the same bits as the portable build).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn forward_avx2(
+        &self,
+        x: &[f64],
+        u: &[f64],
+        draws: &TrialDraws,
+        ws: Option<&mut crate::model::encoder::EncoderWorkspace<f64>>,
+        want_grad: bool,
+    ) -> Result<TrialRecord, VsmcError> {
+        self.forward_impl(x, u, draws, ws, want_grad)
+    }
+
+    #[inline(always)]
+    fn forward_impl(
+        &self,
+        x: &[f64],
+        u: &[f64],
+        draws: &TrialDraws,
+        ws: Option<&mut crate::model::encoder::EncoderWorkspace<f64>>,
+        want_grad: bool,
+    ) -> Result<TrialRecord, VsmcError> {
         let (r, dx, du, k, tt, n) = (
             self.c.rank,
             self.c.dim_x,
@@ -468,7 +531,11 @@ impl Ctx<'_> {
         let mut o = ObsScratch::new(dx);
         let mut dummy = vec![0.0; dx];
         let keep = want_grad && !self.obs.gaussian;
-        let mut dl_deta = if keep { vec![0.0; tt * k * dx] } else { Vec::new() };
+        let mut dl_deta = if keep {
+            vec![0.0; tt * k * dx]
+        } else {
+            Vec::new()
+        };
         let mut scratch = vec![0.0; k];
         let (mut prec_e, mut mean_e, mut vq) = (vec![0.0; r], vec![0.0; r], vec![0.0; r]);
         let w = self.weights();
@@ -578,6 +645,44 @@ impl Ctx<'_> {
     /// encoder's output adjoints into `d_mean`, `d_logvar` (R × T_enc).
     #[allow(clippy::too_many_arguments)]
     fn backward(
+        &self,
+        x: &[f64],
+        rec: &TrialRecord,
+        draws: &TrialDraws,
+        scale: f64,
+        g: &mut [f64],
+        d_mean: &mut [f64],
+        d_logvar: &mut [f64],
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        if kernel::fma_available() {
+            // SAFETY: the CPU supports AVX2 and FMA (checked just above).
+            unsafe { self.backward_avx2(x, rec, draws, scale, g, d_mean, d_logvar) };
+            return;
+        }
+        self.backward_impl(x, rec, draws, scale, g, d_mean, d_logvar);
+    }
+
+    /// [`Self::backward_impl`] compiled for AVX2 (as [`Self::forward_avx2`]).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn backward_avx2(
+        &self,
+        x: &[f64],
+        rec: &TrialRecord,
+        draws: &TrialDraws,
+        scale: f64,
+        g: &mut [f64],
+        d_mean: &mut [f64],
+        d_logvar: &mut [f64],
+    ) {
+        self.backward_impl(x, rec, draws, scale, g, d_mean, d_logvar);
+    }
+
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn backward_impl(
         &self,
         x: &[f64],
         rec: &TrialRecord,
@@ -819,6 +924,43 @@ impl Ctx<'_> {
     }
 }
 
+/// Poisson log-likelihood terms x ln λ − λ into `o.term` and, with `grad_scale` ≠ 0,
+/// grad_scale · dℓ/dη into `o.deta`, for λ, dλ/dη = `link(η)`.
+#[inline(always)]
+fn poisson_terms(o: &mut ObsScratch, grad_scale: f64, link: impl Fn(f64) -> (f64, f64)) {
+    // Iterators (no bounds checks) and no branch inside, so that the loop vectorises.
+    let terms = o.term.iter_mut().zip(o.eta.iter().zip(&o.xt));
+    if grad_scale != 0.0 {
+        for ((t, d), (&eta, &x)) in terms
+            .zip(o.deta.iter_mut())
+            .map(|((t, ex), d)| ((t, d), ex))
+        {
+            let (lam, d1) = link(eta);
+            *t = x * fastmath::ln(lam) - lam;
+            *d = grad_scale * (x / lam - 1.0) * d1;
+        }
+    } else {
+        for (t, (&eta, &x)) in terms {
+            let (lam, _) = link(eta);
+            *t = x * fastmath::ln(lam) - lam;
+        }
+    }
+}
+
+/// Σ a with four independent partial sums (vectorises; fixed order).
+#[inline(always)]
+fn sum4(a: &[f64]) -> f64 {
+    let mut acc = [0.0f64; 4];
+    let chunks = a.chunks_exact(4);
+    let tail: f64 = chunks.remainder().iter().sum();
+    for c in chunks {
+        for l in 0..4 {
+            acc[l] += c[l];
+        }
+    }
+    (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
+}
+
 /// Checks the model/proposal combination (the reference's constraints, SPEC §9).
 fn check_supported(c: &ModelConfig, proposal: &SmcProposal<'_>) -> Result<(), VsmcError> {
     if let SmcProposal::Encoder(enc) = proposal {
@@ -968,6 +1110,9 @@ pub fn smc_vsmc(
         c: config,
         p,
         encoder,
+        m_obs: (0..r)
+            .flat_map(|q| m_t[q * n..q * n + dx].to_vec())
+            .collect(),
         mt: kernel::with_stride(&m_t, r, n, stride),
         nk: kernel::with_stride(p.n, r, n, stride),
         stride,

@@ -127,10 +127,14 @@ impl Stage for SimulateStage {
                 "latent_noise_std",
                 p.simulation.latent_noise_std.to_string(),
             ),
-            ("simulation", serde_json::to_string(&p.simulation).unwrap_or_default()),
+            (
+                "simulation",
+                serde_json::to_string(&p.simulation).unwrap_or_default(),
+            ),
         ];
         let out = ctx.output("sequences")?.to_path_buf();
-        write_sequences(&out, &sim.sequences, &attrs).map_err(|e| StageError::new(e.to_string()))?;
+        write_sequences(&out, &sim.sequences, &attrs)
+            .map_err(|e| StageError::new(e.to_string()))?;
         let latents = Sequences {
             n_sequences: nt,
             dim_x: r,

@@ -239,7 +239,10 @@ impl Stage for TeacherStudentStage {
                 ))
             })?;
         let sim: SimulationConfig = serde_json::from_str(&sim_text).map_err(|e| {
-            StageError::new(format!("{}: attribute simulation: {e}", data_path.display()))
+            StageError::new(format!(
+                "{}: attribute simulation: {e}",
+                data_path.display()
+            ))
         })?;
         let c = &student.config;
         let mut rows = Vec::new();
@@ -442,14 +445,22 @@ impl Stage for TeacherStudentStage {
         table
             .push(
                 "metric",
-                rows.iter().map(|r| r.metric.to_string()).collect::<Vec<_>>(),
+                rows.iter()
+                    .map(|r| r.metric.to_string())
+                    .collect::<Vec<_>>(),
             )
             .map_err(tab)?;
         table
-            .push("teacher", rows.iter().map(|r| r.teacher).collect::<Vec<_>>())
+            .push(
+                "teacher",
+                rows.iter().map(|r| r.teacher).collect::<Vec<_>>(),
+            )
             .map_err(tab)?;
         table
-            .push("student", rows.iter().map(|r| r.student).collect::<Vec<_>>())
+            .push(
+                "student",
+                rows.iter().map(|r| r.student).collect::<Vec<_>>(),
+            )
             .map_err(tab)?;
         table
             .push("value", rows.iter().map(|r| r.value).collect::<Vec<_>>())
