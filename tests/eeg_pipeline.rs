@@ -1,6 +1,8 @@
-//! The shipped pipeline (`pipeline.yaml` + `stages/`) on the shipped EEG array, `--profile
-//! quick`, end to end through the real binary: every EEG stage runs, Table 1 and the figures
-//! are written, a second run does nothing, and `compare … paper` reads the result.
+//! The shipped pipeline (`pipeline.yaml` + `stages/`) on the shipped EEG array and teachers,
+//! `--profile quick`, end to end through the real binary: every EEG, fixed-point and
+//! teacher–student stage runs, Table 1, the teacher–student summaries and the figures are
+//! written (the quick noise sweep already recovers the order of the true noise levels), a second
+//! run does nothing, and `compare … paper` reads the result.
 
 use std::path::Path;
 use std::process::Command;
@@ -56,6 +58,13 @@ fn quick_profile_runs_end_to_end() {
         "results/fixed_points/reach/found_vs_budget.png",
         "results/fixed_points/reach/phase_portrait.png",
         "results/fixed_points/rdm/fixed_points.md",
+        "results/teacher_student/summary/table.md",
+        "results/teacher_student/noise_summary/table.parquet",
+        "results/teacher_student/osc/eval/proposal=optimal,seed=1/autocorrelation.png",
+        "results/teacher_student/osc/eval/proposal=bootstrap,seed=1/traces.png",
+        "results/teacher_student/poisson/fit/seed=1/model.h5",
+        "results/teacher_student/reach/eval/seed=1/summary.md",
+        "results/teacher_student/rdm/simulate/latents.png",
     ] {
         assert!(d.join(f).is_file(), "missing {f}\n{text}");
     }
@@ -63,6 +72,50 @@ fn quick_profile_runs_end_to_end() {
     assert!(
         table.contains("rank3_smc") && table.contains("quick") && table.contains("3920"),
         "{table}"
+    );
+
+    let ts = std::fs::read_to_string(d.join("results/teacher_student/summary/table.md")).unwrap();
+    for needle in [
+        "osc_continuous_optimal",
+        "osc_continuous_bootstrap",
+        "poisson_encoder",
+        "reach_ring",
+        "rdm",
+        "simulated",
+        "stable_fixed_points",
+    ] {
+        assert!(ts.contains(needle), "{needle} missing:\n{ts}");
+    }
+    // The reach teacher's ring: 8 stable fixed points.
+    let reach =
+        std::fs::read_to_string(d.join("results/teacher_student/reach/eval/seed=1/summary.md"))
+            .unwrap();
+    let row = reach
+        .lines()
+        .find(|l| l.contains("| stable_fixed_points |"))
+        .unwrap();
+    let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+    assert_eq!(cells[5], "8", "teacher's stable points: {row}");
+    // Noise sweep: larger true noise → larger inferred noise.
+    let t = lowrank_smc::pipeline::table::Table::read_parquet(
+        &d.join("results/teacher_student/noise_summary/table.parquet"),
+    )
+    .unwrap();
+    use lowrank_smc::pipeline::table::Column;
+    let (Some(Column::Str(metric)), Some(Column::F64(truth)), Some(Column::F64(inferred))) =
+        (t.column("metric"), t.column("teacher"), t.column("student"))
+    else {
+        panic!("noise summary columns");
+    };
+    let mut pairs: Vec<(f64, f64)> = (0..metric.len())
+        .filter(|&i| metric[i] == "latent_noise_std")
+        .map(|i| (truth[i], inferred[i]))
+        .collect();
+    pairs.sort_by(|a, b| a.0.total_cmp(&b.0));
+    assert_eq!(pairs.len(), 3, "{pairs:?}");
+    assert!(
+        pairs.windows(2).all(|w| w[1].1 > w[0].1),
+        "inferred noise should grow with the true noise: {pairs:?}"
     );
 
     let (code, text) = run(d, &["run", "--profile", "quick", "--no-progress"]);

@@ -81,7 +81,7 @@ impl ModelWithProposal {
         p.resize(self.layout.len(), 0.0);
         if let Some(enc) = &self.encoder {
             use rand::SeedableRng;
-            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x656e_636f_6465_72);
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x0065_6e63_6f64_6572);
             enc.init_params(&mut p, &mut rng)
                 .map_err(|e| VsmcError::Params(format!("encoder: {e}")))?;
         }

@@ -813,14 +813,14 @@ impl Ctx<'_> {
                         dvq[q] += dmq * (pz * mu_k[q] + prec_e[q] * mean_e[q]);
                     }
                 } else if self.encoder.is_some() {
+                    dmu.copy_from_slice(&dzk);
                     for q in 0..r {
-                        dmu[q] = dzk[q];
                         let s = sc.var[q].sqrt();
                         dvar[set][q] += dzk[q] * eps[q] / (2.0 * s);
                     }
                 } else {
+                    dmu.copy_from_slice(&dzk);
                     for q in 0..r {
-                        dmu[q] = dzk[q];
                         dstd[set][q] += dzk[q] * eps[q];
                     }
                 }

@@ -16,6 +16,11 @@
 //!   inputs: {data: "eeg.prepare:sequences"}
 //! ```
 //!
+//! `vsmc.proposal` picks the proposal: `optimal` (linear-Gaussian observations, full noise),
+//! `encoder` (any observation model; `vsmc.encoder` gives the CNN: kernel_sizes, channels,
+//! activation, padding_location, padding_mode, init_scale, constant_var) or `bootstrap`; the
+//! encoder's parameters are trained with the model's and stored after them in `model.h5`.
+//!
 //! Long single recordings are cut into random windows (`windows`); several trials are used
 //! as they are (omit `windows`). Training stops early with an error naming the epoch if the
 //! loss diverges (NaN); the last good parameters are not written as a result.
