@@ -540,7 +540,7 @@ impl CurveRows {
 }
 
 /// Flow arrows, nullclines (marching squares on Δz = F(z) − z) and the fixed points.
-fn portrait_data(
+pub(crate) fn portrait_data(
     map: &PwlMap,
     set: &FixedPointSet,
     range: Option<[f64; 4]>,

@@ -97,6 +97,9 @@ pub struct TeacherStudentParams {
     /// Scored measures.
     #[serde(default)]
     pub targets: Targets,
+    /// Phase portraits of teacher and student (rank-2 models): flow, nullclines, fixed points.
+    #[serde(default)]
+    pub phase_portrait: bool,
     /// Extra label columns (e.g. the sweep's K).
     #[serde(default, skip_serializing_if = "indexmap::IndexMap::is_empty")]
     pub labels: indexmap::IndexMap<String, Value>,
@@ -208,13 +211,18 @@ impl Stage for TeacherStudentStage {
         }
         Ok(v)
     }
-    fn outputs(&self, _params: &Value) -> Vec<OutputSpec> {
-        vec![
+    fn outputs(&self, params: &Value) -> Vec<OutputSpec> {
+        let mut out = vec![
             OutputSpec::new("summary", "summary.parquet"),
             OutputSpec::new("summary_md", "summary.md"),
             OutputSpec::new("acf", "autocorrelation.png"),
             OutputSpec::new("traces", "traces.png"),
-        ]
+        ];
+        if params.get("phase_portrait").and_then(Value::as_bool) == Some(true) {
+            out.push(OutputSpec::new("phase_teacher", "phase_teacher.png"));
+            out.push(OutputSpec::new("phase_student", "phase_student.png"));
+        }
+        out
     }
     fn expected_inputs(&self, _params: &Value) -> Option<Vec<InputSpec>> {
         Some(vec![
@@ -537,6 +545,34 @@ impl Stage for TeacherStudentStage {
         .map_err(|e| StageError::new(e.to_string()))?;
         let png = ctx.output("traces")?.to_path_buf();
         std::fs::rename(&fig.png, &png).map_err(|e| StageError::io(&png, e))?;
+        if p.phase_portrait {
+            for (map, set, who, out) in [
+                (&tmap, &tfp, format!("teacher {teacher_name}"), "phase_teacher"),
+                (&smap, &sfp, format!("student (seed {})", p.seed), "phase_student"),
+            ] {
+                if map.rank != 2 {
+                    return Err(StageError::new(format!(
+                        "params.phase_portrait: the {who} has rank {}; phase portraits need R = 2",
+                        map.rank
+                    )));
+                }
+                let data = super::fixed_points::portrait_data(map, set, None, 25);
+                let fig = crate::plot::phase_portrait(
+                    &ctx.scratch_dir().join(out),
+                    &format!(
+                        "{}: {who}, {} fixed points ({} stable)",
+                        p.setup,
+                        set.points.len(),
+                        stable_count(set)
+                    ),
+                    ("z1", "z2"),
+                    &data,
+                )
+                .map_err(|e| StageError::new(e.to_string()))?;
+                let png = ctx.output(out)?.to_path_buf();
+                std::fs::rename(&fig.png, &png).map_err(|e| StageError::io(&png, e))?;
+            }
+        }
         for r in &rows {
             ctx.record(r.metric, r.value);
         }
