@@ -73,6 +73,10 @@ fn quick_profile_runs_end_to_end() {
         table.contains("rank3_smc") && table.contains("quick") && table.contains("3920"),
         "{table}"
     );
+    // The full-rank baselines with the paper's parameter counts.
+    for needle in ["full_rank_30", "3939", "full_rank_128", "41473"] {
+        assert!(table.contains(needle), "{needle} missing:\n{table}");
+    }
 
     let ts = std::fs::read_to_string(d.join("results/teacher_student/summary/table.md")).unwrap();
     for needle in [

@@ -56,6 +56,7 @@ fn config(s: &Setup) -> ModelConfig {
         init_noise_z0: 0.8,
         init_noise_x: 0.6,
         train_observation: true,
+        transition: Default::default(),
     }
 }
 

@@ -42,6 +42,7 @@ fn config(
         init_noise_z0: 1.0,
         init_noise_x: 0.5,
         train_observation: true,
+        transition: Default::default(),
     }
 }
 
@@ -186,4 +187,19 @@ fn affine_readout_with_simulated_input_and_scalar_noise() {
         1,
         21,
     );
+}
+
+#[test]
+fn full_rank_baseline() {
+    let mut c = config(
+        Nonlinearity::ClippedRelu,
+        ReadoutFrom::Z,
+        0,
+        false,
+        NoiseKind::Diag,
+    );
+    c.rank = 5;
+    c.n_units = 5;
+    c.transition = lowrank_smc::model::lowrank::Transition::FullRank;
+    check(c, 1, 31);
 }

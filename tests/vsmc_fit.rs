@@ -66,6 +66,7 @@ fn student_moves_toward_the_teachers_decay_and_noise() {
         init_noise_z0: 1.0,
         init_noise_x: 0.1,
         train_observation: false,
+        transition: Default::default(),
     };
     let model = ModelWithProposal::new(config.clone(), ProposalKind::Optimal, None).unwrap();
     let init = model.init_params(1).unwrap();

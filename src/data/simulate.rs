@@ -160,6 +160,7 @@ impl TeacherBasis {
             init_noise_z0: noise_z.max(1e-12),
             init_noise_x: noise_x.max(1e-12),
             train_observation: false,
+            transition: Default::default(),
         };
         let mut p = config.init_params(0).map_err(|e| SimulateError::Param {
             field: "teacher",

@@ -186,6 +186,7 @@ pub fn bench_train_continuous(repeats: usize) -> TrainBenchLine {
         init_noise_z0: 1.0,
         init_noise_x: 0.1,
         train_observation: false,
+        transition: Default::default(),
     };
     let secs = match ModelWithProposal::new(config, ProposalKind::Optimal, None) {
         Ok(m) => time_epoch(m, random_trials(200, 20, 75, false), 64, repeats),
@@ -258,6 +259,7 @@ pub fn bench_train_poisson(repeats: usize) -> TrainBenchLine {
         init_noise_z0: 1.0,
         init_noise_x: 0.1,
         train_observation: true,
+        transition: Default::default(),
     };
     let enc = EncoderConfig {
         kernel_sizes: vec![21, 11, 1],

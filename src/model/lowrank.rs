@@ -233,6 +233,28 @@ pub struct ModelConfig {
     /// Train the observation weights and bias (frozen for the Gaussian teacher–student runs).
     #[serde(default = "yes")]
     pub train_observation: bool,
+    /// Low-rank (the model of the paper) or the full-rank baseline of Table 1.
+    #[serde(default, skip_serializing_if = "Transition::is_low_rank")]
+    pub transition: Transition,
+}
+
+/// The latent transition (SPEC §1.2).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Transition {
+    /// z' = a z + n φ(M z + Wu v; h), M: N × R, n: R × N.
+    #[default]
+    LowRank,
+    /// The Table-1 baseline `Transition_FullRank`: z' = a z + W φ(z; h) with W: dz × dz
+    /// (`n_units = rank = dz`, no inputs). Stored as M = I (frozen) and n = W, so every
+    /// algorithm of the low-rank model applies unchanged.
+    FullRank,
+}
+
+impl Transition {
+    fn is_low_rank(&self) -> bool {
+        *self == Transition::LowRank
+    }
 }
 
 fn default_noise_x_kind() -> NoiseKind {
@@ -265,6 +287,7 @@ impl ModelConfig {
             init_noise_z0: 1.0,
             init_noise_x: 0.1,
             train_observation: true,
+            transition: Transition::LowRank,
         }
     }
 
@@ -290,6 +313,23 @@ impl ModelConfig {
         }
         if self.dim_x == 0 {
             return err("dim_x", "must be ≥ 1");
+        }
+        if self.transition == Transition::FullRank {
+            if self.rank != self.n_units {
+                return err(
+                    "n_units",
+                    "the full-rank transition has n_units = rank = dz (set both to dz)",
+                );
+            }
+            if self.dim_u > 0 {
+                return err("dim_u", "the full-rank baseline takes no inputs (dim_u: 0)");
+            }
+            if self.observation == Observation::OneToOne {
+                return err(
+                    "observation",
+                    "the full-rank baseline reads out affinely (affine)",
+                );
+            }
         }
         if !(self.decay > 0.0 && self.decay < 1.0) {
             return err("decay", "must lie in (0, 1)");
@@ -375,7 +415,11 @@ impl ModelConfig {
         if self.initial_state == InitialState::Trainable {
             l.push("rnn.initial_state", &[r], true);
         }
-        l.push("rnn.transition.m", &[n, r], true);
+        l.push(
+            "rnn.transition.m",
+            &[n, r],
+            self.transition == Transition::LowRank,
+        );
         l.push("rnn.transition.n", &[r, n], true);
         l.push("rnn.transition.h", &[n], true);
         l.push("rnn.transition.Wu", &[n, du], du > 0);
@@ -388,7 +432,11 @@ impl ModelConfig {
     /// |θ| as the paper counts it for Table 1 (SPEC §1.8).
     pub fn n_params_table1(&self) -> usize {
         let (r, n, dx) = (self.rank, self.n_units, self.dim_x);
-        2 * n * r + n + dx + r * dx + r * (r + 1) / 2 + 1 + dx + r * (r + 1) / 2 + r
+        let weights = match self.transition {
+            Transition::LowRank => 2 * n * r,
+            Transition::FullRank => n * r,
+        };
+        weights + n + dx + r * dx + r * (r + 1) / 2 + 1 + dx + r * (r + 1) / 2 + r
     }
 
     /// Reference initialisation (SPEC §1.3–1.4) from `seed`.
@@ -420,8 +468,27 @@ impl ModelConfig {
         fill("rnn.R_x", &mut *noise(self.noise_x, dx, self.init_noise_x));
         let un = 1.0 / (n as f64).sqrt();
         let ur = 1.0 / (r as f64).sqrt();
-        fill("rnn.transition.n", &mut |_| rng.gen_range(-un..un));
-        fill("rnn.transition.m", &mut |_| rng.gen_range(-ur..ur));
+        match self.transition {
+            Transition::LowRank => {
+                fill("rnn.transition.n", &mut |_| rng.gen_range(-un..un));
+                fill("rnn.transition.m", &mut |_| rng.gen_range(-ur..ur));
+            }
+            Transition::FullRank => {
+                // W = (1 − decay) · randn · g/√dz with g = √2; M = I.
+                let sd = (1.0 - self.decay) * 2f64.sqrt() / (n as f64).sqrt();
+                fill("rnn.transition.n", &mut |_| {
+                    let e: f64 = rng.sample(StandardNormal);
+                    sd * e
+                });
+                fill("rnn.transition.m", &mut |i| {
+                    if i / r == i % r {
+                        1.0
+                    } else {
+                        0.0
+                    }
+                });
+            }
+        }
         if du > 0 {
             let uu = 1.0 / (du as f64).sqrt();
             fill("rnn.transition.Wu", &mut |_| rng.gen_range(-uu..uu));
@@ -472,12 +539,16 @@ impl ModelConfig {
                 format!("`{k}`: unknown noise type `{o}`"),
             )),
         };
-        if !matches!(text("transition"), "" | "low_rank") {
-            return Err(bad(
-                "rnn_params",
-                format!("transition `{}` is not supported", text("transition")),
-            ));
-        }
+        let transition = match text("transition") {
+            "" | "low_rank" => Transition::LowRank,
+            "full_rank" => Transition::FullRank,
+            o => {
+                return Err(bad(
+                    "rnn_params",
+                    format!("transition `{o}` is not supported"),
+                ))
+            }
+        };
         let c = ModelConfig {
             rank: int("dim_z")?,
             n_units: int("dim_N")?,
@@ -543,6 +614,7 @@ impl ModelConfig {
             init_noise_z0: num("init_noise_z_t0", 1.0),
             init_noise_x: num("init_noise_x", 0.1),
             train_observation: flag("train_obs_weights", true) && flag("train_obs_bias", true),
+            transition,
         };
         c.validate()?;
         Ok(c)
@@ -818,6 +890,28 @@ mod tests {
         // The layout stores full R × R noise matrices whose upper triangles are unused (the
         // reference's layout too): 2 · R(R − 1)/2 = 6 more stored scalars than |θ|.
         assert_eq!(c.layout().n_trainable(), 3920 + 6);
+    }
+
+    #[test]
+    fn full_rank_counts_and_layout_are_the_papers() {
+        let mut c = ModelConfig::eeg(64);
+        c.transition = Transition::FullRank;
+        c.rank = 30;
+        c.n_units = 30;
+        assert_eq!(c.n_params_table1(), 3939);
+        c.rank = 128;
+        c.n_units = 128;
+        assert_eq!(c.n_params_table1(), 41473);
+        let p = c.init_params(3).unwrap();
+        let v = c.view(&p).unwrap();
+        // M = I and frozen; W = n has the reference's scale (1 − a)·√2/√dz.
+        assert!((0..128).all(|i| (0..128).all(|j| v.m[i * 128 + j] == f64::from(i == j))));
+        assert!(!c.layout().get("rnn.transition.m").unwrap().trainable);
+        let sd = (v.n.iter().map(|w| w * w).sum::<f64>() / v.n.len() as f64).sqrt();
+        let want = 0.1 * 2f64.sqrt() / 128f64.sqrt();
+        assert!((sd / want - 1.0).abs() < 0.05, "{sd} vs {want}");
+        c.n_units = 100;
+        assert!(c.validate().unwrap_err().to_string().contains("n_units"));
     }
 
     #[test]

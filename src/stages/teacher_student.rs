@@ -547,8 +547,18 @@ impl Stage for TeacherStudentStage {
         std::fs::rename(&fig.png, &png).map_err(|e| StageError::io(&png, e))?;
         if p.phase_portrait {
             for (map, set, who, out) in [
-                (&tmap, &tfp, format!("teacher {teacher_name}"), "phase_teacher"),
-                (&smap, &sfp, format!("student (seed {})", p.seed), "phase_student"),
+                (
+                    &tmap,
+                    &tfp,
+                    format!("teacher {teacher_name}"),
+                    "phase_teacher",
+                ),
+                (
+                    &smap,
+                    &sfp,
+                    format!("student (seed {})", p.seed),
+                    "phase_student",
+                ),
             ] {
                 if map.rank != 2 {
                     return Err(StageError::new(format!(
