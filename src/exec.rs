@@ -129,9 +129,18 @@ pub fn run_exec(args: &ExecArgs, registry: &Registry) -> anyhow::Result<Vec<(Str
         .iter()
         .map(|s| split_pair(s, "--output").map(|(k, v)| (k.to_string(), PathBuf::from(v))))
         .collect::<anyhow::Result<_>>()?;
+    let created_out_dir = !args.out_dir.exists();
     std::fs::create_dir_all(&args.out_dir)
         .with_context(|| format!("creating {}", args.out_dir.display()))?;
     let scratch = tempdir_in(&args.out_dir)?;
+    // On failure: the scratch directory goes, and the output directory too when this call
+    // created it (remove_dir only removes it while it is empty).
+    let clean_up = |scratch: &Path| {
+        let _ = std::fs::remove_dir_all(scratch);
+        if created_out_dir {
+            let _ = std::fs::remove_dir(&args.out_dir);
+        }
+    };
     let mut staged = BTreeMap::new();
     let mut finals = Vec::new();
     for spec in stage.outputs(&params) {
@@ -169,13 +178,13 @@ pub fn run_exec(args: &ExecArgs, registry: &Registry) -> anyhow::Result<Vec<(Str
         stage.run(&mut ctx)
     };
     if let Err(e) = result {
-        let _ = std::fs::remove_dir_all(&scratch);
+        clean_up(&scratch);
         bail!("{}: {e}", args.kind);
     }
     for (name, final_path) in &finals {
         let from = &staged[name];
         if !from.is_file() {
-            let _ = std::fs::remove_dir_all(&scratch);
+            clean_up(&scratch);
             bail!("kind `{}` did not write its output `{name}`", args.kind);
         }
         if let Some(parent) = final_path.parent().filter(|p| !p.as_os_str().is_empty()) {

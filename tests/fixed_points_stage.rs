@@ -150,4 +150,6 @@ fn phase_portrait_of_a_rank_1_model_is_an_error() {
         "{text}"
     );
     assert!(!dir.path().join("out/fixed_points.parquet").exists());
+    // The output directory this call created is gone again: nothing half-written stays.
+    assert!(!dir.path().join("out").exists());
 }
