@@ -156,16 +156,9 @@ impl ModelWithProposal {
             None,
         )?;
         let (r, k, tt) = (self.config.rank, n_particles, trial.n_time);
-        let mut means = vec![0.0; tt * r];
+        let means = super::trial::weighted_means(&out.log_w[0], &out.particles[0], r, k);
         let mut w = vec![0.0; k];
-        for t in 0..tt {
-            super::draws::normalised_weights(&out.log_w[0][t * k..(t + 1) * k], &mut w);
-            for kk in 0..k {
-                for q in 0..r {
-                    means[t * r + q] += w[kk] * out.particles[0][(t * k + kk) * r + q];
-                }
-            }
-        }
+        super::draws::normalised_weights(&out.log_w[0][(tt - 1) * k..tt * k], &mut w);
         // One particle of the last step, drawn by weight.
         use rand::{Rng, SeedableRng};
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x5eed);

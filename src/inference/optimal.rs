@@ -916,24 +916,15 @@ impl Ctx<'_> {
         }
         // a = exp(−exp(θ)) ⇒ da/dθ = −exp(θ) a
         grad[offsets.decay] += da * (-p.decay_param.exp() * p.decay);
-        // Kernel-layout blocks into the flat gradient (M is N × R there).
-        for i in 0..n {
-            for q in 0..r {
-                grad[offsets.m + i * r + q] += gmt[q * st + i];
-            }
-        }
-        for q in 0..r {
-            let row = &gn[q * st..q * st + n];
-            for (g, v) in grad[offsets.n + q * n..offsets.n + (q + 1) * n]
-                .iter_mut()
-                .zip(row)
-            {
-                *g += v;
-            }
-        }
-        for (g, v) in grad[offsets.h..offsets.h + n].iter_mut().zip(&gh) {
-            *g += v;
-        }
+        trial::add_kernel_grads(
+            &gmt,
+            &gn,
+            &gh,
+            st,
+            (n, r),
+            (offsets.m, offsets.n, offsets.h),
+            grad,
+        );
     }
 }
 
@@ -1209,16 +1200,10 @@ pub fn filtered_means(
         &noise,
         None,
     )?;
-    let (r, k, tt) = (config.rank, n_particles, trial.n_time);
-    let mut means = vec![0.0; tt * r];
-    let mut w = vec![0.0; k];
-    for t in 0..tt {
-        super::draws::normalised_weights(&out.log_w[0][t * k..(t + 1) * k], &mut w);
-        for kk in 0..k {
-            for q in 0..r {
-                means[t * r + q] += w[kk] * out.particles[0][(t * k + kk) * r + q];
-            }
-        }
-    }
-    Ok(means)
+    Ok(trial::weighted_means(
+        &out.log_w[0],
+        &out.particles[0],
+        config.rank,
+        n_particles,
+    ))
 }

@@ -892,17 +892,7 @@ impl Ctx<'_> {
         }
         let off = &self.off;
         g[off.decay] += da * (-p.decay_param.exp() * p.decay);
-        for i in 0..n {
-            for q in 0..r {
-                g[off.m + i * r + q] += gmt[q * st + i];
-            }
-            g[off.h + i] += gh[i];
-        }
-        for q in 0..r {
-            for i in 0..n {
-                g[off.n + q * n + i] += gn[q * st + i];
-            }
-        }
+        trial::add_kernel_grads(&gmt, &gn, &gh, st, (n, r), (off.m, off.n, off.h), g);
         self.scales[0].backward(
             &dvar[0],
             &dstd[0],

@@ -100,3 +100,45 @@ pub(crate) fn input_current<'b>(
     }
     Some(buf)
 }
+
+/// Adds the transition's gradients accumulated in kernel layout (Mᵀ and n as R rows `stride`
+/// apart, h) into the flat gradient: M (N × R) at `m`, n (R × N) at `n`, h (N) at `h`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn add_kernel_grads(
+    gmt: &[f64],
+    gn: &[f64],
+    gh: &[f64],
+    stride: usize,
+    (units, r): (usize, usize),
+    (m, n, h): (usize, usize, usize),
+    grad: &mut [f64],
+) {
+    for i in 0..units {
+        for q in 0..r {
+            grad[m + i * r + q] += gmt[q * stride + i];
+        }
+        grad[h + i] += gh[i];
+    }
+    for q in 0..r {
+        for i in 0..units {
+            grad[n + q * units + i] += gn[q * stride + i];
+        }
+    }
+}
+
+/// Particle-weighted means Σ_k w_tk z_tk per step (`[t][r]`) of one trial's log weights
+/// (`[t][k]`) and proposed particles (`[t][k][r]`).
+pub(crate) fn weighted_means(log_w: &[f64], particles: &[f64], r: usize, k: usize) -> Vec<f64> {
+    let tt = log_w.len() / k;
+    let mut means = vec![0.0; tt * r];
+    let mut w = vec![0.0; k];
+    for t in 0..tt {
+        super::draws::normalised_weights(&log_w[t * k..(t + 1) * k], &mut w);
+        for kk in 0..k {
+            for q in 0..r {
+                means[t * r + q] += w[kk] * particles[(t * k + kk) * r + q];
+            }
+        }
+    }
+    means
+}
