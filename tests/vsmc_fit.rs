@@ -11,9 +11,7 @@ use lowrank_smc::data::simulate::{
 use lowrank_smc::inference::draws::Resampling;
 use lowrank_smc::inference::objective::{ModelWithProposal, ProposalKind, VsmcObjective};
 use lowrank_smc::inference::optimal::VsmcOptions;
-use lowrank_smc::model::lowrank::{
-    InitialState, Likelihood, ModelConfig, NoiseKind, Nonlinearity, Observation, ReadoutFrom,
-};
+use lowrank_smc::model::lowrank::ModelConfig;
 use lowrank_smc::stages::teacher_student::orthogonalised_noise_std;
 use lowrank_smc::train::trainer::{train, RunOptions, TrainConfig};
 use lowrank_smc::train::BatchSource;
@@ -46,28 +44,7 @@ fn student_moves_toward_the_teachers_decay_and_noise() {
         5,
     )
     .unwrap();
-    let config = ModelConfig {
-        rank: 2,
-        n_units: 20,
-        dim_x: 20,
-        dim_u: 0,
-        nonlinearity: Nonlinearity::Relu,
-        noise_z: NoiseKind::Full,
-        noise_z0: NoiseKind::Full,
-        noise_x: NoiseKind::Diag,
-        observation: Observation::OneToOne,
-        readout_from: ReadoutFrom::Currents,
-        likelihood: Likelihood::Gaussian,
-        obs_nonlinearity: None,
-        initial_state: InitialState::Trainable,
-        simulate_input: false,
-        decay: 0.7,
-        init_noise_z: 0.1,
-        init_noise_z0: 1.0,
-        init_noise_x: 0.1,
-        train_observation: false,
-        transition: Default::default(),
-    };
+    let config = ModelConfig::continuous_student();
     let model = ModelWithProposal::new(config.clone(), ProposalKind::Optimal, None).unwrap();
     let init = model.init_params(1).unwrap();
     let noise0 = orthogonalised_noise_std(&config, &init).unwrap();

@@ -166,28 +166,7 @@ fn random_trials(n: usize, dx: usize, tt: usize, counts: bool) -> Sequences<f64>
 /// currents, optimal proposal, K = 64, 200 trials × 75, batch 10. Reference 5.0 s/epoch.
 pub fn bench_train_continuous(repeats: usize) -> TrainBenchLine {
     use crate::model::lowrank::*;
-    let config = ModelConfig {
-        rank: 2,
-        n_units: 20,
-        dim_x: 20,
-        dim_u: 0,
-        nonlinearity: Nonlinearity::Relu,
-        noise_z: NoiseKind::Full,
-        noise_z0: NoiseKind::Full,
-        noise_x: NoiseKind::Diag,
-        observation: Observation::OneToOne,
-        readout_from: ReadoutFrom::Currents,
-        likelihood: Likelihood::Gaussian,
-        obs_nonlinearity: None,
-        initial_state: InitialState::Trainable,
-        simulate_input: false,
-        decay: 0.7,
-        init_noise_z: 0.1,
-        init_noise_z0: 1.0,
-        init_noise_x: 0.1,
-        train_observation: false,
-        transition: Default::default(),
-    };
+    let config = ModelConfig::continuous_student();
     let secs = match ModelWithProposal::new(config, ProposalKind::Optimal, None) {
         Ok(m) => time_epoch(m, random_trials(200, 20, 75, false), 64, repeats),
         Err(_) => f64::NAN,

@@ -291,6 +291,22 @@ impl ModelConfig {
         }
     }
 
+    /// The continuous teacher–student student (SPEC §5.1 (a)): R = 2, N = dx = 20, relu,
+    /// one-to-one readout of the currents (frozen), Gaussian, full noise, decay 0.7.
+    pub fn continuous_student() -> Self {
+        ModelConfig {
+            rank: 2,
+            n_units: 20,
+            dim_x: 20,
+            nonlinearity: Nonlinearity::Relu,
+            observation: Observation::OneToOne,
+            readout_from: ReadoutFrom::Currents,
+            decay: 0.7,
+            train_observation: false,
+            ..Self::eeg(20)
+        }
+    }
+
     /// Check sizes and combinations.
     pub fn validate(&self) -> Result<(), ModelError> {
         let err = |field, message: &str| {
