@@ -1,5 +1,7 @@
 //! Data in: NPY, EDF, NWB/HDF5 readers and writers, binning, dataset manifests, simulators.
 pub mod fetch;
 pub mod npy;
+pub mod nwb;
+pub mod nwb_write;
 pub mod sequences_io;
 pub mod simulate;
