@@ -779,7 +779,7 @@ impl NwbFile {
                 .map_err(|e| self.invalid(&sp, e.to_string()))?;
             let rate =
                 attr_f64(&sds, "rate").ok_or_else(|| self.invalid(&sp, "no `rate` attribute"))?;
-            if !(rate.is_finite() && rate > 0.0) || !start.is_finite() {
+            if !(rate.is_finite() && rate > 0.0 && start.is_finite()) {
                 return Err(self.invalid(
                     &sp,
                     format!("starting_time {start} / rate {rate}: must be finite, rate > 0"),
