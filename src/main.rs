@@ -161,6 +161,39 @@ enum Command {
         #[arg(long, value_enum, default_value = "md")]
         format: FixedPointFormat,
     },
+    /// Bin an NWB file's spikes (and behaviour / LFP) onto a time grid → an HDF5 sequences file
+    /// that `fit` reads (the `bin` stage kind, once).
+    Bin {
+        /// The NWB file.
+        file: PathBuf,
+        /// Bin width (ms).
+        #[arg(long)]
+        bin_ms: f64,
+        /// Output HDF5 file.
+        #[arg(long)]
+        out: PathBuf,
+        /// Trial-aligned windows: EVENT:START_MS:END_MS (e.g. move_onset_time:-250:450).
+        #[arg(long, value_name = "EVENT:START_MS:END_MS")]
+        align: Option<String>,
+        /// Keep trials whose `split` column is one of these (comma-separated: train,val).
+        #[arg(long)]
+        splits: Option<String>,
+        /// A TimeSeries path to bin onto the same grid (repeatable).
+        #[arg(long = "behavior", value_name = "NWB_PATH")]
+        behavior: Vec<String>,
+        /// Also bin the LFP; with LO,HI (Hz) band-pass it first (e.g. --lfp 6,10 for theta).
+        #[arg(long, value_name = "LO,HI", num_args = 0..=1, default_missing_value = "")]
+        lfp: Option<String>,
+        /// Continuous recordings: cut into sequences of this many seconds.
+        #[arg(long)]
+        segment_s: Option<f64>,
+        /// Keep NLB's held-out units in `x` (default: they go to `x_heldout`).
+        #[arg(long)]
+        keep_heldout: bool,
+        /// `data_source` label (default: from the file: surrogate or real).
+        #[arg(long)]
+        data_source: Option<String>,
+    },
     /// Download a dataset named by `datasets/ID.yaml` (`url`, `size`, `sha256`) into the data
     /// directory ($LOWRANK_SMC_DATA, else ~/.local/share/lowrank-smc), resuming a partial
     /// download and verifying the checksum.
@@ -190,6 +223,14 @@ enum Format {
 }
 
 fn main() -> ExitCode {
+    // HDF5 flock()s every file it opens, without O_CLOEXEC: a child process started while a
+    // file is open (a `command` stage, a Python reference) inherits the lock and keeps it after
+    // we close the file, and the next open fails with "unable to lock file". Stages write to
+    // their own temporary directories under the project lock, so HDF5's lock adds nothing here.
+    // Set before any thread starts; a user's explicit setting wins.
+    if std::env::var_os("HDF5_USE_FILE_LOCKING").is_none() {
+        std::env::set_var("HDF5_USE_FILE_LOCKING", "FALSE");
+    }
     let cli = Cli::parse();
     match dispatch(cli) {
         Ok(code) => code,
@@ -378,6 +419,31 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             project,
             data_dir,
         } => run_fetch(&id, &project, data_dir),
+        Command::Bin {
+            file,
+            bin_ms,
+            out,
+            align,
+            splits,
+            behavior,
+            lfp,
+            segment_s,
+            keep_heldout,
+            data_source,
+        } => run_bin(
+            &file,
+            &out,
+            BinCli {
+                bin_ms,
+                align,
+                splits,
+                behavior,
+                lfp,
+                segment_s,
+                keep_heldout,
+                data_source,
+            },
+        ),
         Command::Kinds => {
             for kind in registry.iter() {
                 println!(
@@ -390,6 +456,92 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+struct BinCli {
+    bin_ms: f64,
+    align: Option<String>,
+    splits: Option<String>,
+    behavior: Vec<String>,
+    lfp: Option<String>,
+    segment_s: Option<f64>,
+    keep_heldout: bool,
+    data_source: Option<String>,
+}
+
+/// `bin FILE.nwb --bin-ms 20 --out F.h5`.
+fn run_bin(file: &Path, out: &Path, a: BinCli) -> anyhow::Result<ExitCode> {
+    use lowrank_smc::stages::bin::{
+        bin_nwb, psth_figure, write_binned, Align, BinParams, LfpParams,
+    };
+    let align = match a.align {
+        None => None,
+        Some(s) => {
+            let parts: Vec<&str> = s.rsplitn(3, ':').collect();
+            let bad = || {
+                anyhow::anyhow!(
+                    "--align {s}: expected EVENT:START_MS:END_MS, e.g. move_onset_time:-250:450"
+                )
+            };
+            if parts.len() != 3 {
+                return Err(bad());
+            }
+            Some(Align {
+                event: parts[2].to_string(),
+                start_ms: parts[1].parse().map_err(|_| bad())?,
+                end_ms: parts[0].parse().map_err(|_| bad())?,
+            })
+        }
+    };
+    let lfp = match a.lfp {
+        None => None,
+        Some(s) if s.is_empty() => Some(LfpParams::default()),
+        Some(s) => {
+            let v: Vec<f64> = s
+                .split(',')
+                .map(|x| x.trim().parse::<f64>())
+                .collect::<Result<_, _>>()
+                .map_err(|_| anyhow::anyhow!("--lfp {s}: expected LO,HI in Hz, e.g. 6,10"))?;
+            if v.len() != 2 {
+                anyhow::bail!("--lfp {s}: expected LO,HI in Hz, e.g. 6,10");
+            }
+            Some(LfpParams {
+                path: None,
+                band_hz: Some([v[0], v[1]]),
+            })
+        }
+    };
+    let p = BinParams {
+        bin_ms: a.bin_ms,
+        align,
+        splits: a
+            .splits
+            .map(|s| s.split(',').map(|x| x.trim().to_string()).collect()),
+        split_heldout: !a.keep_heldout,
+        behavior: a.behavior,
+        lfp,
+        start_s: None,
+        end_s: None,
+        segment_s: a.segment_s,
+        data_source: a.data_source,
+    };
+    let b = bin_nwb(file, &p)?;
+    write_binned(out, &b)?;
+    let stem = out
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let fig = psth_figure(&out.with_file_name(format!("{stem}_psth")), &b, p.bin_ms)?;
+    println!(
+        "{}: x {} sequences × {} units × {} bins ({} spikes binned); figure {}",
+        out.display(),
+        b.x.n_sequences,
+        b.x.dim_x,
+        b.x.n_time,
+        b.n_spikes_binned,
+        fig.png.display()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn project_root(pipeline: &Path) -> PathBuf {

@@ -9,6 +9,15 @@ use std::process::Command;
 use lowrank_smc::data::nwb::{Column, NwbFile, Timing};
 use lowrank_smc::data::nwb_write::{ColumnData, NwbWriter, SeriesData, SeriesTiming};
 
+/// The tests of this file run one at a time: a Python child forked while another test holds
+/// an HDF5 file open inherits that file's lock (HDF5 opens without O_CLOEXEC) and the next
+/// open fails with "unable to lock file". (`main` disables HDF5 file locking for the CLI.)
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn tmpdir(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("lrsmc-nwb-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
@@ -76,6 +85,7 @@ fn write_file(path: &Path) -> Written {
     let lfp: Vec<f64> = (0..2 * 500).map(|i| (i % 17) as f64 - 8.0).collect();
     let mut w =
         NwbWriter::create(path, "test-file", "round trip", "2024-01-02T03:04:05+00:00").unwrap();
+    w.subject("s1", "Mus musculus", "F", "P90D").unwrap();
     w.write_units(
         &[10, 11, 12],
         &spikes,
@@ -84,6 +94,7 @@ fn write_file(path: &Path) -> Written {
             vec![(0.0, 2.0)],
             vec![(0.0, 1.0), (1.1, 2.0)],
         ]),
+        Some(1.0 / 30000.0),
         &[("heldout", "held-out neurons", ColumnData::Bool(&heldout))],
     )
     .unwrap();
@@ -170,6 +181,7 @@ fn write_file(path: &Path) -> Written {
 
 #[test]
 fn our_writer_our_reader() {
+    let _serial = serial();
     let d = tmpdir("rr");
     let p = d.join("f.nwb");
     let w = write_file(&p);
@@ -226,6 +238,7 @@ fn our_writer_our_reader() {
 
 #[test]
 fn bad_files_are_named_errors() {
+    let _serial = serial();
     let d = tmpdir("bad");
     let p = d.join("x.nwb");
     std::fs::write(&p, b"this is not hdf5").unwrap();
@@ -266,7 +279,7 @@ fn bad_files_are_named_errors() {
     for (tag, spikes, want) in cases {
         let q = d.join(format!("{tag}.nwb"));
         let mut w = NwbWriter::create(&q, tag, tag, "2024-01-01T00:00:00+00:00").unwrap();
-        w.write_units(&[0], &spikes, None, &[]).unwrap();
+        w.write_units(&[0], &spikes, None, None, &[]).unwrap();
         w.finish().unwrap();
         let f = NwbFile::open(&q).unwrap();
         let u = f.units().unwrap();
@@ -280,7 +293,7 @@ fn bad_files_are_named_errors() {
     }
     let q = d.join("ragged.nwb");
     let mut w = NwbWriter::create(&q, "r", "r", "2024-01-01T00:00:00+00:00").unwrap();
-    w.write_units(&[0, 1], &[vec![0.1], vec![0.2, 0.3]], None, &[])
+    w.write_units(&[0, 1], &[vec![0.1], vec![0.2, 0.3]], None, None, &[])
         .unwrap();
     w.finish().unwrap();
     {
@@ -321,6 +334,7 @@ print(json.dumps(out))
 
 #[test]
 fn pynwb_reads_our_file_and_nwbinspector_passes() {
+    let _serial = serial();
     let Some(py) = python() else {
         eprintln!("skipped: set LOWRANK_SMC_PYTHON to a Python with pynwb + nwbinspector");
         return;
@@ -374,6 +388,27 @@ fn pynwb_reads_our_file_and_nwbinspector_passes() {
     std::fs::remove_dir_all(&d).ok();
 }
 
+/// nwbinspector (installed beside the Python) reports no CRITICAL finding for `file`.
+fn assert_no_critical(py: &Path, file: &Path) {
+    let exe = py.with_file_name("nwbinspector");
+    let insp = Command::new(&exe)
+        .arg(file)
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e} (install nwbinspector in that venv)", exe.display()));
+    let text =
+        String::from_utf8_lossy(&insp.stdout).to_string() + &String::from_utf8_lossy(&insp.stderr);
+    // The report lists findings under headers such as "0  CRITICAL\n====".
+    assert!(
+        text.contains("Found") || text.contains("No issues") || text.contains("BEST_PRACTICE"),
+        "nwbinspector did not produce a report:\n{text}"
+    );
+    assert!(
+        !text.contains("CRITICAL\n="),
+        "nwbinspector reports critical issues for {}:\n{text}",
+        file.display()
+    );
+}
+
 const PYNWB_WRITE: &str = r#"
 import sys
 from datetime import datetime, timezone
@@ -400,6 +435,7 @@ with NWBHDF5IO(sys.argv[1], 'w') as io:
 
 #[test]
 fn a_pynwb_file_reads_the_same() {
+    let _serial = serial();
     let Some(py) = python() else {
         eprintln!("skipped: set LOWRANK_SMC_PYTHON to a Python with pynwb + nwbinspector");
         return;
@@ -439,5 +475,116 @@ fn a_pynwb_file_reads_the_same() {
         .unwrap();
     assert_eq!(s.data, vec![2.0, 4.0]);
     assert_eq!(s.timing, Timing::Timestamps(vec![0.1, 0.3]));
+    std::fs::remove_dir_all(&d).ok();
+}
+
+#[test]
+fn surrogates_bin_and_pass_pynwb() {
+    let _serial = serial();
+    use lowrank_smc::data::surrogate::{Hippocampus, Maze};
+    use lowrank_smc::stages::bin::{bin_nwb, Align, BinParams, LfpParams};
+    let d = tmpdir("sur");
+    let maze = d.join("maze.nwb");
+    let m = Maze {
+        seed: 3,
+        n_trials: 30,
+        n_heldin: 20,
+        n_heldout: 6,
+        n_conditions: 27,
+    };
+    let sm = m.write(&maze).unwrap();
+    assert_eq!((sm.n_units, sm.n_trials), (26, 30));
+    let hc = d.join("hc.nwb");
+    let h: Hippocampus = serde_json::from_value(
+        serde_json::json!({"seed": 2, "duration_s": 30, "n_place_cells": 10}),
+    )
+    .unwrap();
+    let sh = h.write(&hc).unwrap();
+    assert_eq!(sh.n_units, 16);
+    let mut p: BinParams = serde_json::from_value(serde_json::json!({"bin_ms": 20})).unwrap();
+    p.align = Some(Align {
+        event: "move_onset_time".into(),
+        start_ms: -250.0,
+        end_ms: 450.0,
+    });
+    p.behavior = vec!["processing/behavior/hand_vel".into()];
+    let b = bin_nwb(&maze, &p).unwrap();
+    assert_eq!((b.x.n_sequences, b.x.dim_x, b.x.n_time), (30, 20, 35));
+    assert!(b
+        .attrs
+        .iter()
+        .any(|(k, v)| *k == "data_source" && v == "surrogate"));
+    // Binned counts equal a direct count of each unit's spikes in its windows.
+    let f = NwbFile::open(&maze).unwrap();
+    let u = f.units().unwrap();
+    let t = f.intervals("trials").unwrap();
+    let onset = t.numeric("move_onset_time").unwrap();
+    let held = u.heldout.clone().unwrap();
+    let first_in = held.iter().position(|h| !h).unwrap();
+    let s = f.spike_times(&u, first_in).unwrap();
+    let direct = s
+        .iter()
+        .filter(|&&x| x >= onset[4] - 0.25 && x < onset[4] + 0.45)
+        .count() as f64;
+    let binned: f64 = b.x.x[(4 * 20) * 35..(4 * 20 + 1) * 35].iter().sum();
+    assert!((direct - binned).abs() <= 1.0, "{direct} vs {binned}");
+    // The hand moves after onset (bins 13+), not before.
+    let beh = b
+        .extra
+        .iter()
+        .find(|(k, _)| *k == "behavior")
+        .map(|(_, v)| v.clone())
+        .unwrap();
+    let lowrank_smc::data::sequences_io::ExtraDataset::Float { shape, data } = beh else {
+        panic!("float behaviour expected")
+    };
+    assert_eq!(shape, vec![30, 2, 35]);
+    let speed = |k: usize| data[k].abs() + data[35 + k].abs();
+    assert!(
+        speed(20) > 10.0 * speed(5).max(1e-6),
+        "{} vs {}",
+        speed(20),
+        speed(5)
+    );
+    let mut q: BinParams =
+        serde_json::from_value(serde_json::json!({"bin_ms": 20, "segment_s": 5})).unwrap();
+    q.lfp = Some(LfpParams {
+        path: None,
+        band_hz: Some([6.0, 10.0]),
+    });
+    q.behavior = vec!["processing/behavior/Position/position".into()];
+    let b = bin_nwb(&hc, &q).unwrap();
+    assert_eq!((b.x.n_sequences, b.x.n_time), (6, 250));
+    assert!(b.extra.iter().any(|(k, _)| *k == "lfp"));
+    // Bad params name the field.
+    let mut bad = p.clone();
+    bad.bin_ms = 1000.0;
+    let e = bin_nwb(&maze, &bad).err().unwrap().to_string();
+    assert!(e.contains("bin_ms") && e.contains("longer than"), "{e}");
+    bad.bin_ms = -1.0;
+    assert!(bin_nwb(&maze, &bad)
+        .err()
+        .unwrap()
+        .to_string()
+        .contains("bin_ms"));
+    let mut bad = p.clone();
+    bad.align.as_mut().unwrap().event = "nope".into();
+    let e = bin_nwb(&maze, &bad).err().unwrap().to_string();
+    assert!(
+        e.contains("no column `nope`") && e.contains("params.align.event"),
+        "{e}"
+    );
+    if let Some(py) = python() {
+        for file in [&maze, &hc] {
+            assert_no_critical(&py, file);
+            run_python(
+                &py,
+                "import sys\nfrom pynwb import NWBHDF5IO\nwith NWBHDF5IO(sys.argv[1], 'r') as io:\n    f = io.read(); assert len(f.units) > 0; print(f.subject.species)",
+                &[file.to_str().unwrap()],
+            );
+        }
+    } else {
+        eprintln!("pynwb part skipped: set LOWRANK_SMC_PYTHON");
+    }
     std::fs::remove_dir_all(&d).ok();
 }

@@ -1,7 +1,9 @@
 //! Data in: NPY, EDF, NWB/HDF5 readers and writers, binning, dataset manifests, simulators.
+pub mod binning;
 pub mod fetch;
 pub mod npy;
 pub mod nwb;
 pub mod nwb_write;
 pub mod sequences_io;
 pub mod simulate;
+pub mod surrogate;

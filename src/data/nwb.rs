@@ -343,6 +343,17 @@ impl NwbFile {
         &self.path
     }
 
+    /// `general/notes`, when present (our surrogates say `data_source=surrogate` there).
+    pub fn notes(&self) -> Option<String> {
+        let ds = self.file.dataset("general/notes").ok()?;
+        if let Ok(v) = ds.read_scalar::<VarLenUnicode>() {
+            return Some(v.as_str().to_string());
+        }
+        ds.read_scalar::<VarLenAscii>()
+            .ok()
+            .map(|v| v.as_str().to_string())
+    }
+
     /// The root `nwb_version` attribute.
     pub fn nwb_version(&self) -> Option<String> {
         attr_text(&self.file, "nwb_version")
@@ -737,17 +748,18 @@ impl NwbFile {
         let dp = format!("{path}/data");
         let ds = self.dataset(&dp, "a TimeSeries has a `data` dataset")?;
         let shape = ds.shape();
-        let (n_total, n_ch) =
-            match shape.as_slice() {
-                [n] => (*n, 1),
-                [n, c] => (*n, *c),
-                s => return Err(self.invalid(
+        let (n_total, n_ch) = match shape.as_slice() {
+            [n] => (*n, 1),
+            [n, c] => (*n, *c),
+            s => {
+                return Err(self.invalid(
                     &dp,
                     format!(
                         "shape {s:?}: only 1-D (time) and 2-D (time, channel) series are supported"
                     ),
-                )),
-            };
+                ))
+            }
+        };
         let conversion = attr_f64(&ds, "conversion").unwrap_or(1.0);
         let offset = attr_f64(&ds, "offset").unwrap_or(0.0);
         let unit = attr_text(&ds, "unit").unwrap_or_default();

@@ -293,6 +293,29 @@ impl NwbWriter {
         Ok(())
     }
 
+    /// `general/subject` (nwbinspector wants one): id, species (Latin binomial), sex (M, F,
+    /// U), age (ISO 8601 duration, e.g. P90D).
+    pub fn subject(
+        &mut self,
+        subject_id: &str,
+        species: &str,
+        sex: &str,
+        age: &str,
+    ) -> Result<(), NwbWriteError> {
+        let g = self.group("general/subject")?;
+        self.typed(&g, "Subject", "core")?;
+        self.scalar_text_dataset(&g, "subject_id", subject_id)?;
+        self.scalar_text_dataset(&g, "species", species)?;
+        self.scalar_text_dataset(&g, "sex", sex)?;
+        self.scalar_text_dataset(&g, "age", age)
+    }
+
+    /// `general/notes` (free text; surrogates write `data_source=surrogate; …`).
+    pub fn notes(&mut self, text: &str) -> Result<(), NwbWriteError> {
+        let g = self.group("general")?;
+        self.scalar_text_dataset(&g, "notes", text)
+    }
+
     /// A processing module (`processing/<name>`), created once.
     pub fn processing_module(
         &mut self,
@@ -359,12 +382,14 @@ impl NwbWriter {
     }
 
     /// The `units` table: ragged spike times (sorted per unit), optional observation
-    /// intervals and extra scalar columns (e.g. NLB's `heldout`).
+    /// intervals, the spike-time resolution (s) and extra scalar columns (e.g. NLB's
+    /// `heldout`).
     pub fn write_units(
         &mut self,
         ids: &[i64],
         spikes: &[Vec<f64>],
         obs_intervals: Option<&[Vec<(f64, f64)>]>,
+        resolution: Option<f64>,
         extra: &[(&str, &str, ColumnData<'_>)],
     ) -> Result<(), NwbWriteError> {
         let g = self.group("units")?;
@@ -391,6 +416,12 @@ impl NwbWriter {
             ColumnData::Float(&flat),
             1,
         )?;
+        if let Some(r) = resolution {
+            let ds = g
+                .dataset("spike_times")
+                .map_err(|e| self.err("units/spike_times", e))?;
+            self.set_num(&ds, "resolution", r)?;
+        }
         self.vector_index(&g, "units", "spike_times", &ends)?;
         if let Some(iv) = obs_intervals {
             let flat: Vec<f64> = iv.iter().flatten().flat_map(|&(a, b)| [a, b]).collect();

@@ -72,11 +72,37 @@ pub fn check_finite(
     Ok(())
 }
 
+/// An extra dataset stored beside `x` (binned behaviour, held-out neurons, trial labels).
+#[derive(Debug, Clone, PartialEq)]
+pub enum ExtraDataset {
+    /// Floats with a shape.
+    Float {
+        /// Shape.
+        shape: Vec<usize>,
+        /// Values, row-major.
+        data: Vec<f64>,
+    },
+    /// Integers (1-D).
+    Int(Vec<i64>),
+    /// Text (1-D).
+    Text(Vec<String>),
+}
+
 /// Write `seq` (as f64) and string attributes to `path` atomically (temp file + rename).
 pub fn write_sequences(
     path: &Path,
     seq: &Sequences<f64>,
     attrs: &[(&str, String)],
+) -> Result<(), SequencesIoError> {
+    write_sequences_with(path, seq, attrs, &[])
+}
+
+/// [`write_sequences`] plus extra named datasets, all in one atomic write.
+pub fn write_sequences_with(
+    path: &Path,
+    seq: &Sequences<f64>,
+    attrs: &[(&str, String)],
+    extra: &[(&str, ExtraDataset)],
 ) -> Result<(), SequencesIoError> {
     let tmp = path.with_extension("h5.tmp");
     {
@@ -98,6 +124,42 @@ pub fn write_sequences(
                     .create("u"),
             )?;
             h5(path, "u", u.write_raw(&seq.u))?;
+        }
+        for (name, d) in extra {
+            match d {
+                ExtraDataset::Float { shape, data } => {
+                    let ds = h5(
+                        path,
+                        name,
+                        f.new_dataset::<f64>().shape(shape.as_slice()).create(*name),
+                    )?;
+                    if !data.is_empty() {
+                        h5(path, name, ds.write_raw(data))?;
+                    }
+                }
+                ExtraDataset::Int(v) => {
+                    let ds = h5(
+                        path,
+                        name,
+                        f.new_dataset::<i64>().shape([v.len()]).create(*name),
+                    )?;
+                    h5(path, name, ds.write_raw(v))?;
+                }
+                ExtraDataset::Text(v) => {
+                    let vals: Vec<hdf5::types::VarLenUnicode> = v
+                        .iter()
+                        .map(|s| s.replace('\0', "").parse().unwrap_or_default())
+                        .collect();
+                    let ds = h5(
+                        path,
+                        name,
+                        f.new_dataset::<hdf5::types::VarLenUnicode>()
+                            .shape([v.len()])
+                            .create(*name),
+                    )?;
+                    h5(path, name, ds.write_raw(&vals))?;
+                }
+            }
         }
         for (name, value) in attrs {
             let v: hdf5::types::VarLenUnicode =

@@ -1,6 +1,7 @@
 //! Stage kinds: each implements the pipeline `Stage` trait in one file and is registered with
 //! one line in [`registry`].
 
+pub mod bin;
 pub mod command;
 pub mod evaluate;
 pub mod fit;
@@ -10,6 +11,7 @@ pub mod plot_traces;
 pub mod prepare;
 pub mod simulate;
 pub mod summarize;
+pub mod surrogate;
 pub mod teacher_student;
 
 use crate::pipeline::stage::Registry;
@@ -17,6 +19,7 @@ use crate::pipeline::stage::Registry;
 /// Every stage kind this build knows, by its YAML `kind:` string.
 pub fn registry() -> Registry {
     let mut registry = Registry::new();
+    registry.register(bin::BinStage);
     registry.register(command::CommandStage);
     registry.register(evaluate::EvaluateStage);
     registry.register(fit::FitStage);
@@ -26,6 +29,7 @@ pub fn registry() -> Registry {
     registry.register(prepare::PrepareStage);
     registry.register(simulate::SimulateStage);
     registry.register(summarize::SummarizeStage);
+    registry.register(surrogate::SurrogateStage);
     registry.register(teacher_student::TeacherStudentStage);
     registry
 }
