@@ -3,4 +3,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+# pynwb + nwbinspector for tests/nwb.rs (an explicit LOWRANK_SMC_PYTHON wins).
+if [ -z "${LOWRANK_SMC_PYTHON:-}" ]; then
+    LOWRANK_SMC_PYTHON="$(scripts/pynwb-venv.sh)"
+    export LOWRANK_SMC_PYTHON
+fi
 exec cargo test --locked "$@"

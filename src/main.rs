@@ -664,14 +664,7 @@ fn run_bench(area: &str, case: Option<&str>, registry: &Registry) -> anyhow::Res
             lowrank_smc::analysis::cli::bench_fixed_points(case, &mut |line| println!("{line}"));
             Vec::new()
         }
-        // Provided by the data module when it lands.
-        "ingest" => {
-            eprintln!(
-                "error: benchmark area `{area}` is not available in this build yet \
-                 (available: engine, train, metrics, encoder, fixed-points)"
-            );
-            return Ok(ExitCode::from(EXIT_USAGE));
-        }
+        "ingest" => lowrank_smc::data::bench::bench_ingest(),
         other => {
             eprintln!(
                 "error: unknown benchmark area `{other}` (hint: one of {})",

@@ -2,16 +2,21 @@
 //! or one continuous grid), continuous series (behaviour, LFP) averaged onto the same grid,
 //! and a zero-phase FFT band-pass for LFP rhythms (theta).
 //!
-//! Bin edges follow NLB's convention: a spike at time t falls in bin
-//! ⌊round((t − start) / bin, 6 decimals)⌋, so spikes on an edge go to the later bin and
-//! floating-point noise in the times does not move them.
+//! Bin edges follow NLB's convention (it rounds (t − start) / bin to 6 decimals, then
+//! truncates): a spike at time t falls in bin ⌊(t − start) / bin + 5·10⁻⁷⌋, so spikes on an
+//! edge go to the later bin and floating-point noise in the times does not move them.
 
 use realfft::RealFftPlanner;
 
-/// The bin of offset `dt` (s) at bin width `bin` (s), NLB's rounding.
+/// Half of NLB's 6-decimal rounding step, in bins.
+const EDGE: f64 = 5e-7;
+
+/// The bin of offset `dt` (s) at bin width `bin` (s), or `None` before the window.
 #[inline]
-fn bin_of(dt: f64, bin: f64) -> f64 {
-    ((dt / bin) * 1e6).round() / 1e6
+fn bin_of(dt: f64, bin: f64) -> Option<usize> {
+    let x = dt / bin + EDGE;
+    // Truncation is floor for x ≥ 0 (and compiles to one instruction, unlike libm's floor).
+    (x >= 0.0).then_some(x as usize)
 }
 
 /// Add the counts of one sorted spike train to `out` for each window:
@@ -24,18 +29,16 @@ pub fn bin_spike_train(
     out: &mut [f64],
     stride: usize,
 ) {
-    // The earliest spike that can round into bin 0 sits 1e-6 bins before the start.
-    let slack = bin * 1e-6;
+    // The earliest spike that can fall into bin 0 sits EDGE bins before the start.
+    let slack = bin * 2.0 * EDGE;
     for (w, &s) in starts.iter().enumerate() {
         let row = &mut out[w * stride..w * stride + n_bins];
         let mut i = spikes.partition_point(|&t| t < s - slack);
         while i < spikes.len() {
-            let k = bin_of(spikes[i] - s, bin).floor();
-            if k >= n_bins as f64 {
-                break;
-            }
-            if k >= 0.0 {
-                row[k as usize] += 1.0;
+            match bin_of(spikes[i] - s, bin) {
+                Some(k) if k >= n_bins => break,
+                Some(k) => row[k] += 1.0,
+                None => {}
             }
             i += 1;
         }
@@ -56,7 +59,7 @@ pub fn bin_series(
     out: &mut [f64],
 ) {
     let n = times.len();
-    let slack = bin * 1e-6;
+    let slack = bin * 2.0 * EDGE;
     let mut sum = vec![0.0; n_ch * n_bins];
     let mut cnt = vec![0usize; n_bins];
     for (w, &s) in starts.iter().enumerate() {
@@ -64,16 +67,15 @@ pub fn bin_series(
         cnt.iter_mut().for_each(|x| *x = 0);
         let mut i = times.partition_point(|&t| t < s - slack);
         while i < n {
-            let k = bin_of(times[i] - s, bin).floor();
-            if k >= n_bins as f64 {
-                break;
-            }
-            if k >= 0.0 {
-                let k = k as usize;
-                for c in 0..n_ch {
-                    sum[c * n_bins + k] += values[i * n_ch + c];
+            match bin_of(times[i] - s, bin) {
+                Some(k) if k >= n_bins => break,
+                Some(k) => {
+                    for c in 0..n_ch {
+                        sum[c * n_bins + k] += values[i * n_ch + c];
+                    }
+                    cnt[k] += 1;
                 }
-                cnt[k] += 1;
+                None => {}
             }
             i += 1;
         }

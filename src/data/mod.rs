@@ -1,4 +1,5 @@
 //! Data in: NPY, EDF, NWB/HDF5 readers and writers, binning, dataset manifests, simulators.
+pub mod bench;
 pub mod binning;
 pub mod fetch;
 pub mod npy;

@@ -566,9 +566,15 @@ pub fn psth_figure(stem: &Path, b: &Binned, bin_ms: f64) -> Result<FigurePaths, 
     let norm = (s.n_sequences * s.dim_x) as f64 * bin_ms / 1000.0;
     let x: Vec<f64> = (0..s.n_time).map(|k| (k as f64 + 0.5) * bin_ms).collect();
     let y: Vec<f64> = y.iter().map(|v| v / norm).collect();
+    let source = b
+        .attrs
+        .iter()
+        .find(|(k, _)| *k == "data_source")
+        .map(|(_, v)| v.as_str())
+        .unwrap_or("unknown");
     line_plot(
         stem,
-        "population PSTH (held-in units, mean over sequences)",
+        &format!("population PSTH (held-in units, mean over sequences; data_source = {source})"),
         "time in sequence (ms)",
         "rate (spikes/s)",
         &[Series {
