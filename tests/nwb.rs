@@ -588,3 +588,47 @@ fn surrogates_bin_and_pass_pynwb() {
     }
     std::fs::remove_dir_all(&d).ok();
 }
+
+/// Corrupted files (truncated at many points, or with runs of bytes overwritten) give an
+/// error or a result, never a panic.
+#[test]
+fn corrupted_files_never_panic() {
+    let _serial = serial();
+    let d = tmpdir("corrupt");
+    let good = d.join("good.nwb");
+    write_file(&good);
+    let bytes = std::fs::read(&good).unwrap();
+    let exercise = |p: &Path| {
+        let Ok(f) = NwbFile::open(p) else { return };
+        if let Ok(u) = f.units() {
+            for i in 0..u.len() {
+                let _ = f.spike_times(&u, i);
+            }
+        }
+        let _ = f.intervals("trials");
+        for s in f.list_series() {
+            let _ = f.time_series(&s.path, Some((0.1, 0.5)));
+        }
+        let _ = f.find_lfp();
+    };
+    let p = d.join("bad.nwb");
+    for k in 1..20 {
+        std::fs::write(&p, &bytes[..bytes.len() * k / 20]).unwrap();
+        exercise(&p);
+    }
+    // Overwrite 64-byte runs past the superblock with a pattern (seeded positions).
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    for _ in 0..30 {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let at = 512 + (state as usize) % (bytes.len() - 600);
+        let mut b = bytes.clone();
+        for (j, x) in b[at..at + 64].iter_mut().enumerate() {
+            *x = (j as u8).wrapping_mul(37) ^ 0xA5;
+        }
+        std::fs::write(&p, &b).unwrap();
+        exercise(&p);
+    }
+    std::fs::remove_dir_all(&d).ok();
+}

@@ -59,7 +59,7 @@ pub struct PrepareParams {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct PrepareStage;
 
-/// Load `path` (.npy or HDF5) as sequences according to `params`.
+/// Load `path` (.npy, .edf or HDF5) as sequences according to `params`.
 pub fn prepare_sequences(
     path: &Path,
     params: &PrepareParams,
@@ -68,7 +68,24 @@ pub fn prepare_sequences(
         .extension()
         .map(|e| e.eq_ignore_ascii_case("npy"))
         .unwrap_or(false);
-    let mut seq = if is_npy {
+    let is_edf = path
+        .extension()
+        .map(|e| e.eq_ignore_ascii_case("edf"))
+        .unwrap_or(false);
+    let mut seq = if is_edf {
+        // EDF is channel-major already: one sequence of all channels (layout is ignored).
+        let e = crate::data::edf::read_edf(path).map_err(|e| StageError::new(e.to_string()))?;
+        check_finite(path, "signals", &e.data, (1, e.labels.len(), e.n_samples))
+            .map_err(|e| StageError::new(e.to_string()))?;
+        Sequences {
+            n_sequences: 1,
+            dim_x: e.labels.len(),
+            dim_u: 0,
+            n_time: e.n_samples,
+            x: e.data,
+            u: Vec::new(),
+        }
+    } else if is_npy {
         let a = read_npy(path).map_err(|e| StageError::new(e.to_string()))?;
         let (n, c, t, data) = match (a.shape.as_slice(), params.layout) {
             ([t, c], ArrayLayout::TimeByChannel) => {
@@ -178,7 +195,7 @@ impl Stage for PrepareStage {
         1
     }
     fn description(&self) -> &'static str {
-        "array file (.npy / HDF5) → sequences file (x: n × channels × T) with channel selection and z-scoring"
+        "array file (.npy / .edf / HDF5) → sequences file (x: n × channels × T) with channel selection and z-scoring"
     }
     fn check_params(&self, params: &Value) -> Result<Value, ParamError> {
         canonical_params::<PrepareParams>(params)
