@@ -65,8 +65,29 @@ fn quick_profile_runs_end_to_end() {
         "results/teacher_student/poisson/fit/seed=1/model.h5",
         "results/teacher_student/reach/eval/seed=1/summary.md",
         "results/teacher_student/rdm/simulate/latents.png",
+        "results/maze/surrogate/recording.nwb",
+        "results/maze/bin/psth.png",
+        "results/hc/bin/sequences.h5",
     ] {
         assert!(d.join(f).is_file(), "missing {f}\n{text}");
+    }
+    // The recordings stages: binned surrogates, labelled as such, in the NLB shapes.
+    {
+        use lowrank_smc::data::sequences_io::{read_attr, read_sequences};
+        let maze = d.join("results/maze/bin/sequences.h5");
+        assert_eq!(
+            read_attr(&maze, "data_source").unwrap().as_deref(),
+            Some("surrogate")
+        );
+        let s = read_sequences(&maze).unwrap();
+        assert_eq!((s.dim_x, s.n_time), (137, 35));
+        assert!(s.n_sequences > 0 && s.x.iter().sum::<f64>() > 0.0);
+        let hc = d.join("results/hc/bin/sequences.h5");
+        assert_eq!(
+            read_attr(&hc, "data_source").unwrap().as_deref(),
+            Some("surrogate")
+        );
+        assert_eq!(read_sequences(&hc).unwrap().n_time, 500);
     }
     let table = std::fs::read_to_string(d.join("results/eeg/table1/table.md")).unwrap();
     assert!(

@@ -582,9 +582,11 @@ impl NwbFile {
         let (s, e) = units.spike_range(i);
         let ds = self.dataset("units/spike_times", "")?;
         let v: Vec<f64> = if e > s {
+            // A fresh 1-D array is contiguous from offset 0: take its buffer without a copy.
             ds.read_slice_1d::<f64, _>(s as usize..e as usize)
                 .map_err(|err| self.invalid("units/spike_times", err.to_string()))?
-                .to_vec()
+                .into_raw_vec_and_offset()
+                .0
         } else {
             Vec::new()
         };
