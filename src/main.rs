@@ -194,6 +194,21 @@ enum Command {
         #[arg(long)]
         data_source: Option<String>,
     },
+    /// Export a sequences file (e.g. `generate`'s output) as NWB: one TimeSeries per sequence
+    /// under `processing/lowrank_smc`, readable by pynwb.
+    ExportNwb {
+        /// The sequences file (HDF5 with `x`).
+        sequences: PathBuf,
+        /// Output NWB file.
+        #[arg(long)]
+        out: PathBuf,
+        /// Sampling rate (Hz) of the sequences' time steps (e.g. 50 for 20 ms bins).
+        #[arg(long)]
+        rate_hz: f64,
+        /// Unit of the values.
+        #[arg(long, default_value = "a.u.")]
+        unit: String,
+    },
     /// Download a dataset named by `datasets/ID.yaml` (`url`, `size`, `sha256`) into the data
     /// directory ($LOWRANK_SMC_DATA, else ~/.local/share/lowrank-smc), resuming a partial
     /// download and verifying the checksum.
@@ -419,6 +434,35 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             project,
             data_dir,
         } => run_fetch(&id, &project, data_dir),
+        Command::ExportNwb {
+            sequences,
+            out,
+            rate_hz,
+            unit,
+        } => {
+            use lowrank_smc::data::sequences_io::{read_attr, read_sequences};
+            let seq = read_sequences(&sequences)?;
+            let source = read_attr(&sequences, "data_source")?.unwrap_or_else(|| "unknown".into());
+            let description = format!(
+                "exported by lowrank-smc from {}; data_source={source}",
+                sequences.display()
+            );
+            lowrank_smc::data::nwb_write::export_sequences(
+                &seq,
+                &out,
+                rate_hz,
+                &unit,
+                &description,
+            )?;
+            println!(
+                "{}: {} sequences × {} channels × {} steps at {rate_hz} Hz",
+                out.display(),
+                seq.n_sequences,
+                seq.dim_x,
+                seq.n_time
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Bin {
             file,
             bin_ms,

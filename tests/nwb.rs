@@ -709,3 +709,103 @@ fn hippocampus_surrogate_precesses() {
     );
     std::fs::remove_dir_all(&d).ok();
 }
+
+/// The CLI end to end: `exec surrogate` → `bin` → `export-nwb`, read back by our reader (and
+/// by pynwb when configured); bad input is a named error with exit code ≠ 0 and no output.
+#[test]
+fn cli_surrogate_bin_export() {
+    let _serial = serial();
+    let d = tmpdir("cli");
+    let exe = env!("CARGO_BIN_EXE_lowrank-smc");
+    let run = |args: &[&str]| {
+        let o = Command::new(exe)
+            .args(args)
+            .current_dir(&d)
+            .output()
+            .unwrap();
+        (
+            o.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr),
+        )
+    };
+    let (code, text) = run(&[
+        "exec",
+        "surrogate",
+        "--set",
+        "recording=maze",
+        "--set",
+        "seed=2",
+        "--set",
+        "n_trials=12",
+        "--out-dir",
+        "m",
+    ]);
+    assert_eq!(code, 0, "{text}");
+    let (code, text) = run(&[
+        "bin",
+        "m/recording.nwb",
+        "--bin-ms",
+        "20",
+        "--out",
+        "b.h5",
+        "--align",
+        "move_onset_time:-250:450",
+    ]);
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("12 sequences × 137 units × 35 bins"),
+        "{text}"
+    );
+    assert!(d.join("b_psth.png").is_file());
+    let (code, text) = run(&["export-nwb", "b.h5", "--out", "e.nwb", "--rate-hz", "50"]);
+    assert_eq!(code, 0, "{text}");
+    let f = NwbFile::open(&d.join("e.nwb")).unwrap();
+    assert!(f.notes().unwrap().contains("data_source=surrogate"));
+    let s = f
+        .time_series("processing/lowrank_smc/sequence_3", None)
+        .unwrap();
+    assert_eq!((s.n_samples, s.n_channels), (35, 137));
+    let back = lowrank_smc::data::sequences_io::read_sequences(&d.join("b.h5")).unwrap();
+    let x = back.x_of(3);
+    assert_eq!(s.data[5 * 137 + 7], x[7 * 35 + 5]);
+    if let Some(py) = python() {
+        run_python(
+            &py,
+            "import sys\nfrom pynwb import NWBHDF5IO\nwith NWBHDF5IO(sys.argv[1], 'r') as io:\n    f = io.read(); assert f.processing['lowrank_smc']['sequence_0'].data.shape == (35, 137)",
+            &[d.join("e.nwb").to_str().unwrap()],
+        );
+    }
+    // Bad input: a bin wider than the window, a missing event column, a non-NWB file.
+    let (code, text) = run(&[
+        "bin",
+        "m/recording.nwb",
+        "--bin-ms",
+        "900",
+        "--out",
+        "x.h5",
+        "--align",
+        "move_onset_time:-250:450",
+    ]);
+    assert_ne!(code, 0);
+    assert!(
+        text.contains("bin_ms") && !d.join("x.h5").exists(),
+        "{text}"
+    );
+    let (code, text) = run(&[
+        "bin",
+        "m/recording.nwb",
+        "--bin-ms",
+        "20",
+        "--out",
+        "x.h5",
+        "--align",
+        "nope:-250:450",
+    ]);
+    assert_ne!(code, 0);
+    assert!(text.contains("no column `nope`"), "{text}");
+    let (code, text) = run(&["bin", "b.h5", "--bin-ms", "20", "--out", "x.h5"]);
+    assert_ne!(code, 0);
+    assert!(text.contains("b.h5") && text.contains("not NWB"), "{text}");
+    assert!(!d.join("x.h5").exists() && !d.join("x.h5.tmp").exists());
+    std::fs::remove_dir_all(&d).ok();
+}

@@ -324,11 +324,15 @@ impl NwbFile {
         })?;
         let nwb = attr_text(&file, "nwb_version");
         let ty = attr_text(&file, "neurodata_type");
-        if nwb.is_none() && ty.as_deref() != Some("NWBFile") {
+        // NWB 2.x roots say `neurodata_type = NWBFile`; accept an `nwb_version` alone only with
+        // NWBFile's required groups (other HDF5 files may carry such an attribute).
+        let nwb_like = ty.as_deref() == Some("NWBFile")
+            || (nwb.is_some() && file.link_exists("acquisition") && file.link_exists("general"));
+        if !nwb_like {
             return Err(NwbError::File {
                 file: path.to_path_buf(),
-                message: "HDF5 but not NWB: the root has neither an `nwb_version` nor a \
-                          `neurodata_type = NWBFile` attribute"
+                message: "HDF5 but not NWB: the root is not an NWBFile (no `neurodata_type = \
+                          NWBFile` attribute, no `acquisition` / `general` groups)"
                     .into(),
             });
         }

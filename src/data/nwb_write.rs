@@ -640,6 +640,66 @@ impl NwbWriter {
     }
 }
 
+/// Export a sequences file (e.g. a model's generated trajectories) as NWB: each sequence
+/// becomes a TimeSeries `processing/lowrank_smc/sequence_<k>` (time × channels) sampled at
+/// `rate_hz`, with the source file and its `data_source` in `general/notes`.
+pub fn export_sequences(
+    seq: &crate::model::Sequences<f64>,
+    out: &Path,
+    rate_hz: f64,
+    unit: &str,
+    description: &str,
+) -> Result<(), NwbWriteError> {
+    if !(rate_hz.is_finite() && rate_hz > 0.0) {
+        return Err(NwbWriteError {
+            file: out.to_path_buf(),
+            object: "rate".into(),
+            message: format!("{rate_hz}: the sampling rate must be > 0 Hz"),
+        });
+    }
+    let mut w = NwbWriter::create(
+        out,
+        &format!(
+            "lowrank-smc-export-{}",
+            blake3::hash(description.as_bytes()).to_hex()
+        ),
+        description,
+        "2024-01-01T00:00:00+00:00",
+    )?;
+    w.notes(description)?;
+    let pm = w.processing_module("lowrank_smc", "sequences exported by lowrank-smc")?;
+    let (d, t) = (seq.dim_x, seq.n_time);
+    let mut buf = vec![0.0; t * d];
+    for k in 0..seq.n_sequences {
+        let x = seq.x_of(k);
+        // Sequences are channel-major (dim × T); NWB series are time-major (T × channels).
+        for c in 0..d {
+            for i in 0..t {
+                buf[i * d + c] = x[c * t + i];
+            }
+        }
+        let name = format!("sequence_{k}");
+        w.write_series(
+            &pm,
+            "TimeSeries",
+            &SeriesData {
+                name: &name,
+                description: "one exported sequence (time × channels)",
+                unit,
+                data: &buf,
+                n_channels: d,
+                timing: SeriesTiming::Rate {
+                    start: 0.0,
+                    rate: rate_hz,
+                },
+                conversion: 1.0,
+                offset: 0.0,
+            },
+        )?;
+    }
+    w.finish()
+}
+
 impl Drop for NwbWriter {
     fn drop(&mut self) {
         if let Some(f) = self.file.take() {

@@ -481,7 +481,7 @@ pub fn bin_nwb(path: &Path, p: &BinParams) -> Result<Binned, StageError> {
         ("bin_ms", p.bin_ms.to_string()),
         ("binning", serde_json::to_string(p).unwrap_or_default()),
         ("dropped_trials", dropped.to_string()),
-        ("nwb_version", f.nwb_version().unwrap_or_default()),
+        ("source_nwb_version", f.nwb_version().unwrap_or_default()),
     ]);
     if let Some(a) = &p.align {
         attrs.push(("align", serde_json::to_string(a).unwrap_or_default()));
