@@ -158,3 +158,69 @@ fn repository_datasets_need_no_fetch() {
         "{text}"
     );
 }
+
+/// A pipeline input `dataset:ID` whose manifest has a `url:` (no repository `path:`) reads the
+/// file `fetch ID` stores in the data directory; before it is there, the error says to fetch.
+#[test]
+fn pipelines_read_fetched_datasets_from_the_data_directory() {
+    let d = std::env::temp_dir().join(format!("lrsmc-fetched-ds-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(d.join("datasets")).unwrap();
+    let data = d.join("data");
+    std::fs::write(
+        d.join("datasets/remote.yaml"),
+        "id: remote\nurl: https://example.org/x/rec.txt\nsha256: null\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("pipeline.yaml"),
+        "stages:\n  - {name: copy, kind: command, params: {cmd: 'cp \"$IN_d\" \"$OUT_out\"'}, inputs: {d: \"dataset:remote\"}, outputs: {out: o.txt}}\n",
+    )
+    .unwrap();
+    let run = || {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_lowrank-smc"))
+            .args(["run", "--no-progress"])
+            .env("LOWRANK_SMC_DATA", &data)
+            .current_dir(&d)
+            .output()
+            .unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr),
+        )
+    };
+    let (code, text) = run();
+    assert_ne!(code, Some(0));
+    assert!(
+        text.contains("dataset `remote` is not downloaded yet")
+            && text.contains("lowrank-smc fetch remote")
+            && text.contains("rec.txt"),
+        "{text}"
+    );
+    std::fs::create_dir_all(data.join("remote")).unwrap();
+    std::fs::write(data.join("remote/rec.txt"), "fetched bytes").unwrap();
+    let (code, text) = run();
+    assert_eq!(code, Some(0), "{text}");
+    let out: Vec<_> = walk(&d.join("results"));
+    assert!(
+        out.iter()
+            .any(|p| std::fs::read_to_string(p).ok().as_deref() == Some("fetched bytes")),
+        "{out:?}"
+    );
+    std::fs::remove_dir_all(&d).ok();
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}

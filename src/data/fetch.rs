@@ -98,6 +98,23 @@ pub struct FetchManifest {
     pub path: Option<String>,
 }
 
+/// The file name a fetched dataset is stored under: `file:`, else the URL's last segment.
+pub fn stored_file_name(file: Option<&str>, url: &str, id: &str) -> Result<String, String> {
+    let file = match file {
+        Some(f) => f.to_string(),
+        None => url
+            .trim_end_matches('/')
+            .rsplit('/')
+            .next()
+            .unwrap_or(id)
+            .to_string(),
+    };
+    if file.is_empty() || file.contains(['/', '\\']) || file.starts_with('.') {
+        return Err("`file:` must be a plain file name".into());
+    }
+    Ok(file)
+}
+
 /// Where fetched datasets live.
 pub fn data_dir() -> Result<PathBuf, FetchError> {
     if let Some(d) = std::env::var_os("LOWRANK_SMC_DATA").filter(|d| !d.is_empty()) {
@@ -207,18 +224,7 @@ pub fn fetch(
         .ok_or_else(|| {
             bad("`sha256:` (64 hex digits) is required: fetch only keeps files it can verify")
         })?;
-    let file = match &m.file {
-        Some(f) => f.clone(),
-        None => url
-            .trim_end_matches('/')
-            .rsplit('/')
-            .next()
-            .unwrap_or(id)
-            .to_string(),
-    };
-    if file.is_empty() || file.contains(['/', '\\']) || file.starts_with('.') {
-        return Err(bad("`file:` must be a plain file name"));
-    }
+    let file = stored_file_name(m.file.as_deref(), &url, id).map_err(|e| bad(&e))?;
     let dir = data_dir.join(id);
     std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
     let dest = dir.join(&file);

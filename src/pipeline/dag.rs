@@ -199,10 +199,15 @@ fn edit_distance(a: &str, b: &str) -> usize {
     row[b.len()]
 }
 
-/// Only the field of a dataset manifest the engine needs; the data module owns the rest.
+/// The fields of a dataset manifest the engine needs (`path:`, or `url:` + `file:` for a
+/// fetched dataset); the data module owns the rest.
 #[derive(Deserialize)]
 struct DatasetPath {
     path: Option<String>,
+    #[serde(default)]
+    url: Option<String>,
+    #[serde(default)]
+    file: Option<String>,
 }
 
 /// Read, expand and resolve `pipeline_path` under `profile`; every problem is reported at once.
@@ -626,13 +631,30 @@ fn dataset_path(root: &Path, id: &str) -> Result<PathBuf, String> {
     })?;
     let parsed: DatasetPath = serde_yaml_ng::from_str(&text)
         .map_err(|err| format!("dataset manifest `{}`: {err}", manifest.display()))?;
-    let path = parsed.path.ok_or_else(|| {
-        format!(
-            "dataset manifest `{}` has no `path:` field (hint: `path: data/{id}.nwb`, relative to \
-             the project root)",
-            manifest.display()
-        )
-    })?;
+    let Some(path) = parsed.path else {
+        // A downloadable dataset: the file `lowrank-smc fetch ID` stores in the data directory.
+        let Some(url) = parsed.url else {
+            return Err(format!(
+                "dataset manifest `{}` has no `path:` field (hint: `path: data/{id}.nwb`, \
+                 relative to the project root, or a `url:` that `lowrank-smc fetch` downloads)",
+                manifest.display()
+            ));
+        };
+        let file = crate::data::fetch::stored_file_name(parsed.file.as_deref(), &url, id)
+            .map_err(|e| format!("dataset manifest `{}`: {e}", manifest.display()))?;
+        let p = crate::data::fetch::data_dir()
+            .map_err(|e| e.to_string())?
+            .join(id)
+            .join(file);
+        if !p.is_file() {
+            return Err(format!(
+                "missing input: dataset `{id}` is not downloaded yet (expected {}; run \
+                 `lowrank-smc fetch {id}`)",
+                p.display()
+            ));
+        }
+        return Ok(p);
+    };
     if !safe_relative(&path) {
         return Err(format!(
             "dataset manifest `{}`: `path: {path}` must be relative to the project root, \
