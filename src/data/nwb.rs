@@ -231,73 +231,30 @@ pub struct SeriesInfo {
     pub shape: Vec<usize>,
 }
 
-/// Read a string attribute stored as variable-length or fixed-length text.
-pub(crate) fn attr_text(loc: &hdf5::Location, name: &str) -> Option<String> {
-    let a = loc.attr(name).ok()?;
-    if let Ok(v) = a.read_scalar::<VarLenUnicode>() {
-        return Some(v.as_str().to_string());
+/// The values of an attribute or dataset as text, in any of HDF5's string encodings
+/// (variable- or fixed-length, ASCII or UTF-8); a scalar gives one element.
+fn container_texts(c: &hdf5::Container) -> Option<Vec<String>> {
+    fn all<T: hdf5::H5Type + std::ops::Deref<Target = str>>(
+        c: &hdf5::Container,
+    ) -> Option<Vec<String>> {
+        c.read_raw::<T>()
+            .ok()
+            .map(|v| v.iter().map(|s| s.to_string()).collect())
     }
-    if let Ok(v) = a.read_scalar::<VarLenAscii>() {
-        return Some(v.as_str().to_string());
-    }
-    if let Ok(v) = a.read_scalar::<hdf5::types::FixedAscii<1024>>() {
-        return Some(v.as_str().to_string());
-    }
-    if let Ok(v) = a.read_scalar::<hdf5::types::FixedUnicode<1024>>() {
-        return Some(v.as_str().to_string());
-    }
-    None
+    all::<VarLenUnicode>(c)
+        .or_else(|| all::<VarLenAscii>(c))
+        .or_else(|| all::<hdf5::types::FixedAscii<1024>>(c))
+        .or_else(|| all::<hdf5::types::FixedUnicode<1024>>(c))
 }
 
-/// Read a 1-D text array (attribute or dataset values) in any of HDF5's string encodings.
-fn texts_from<F>(read_u: F) -> Option<Vec<String>>
-where
-    F: Fn(u8) -> Option<Vec<String>>,
-{
-    (0..4).find_map(read_u)
+/// Read a string attribute stored as variable-length or fixed-length text.
+pub(crate) fn attr_text(loc: &hdf5::Location, name: &str) -> Option<String> {
+    attr_texts(loc, name)?.into_iter().next()
 }
 
 fn attr_texts(loc: &hdf5::Location, name: &str) -> Option<Vec<String>> {
     let a = loc.attr(name).ok()?;
-    texts_from(|k| match k {
-        0 => a
-            .read_raw::<VarLenUnicode>()
-            .ok()
-            .map(|v| v.iter().map(|s| s.as_str().to_string()).collect()),
-        1 => a
-            .read_raw::<VarLenAscii>()
-            .ok()
-            .map(|v| v.iter().map(|s| s.as_str().to_string()).collect()),
-        2 => a
-            .read_raw::<hdf5::types::FixedAscii<1024>>()
-            .ok()
-            .map(|v| v.iter().map(|s| s.as_str().to_string()).collect()),
-        _ => a
-            .read_raw::<hdf5::types::FixedUnicode<1024>>()
-            .ok()
-            .map(|v| v.iter().map(|s| s.as_str().to_string()).collect()),
-    })
-}
-
-fn dataset_texts(ds: &hdf5::Dataset) -> Option<Vec<String>> {
-    texts_from(|k| match k {
-        0 => ds
-            .read_raw::<VarLenUnicode>()
-            .ok()
-            .map(|v| v.iter().map(|s| s.as_str().to_string()).collect()),
-        1 => ds
-            .read_raw::<VarLenAscii>()
-            .ok()
-            .map(|v| v.iter().map(|s| s.as_str().to_string()).collect()),
-        2 => ds
-            .read_raw::<hdf5::types::FixedAscii<1024>>()
-            .ok()
-            .map(|v| v.iter().map(|s| s.as_str().to_string()).collect()),
-        _ => ds
-            .read_raw::<hdf5::types::FixedUnicode<1024>>()
-            .ok()
-            .map(|v| v.iter().map(|s| s.as_str().to_string()).collect()),
-    })
+    container_texts(&a)
 }
 
 fn attr_f64(loc: &hdf5::Location, name: &str) -> Option<f64> {
@@ -350,12 +307,7 @@ impl NwbFile {
     /// `general/notes`, when present (our surrogates say `data_source=surrogate` there).
     pub fn notes(&self) -> Option<String> {
         let ds = self.file.dataset("general/notes").ok()?;
-        if let Ok(v) = ds.read_scalar::<VarLenUnicode>() {
-            return Some(v.as_str().to_string());
-        }
-        ds.read_scalar::<VarLenAscii>()
-            .ok()
-            .map(|v| v.as_str().to_string())
+        container_texts(&ds)?.into_iter().next()
     }
 
     /// The root `nwb_version` attribute.
@@ -477,7 +429,7 @@ impl NwbFile {
             | TypeDescriptor::VarLenAscii
             | TypeDescriptor::FixedAscii(_)
             | TypeDescriptor::FixedUnicode(_) => Column::Text(
-                dataset_texts(&ds)
+                container_texts(&ds)
                     .ok_or_else(|| self.invalid(&p, "text column in an unsupported encoding"))?,
             ),
             _ => Column::Other(shape[0]),
