@@ -163,37 +163,7 @@ enum Command {
     },
     /// Bin an NWB file's spikes (and behaviour / LFP) onto a time grid → an HDF5 sequences file
     /// that `fit` reads (the `bin` stage kind, once).
-    Bin {
-        /// The NWB file.
-        file: PathBuf,
-        /// Bin width (ms).
-        #[arg(long)]
-        bin_ms: f64,
-        /// Output HDF5 file.
-        #[arg(long)]
-        out: PathBuf,
-        /// Trial-aligned windows: EVENT:START_MS:END_MS (e.g. move_onset_time:-250:450).
-        #[arg(long, value_name = "EVENT:START_MS:END_MS")]
-        align: Option<String>,
-        /// Keep trials whose `split` column is one of these (comma-separated: train,val).
-        #[arg(long)]
-        splits: Option<String>,
-        /// A TimeSeries path to bin onto the same grid (repeatable).
-        #[arg(long = "behavior", value_name = "NWB_PATH")]
-        behavior: Vec<String>,
-        /// Also bin the LFP; with LO,HI (Hz) band-pass it first (e.g. --lfp 6,10 for theta).
-        #[arg(long, value_name = "LO,HI", num_args = 0..=1, default_missing_value = "")]
-        lfp: Option<String>,
-        /// Continuous recordings: cut into sequences of this many seconds.
-        #[arg(long)]
-        segment_s: Option<f64>,
-        /// Keep NLB's held-out units in `x` (default: they go to `x_heldout`).
-        #[arg(long)]
-        keep_heldout: bool,
-        /// `data_source` label (default: from the file: surrogate or real).
-        #[arg(long)]
-        data_source: Option<String>,
-    },
+    Bin(BinCli),
     /// Export a sequences file (e.g. `generate`'s output) as NWB: one TimeSeries per sequence
     /// under `processing/lowrank_smc`, readable by pynwb.
     ExportNwb {
@@ -463,31 +433,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Bin {
-            file,
-            bin_ms,
-            out,
-            align,
-            splits,
-            behavior,
-            lfp,
-            segment_s,
-            keep_heldout,
-            data_source,
-        } => run_bin(
-            &file,
-            &out,
-            BinCli {
-                bin_ms,
-                align,
-                splits,
-                behavior,
-                lfp,
-                segment_s,
-                keep_heldout,
-                data_source,
-            },
-        ),
+        Command::Bin(args) => run_bin(args),
         Command::Kinds => {
             for kind in registry.iter() {
                 println!(
@@ -502,22 +448,46 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// `bin FILE.nwb --bin-ms 20 --out F.h5 …`.
+#[derive(clap::Args)]
 struct BinCli {
+    /// The NWB file.
+    file: PathBuf,
+    /// Bin width (ms).
+    #[arg(long)]
     bin_ms: f64,
+    /// Output HDF5 file.
+    #[arg(long)]
+    out: PathBuf,
+    /// Trial-aligned windows: EVENT:START_MS:END_MS (e.g. move_onset_time:-250:450).
+    #[arg(long, value_name = "EVENT:START_MS:END_MS")]
     align: Option<String>,
+    /// Keep trials whose `split` column is one of these (comma-separated: train,val).
+    #[arg(long)]
     splits: Option<String>,
+    /// A TimeSeries path to bin onto the same grid (repeatable).
+    #[arg(long = "behavior", value_name = "NWB_PATH")]
     behavior: Vec<String>,
+    /// Also bin the LFP; with LO,HI (Hz) band-pass it first (e.g. --lfp 6,10 for theta).
+    #[arg(long, value_name = "LO,HI", num_args = 0..=1, default_missing_value = "")]
     lfp: Option<String>,
+    /// Continuous recordings: cut into sequences of this many seconds.
+    #[arg(long)]
     segment_s: Option<f64>,
+    /// Keep NLB's held-out units in `x` (default: they go to `x_heldout`).
+    #[arg(long)]
     keep_heldout: bool,
+    /// `data_source` label (default: from the file: surrogate or real).
+    #[arg(long)]
     data_source: Option<String>,
 }
 
 /// `bin FILE.nwb --bin-ms 20 --out F.h5`.
-fn run_bin(file: &Path, out: &Path, a: BinCli) -> anyhow::Result<ExitCode> {
+fn run_bin(a: BinCli) -> anyhow::Result<ExitCode> {
     use lowrank_smc::stages::bin::{
         bin_nwb, psth_figure, write_binned, Align, BinParams, LfpParams,
     };
+    let (file, out) = (a.file.as_path(), a.out.as_path());
     let align = match a.align {
         None => None,
         Some(s) => {

@@ -29,6 +29,15 @@ fn python() -> Option<PathBuf> {
     std::env::var_os("LOWRANK_SMC_PYTHON").map(PathBuf::from)
 }
 
+/// The configured Python, or `None` after saying the pynwb test is skipped.
+fn python_or_skip() -> Option<PathBuf> {
+    let py = python();
+    if py.is_none() {
+        eprintln!("skipped: set LOWRANK_SMC_PYTHON to a Python with pynwb + nwbinspector");
+    }
+    py
+}
+
 fn run_python(py: &Path, script: &str, args: &[&str]) -> String {
     let out = Command::new(py)
         .arg("-c")
@@ -335,8 +344,7 @@ print(json.dumps(out))
 #[test]
 fn pynwb_reads_our_file_and_nwbinspector_passes() {
     let _serial = serial();
-    let Some(py) = python() else {
-        eprintln!("skipped: set LOWRANK_SMC_PYTHON to a Python with pynwb + nwbinspector");
+    let Some(py) = python_or_skip() else {
         return;
     };
     let d = tmpdir("py");
@@ -436,8 +444,7 @@ with NWBHDF5IO(sys.argv[1], 'w') as io:
 #[test]
 fn a_pynwb_file_reads_the_same() {
     let _serial = serial();
-    let Some(py) = python() else {
-        eprintln!("skipped: set LOWRANK_SMC_PYTHON to a Python with pynwb + nwbinspector");
+    let Some(py) = python_or_skip() else {
         return;
     };
     let d = tmpdir("pyw");

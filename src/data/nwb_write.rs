@@ -440,14 +440,25 @@ impl NwbWriter {
             )?;
             self.vector_index(&g, "units", "obs_intervals", &ends)?;
         }
+        self.extra_columns(&g, "units", ids.len(), extra)
+    }
+
+    /// Scalar columns beside a table's own, each with one value per row.
+    fn extra_columns(
+        &mut self,
+        g: &hdf5::Group,
+        table: &str,
+        n_rows: usize,
+        extra: &[(&str, &str, ColumnData<'_>)],
+    ) -> Result<(), NwbWriteError> {
         for (name, desc, data) in extra {
-            if data.len() != ids.len() {
+            if data.len() != n_rows {
                 return Err(self.err(
-                    &format!("units/{name}"),
-                    format!("{} values for {} units", data.len(), ids.len()),
+                    &format!("{table}/{name}"),
+                    format!("{} values for {n_rows} rows", data.len()),
                 ));
             }
-            self.vector_data(&g, name, desc, *data, 1)?;
+            self.vector_data(g, name, desc, *data, 1)?;
         }
         Ok(())
     }
@@ -481,16 +492,7 @@ impl NwbWriter {
             ColumnData::Float(stop),
             1,
         )?;
-        for (name, desc, data) in extra {
-            if data.len() != start.len() {
-                return Err(self.err(
-                    &format!("intervals/trials/{name}"),
-                    format!("{} values for {} trials", data.len(), start.len()),
-                ));
-            }
-            self.vector_data(&g, name, desc, *data, 1)?;
-        }
-        Ok(())
+        self.extra_columns(&g, "intervals/trials", start.len(), extra)
     }
 
     fn series_body(&mut self, g: &hdf5::Group, s: &SeriesData<'_>) -> Result<(), NwbWriteError> {

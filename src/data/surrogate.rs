@@ -47,6 +47,15 @@ fn spikes_from_rate(rate: &[f64], dt: f64, t0: f64, rng: &mut ChaCha8Rng, out: &
     }
 }
 
+/// A surrogate's params rejected by its `check`, as a write error naming the file.
+fn params_error(path: &Path, message: String) -> NwbWriteError {
+    NwbWriteError {
+        file: path.to_path_buf(),
+        object: "params".into(),
+        message,
+    }
+}
+
 fn softplus(x: f64) -> f64 {
     if x > 30.0 {
         x
@@ -141,12 +150,7 @@ impl Hippocampus {
 
     /// Simulate and write the NWB file.
     pub fn write(&self, path: &Path) -> Result<SurrogateSummary, NwbWriteError> {
-        let bad = |m: String| NwbWriteError {
-            file: path.to_path_buf(),
-            object: "params".into(),
-            message: m,
-        };
-        self.check().map_err(bad)?;
+        self.check().map_err(|m| params_error(path, m))?;
         let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
         let dt = 1e-3;
         let n = (self.duration_s / dt).round() as usize;
@@ -419,12 +423,7 @@ impl Maze {
 
     /// Simulate and write the NWB file.
     pub fn write(&self, path: &Path) -> Result<SurrogateSummary, NwbWriteError> {
-        let bad = |m: String| NwbWriteError {
-            file: path.to_path_buf(),
-            object: "params".into(),
-            message: m,
-        };
-        self.check().map_err(bad)?;
+        self.check().map_err(|m| params_error(path, m))?;
         let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
         let dt = 1e-3;
         let nc = self.n_conditions;
