@@ -161,6 +161,33 @@ enum Command {
         #[arg(long, value_enum, default_value = "md")]
         format: FixedPointFormat,
     },
+    /// The VSMC training loss (minus the filtering ELBO) of a fitted model on a sequences file,
+    /// without updating it: to compare models on the same data, or on held-out data.
+    Score {
+        /// A `fit` output (model.h5).
+        model: PathBuf,
+        /// A sequences file (HDF5 with `x`, e.g. a `prepare` or `bin` output).
+        data: PathBuf,
+        /// Score random windows of this many steps (as `windows.length` in `fit`); without it,
+        /// the file's trials as they are.
+        #[arg(long)]
+        window: Option<usize>,
+        /// Windows per pass (with --window).
+        #[arg(long, default_value_t = 500)]
+        windows: usize,
+        /// Passes over the data.
+        #[arg(long, default_value_t = 1)]
+        passes: usize,
+        /// Sequences per minibatch.
+        #[arg(long, default_value_t = 10)]
+        batch_size: usize,
+        /// Particles K [default: the model's].
+        #[arg(long)]
+        particles: Option<usize>,
+        /// Seed of windows and particles.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
     /// Bin an NWB file's spikes (and behaviour / LFP) onto a time grid → an HDF5 sequences file
     /// that `fit` reads (the `bin` stage kind, once).
     Bin(BinCli),
@@ -397,6 +424,38 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 FixedPointFormat::Md => print!("{}", cli::report_md(&set)),
                 FixedPointFormat::Json => println!("{}", serde_json::to_string_pretty(&set)?),
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Score {
+            model,
+            data,
+            window,
+            windows,
+            passes,
+            batch_size,
+            particles,
+            seed,
+        } => {
+            use lowrank_smc::stages::fit::{score_model, ScoreOptions};
+            let report = score_model(
+                &model,
+                &data,
+                &ScoreOptions {
+                    window,
+                    per_pass: windows,
+                    passes,
+                    batch_size,
+                    n_particles: particles,
+                    seed,
+                },
+            )?;
+            let (mean, sem) = report.mean_sem();
+            println!(
+                "{}\tloss {mean:.4} ± {sem:.4} (sem over {} minibatches, K = {})",
+                model.display(),
+                report.batch_losses.len(),
+                report.n_particles
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Fetch {
@@ -660,6 +719,7 @@ fn run_bench(area: &str, case: Option<&str>, registry: &Registry) -> anyhow::Res
                                 zscore: false,
                                 channels: None,
                                 max_time: None,
+                                unsmooth: None,
                                 data_source: "real".into(),
                             },
                         )

@@ -206,3 +206,96 @@ fn one_off_fit_params_match_the_pipeline() {
     let parsed: Result<lowrank_smc::stages::fit::FitParams, _> = serde_json::from_value(config);
     assert!(parsed.is_ok(), "{parsed:?}");
 }
+
+/// `lowrank-smc score`: a longer-trained model scores a lower loss than a barely trained one
+/// on the same windows, the score is the same on a rerun, and data of the wrong width is an
+/// error naming the file.
+#[test]
+fn score_ranks_models_by_their_training_loss() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let eeg = eeg();
+    let eeg = eeg.to_str().unwrap();
+    let (code, text) = exec(
+        d,
+        &[
+            "prepare",
+            "--set",
+            "layout=time_by_channel",
+            "--set",
+            "data_source=real",
+            "--set",
+            "channels=[0, 9, 32]",
+            "--set",
+            "max_time=2000",
+            "--input",
+            &format!("data={eeg}"),
+            "--out-dir",
+            "data",
+        ],
+    );
+    assert_eq!(code, 0, "{text}");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let config = root.join("configs/fit-eeg.yaml");
+    for (name, epochs) in [("short", "1"), ("long", "40")] {
+        let (code, text) = exec(
+            d,
+            &[
+                "fit",
+                "--params",
+                config.to_str().unwrap(),
+                "--set",
+                "model.dim_x=3",
+                "--set",
+                "model.n_units=16",
+                "--set",
+                "model.rank=2",
+                "--set",
+                &format!("train.n_epochs={epochs}"),
+                "--set",
+                "train.lr=0.01",
+                "--set",
+                "train.lr_end=0.001",
+                "--set",
+                "windows.per_epoch=40",
+                "--input",
+                "data=data/sequences.h5",
+                "--out-dir",
+                name,
+            ],
+        );
+        assert_eq!(code, 0, "{text}");
+    }
+    let score = |model: &str, data: &str| -> (i32, String) {
+        let out = Command::new(bin())
+            .current_dir(d)
+            .args(["score", model, data, "--window", "50", "--windows", "100"])
+            .output()
+            .expect("binary runs");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code().unwrap_or(-1), text)
+    };
+    let loss = |text: &str| -> f64 {
+        text.split("loss ")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no loss in {text}"))
+    };
+    let (code, short) = score("short/model.h5", "data/sequences.h5");
+    assert_eq!(code, 0, "{short}");
+    let (_, long) = score("long/model.h5", "data/sequences.h5");
+    let (_, again) = score("long/model.h5", "data/sequences.h5");
+    assert_eq!(loss(&long), loss(&again), "score is not deterministic");
+    assert!(
+        loss(&long) < loss(&short),
+        "40 epochs {long} vs 1 epoch {short}"
+    );
+    let (code, text) = score("long/model.h5", eeg);
+    assert_ne!(code, 0);
+    assert!(text.contains("EEG_data_smoothed.npy"), "{text}");
+}

@@ -11,7 +11,7 @@
 //! ```
 //!
 //! Both inputs are sequences files (`x`: n × channels × T); the first sequence of each is used.
-//! Attributes of the generated file (`variant`, `dim`, `n_params`, `data_source`) fill the
+//! Attributes of the generated file (`variant`, `dim`, `n_params`, `trained_on`) fill the
 //! table's descriptive columns when present.
 
 use serde::{Deserialize, Serialize};
@@ -204,6 +204,12 @@ impl Stage for EvaluateStage {
             .and_then(|t| t.with("d_h", vec![scores.d_h]))
             .and_then(|t| t.with("n_rows", vec![scores.n_rows as i64]))
             .and_then(|t| t.with("data_source", vec![data_source]))
+            .and_then(|t| {
+                t.with(
+                    "trained_on",
+                    vec![attr("trained_on").unwrap_or_else(|| "unknown".into())],
+                )
+            })
             .and_then(|t| t.with("profile", vec![p.profile.clone()]))
             .map_err(tab)?;
         let out = ctx.output("metrics")?.to_path_buf();

@@ -139,6 +139,10 @@ pub struct FittedModel {
     pub encoder: Option<EncoderConfig>,
     /// Model parameters followed by the encoder's (as trained).
     pub all_params: Vec<f64>,
+    /// The VSMC settings it was fitted with (K, resampling, t_forward).
+    pub vsmc: VsmcParams,
+    /// The `data_source` label of the data it was fitted to (when recorded).
+    pub data_source: Option<String>,
 }
 
 impl FittedModel {
@@ -184,8 +188,13 @@ pub fn load_model(path: &Path) -> Result<FittedModel, StageError> {
         config,
         variant,
         proposal: vsmc.proposal,
-        encoder: vsmc.encoder,
+        encoder: vsmc.encoder.clone(),
         all_params,
+        vsmc,
+        data_source: v
+            .get("data_source")
+            .and_then(Value::as_str)
+            .map(str::to_string),
     })
 }
 
@@ -436,4 +445,113 @@ impl Stage for FitStage {
         ctx.record("seconds_per_epoch", seconds / records.len().max(1) as f64);
         Ok(())
     }
+}
+
+/// How [`score_model`] cuts the data and runs the filter.
+#[derive(Debug, Clone)]
+pub struct ScoreOptions {
+    /// Random windows of this many steps (`None`: the file's trials as they are).
+    pub window: Option<usize>,
+    /// Windows per pass (with `window`).
+    pub per_pass: usize,
+    /// Passes over the data (each with fresh windows and particles).
+    pub passes: usize,
+    /// Sequences per minibatch.
+    pub batch_size: usize,
+    /// Particles K (`None`: the K the model was fitted with).
+    pub n_particles: Option<usize>,
+    /// Seed of the windows, particles and resampling.
+    pub seed: u64,
+}
+
+/// The VSMC loss of a fitted model on data, without updating it.
+#[derive(Debug, Clone)]
+pub struct ScoreReport {
+    /// The loss of every minibatch (the training loss: minus the filtering ELBO, SPEC §2.1).
+    pub batch_losses: Vec<f64>,
+    /// Particles used.
+    pub n_particles: usize,
+}
+
+impl ScoreReport {
+    /// Mean and standard error of the minibatch losses.
+    pub fn mean_sem(&self) -> (f64, f64) {
+        let n = self.batch_losses.len() as f64;
+        let mean = self.batch_losses.iter().sum::<f64>() / n;
+        let var = self
+            .batch_losses
+            .iter()
+            .map(|l| (l - mean) * (l - mean))
+            .sum::<f64>()
+            / (n - 1.0).max(1.0);
+        (mean, (var / n).sqrt())
+    }
+}
+
+/// Scores `model_path` (a `fit` output) on `data_path` (a sequences file) with the loss it was
+/// trained on — to compare models on the same data, or one model on held-out data.
+pub fn score_model(
+    model_path: &Path,
+    data_path: &Path,
+    opts: &ScoreOptions,
+) -> Result<ScoreReport, StageError> {
+    use crate::train::{empty_batch, step_seed, Objective, StepContext};
+    let fitted = load_model(model_path)?;
+    let data = read_sequences(data_path).map_err(|e| StageError::new(e.to_string()))?;
+    if data.dim_x != fitted.config.dim_x || data.dim_u != fitted.config.dim_u {
+        return Err(StageError::new(format!(
+            "{} has dim_x = {}, dim_u = {}, but the model {} has dim_x = {}, dim_u = {}",
+            data_path.display(),
+            data.dim_x,
+            data.dim_u,
+            model_path.display(),
+            fitted.config.dim_x,
+            fitted.config.dim_u
+        )));
+    }
+    if opts.batch_size == 0 || opts.passes == 0 {
+        return Err(StageError::new("--batch-size and --passes must be ≥ 1"));
+    }
+    let n_particles = opts.n_particles.unwrap_or(fitted.vsmc.n_particles);
+    if n_particles == 0 {
+        return Err(StageError::new("--particles must be ≥ 1"));
+    }
+    let source = match opts.window {
+        Some(len) => BatchSource::windows(data, len, opts.per_pass),
+        None => BatchSource::trials(data),
+    }
+    .map_err(|e| StageError::new(format!("{}: {e}", data_path.display())))?;
+    let objective = VsmcObjective::with_proposal(
+        fitted.with_proposal()?,
+        VsmcOptions {
+            n_particles,
+            t_forward: fitted.vsmc.t_forward,
+        },
+        fitted.vsmc.resampling,
+    );
+    let mut grad = vec![0.0; objective.layout().len()];
+    let mut batch = empty_batch();
+    let mut batch_losses = Vec::new();
+    for pass in 0..opts.passes {
+        let plan = source.epoch_plan(opts.seed, pass, opts.batch_size);
+        for (b, items) in plan.batches.iter().enumerate() {
+            source.fill(items, &mut batch);
+            grad.fill(0.0);
+            let ctx = StepContext {
+                epoch: pass,
+                batch: b,
+                seed: step_seed(opts.seed, pass, b),
+                lr: 0.0,
+                n_particles: Some(n_particles),
+            };
+            let info = objective
+                .loss_and_grad(&fitted.all_params, &batch, &ctx, &mut grad)
+                .map_err(|e| StageError::new(e.to_string()))?;
+            batch_losses.push(info.loss);
+        }
+    }
+    Ok(ScoreReport {
+        batch_losses,
+        n_particles,
+    })
 }

@@ -51,8 +51,24 @@ pub struct PrepareParams {
     /// Keep only the first `max_time` samples.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_time: Option<usize>,
+    /// Undo a Hann smoothing the array went through (see [`UnsmoothParams`]); applied after
+    /// channel selection and before `max_time` and z-scoring.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unsmooth: Option<UnsmoothParams>,
     /// Label carried into every downstream table (`real`, `simulated`, `surrogate`, …).
     pub data_source: String,
+}
+
+/// Invert a Hann smoothing (`scipy.ndimage.convolve1d(x, hann(M), mode='reflect')`) where its
+/// frequency response exceeds `floor` · H(0); the components in the window's notches are lost
+/// and set to zero. The EEG array the reference ships is smoothed; its training copy was not.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnsmoothParams {
+    /// Window length M (odd; the EEG array: 15).
+    pub hann_window: usize,
+    /// Relative response below which a component counts as destroyed (e.g. 1e-3).
+    pub floor: f64,
 }
 
 /// Converts an array file into a sequences file.
@@ -138,6 +154,20 @@ pub fn prepare_sequences(
         }
         seq.x = x;
         seq.dim_x = channels.len();
+    }
+    if let Some(u) = &params.unsmooth {
+        let t = seq.n_time;
+        for (i, row) in seq.x.chunks_mut(t).enumerate() {
+            crate::metrics::preprocess::unsmooth_hann(row, u.hann_window, u.floor).map_err(
+                |e| {
+                    StageError::new(format!(
+                        "params.unsmooth (sequence {}, channel {}): {e}",
+                        i / seq.dim_x,
+                        i % seq.dim_x
+                    ))
+                },
+            )?;
+        }
     }
     if let Some(max_t) = params.max_time {
         if max_t == 0 {
@@ -251,6 +281,7 @@ mod tests {
             zscore: false,
             channels: Some(vec![2, 0]),
             max_time: Some(3),
+            unsmooth: None,
             data_source: "test".into(),
         };
         let seq = prepare_sequences(&p, &params).unwrap();
@@ -286,5 +317,65 @@ mod tests {
         let e = prepare_sequences(&p, &params).unwrap_err().to_string();
         assert!(e.contains("NaN") && e.contains("channel 1, time 1"), "{e}");
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// The EEG training copy: inverting the shipped array's Hann(15) smoothing, then smoothing
+    /// and z-scoring it again as the evaluation protocol does, gives the shipped array back up to
+    /// the notch components (which carry almost no power in it).
+    #[test]
+    fn eeg_training_copy_resmooths_to_the_shipped_array() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets/eeg/EEG_data_smoothed.npy");
+        let base = PrepareParams {
+            layout: ArrayLayout::TimeByChannel,
+            zscore: false,
+            channels: None,
+            max_time: None,
+            unsmooth: None,
+            data_source: "test".into(),
+        };
+        let shipped = prepare_sequences(&path, &base).unwrap();
+        let train = prepare_sequences(
+            &path,
+            &PrepareParams {
+                zscore: true,
+                unsmooth: Some(UnsmoothParams {
+                    hann_window: 15,
+                    floor: 1e-3,
+                }),
+                ..base.clone()
+            },
+        )
+        .unwrap();
+        let (d, t) = (train.dim_x, train.n_time);
+        // (T, C) row-major views for the metrics helpers.
+        let rows = |x: &[f64]| -> Vec<f64> {
+            (0..t)
+                .flat_map(|ti| (0..d).map(move |c| x[c * t + ti]))
+                .collect()
+        };
+        let train_rows = rows(&train.x);
+        let resmoothed = crate::metrics::preprocess::smooth_and_zscore(
+            crate::metrics::SeriesView::new("x", &train_rows, t, d).unwrap(),
+            15,
+        )
+        .unwrap();
+        let shipped_rows = rows(&shipped.x);
+        let n = resmoothed.len() as f64;
+        let rms = (resmoothed
+            .iter()
+            .zip(&shipped_rows)
+            .map(|(a, b)| (a - b).powi(2))
+            .sum::<f64>()
+            / n)
+            .sqrt();
+        assert!(rms < 1e-3, "rms difference {rms}");
+        // The training copy is rougher: its step-to-step differences are larger than the
+        // shipped array's (relative to each one's unit variance).
+        let roughness = |x: &[f64]| -> f64 {
+            x.chunks(t)
+                .map(|r| r.windows(2).map(|w| (w[1] - w[0]).powi(2)).sum::<f64>())
+                .sum::<f64>()
+        };
+        assert!(roughness(&train.x) > 1.5 * roughness(&shipped.x));
     }
 }
