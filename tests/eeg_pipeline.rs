@@ -53,6 +53,8 @@ fn quick_profile_runs_end_to_end() {
         "results/eeg/table1/long.md",
         "results/eeg/table1/box_d_stsp.png",
         "results/eeg/fig4/traces.png",
+        "results/eeg/fixed_points/seed=1/summary.md",
+        "results/eeg/fixed_points_table/table.md",
         "results/eeg/fit/seed=1/model.h5",
         "results/eeg/fit/seed=2/loss_curve.md",
         "results/fixed_points/reach/found_vs_budget.png",

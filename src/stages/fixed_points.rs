@@ -111,6 +111,9 @@ pub struct FixedPointsParams {
     /// Arrows per axis.
     #[serde(default = "default_grid")]
     pub portrait_grid: usize,
+    /// Extra label columns of the one-row `summary` table (e.g. the fit's seed).
+    #[serde(default, skip_serializing_if = "indexmap::IndexMap::is_empty")]
+    pub labels: indexmap::IndexMap<String, Value>,
 }
 
 impl FixedPointsParams {
@@ -173,6 +176,8 @@ impl Stage for FixedPointsStage {
         let mut outs = vec![
             OutputSpec::new("table", "fixed_points.parquet"),
             OutputSpec::new("table_md", "fixed_points.md"),
+            OutputSpec::new("summary", "summary.parquet"),
+            OutputSpec::new("summary_md", "summary.md"),
         ];
         let p: Option<FixedPointsParams> = serde_json::from_value(params.clone()).ok();
         if p.as_ref().is_some_and(|p| !p.baselines().is_empty()) {
@@ -296,6 +301,36 @@ impl Stage for FixedPointsStage {
             });
         }
         let tab = |e: TableError| StageError::new(e.to_string());
+        // One row per model: counts by stability (summarised over fits by `summarize`).
+        let count = |s: Stability| exact.points.iter().filter(|q| q.stability == s).count() as i64;
+        let mut summary = Table::new()
+            .with("model", vec![model.clone()])
+            .map_err(tab)?;
+        for (k, v) in &p.labels {
+            let text = match v {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            summary.push(k.clone(), vec![text]).map_err(tab)?;
+        }
+        let columns: [(&str, i64); 6] = [
+            ("rank", map.rank as i64),
+            ("n_units", map.n_model_units as i64),
+            ("n_fixed_points", exact.points.len() as i64),
+            ("n_stable", count(Stability::Stable)),
+            ("n_unstable", count(Stability::Unstable)),
+            ("n_marginal", count(Stability::Marginal)),
+        ];
+        for (name, value) in columns {
+            summary.push(name, vec![value]).map_err(tab)?;
+        }
+        summary
+            .push("region_solves", vec![exact.counters.region_solves as i64])
+            .map_err(tab)?;
+        summary.write_parquet(ctx.output("summary")?).map_err(tab)?;
+        summary
+            .write_markdown(ctx.output("summary_md")?)
+            .map_err(tab)?;
         let table = rows.table().map_err(tab)?;
         table.write_parquet(ctx.output("table")?).map_err(tab)?;
         table.write_markdown(ctx.output("table_md")?).map_err(tab)?;
