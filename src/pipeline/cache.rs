@@ -248,6 +248,14 @@ impl Store {
         Ok(dir)
     }
 
+    /// The resume directory of a stage key: where a long stage keeps state that lets a rerun
+    /// after an interruption continue instead of starting over (e.g. `fit`'s periodic
+    /// checkpoint). Same key ⇔ same params and inputs, so the state is valid for the rerun.
+    /// Created on demand by the stage; removed once the stage's outputs are committed.
+    pub fn resume_dir(&self, key: &StageKey) -> PathBuf {
+        self.state_dir.join("resume").join(&key.0)
+    }
+
     /// Remove every staging directory (only under the project lock: no run is using them).
     pub fn clean_staging(&self) -> std::io::Result<()> {
         match std::fs::remove_dir_all(self.state_dir.join("tmp")) {

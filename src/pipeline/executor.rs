@@ -651,7 +651,8 @@ fn run_stage(
             threads,
             &dag.root,
             scratch,
-        );
+        )
+        .with_resume_dir(store.resume_dir(&key));
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| kind.run(&mut ctx)));
         let summary = std::mem::take(&mut ctx.summary);
         drop(ctx);
@@ -709,6 +710,8 @@ fn run_stage(
         .write_run_entry(&key, &entry)
         .map_err(|e| format!("writing the run-cache entry: {e}"))?;
     let _ = std::fs::remove_dir_all(&staging);
+    // The outputs are committed: whatever the stage kept to resume from is no longer needed.
+    let _ = std::fs::remove_dir_all(store.resume_dir(&key));
     Ok(Completed {
         key,
         outputs: stored,

@@ -348,6 +348,7 @@ pub struct StageContext<'a> {
     pub(crate) threads: usize,
     pub(crate) project_root: &'a Path,
     pub(crate) scratch_dir: PathBuf,
+    pub(crate) resume_dir: Option<PathBuf>,
     pub(crate) summary: BTreeMap<String, Value>,
     pool: std::sync::OnceLock<Option<rayon::ThreadPool>>,
 }
@@ -376,9 +377,25 @@ impl<'a> StageContext<'a> {
             threads: threads.max(1),
             project_root,
             scratch_dir,
+            resume_dir: None,
             summary: BTreeMap::new(),
             pool: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Gives the stage a resume directory (the executor does, per stage key).
+    pub fn with_resume_dir(mut self, dir: PathBuf) -> Self {
+        self.resume_dir = Some(dir);
+        self
+    }
+
+    /// A directory that survives an interrupted run of this stage with the same params and
+    /// inputs (created here; `None` outside a pipeline, e.g. `exec`). Put state there that lets a
+    /// rerun continue where the last one stopped; the executor removes it after success.
+    pub fn resume_dir(&self) -> Option<PathBuf> {
+        let dir = self.resume_dir.clone()?;
+        std::fs::create_dir_all(&dir).ok()?;
+        Some(dir)
     }
 
     /// The stage's full name, e.g. `eeg.fit[seed=3,variant=a]`.

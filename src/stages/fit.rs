@@ -43,9 +43,13 @@ use crate::pipeline::stage::{
 use crate::pipeline::table::Table;
 use crate::plot::{line_plot, Series};
 use crate::train::trainer::{
-    train, CheckpointPolicy, EpochRecord, Observer, RunOptions, TerminationReason, TrainConfig,
+    resume, train, CheckpointPolicy, EpochRecord, Observer, RunOptions, TerminationReason,
+    TrainConfig,
 };
-use crate::train::{load_checkpoint, BatchSource};
+use crate::train::{load_checkpoint, BatchSource, Objective};
+
+/// Epochs between the checkpoints a pipeline fit keeps to resume from after an interruption.
+const RESUME_EVERY_EPOCHS: usize = 10;
 
 fn default_k() -> usize {
     10
@@ -360,29 +364,70 @@ impl Stage for FitStage {
             progress,
             records: Vec::new(),
         };
+        // Inside a pipeline the run checkpoints every few epochs into the stage's resume
+        // directory (kept across an interruption, keyed by params and inputs) and a rerun
+        // continues from there — bit for bit the run it would have been (`train::resume`).
+        let resume_path = ctx.resume_dir().map(|d| d.join("checkpoint.h5"));
+        let checkpoint_path = resume_path.clone().unwrap_or_else(|| model_path.clone());
+        let policy = CheckpointPolicy {
+            path: checkpoint_path.clone(),
+            every_epochs: if resume_path.is_some() {
+                RESUME_EVERY_EPOCHS
+            } else {
+                0
+            },
+            model_config_json: meta.to_string(),
+        };
+        let resuming = resume_path.as_ref().filter(|p| p.is_file()).cloned();
+        let mut resumed_at = None;
+        if let Some(path) = &resuming {
+            let at = load_checkpoint(path, objective.layout())
+                .map(|c| c.state.epoch)
+                .map_err(|e| {
+                    StageError::new(format!("{e} (delete {} to start over)", path.display()))
+                })?;
+            ctx.progress()
+                .message(format!("resuming from the checkpoint after epoch {at}"));
+            resumed_at = Some(at);
+        }
         let outcome = ctx.install(|| {
-            train(
-                &objective,
-                &source,
-                &p.train,
-                init,
-                RunOptions {
-                    observer: Some(&mut observer),
-                    checkpoint: Some(CheckpointPolicy {
-                        path: model_path.clone(),
-                        every_epochs: 0,
-                        model_config_json: meta.to_string(),
-                    }),
-                    interrupt: None,
-                },
-            )
+            let run = RunOptions {
+                observer: Some(&mut observer),
+                checkpoint: Some(policy),
+                interrupt: None,
+            };
+            match &resuming {
+                Some(path) => resume(&objective, &source, &p.train, path, run),
+                None => train(&objective, &source, &p.train, init, run),
+            }
         });
-        let outcome = outcome.map_err(|e| StageError::new(e.to_string()))?;
+        let outcome = outcome.map_err(|e| {
+            let hint = match &resuming {
+                Some(path) => format!(
+                    " (while resuming from {}; delete it to start over)",
+                    path.display()
+                ),
+                None => String::new(),
+            };
+            StageError::new(format!("{e}{hint}"))
+        })?;
         if let TerminationReason::Diverged { epoch, batch, what } = &outcome.termination {
+            let kept = if checkpoint_path.is_file() && resume_path.is_some() {
+                format!(
+                    "; the last good checkpoint is kept at {}",
+                    checkpoint_path.display()
+                )
+            } else {
+                String::new()
+            };
             return Err(StageError::new(format!(
                 "training diverged at epoch {epoch}, minibatch {batch} ({what}); lower \
-                 params.train.lr or raise vsmc.n_particles"
+                 params.train.lr or raise vsmc.n_particles{kept}"
             )));
+        }
+        if checkpoint_path != model_path {
+            std::fs::copy(&checkpoint_path, &model_path)
+                .map_err(|e| StageError::io(&checkpoint_path, e))?;
         }
         if !model_path.is_file() {
             return Err(StageError::new("training ended without writing the model"));
@@ -443,6 +488,9 @@ impl Stage for FitStage {
         ctx.record("epochs", records.len());
         ctx.record("train_seconds", seconds);
         ctx.record("seconds_per_epoch", seconds / records.len().max(1) as f64);
+        if let Some(at) = resumed_at {
+            ctx.record("resumed_from_epoch", at);
+        }
         Ok(())
     }
 }
@@ -495,7 +543,7 @@ pub fn score_model(
     data_path: &Path,
     opts: &ScoreOptions,
 ) -> Result<ScoreReport, StageError> {
-    use crate::train::{empty_batch, step_seed, Objective, StepContext};
+    use crate::train::{empty_batch, step_seed, StepContext};
     let fitted = load_model(model_path)?;
     let data = read_sequences(data_path).map_err(|e| StageError::new(e.to_string()))?;
     if data.dim_x != fitted.config.dim_x || data.dim_u != fitted.config.dim_u {
