@@ -4,6 +4,7 @@ pub mod encoder;
 pub mod lowrank;
 pub mod real;
 pub mod sequences;
+pub mod teacher;
 
 pub use real::Real;
 pub use sequences::Sequences;

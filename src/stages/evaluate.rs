@@ -97,7 +97,7 @@ impl Stage for EvaluateStage {
         "evaluate"
     }
     fn version(&self) -> u32 {
-        1
+        2
     }
     fn description(&self) -> &'static str {
         "generated vs recorded sequences → D_stsp (log-space and reference f32) and D_H table (SPEC §3)"

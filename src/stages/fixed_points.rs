@@ -135,7 +135,7 @@ impl Stage for FixedPointsStage {
         "fixed_points"
     }
     fn version(&self) -> u32 {
-        2
+        3
     }
     fn description(&self) -> &'static str {
         "all fixed points (exact), SCYFI / constrained SCYFI / local-search baselines, Fig 8 curve, R = 2 phase portrait"

@@ -91,7 +91,7 @@ impl Stage for GenerateStage {
         "generate"
     }
     fn version(&self) -> u32 {
-        1
+        2
     }
     fn description(&self) -> &'static str {
         "sample a trajectory from a fitted model (posterior/prior initial state, burn-in) → sequences file"

@@ -13,6 +13,7 @@ pub mod simulate;
 pub mod summarize;
 pub mod surrogate;
 pub mod teacher_student;
+pub mod teacher_train;
 
 use crate::pipeline::stage::Registry;
 
@@ -31,5 +32,6 @@ pub fn registry() -> Registry {
     registry.register(summarize::SummarizeStage);
     registry.register(surrogate::SurrogateStage);
     registry.register(teacher_student::TeacherStudentStage);
+    registry.register(teacher_train::TeacherTrainStage);
     registry
 }
