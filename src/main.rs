@@ -191,6 +191,33 @@ enum Command {
     /// Bin an NWB file's spikes (and behaviour / LFP) onto a time grid → an HDF5 sequences file
     /// that `fit` reads (the `bin` stage kind, once).
     Bin(BinCli),
+    /// Convert a CRCNS hippocampus session (hc-2, hc-11: Neuroscope/KlustaKwik files BASE.res.K,
+    /// BASE.clu.K, BASE.eeg, BASE.whl, BASE.xml) into one NWB file that `bin` reads.
+    ConvertCrcns {
+        /// Session base path, e.g. `ec013.527/ec013.527` (without extension).
+        base: PathBuf,
+        /// Output NWB file.
+        #[arg(long)]
+        out: PathBuf,
+        /// Spike sampling rate in Hz [default: BASE.xml's samplingRate].
+        #[arg(long)]
+        sampling_rate: Option<f64>,
+        /// LFP sampling rate in Hz [default: BASE.xml's lfpSamplingRate, else 1250].
+        #[arg(long)]
+        lfp_rate: Option<f64>,
+        /// Channels in BASE.eeg [default: BASE.xml's nChannels].
+        #[arg(long)]
+        n_channels: Option<usize>,
+        /// LFP channels to keep, 0-based, comma-separated [default: all].
+        #[arg(long, value_delimiter = ',')]
+        lfp_channels: Option<Vec<usize>>,
+        /// Volts per int16 LFP unit (NWB conversion; 1 keeps ADC units).
+        #[arg(long, default_value_t = 1.0)]
+        lfp_conversion: f64,
+        /// Position frame rate in Hz.
+        #[arg(long, default_value_t = 39.0625)]
+        position_rate: f64,
+    },
     /// Export a sequences file (e.g. `generate`'s output) as NWB: one TimeSeries per sequence
     /// under `processing/lowrank_smc`, readable by pynwb.
     ExportNwb {
@@ -424,6 +451,41 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 FixedPointFormat::Md => print!("{}", cli::report_md(&set)),
                 FixedPointFormat::Json => println!("{}", serde_json::to_string_pretty(&set)?),
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::ConvertCrcns {
+            base,
+            out,
+            sampling_rate,
+            lfp_rate,
+            n_channels,
+            lfp_channels,
+            lfp_conversion,
+            position_rate,
+        } => {
+            use lowrank_smc::data::crcns::{convert_session, CrcnsOptions};
+            let summary = convert_session(
+                &base,
+                &out,
+                &CrcnsOptions {
+                    sampling_rate,
+                    lfp_rate,
+                    n_channels,
+                    lfp_channels,
+                    lfp_conversion,
+                    position_rate,
+                    ..CrcnsOptions::default()
+                },
+            )?;
+            println!(
+                "{}: {} units ({} spikes) from shanks {:?}, {} LFP samples per channel, {} position frames",
+                out.display(),
+                summary.n_units,
+                summary.n_spikes,
+                summary.shanks,
+                summary.lfp_samples,
+                summary.position_frames
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Score {

@@ -46,9 +46,12 @@ pub fn bin_spike_train(
 }
 
 /// Average a sampled series onto bins: for each window and bin, the mean of the samples whose
-/// time lies in the bin (the same edge rounding as the spikes); a bin without samples (a slow series) takes the value linearly
-/// interpolated at its centre. `times` are the sample times (sorted), `values` sample-major
-/// (`n_samples × n_ch`); output `out[w][c][k]` with strides (`n_ch * n_bins`, `n_bins`).
+/// time lies in the bin (the same edge rounding as the spikes); a bin without samples (a slow
+/// series) takes the value linearly interpolated at its centre. NaN samples (e.g. position
+/// frames where tracking was lost) are left out of the mean; a bin whose samples are all NaN
+/// stays NaN rather than being filled from across the gap. `times` are the sample times
+/// (sorted), `values` sample-major (`n_samples × n_ch`); output `out[w][c][k]` with strides
+/// (`n_ch * n_bins`, `n_bins`).
 pub fn bin_series(
     times: &[f64],
     values: &[f64],
@@ -61,9 +64,11 @@ pub fn bin_series(
     let n = times.len();
     let slack = bin * 2.0 * EDGE;
     let mut sum = vec![0.0; n_ch * n_bins];
+    let mut valid = vec![0usize; n_ch * n_bins];
     let mut cnt = vec![0usize; n_bins];
     for (w, &s) in starts.iter().enumerate() {
         sum.iter_mut().for_each(|x| *x = 0.0);
+        valid.iter_mut().for_each(|x| *x = 0);
         cnt.iter_mut().for_each(|x| *x = 0);
         let mut i = times.partition_point(|&t| t < s - slack);
         while i < n {
@@ -71,7 +76,11 @@ pub fn bin_series(
                 Some(k) if k >= n_bins => break,
                 Some(k) => {
                     for c in 0..n_ch {
-                        sum[c * n_bins + k] += values[i * n_ch + c];
+                        let v = values[i * n_ch + c];
+                        if !v.is_nan() {
+                            sum[c * n_bins + k] += v;
+                            valid[c * n_bins + k] += 1;
+                        }
                     }
                     cnt[k] += 1;
                 }
@@ -81,8 +90,11 @@ pub fn bin_series(
         }
         for c in 0..n_ch {
             for k in 0..n_bins {
-                out[w * n_ch * n_bins + c * n_bins + k] = if cnt[k] > 0 {
-                    sum[c * n_bins + k] / cnt[k] as f64
+                let j = c * n_bins + k;
+                out[w * n_ch * n_bins + j] = if valid[j] > 0 {
+                    sum[j] / valid[j] as f64
+                } else if cnt[k] > 0 {
+                    f64::NAN
                 } else {
                     interpolate(times, values, n_ch, c, s + (k as f64 + 0.5) * bin)
                 };

@@ -1,6 +1,7 @@
 //! Data in: NPY, EDF, NWB/HDF5 readers and writers, binning, dataset manifests, simulators.
 pub mod bench;
 pub mod binning;
+pub mod crcns;
 pub mod edf;
 pub mod fetch;
 pub mod npy;

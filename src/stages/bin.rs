@@ -325,6 +325,8 @@ pub fn bin_nwb(path: &Path, p: &BinParams) -> Result<Binned, StageError> {
             },
         ));
     }
+    // Behaviour may have gaps (NaN: tracking lost) that stay NaN in their bins; the LFP, which
+    // is filtered, may not.
     let series_on_grid = |path_in: &str,
                           pad: f64,
                           band: Option<[f64; 2]>|
@@ -340,9 +342,15 @@ pub fn bin_nwb(path: &Path, p: &BinParams) -> Result<Binned, StageError> {
                 span.1
             )));
         }
-        if let Some(k) = ts.data.iter().position(|v| !v.is_finite()) {
+        let gaps_allowed = band.is_none();
+        if let Some(k) = ts
+            .data
+            .iter()
+            .position(|v| v.is_infinite() || (v.is_nan() && !gaps_allowed))
+        {
             return Err(StageError::new(format!(
-                "{}: {path_in}/data: sample {} is {} (interpolate gaps before binning)",
+                "{}: {path_in}/data: sample {} is {} (the LFP must be gap-free; interpolate \
+                 gaps before binning)",
                 path.display(),
                 ts.first_sample + k / ts.n_channels,
                 ts.data[k]
@@ -410,6 +418,7 @@ pub fn bin_nwb(path: &Path, p: &BinParams) -> Result<Binned, StageError> {
             }
             off += c;
         }
+        let nan_bins = data.iter().filter(|v| v.is_nan()).count();
         extra.push((
             "behavior",
             ExtraDataset::Float {
@@ -421,6 +430,8 @@ pub fn bin_nwb(path: &Path, p: &BinParams) -> Result<Binned, StageError> {
             "behavior_channels",
             serde_json::to_string(&chans).unwrap_or_default(),
         ));
+        // Bins whose behaviour samples were all missing (NaN): skip them when decoding.
+        attrs.push(("behavior_nan_bins", nan_bins.to_string()));
     }
     if let Some(l) = &p.lfp {
         let lp = match &l.path {
