@@ -415,8 +415,8 @@ pub fn convert_session(
     let whl = path_with(base, ".whl");
     if whl.is_file() {
         let (pos, cols) = read_whl(&whl)?;
-        if cols > 0 {
-            position_frames = pos.len() / cols;
+        if let Some(frames) = pos.len().checked_div(cols) {
+            position_frames = frames;
             let pm = w.processing_module("behavior", "behavioural data")?;
             let pc = w.container(&pm, "Position", "Position")?;
             w.write_series(
