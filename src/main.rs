@@ -199,24 +199,8 @@ enum Command {
         /// Output NWB file.
         #[arg(long)]
         out: PathBuf,
-        /// Spike sampling rate in Hz [default: BASE.xml's samplingRate].
-        #[arg(long)]
-        sampling_rate: Option<f64>,
-        /// LFP sampling rate in Hz [default: BASE.xml's lfpSamplingRate, else 1250].
-        #[arg(long)]
-        lfp_rate: Option<f64>,
-        /// Channels in BASE.eeg [default: BASE.xml's nChannels].
-        #[arg(long)]
-        n_channels: Option<usize>,
-        /// LFP channels to keep, 0-based, comma-separated [default: all].
-        #[arg(long, value_delimiter = ',')]
-        lfp_channels: Option<Vec<usize>>,
-        /// Volts per int16 LFP unit (NWB conversion; 1 keeps ADC units).
-        #[arg(long, default_value_t = 1.0)]
-        lfp_conversion: f64,
-        /// Position frame rate in Hz.
-        #[arg(long, default_value_t = 39.0625)]
-        position_rate: f64,
+        #[command(flatten)]
+        options: lowrank_smc::data::crcns::CrcnsOptions,
     },
     /// Export a sequences file (e.g. `generate`'s output) as NWB: one TimeSeries per sequence
     /// under `processing/lowrank_smc`, readable by pynwb.
@@ -453,30 +437,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::ConvertCrcns {
-            base,
-            out,
-            sampling_rate,
-            lfp_rate,
-            n_channels,
-            lfp_channels,
-            lfp_conversion,
-            position_rate,
-        } => {
-            use lowrank_smc::data::crcns::{convert_session, CrcnsOptions};
-            let summary = convert_session(
-                &base,
-                &out,
-                &CrcnsOptions {
-                    sampling_rate,
-                    lfp_rate,
-                    n_channels,
-                    lfp_channels,
-                    lfp_conversion,
-                    position_rate,
-                    ..CrcnsOptions::default()
-                },
-            )?;
+        Command::ConvertCrcns { base, out, options } => {
+            let summary = lowrank_smc::data::crcns::convert_session(&base, &out, &options)?;
             println!(
                 "{}: {} units ({} spikes) from shanks {:?}, {} LFP samples per channel, {} position frames",
                 out.display(),

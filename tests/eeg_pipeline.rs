@@ -55,6 +55,7 @@ fn quick_profile_runs_end_to_end() {
         "results/eeg/fig4/traces.png",
         "results/eeg/fixed_points/seed=1/summary.md",
         "results/eeg/fixed_points_table/table.md",
+        "results/eeg/loss_curves/curves.png",
         "results/eeg/fit/seed=1/model.h5",
         "results/eeg/fit/seed=2/loss_curve.md",
         "results/fixed_points/reach/found_vs_budget.png",

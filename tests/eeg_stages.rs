@@ -30,6 +30,25 @@ fn exec(dir: &Path, args: &[&str]) -> (i32, String) {
     (out.status.code().unwrap_or(-1), text)
 }
 
+/// `exec prepare` of the shipped EEG array into `d/data/sequences.h5`, with extra `--set`s.
+fn prepare(d: &Path, sets: &[&str]) {
+    let eeg = eeg();
+    let input = format!("data={}", eeg.display());
+    let mut args = vec![
+        "prepare",
+        "--set",
+        "layout=time_by_channel",
+        "--set",
+        "data_source=real",
+    ];
+    for set in sets {
+        args.extend(["--set", set]);
+    }
+    args.extend(["--input", &input, "--out-dir", "data"]);
+    let (code, text) = exec(d, &args);
+    assert_eq!(code, 0, "{text}");
+}
+
 fn parquet_number(path: &Path, column: &str) -> f64 {
     let t = lowrank_smc::pipeline::table::Table::read_parquet(path).expect("table reads");
     t.column(column)
@@ -43,23 +62,7 @@ fn prepare_evaluate_summarize_compare() {
     let d = dir.path();
     let eeg = eeg();
     let eeg = eeg.to_str().unwrap();
-    let (code, text) = exec(
-        d,
-        &[
-            "prepare",
-            "--set",
-            "layout=time_by_channel",
-            "--set",
-            "data_source=real",
-            "--set",
-            "max_time=3000",
-            "--input",
-            &format!("data={eeg}"),
-            "--out-dir",
-            "data",
-        ],
-    );
-    assert_eq!(code, 0, "{text}");
+    prepare(d, &["max_time=3000"]);
     // A different stretch of the recording as the "generated" series: samples 3000..9640 in
     // the paper's layout (channels × time), written through the library.
     let all = lowrank_smc::data::npy::read_npy(Path::new(eeg)).unwrap();
@@ -216,25 +219,7 @@ fn score_ranks_models_by_their_training_loss() {
     let d = dir.path();
     let eeg = eeg();
     let eeg = eeg.to_str().unwrap();
-    let (code, text) = exec(
-        d,
-        &[
-            "prepare",
-            "--set",
-            "layout=time_by_channel",
-            "--set",
-            "data_source=real",
-            "--set",
-            "channels=[0, 9, 32]",
-            "--set",
-            "max_time=2000",
-            "--input",
-            &format!("data={eeg}"),
-            "--out-dir",
-            "data",
-        ],
-    );
-    assert_eq!(code, 0, "{text}");
+    prepare(d, &["channels=[0, 9, 32]", "max_time=2000"]);
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let config = root.join("configs/fit-eeg.yaml");
     for (name, epochs) in [("short", "1"), ("long", "40")] {

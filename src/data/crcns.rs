@@ -45,24 +45,33 @@ fn file_err(file: &Path, message: impl Into<String>) -> CrcnsError {
     }
 }
 
-/// Conversion settings; `None` fields come from `BASE.xml`.
-#[derive(Debug, Clone)]
+/// Conversion settings; `None` fields come from `BASE.xml` (also the `convert-crcns` flags).
+#[derive(Debug, Clone, clap::Args)]
 pub struct CrcnsOptions {
-    /// Spike sampling rate (Hz).
+    /// Spike sampling rate in Hz [default: BASE.xml's samplingRate].
+    #[arg(long)]
     pub sampling_rate: Option<f64>,
-    /// LFP sampling rate (Hz).
+    /// LFP sampling rate in Hz [default: BASE.xml's lfpSamplingRate, else 1250].
+    #[arg(long)]
     pub lfp_rate: Option<f64>,
-    /// Channels in the `.eeg` file.
+    /// Channels in BASE.eeg [default: BASE.xml's nChannels].
+    #[arg(long)]
     pub n_channels: Option<usize>,
-    /// LFP channels to keep (0-based; default: all).
+    /// LFP channels to keep, 0-based, comma-separated [default: all].
+    #[arg(long, value_delimiter = ',')]
     pub lfp_channels: Option<Vec<usize>>,
-    /// Multiply the int16 LFP values by this to get volts (NWB `conversion`; 1 keeps ADC units).
+    /// Volts per int16 LFP unit (NWB `conversion`; 1 keeps ADC units).
+    #[arg(long, default_value_t = 1.0)]
     pub lfp_conversion: f64,
-    /// Position frame rate (Hz; Neuroscope: 20000 / 512 = 39.0625).
+    /// Position frame rate in Hz (Neuroscope: 20000 / 512).
+    #[arg(long, default_value_t = 39.0625)]
     pub position_rate: f64,
-    /// Label written to `general/notes` as `data_source=…`.
+    /// Label written to `general/notes` as `data_source=…`, carried into every table.
+    #[arg(long, default_value = DEFAULT_SOURCE)]
     pub data_source: String,
 }
+
+const DEFAULT_SOURCE: &str = "real (CRCNS, converted from Neuroscope/KlustaKwik files)";
 
 impl Default for CrcnsOptions {
     fn default() -> Self {
@@ -73,7 +82,7 @@ impl Default for CrcnsOptions {
             lfp_channels: None,
             lfp_conversion: 1.0,
             position_rate: 20_000.0 / 512.0,
-            data_source: "real (CRCNS, converted from Neuroscope/KlustaKwik files)".into(),
+            data_source: DEFAULT_SOURCE.into(),
         }
     }
 }

@@ -348,6 +348,18 @@ impl Layout {
     }
 }
 
+/// k = n relu(x + b): the recurrent drive in the R-dimensional latent space.
+fn drive(nn: &[f64], b: &[f64], x: &[f64], k: &mut [f64]) {
+    let n = x.len();
+    k.iter_mut().for_each(|v| *v = 0.0);
+    for i in 0..n {
+        let ri = (x[i] + b[i]).max(0.0);
+        for (q, kq) in k.iter_mut().enumerate() {
+            *kq += nn[q * n + i] * ri;
+        }
+    }
+}
+
 /// A teacher: network settings, task, and flat parameters
 /// `[W_in (n_inp × N), m (N × R), n (R × N), b (N), W_out (N × n_out), x_0 (N)]`.
 #[derive(Debug, Clone)]
@@ -519,13 +531,7 @@ impl Teacher {
         let mut ys = vec![0.0; t_len * n_out];
         let mut k = vec![0.0; r];
         for t in 0..t_len {
-            k.iter_mut().for_each(|v| *v = 0.0);
-            for i in 0..n {
-                let ri = (x[i] + b[i]).max(0.0);
-                for q in 0..r {
-                    k[q] += nn[q * n + i] * ri;
-                }
-            }
+            drive(nn, b, &x, &mut k);
             for i in 0..n {
                 let mut rec = 0.0;
                 for q in 0..r {
@@ -617,13 +623,7 @@ impl Teacher {
                 } else {
                     &xs[(t - 1) * n..t * n]
                 };
-                k.iter_mut().for_each(|v| *v = 0.0);
-                for i in 0..n {
-                    let ri = (x_prev[i] + b[i]).max(0.0);
-                    for q in 0..r {
-                        k[q] += nn[q * n + i] * ri;
-                    }
-                }
+                drive(nn, b, x_prev, &mut k);
                 for i in 0..n {
                     a[i] = alpha * gx[i];
                 }

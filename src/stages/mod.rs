@@ -7,6 +7,7 @@ pub mod evaluate;
 pub mod fit;
 pub mod fixed_points;
 pub mod generate;
+pub mod plot_curves;
 pub mod plot_traces;
 pub mod prepare;
 pub mod simulate;
@@ -26,6 +27,7 @@ pub fn registry() -> Registry {
     registry.register(fit::FitStage);
     registry.register(fixed_points::FixedPointsStage);
     registry.register(generate::GenerateStage);
+    registry.register(plot_curves::PlotCurvesStage);
     registry.register(plot_traces::PlotTracesStage);
     registry.register(prepare::PrepareStage);
     registry.register(simulate::SimulateStage);
