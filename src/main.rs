@@ -137,6 +137,9 @@ enum Command {
         /// Only report what would be removed.
         #[arg(long)]
         dry_run: bool,
+        /// Also drop the resume state of interrupted stages (their next run starts over).
+        #[arg(long)]
+        resume: bool,
     },
     /// Speed benchmarks: `engine` (and, when built in, train, metrics, fixed-points, ingest).
     Bench {
@@ -402,7 +405,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Gc { pipeline, dry_run } => {
+        Command::Gc {
+            pipeline,
+            dry_run,
+            resume,
+        } => {
             let root = project_root(&pipeline);
             let store = Store::new(&root);
             let (_guard, _) = ProjectLock::acquire(store.state_dir(), |pid| {
@@ -413,7 +420,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             })
             .context("taking the project lock")?;
             let lock = LockFile::load(&pipeline.with_extension("lock"))?;
-            let report = gc::collect_garbage(&store, &lock, dry_run)?;
+            let report = gc::collect_garbage(&store, &lock, dry_run, resume)?;
             println!(
                 "{} {report}",
                 if dry_run { "would remove" } else { "removed" }

@@ -108,11 +108,23 @@ fn killed_fit_resumes_to_the_uninterrupted_result() {
     child.wait().unwrap();
     assert!(!d.join("results/fit/model.h5").exists());
     assert_eq!(checkpoints(d).len(), 1);
+    // `gc` keeps the resume state (and says so) unless asked to drop it.
+    let gc = run(d, &["gc"]);
+    assert!(gc.contains("kept 1 resume directory"), "{gc}");
+    run(d, &["gc", "--resume", "--dry-run"]);
+    assert_eq!(checkpoints(d).len(), 1);
 
     run(d, &["run", "--no-progress"]);
     let shown = run(d, &["show", "fit"]);
     assert!(shown.contains("resumed_from_epoch"), "{shown}");
     assert!(checkpoints(d).is_empty(), "resume state left behind");
+    // A stale resume directory (e.g. of params changed since) goes with `gc --resume`.
+    let stale = d.join(".lowrank-smc/resume/0123abcd");
+    std::fs::create_dir_all(&stale).unwrap();
+    std::fs::write(stale.join("checkpoint.h5"), b"x").unwrap();
+    let gc = run(d, &["gc", "--resume"]);
+    assert!(gc.contains("1 resume directory"), "{gc}");
+    assert!(!stale.exists());
 
     let whole = project();
     run(whole.path(), &["run", "--no-progress"]);

@@ -20,6 +20,12 @@ pub struct GcReport {
     pub objects: usize,
     /// Bytes freed.
     pub bytes: u64,
+    /// Resume directories of interrupted stages (kept unless asked; see [`Store::resume_dir`]).
+    pub resume_dirs: usize,
+    /// Their size in bytes.
+    pub resume_bytes: u64,
+    /// Whether they were removed.
+    pub resume_removed: bool,
 }
 
 impl std::fmt::Display for GcReport {
@@ -32,12 +38,32 @@ impl std::fmt::Display for GcReport {
             plural(self.runs, "run-cache entry", "run-cache entries"),
             plural(self.objects, "object", "objects"),
             self.bytes as f64 / 1e6
-        )
+        )?;
+        if self.resume_dirs > 0 {
+            let dirs = plural(self.resume_dirs, "resume directory", "resume directories");
+            let mb = self.resume_bytes as f64 / 1e6;
+            if self.resume_removed {
+                write!(f, "; {dirs} of interrupted stages ({mb:.1} MB)")?;
+            } else {
+                write!(
+                    f,
+                    "; kept {dirs} of interrupted stages ({mb:.1} MB: their next run continues \
+                     from there; `gc --resume` drops them)"
+                )?;
+            }
+        }
+        Ok(())
     }
 }
 
-/// Remove what `lock` does not refer to. Call under the project lock.
-pub fn collect_garbage(store: &Store, lock: &LockFile, dry_run: bool) -> std::io::Result<GcReport> {
+/// Remove what `lock` does not refer to, and with `drop_resume` the resume state of interrupted
+/// stages. Call under the project lock.
+pub fn collect_garbage(
+    store: &Store,
+    lock: &LockFile,
+    dry_run: bool,
+    drop_resume: bool,
+) -> std::io::Result<GcReport> {
     let keys: BTreeSet<String> = lock.stages.values().map(|e| e.key.0.clone()).collect();
     let mut live: BTreeSet<ContentHash> = lock
         .stages
@@ -84,10 +110,32 @@ pub fn collect_garbage(store: &Store, lock: &LockFile, dry_run: bool) -> std::io
             }
         }
     }
+    for dir in list(&store.state_dir().join("resume"))? {
+        report.resume_dirs += 1;
+        report.resume_bytes += dir_size(&dir);
+        if drop_resume && !dry_run {
+            std::fs::remove_dir_all(&dir)?;
+        }
+    }
+    report.resume_removed = drop_resume;
     if !dry_run {
         store.clean_staging()?;
     }
     Ok(report)
+}
+
+fn dir_size(dir: &Path) -> u64 {
+    list(dir)
+        .unwrap_or_default()
+        .iter()
+        .map(|p| {
+            if p.is_dir() {
+                dir_size(p)
+            } else {
+                std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
+            }
+        })
+        .sum()
 }
 
 fn list(dir: &Path) -> std::io::Result<Vec<std::path::PathBuf>> {
