@@ -11,8 +11,10 @@
 //!
 //! `layout` says how a 2-D array is stored: `time_by_channel` (T × C, NumPy's usual layout for
 //! the EEG array) or `channel_by_time` (C × T). 3-D arrays are (n, C, T). `channels` keeps a
-//! subset (by index); `zscore` standardises each channel over all sequences and time;
-//! `max_time` keeps the first samples only (quick runs). NaN/Inf is an error naming the sample.
+//! subset (by index); `unsmooth: {hann_window, floor}` inverts a Hann smoothing the array went
+//! through, outside the window's spectral notches (the EEG training copy, SPEC §5.2); `zscore`
+//! standardises each channel over all sequences and time; `max_time` keeps the first samples
+//! only (quick runs). NaN/Inf is an error naming the sample.
 
 use std::path::Path;
 
@@ -225,7 +227,7 @@ impl Stage for PrepareStage {
         1
     }
     fn description(&self) -> &'static str {
-        "array file (.npy / .edf / HDF5) → sequences file (x: n × channels × T) with channel selection and z-scoring"
+        "array file (.npy / .edf / HDF5) → sequences file (x: n × channels × T) with channel selection, Hann un-smoothing and z-scoring"
     }
     fn check_params(&self, params: &Value) -> Result<Value, ParamError> {
         canonical_params::<PrepareParams>(params)
