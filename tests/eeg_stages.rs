@@ -15,10 +15,17 @@ fn eeg() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets/eeg/EEG_data_smoothed.npy")
 }
 
+/// `lowrank-smc exec ARGS…` in `dir`: exit code and stdout + stderr.
 fn exec(dir: &Path, args: &[&str]) -> (i32, String) {
+    let mut all = vec!["exec"];
+    all.extend_from_slice(args);
+    cli(dir, &all)
+}
+
+/// `lowrank-smc ARGS…` in `dir`: exit code and stdout + stderr.
+fn cli(dir: &Path, args: &[&str]) -> (i32, String) {
     let out = Command::new(bin())
         .current_dir(dir)
-        .arg("exec")
         .args(args)
         .output()
         .expect("binary runs");
@@ -252,17 +259,10 @@ fn score_ranks_models_by_their_training_loss() {
         assert_eq!(code, 0, "{text}");
     }
     let score = |model: &str, data: &str| -> (i32, String) {
-        let out = Command::new(bin())
-            .current_dir(d)
-            .args(["score", model, data, "--window", "50", "--windows", "100"])
-            .output()
-            .expect("binary runs");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.code().unwrap_or(-1), text)
+        cli(
+            d,
+            &["score", model, data, "--window", "50", "--windows", "100"],
+        )
     };
     let loss = |text: &str| -> f64 {
         text.split("loss ")
