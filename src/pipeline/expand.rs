@@ -15,6 +15,7 @@ use indexmap::IndexMap;
 use serde_json::Value;
 
 use super::config::{ConfigProblem, InputRefs, Origin, RawPipeline, StageDef};
+use super::table::label_text;
 
 /// One stage after expansion: concrete name, params with the profile applied.
 #[derive(Debug, Clone, PartialEq)]
@@ -246,13 +247,6 @@ pub fn expanded_name(base: &str, combo: &[(String, Value)]) -> String {
         .map(|(k, v)| format!("{k}={}", label_text(v)))
         .collect();
     format!("{base}[{}]", labels.join(","))
-}
-
-fn label_text(value: &Value) -> String {
-    match value {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
 }
 
 /// All combinations of the matrix axes, row-major in written order.

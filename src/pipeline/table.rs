@@ -31,6 +31,14 @@ use parquet::file::properties::WriterProperties;
 
 use super::cache::temp_path_beside;
 
+/// A param value as label text: strings as they are, anything else as JSON (`3`, `true`).
+pub fn label_text(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
 /// One typed column.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Column {
@@ -241,6 +249,18 @@ impl Table {
             }
         }
         self.columns.push((name, column));
+        Ok(())
+    }
+    /// Append one constant text column per label (e.g. a stage's `labels: {seed: 3}`), each
+    /// `n_rows` long; values are written as [`label_text`].
+    pub fn push_labels<'a>(
+        &mut self,
+        labels: impl IntoIterator<Item = (&'a String, &'a serde_json::Value)>,
+        n_rows: usize,
+    ) -> Result<(), TableError> {
+        for (name, value) in labels {
+            self.push(name.clone(), vec![label_text(value); n_rows])?;
+        }
         Ok(())
     }
     /// Number of rows.

@@ -306,13 +306,7 @@ impl Stage for FixedPointsStage {
         let mut summary = Table::new()
             .with("model", vec![model.clone()])
             .map_err(tab)?;
-        for (k, v) in &p.labels {
-            let text = match v {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            };
-            summary.push(k.clone(), vec![text]).map_err(tab)?;
-        }
+        summary.push_labels(&p.labels, 1).map_err(tab)?;
         let columns: [(&str, i64); 6] = [
             ("rank", map.rank as i64),
             ("n_units", map.n_model_units as i64),

@@ -443,13 +443,7 @@ impl Stage for TeacherStudentStage {
             .with("setup", vec![p.setup.clone(); n])
             .and_then(|t| t.with("seed", vec![p.seed as i64; n]))
             .map_err(tab)?;
-        for (k, v) in &p.labels {
-            let text = match v {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            };
-            table.push(k.clone(), vec![text; n]).map_err(tab)?;
-        }
+        table.push_labels(&p.labels, n).map_err(tab)?;
         table
             .push(
                 "metric",
