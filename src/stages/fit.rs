@@ -46,7 +46,7 @@ use crate::train::trainer::{
     resume, train, CheckpointPolicy, EpochRecord, Observer, RunOptions, TerminationReason,
     TrainConfig,
 };
-use crate::train::{load_checkpoint, BatchSource, Objective};
+use crate::train::{load_checkpoint, BatchSource};
 
 /// Epochs between the checkpoints a pipeline fit keeps to resume from after an interruption.
 const RESUME_EVERY_EPOCHS: usize = 10;
@@ -379,16 +379,9 @@ impl Stage for FitStage {
             model_config_json: meta.to_string(),
         };
         let resuming = resume_path.as_ref().filter(|p| p.is_file()).cloned();
-        let mut resumed_at = None;
-        if let Some(path) = &resuming {
-            let at = load_checkpoint(path, objective.layout())
-                .map(|c| c.state.epoch)
-                .map_err(|e| {
-                    StageError::new(format!("{e} (delete {} to start over)", path.display()))
-                })?;
+        if resuming.is_some() {
             ctx.progress()
-                .message(format!("resuming from the checkpoint after epoch {at}"));
-            resumed_at = Some(at);
+                .message("resuming from the last checkpoint of an interrupted run");
         }
         let outcome = ctx.install(|| {
             let run = RunOptions {
@@ -400,6 +393,13 @@ impl Stage for FitStage {
                 Some(path) => resume(&objective, &source, &p.train, path, run),
                 None => train(&objective, &source, &p.train, init, run),
             }
+        });
+        // The first epoch trained now is the number the checkpoint had completed.
+        let resumed_at = resuming.as_ref().map(|_| {
+            observer
+                .records
+                .first()
+                .map_or(p.train.n_epochs, |r| r.epoch)
         });
         let outcome = outcome.map_err(|e| {
             let hint = match &resuming {
@@ -543,7 +543,7 @@ pub fn score_model(
     data_path: &Path,
     opts: &ScoreOptions,
 ) -> Result<ScoreReport, StageError> {
-    use crate::train::{empty_batch, step_seed, StepContext};
+    use crate::train::{empty_batch, step_seed, Objective, StepContext};
     let fitted = load_model(model_path)?;
     let data = read_sequences(data_path).map_err(|e| StageError::new(e.to_string()))?;
     if data.dim_x != fitted.config.dim_x || data.dim_u != fitted.config.dim_u {
