@@ -426,25 +426,20 @@ pub fn convert_session(
         let (pos, cols) = read_whl(&whl)?;
         if let Some(frames) = pos.len().checked_div(cols) {
             position_frames = frames;
-            let pm = w.processing_module("behavior", "behavioural data")?;
-            let pc = w.container(&pm, "Position", "Position")?;
-            w.write_series(
-                &pc,
-                "SpatialSeries",
-                &SeriesData {
-                    name: "position",
-                    description: "head position from the .whl file (x y [x2 y2]); NaN where tracking was lost",
-                    unit: "pixels",
-                    data: &pos,
-                    n_channels: cols,
-                    timing: SeriesTiming::Rate {
-                        start: 0.0,
-                        rate: opts.position_rate,
-                    },
-                    conversion: 1.0,
-                    offset: 0.0,
+            w.write_position(&SeriesData {
+                name: "position",
+                description:
+                    "head position from the .whl file (x y [x2 y2]); NaN where tracking was lost",
+                unit: "pixels",
+                data: &pos,
+                n_channels: cols,
+                timing: SeriesTiming::Rate {
+                    start: 0.0,
+                    rate: opts.position_rate,
                 },
-            )?;
+                conversion: 1.0,
+                offset: 0.0,
+            })?;
         }
     }
     let mut lfp_samples = 0;

@@ -547,6 +547,14 @@ impl NwbWriter {
         Ok(p)
     }
 
+    /// Position as a SpatialSeries at `processing/behavior/Position/<name>`, where `bin
+    /// --behavior` and pynwb look for it.
+    pub fn write_position(&mut self, s: &SeriesData<'_>) -> Result<String, NwbWriteError> {
+        let pm = self.processing_module("behavior", "behavioural data")?;
+        let pc = self.container(&pm, "Position", "Position")?;
+        self.write_series(&pc, "SpatialSeries", s)
+    }
+
     /// A container group of a MultiContainerInterface type (`Position`, `LFP`, …).
     pub fn container(
         &mut self,

@@ -328,22 +328,16 @@ impl Hippocampus {
                 ColumnData::Text(&dirs),
             )],
         )?;
-        let pm = w.processing_module("behavior", "behavioural data")?;
-        let pc = w.container(&pm, "Position", "Position")?;
-        w.write_series(
-            &pc,
-            "SpatialSeries",
-            &SeriesData {
-                name: "position",
-                description: "position along the linear track",
-                unit: "meters",
-                data: &pos_v,
-                n_channels: 1,
-                timing: SeriesTiming::Timestamps(&pos_t),
-                conversion: 1.0,
-                offset: 0.0,
-            },
-        )?;
+        w.write_position(&SeriesData {
+            name: "position",
+            description: "position along the linear track",
+            unit: "meters",
+            data: &pos_v,
+            n_channels: 1,
+            timing: SeriesTiming::Timestamps(&pos_t),
+            conversion: 1.0,
+            offset: 0.0,
+        })?;
         w.write_lfp(
             &SeriesData {
                 name: "lfp",
