@@ -2,7 +2,8 @@
 //! windows, 20 ms bins) — goal < 1 s and ≥ 5× pynwb + numpy on the same file. The reference is
 //! measured in the same run when `LOWRANK_SMC_PYTHON` names a Python with pynwb (see
 //! scripts/pynwb-venv.sh): it reads the flat spike-time column and its index with pynwb and
-//! bins with `np.searchsorted` (vectorised over windows), and its total count must equal ours.
+//! bins with `np.searchsorted` (vectorised over windows), best of 3 runs like ours, and its
+//! total count must equal ours.
 
 use std::path::Path;
 use std::time::Instant;
@@ -18,23 +19,26 @@ const REFERENCE: &str = r#"
 import sys, time
 import numpy as np
 from pynwb import NWBHDF5IO
-t0 = time.perf_counter()
-with NWBHDF5IO(sys.argv[1], 'r') as io:
-    f = io.read()
-    starts = f.trials['move_onset_time'][:] - 0.25
-    nb = 35
-    edges = starts[:, None] + np.arange(nb + 1)[None, :] * 0.02
-    ragged = f.units['spike_times']          # the VectorIndex over the flat column
-    st = ragged.target.data[:]
-    idx = ragged.data[:]
-    out = np.zeros((len(starts), len(idx), nb))
-    s = 0
-    for u, e in enumerate(idx):
-        sp = st[s:e]
-        s = e
-        pos = np.searchsorted(sp, edges.ravel()).reshape(edges.shape)
-        out[:, u, :] = np.diff(pos, axis=1)
-print(time.perf_counter() - t0, out.sum())
+best = float('inf')
+for _ in range(3):   # best of 3, as ours
+    t0 = time.perf_counter()
+    with NWBHDF5IO(sys.argv[1], 'r') as io:
+        f = io.read()
+        starts = f.trials['move_onset_time'][:] - 0.25
+        nb = 35
+        edges = starts[:, None] + np.arange(nb + 1)[None, :] * 0.02
+        ragged = f.units['spike_times']          # the VectorIndex over the flat column
+        st = ragged.target.data[:]
+        idx = ragged.data[:]
+        out = np.zeros((len(starts), len(idx), nb))
+        s = 0
+        for u, e in enumerate(idx):
+            sp = st[s:e]
+            s = e
+            pos = np.searchsorted(sp, edges.ravel()).reshape(edges.shape)
+            out[:, u, :] = np.diff(pos, axis=1)
+    best = min(best, time.perf_counter() - t0)
+print(best, out.sum())
 "#;
 
 /// Run the ingest benchmark; one line per case.

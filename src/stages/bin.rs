@@ -27,10 +27,11 @@
 
 use std::path::Path;
 
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::data::binning::{bandpass, bin_series, bin_spike_train};
+use crate::data::binning::{bandpass, bin_series, bin_spike_train, zeroed};
 use crate::data::nwb::{Column, NwbFile, Timing};
 use crate::data::sequences_io::{write_sequences_with, ExtraDataset};
 use crate::model::Sequences;
@@ -249,8 +250,11 @@ pub fn bin_nwb(path: &Path, p: &BinParams) -> Result<Binned, StageError> {
                 Some(e) => e,
                 None => {
                     let mut last = t0;
+                    let reader = f.spike_reader().map_err(nwb_err)?;
+                    let mut spikes = Vec::new();
                     for i in 0..units.len() {
-                        if let Some(&x) = f.spike_times(&units, i).map_err(nwb_err)?.last() {
+                        reader.read(&units, i, &mut spikes).map_err(nwb_err)?;
+                        if let Some(&x) = spikes.last() {
                             last = last.max(x);
                         }
                     }
@@ -289,28 +293,77 @@ pub fn bin_nwb(path: &Path, p: &BinParams) -> Result<Binned, StageError> {
             path.display()
         )));
     }
-    let mut x = vec![0.0; n_seq * n_in * n_bins];
-    let mut xo = vec![0.0; n_seq * n_out * n_bins];
-    let mut buf = vec![0.0; n_seq * n_bins];
-    let (mut ki, mut ko) = (0, 0);
-    let mut counted = 0.0;
-    for u in 0..units.len() {
-        let spikes = f.spike_times(&units, u).map_err(nwb_err)?;
-        buf.iter_mut().for_each(|v| *v = 0.0);
-        bin_spike_train(&spikes, &starts, bin, n_bins, &mut buf, n_bins);
-        counted += buf.iter().sum::<f64>();
-        let (dst, k, n) = if held[u] {
-            ko += 1;
-            (&mut xo, ko - 1, n_out)
-        } else {
-            ki += 1;
-            (&mut x, ki - 1, n_in)
-        };
-        for w in 0..n_seq {
-            dst[(w * n + k) * n_bins..(w * n + k + 1) * n_bins]
-                .copy_from_slice(&buf[w * n_bins..(w + 1) * n_bins]);
+    let mut x = zeroed(n_seq * n_in * n_bins);
+    let mut xo = zeroed(n_seq * n_out * n_bins);
+    // Where each unit's counts go: held-out units to `xo`, the others to `x`, in unit order.
+    let slots: Vec<(bool, usize)> = {
+        let (mut ki, mut ko) = (0, 0);
+        held.iter()
+            .map(|&h| {
+                let k = if h { &mut ko } else { &mut ki };
+                *k += 1;
+                (h, *k - 1)
+            })
+            .collect()
+    };
+    let (sx, so) = (n_in * n_bins, n_out * n_bins);
+    // Blocks of units, each read in one call (at most BLOCK spike times, or one unit) while the
+    // previous block is binned straight into x / xo, in parallel over chunks of windows.
+    // (Tiny in unit tests, so that their small files span many blocks.)
+    const BLOCK: usize = if cfg!(test) { 5 } else { 1 << 19 };
+    const WINDOWS_PER_TASK: usize = 16;
+    let reader = f.spike_reader().map_err(nwb_err)?;
+    let block_end = |u0: usize| {
+        let base = units.spike_range(u0).0;
+        let mut u1 = u0 + 1;
+        while u1 < units.len() && (units.spike_range(u1).1 - base) as usize <= BLOCK {
+            u1 += 1;
         }
+        u1
+    };
+    let bin_block =
+        |x: &mut [f64], xo: &mut [f64], u0: usize, spikes: &[f64], offsets: &[usize]| {
+            let mut xo_chunks: Vec<&mut [f64]> = if so > 0 {
+                xo.chunks_mut(so * WINDOWS_PER_TASK).collect()
+            } else {
+                Vec::new()
+            };
+            xo_chunks.resize_with(n_seq.div_ceil(WINDOWS_PER_TASK), Default::default);
+            x.par_chunks_mut(sx * WINDOWS_PER_TASK)
+                .zip(xo_chunks.into_par_iter())
+                .enumerate()
+                .for_each(|(c, (xc, xoc))| {
+                    let w0 = c * WINDOWS_PER_TASK;
+                    let starts = &starts[w0..(w0 + WINDOWS_PER_TASK).min(n_seq)];
+                    for j in 0..offsets.len() - 1 {
+                        let train = &spikes[offsets[j]..offsets[j + 1]];
+                        let (h, k) = slots[u0 + j];
+                        let (dst, stride) = if h { (&mut *xoc, so) } else { (&mut *xc, sx) };
+                        bin_spike_train(train, starts, bin, n_bins, &mut dst[k * n_bins..], stride);
+                    }
+                });
+        };
+    let (mut spikes, mut next) = (Vec::new(), Vec::new());
+    let mut u0 = 0;
+    let mut u1 = block_end(0);
+    let mut offsets = reader
+        .read_units(&units, 0..u1, &mut spikes)
+        .map_err(nwb_err)?;
+    loop {
+        let u2 = if u1 < units.len() { block_end(u1) } else { u1 };
+        let (read, ()) = rayon::join(
+            || reader.read_units(&units, u1..u2, &mut next),
+            || bin_block(&mut x, &mut xo, u0, &spikes, &offsets),
+        );
+        if u1 == units.len() {
+            break;
+        }
+        offsets = read.map_err(nwb_err)?;
+        std::mem::swap(&mut spikes, &mut next);
+        (u0, u1) = (u1, u2);
     }
+    // Integer counts: the sum is exact in any order.
+    let counted = x.par_iter().sum::<f64>() + xo.par_iter().sum::<f64>();
     let span = (
         starts.iter().cloned().fold(f64::INFINITY, f64::min),
         starts.iter().cloned().fold(f64::NEG_INFINITY, f64::max) + n_bins as f64 * bin,
@@ -596,4 +649,98 @@ pub fn psth_figure(stem: &Path, b: &Binned, bin_ms: f64) -> Result<FigurePaths, 
         false,
     )
     .map_err(|e| StageError::new(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::nwb_write::{ColumnData, NwbWriter};
+    use rand::{Rng, SeedableRng};
+
+    /// Every count of every unit (held-in and held-out) in every window equals binning that
+    /// unit's spikes alone, with trials out of time order and units spanning several read
+    /// blocks (5 spikes per block here), empty units included.
+    #[test]
+    fn blocked_parallel_binning_equals_per_unit_binning() {
+        let dir = std::env::temp_dir().join(format!("lrsmc-bin-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("t.nwb");
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+        let n_units = 9;
+        let spikes: Vec<Vec<f64>> = (0..n_units)
+            .map(|u| {
+                let n = if u == 4 { 0 } else { rng.gen_range(1..40) };
+                let mut v: Vec<f64> = (0..n).map(|_| rng.gen_range(0.0..20.0)).collect();
+                v.sort_by(f64::total_cmp);
+                v
+            })
+            .collect();
+        let heldout: Vec<bool> = (0..n_units).map(|u| u % 3 == 1).collect();
+        let mut onset: Vec<f64> = (0..37).map(|_| rng.gen_range(0.5..19.0)).collect();
+        onset.swap(2, 30);
+        let start: Vec<f64> = onset.iter().map(|o| o - 0.5).collect();
+        let stop: Vec<f64> = onset.iter().map(|o| o + 1.0).collect();
+        let mut w =
+            NwbWriter::create(&file, "t", "binning test", "2024-01-01T00:00:00+00:00").unwrap();
+        let ids: Vec<i64> = (0..n_units as i64).collect();
+        w.write_units(
+            &ids,
+            &spikes,
+            None,
+            None,
+            &[("heldout", "held out", ColumnData::Bool(&heldout))],
+        )
+        .unwrap();
+        w.write_trials(
+            &start,
+            &stop,
+            &[("move_onset_time", "onset", ColumnData::Float(&onset))],
+        )
+        .unwrap();
+        w.finish().unwrap();
+        let mut p: BinParams = serde_json::from_value(serde_json::json!({"bin_ms": 20})).unwrap();
+        p.align = Some(Align {
+            event: "move_onset_time".into(),
+            start_ms: -250.0,
+            end_ms: 450.0,
+        });
+        let b = bin_nwb(&file, &p).unwrap();
+        let n_bins = 35;
+        let xo = b
+            .extra
+            .iter()
+            .find_map(|(k, v)| match (k, v) {
+                (&"x_heldout", ExtraDataset::Float { data, .. }) => Some(data.clone()),
+                _ => None,
+            })
+            .expect("held-out counts");
+        let n_in = heldout.iter().filter(|h| !**h).count();
+        let n_out = n_units - n_in;
+        assert_eq!((b.x.n_sequences, b.x.dim_x, b.x.n_time), (37, n_in, n_bins));
+        let starts: Vec<f64> = onset.iter().map(|o| o - 0.25).collect();
+        let (mut ki, mut ko) = (0, 0);
+        let mut total = 0.0;
+        for u in 0..n_units {
+            let mut want = vec![0.0; starts.len() * n_bins];
+            bin_spike_train(&spikes[u], &starts, 0.02, n_bins, &mut want, n_bins);
+            total += want.iter().sum::<f64>();
+            let (got, n, k) = if heldout[u] {
+                ko += 1;
+                (&xo, n_out, ko - 1)
+            } else {
+                ki += 1;
+                (&b.x.x, n_in, ki - 1)
+            };
+            for wdw in 0..starts.len() {
+                assert_eq!(
+                    &got[(wdw * n + k) * n_bins..(wdw * n + k + 1) * n_bins],
+                    &want[wdw * n_bins..(wdw + 1) * n_bins],
+                    "unit {u} window {wdw}"
+                );
+            }
+        }
+        assert!(total > 0.0);
+        assert_eq!(b.n_spikes_binned, total);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
