@@ -162,4 +162,25 @@ fn quick_profile_runs_end_to_end() {
         text.contains("n_params") && text.contains("d_stsp"),
         "{text}"
     );
+
+    // The teacher–student summary against its targets: every target row of the five setups
+    // gets a pass/FAIL verdict (the quick profile is far too short to pass them).
+    let (code, text) = run(
+        d,
+        &[
+            "compare",
+            "results/teacher_student/summary/table.parquet",
+            "teacher_student_targets",
+        ],
+    );
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("9 values checked against targets:") && text.contains("≤ 0.1"),
+        "{text}"
+    );
+    let verdicts = text
+        .lines()
+        .filter(|l| l.ends_with("| pass |") || l.ends_with("| FAIL |"))
+        .count();
+    assert_eq!(verdicts, 9, "{text}");
 }

@@ -18,6 +18,10 @@
 //!
 //! Verdict for values `a` (left) and `b` (right): `match` when equal to 1e-12 relative;
 //! `within tolerance` when `|a − b| ≤ max(rtol·|b|, atol, √(err_a² + err_b²))`; else `differs`.
+//!
+//! A reference value may instead be a *target*: `{max: x}` (pass when a ≤ x), `{min: x}`
+//! (a ≥ x) or `{abs_max: x}` (|a| ≤ x); its verdict is `pass` or `FAIL` (NaN fails). This is
+//! how `datasets/teacher_student_targets.yaml` states the teacher–student bars.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -66,6 +70,47 @@ pub struct KeyedRow {
     pub keys: BTreeMap<String, String>,
     /// Value column → (value, error bar).
     pub values: BTreeMap<String, (f64, Option<f64>)>,
+    /// Value column → a target the other side's value must meet (reference tables only).
+    pub rules: BTreeMap<String, Rule>,
+}
+
+/// A target for a value (`{max: x}`, `{min: x}`, `{abs_max: x}` in a reference table).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Rule {
+    /// value ≤ x.
+    Max(f64),
+    /// value ≥ x.
+    Min(f64),
+    /// |value| ≤ x.
+    AbsMax(f64),
+}
+
+impl Rule {
+    /// Whether `v` meets the target (NaN never does).
+    pub fn holds(&self, v: f64) -> bool {
+        match *self {
+            Rule::Max(x) => v <= x,
+            Rule::Min(x) => v >= x,
+            Rule::AbsMax(x) => v.abs() <= x,
+        }
+    }
+
+    /// The bound.
+    pub fn limit(&self) -> f64 {
+        match *self {
+            Rule::Max(x) | Rule::Min(x) | Rule::AbsMax(x) => x,
+        }
+    }
+
+    /// `≤ 0.1`, `≥ 0.9`, `|·| ≤ 0.2`.
+    pub fn text(&self) -> String {
+        match *self {
+            Rule::Max(x) => format!("≤ {}", format_f64(x)),
+            Rule::Min(x) => format!("≥ {}", format_f64(x)),
+            Rule::AbsMax(x) => format!("|·| ≤ {}", format_f64(x)),
+        }
+    }
 }
 
 /// Why a comparison could not be made.
@@ -193,22 +238,35 @@ impl KeyedTable {
                         }
                     }
                     Value::Object(map) => {
-                        let value = map.get("value").and_then(Value::as_f64);
-                        let err = map.get("err").and_then(Value::as_f64);
+                        let number = |k: &str| map.get(k).and_then(Value::as_f64);
+                        let rule = match map.len() {
+                            1 => number("max")
+                                .map(Rule::Max)
+                                .or_else(|| number("min").map(Rule::Min))
+                                .or_else(|| number("abs_max").map(Rule::AbsMax)),
+                            _ => None,
+                        };
+                        let value = number("value");
+                        let err = number("err");
                         let unknown = map.keys().find(|k| *k != "value" && *k != "err");
-                        match (value, unknown) {
-                            (Some(v), None) => {
+                        match (rule, value, unknown) {
+                            (Some(rule), _, _) => {
+                                r.rules.insert(name.clone(), rule);
+                            }
+                            (None, Some(v), None) => {
                                 r.values.insert(name.clone(), (v, err));
-                                if !keyed.value_columns.contains(name) {
-                                    keyed.value_columns.push(name.clone());
-                                }
                             }
                             _ => {
                                 return Err(bad(
                                     field,
-                                    "expected `{value: <number>, err: <number>}`".into(),
+                                    "expected `{value: <number>, err: <number>}` or a target \
+                                     `{max: <number>}`, `{min: <number>}`, `{abs_max: <number>}`"
+                                        .into(),
                                 ))
                             }
+                        }
+                        if !keyed.value_columns.contains(name) {
+                            keyed.value_columns.push(name.clone());
                         }
                     }
                     _ => {
@@ -265,8 +323,11 @@ pub struct ComparedValue {
     pub difference: f64,
     /// The tolerance applied.
     pub tolerance: f64,
-    /// `match`, `within tolerance` or `differs`.
+    /// `match`, `within tolerance` or `differs`; `pass` or `FAIL` against a target.
     pub verdict: &'static str,
+    /// The target the left value was checked against (then `right` is its bound).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<Rule>,
 }
 
 /// The whole comparison.
@@ -286,6 +347,9 @@ pub struct Comparison {
     pub only_left: Vec<String>,
     /// Rows of the right side with no partner.
     pub only_right: Vec<String>,
+    /// The right side states targets (`{max|min|abs_max: x}`): rows of the left side without a
+    /// target are then expected and only counted.
+    pub targets: bool,
 }
 
 fn verdict(
@@ -383,6 +447,7 @@ pub fn compare(
         values: vec![],
         only_left: vec![],
         only_right: vec![],
+        targets: right.rows.iter().any(|r| !r.rules.is_empty()),
     };
     for (a, b) in pairs {
         match (a, b) {
@@ -393,9 +458,23 @@ pub fn compare(
                     .iter()
                     .filter(|c| right.value_columns.contains(c))
                 {
-                    let (Some(&(va, ea)), Some(&(vb, eb))) =
-                        (a.values.get(column), b.values.get(column))
-                    else {
+                    let Some(&(va, ea)) = a.values.get(column) else {
+                        continue;
+                    };
+                    if let Some(rule) = b.rules.get(column) {
+                        comparison.values.push(ComparedValue {
+                            keys: keys.clone(),
+                            column: column.clone(),
+                            left: va,
+                            right: rule.limit(),
+                            difference: va - rule.limit(),
+                            tolerance: f64::NAN,
+                            verdict: if rule.holds(va) { "pass" } else { "FAIL" },
+                            rule: Some(*rule),
+                        });
+                        continue;
+                    }
+                    let Some(&(vb, eb)) = b.values.get(column) else {
                         continue;
                     };
                     let (tol, verdict) = verdict(va, vb, ea, eb, &tolerance);
@@ -407,6 +486,7 @@ pub fn compare(
                         difference: va - vb,
                         tolerance: tol,
                         verdict,
+                        rule: None,
                     });
                 }
             }
@@ -425,15 +505,49 @@ impl Comparison {
         (count("match"), count("within tolerance"), count("differs"))
     }
 
+    /// Counts of (pass, FAIL) against targets.
+    pub fn target_counts(&self) -> (usize, usize) {
+        let count = |v: &str| self.values.iter().filter(|c| c.verdict == v).count();
+        (count("pass"), count("FAIL"))
+    }
+
     /// One line in words.
     pub fn summary_line(&self) -> String {
         let (m, w, d) = self.counts();
-        let mut line = format!(
-            "{} values compared: {m} match, {w} within tolerance, {d} differ (tolerance: max({} × |right|, {}, combined error bars))",
-            self.values.len(),
-            self.tolerance.rtol,
-            self.tolerance.atol
-        );
+        let (pass, fail) = self.target_counts();
+        let mut line = if pass + fail == self.values.len() && !self.values.is_empty() {
+            format!(
+                "{} values checked against targets: {pass} pass, {fail} FAIL",
+                self.values.len()
+            )
+        } else {
+            format!(
+                "{} values compared: {m} match, {w} within tolerance, {d} differ (tolerance: max({} × |right|, {}, combined error bars))",
+                self.values.len(),
+                self.tolerance.rtol,
+                self.tolerance.atol
+            )
+        };
+        if pass + fail > 0 && pass + fail < self.values.len() {
+            line.push_str(&format!("; targets: {pass} pass, {fail} FAIL"));
+        }
+        if self.targets {
+            if !self.only_left.is_empty() {
+                line.push_str(&format!(
+                    "; {} rows of {} have no target",
+                    self.only_left.len(),
+                    self.left
+                ));
+            }
+            if !self.only_right.is_empty() {
+                line.push_str(&format!(
+                    "; targets with no row in {} (not checked): {}",
+                    self.left,
+                    self.only_right.join("; ")
+                ));
+            }
+            return line;
+        }
         if !self.only_left.is_empty() {
             line.push_str(&format!(
                 "; only in {}: {}",
@@ -479,9 +593,18 @@ impl Comparison {
                     .collect();
                 row.push(v.column.clone());
                 row.push(format_f64(v.left));
-                row.push(format_f64(v.right));
-                row.push(format_f64(v.difference));
-                row.push(format_f64(v.tolerance));
+                match &v.rule {
+                    Some(rule) => {
+                        row.push(rule.text());
+                        row.push(String::new());
+                        row.push(String::new());
+                    }
+                    None => {
+                        row.push(format_f64(v.right));
+                        row.push(format_f64(v.difference));
+                        row.push(format_f64(v.tolerance));
+                    }
+                }
                 row.push(v.verdict.to_string());
                 row
             })
@@ -566,6 +689,44 @@ mod tests {
         assert_eq!(cmp.only_left, ["dataset=rat"]);
         assert_eq!(cmp.only_right, ["dataset=hpc"]);
         assert!(cmp.to_csv().starts_with("dataset,column,results.parquet,"));
+        Ok(())
+    }
+
+    #[test]
+    fn targets_pass_or_fail() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let reference = dir.path().join("targets.yaml");
+        std::fs::write(
+            &reference,
+            "rows:\n  - {setup: a, metric: acf, value: {max: 0.1}}\n  - {setup: a, metric: noise, value: {abs_max: 0.2}}\n  - {setup: a, metric: rate, value: {min: 0.9}}\n  - {setup: b, metric: acf, value: {max: 0.1}}\n",
+        )?;
+        let table = Table::new()
+            .with("setup", vec!["a", "a", "a", "b"])?
+            .with("metric", vec!["acf", "noise", "rate", "acf"])?
+            .with("value", vec![0.05, -0.25, 0.95, f64::NAN])?
+            .with("value_err", vec![0.01, 0.0, 0.0, 0.0])?;
+        let left = KeyedTable::from_table(&table, "summary.parquet");
+        let right = load_side(&reference.to_string_lossy(), dir.path())?;
+        let cmp = compare(&left, &right, Tolerance::default())?;
+        let verdicts: Vec<&str> = cmp.values.iter().map(|v| v.verdict).collect();
+        assert_eq!(verdicts, ["pass", "FAIL", "pass", "FAIL"]);
+        assert_eq!(cmp.target_counts(), (2, 2));
+        let md = cmp.to_markdown();
+        assert!(md.contains("\\|·\\| ≤ 0.2"), "{md}");
+        assert!(
+            md.contains("4 values checked against targets: 2 pass, 2 FAIL"),
+            "{md}"
+        );
+        assert!(!md.contains("have no target"), "{md}");
+        // A target with two bounds is refused with the field named.
+        std::fs::write(
+            &reference,
+            "rows:\n  - {metric: acf, value: {max: 0.1, min: 0}}\n",
+        )?;
+        let err = KeyedTable::from_reference(&reference, "t")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("rows[0].value"), "{err}");
         Ok(())
     }
 
