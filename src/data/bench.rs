@@ -127,12 +127,15 @@ pub fn bench_ingest() -> Vec<String> {
     let reference = reference_seconds(&file);
     let line = match &reference {
         Some((secs, total)) => format!(
-            "read + bin 1e7 spikes, 200 units, 1000 NLB windows (-250..450 ms, 20 ms): {best:.3} s (goal < 1 s); pynwb + numpy {secs:.3} s, reference / ours = {:.1} (goal ≥ 5); counts {}",
+            "read + bin 1e7 spikes, 200 units, 1000 NLB windows (-250..450 ms, 20 ms): {best:.3} s = {:.0} M spikes/s (goal < 1 s); pynwb + numpy {secs:.3} s = {:.0} M spikes/s, reference / ours = {:.1} (goal ≥ 5); counts {}",
+            n_spikes as f64 / best / 1e6,
+            n_spikes as f64 / secs / 1e6,
             secs / best,
             if (total - ours_total).abs() < 0.5 { "agree".to_string() } else { format!("DIFFER: ours {ours_total} vs reference {total}") }
         ),
         None => format!(
-            "read + bin 1e7 spikes, 200 units, 1000 NLB windows (-250..450 ms, 20 ms): {best:.3} s (goal < 1 s); reference not measured (set LOWRANK_SMC_PYTHON to a Python with pynwb: scripts/pynwb-venv.sh)"
+            "read + bin 1e7 spikes, 200 units, 1000 NLB windows (-250..450 ms, 20 ms): {best:.3} s = {:.0} M spikes/s (goal < 1 s); reference not measured (set LOWRANK_SMC_PYTHON to a Python with pynwb: scripts/pynwb-venv.sh)",
+            n_spikes as f64 / best / 1e6
         ),
     };
     lines.push(line);
