@@ -261,3 +261,33 @@ stages:
         show.stdout
     );
 }
+
+/// With one job, each fit's downstream stage runs before the next fit starts (deepest ready
+/// stage first), so a sweep reports each seed as it finishes.
+#[test]
+fn downstream_of_a_finished_stage_runs_before_the_next_sibling() {
+    let project = Project::new(
+        r#"
+stages:
+  - name: fit
+    kind: command
+    matrix: {seed: 1..3}
+    params:
+      cmd: 'echo "fit ${seed}" >> counts/order; echo m > "$OUT_model"'
+    outputs: {model: model.txt}
+  - name: evaluate
+    kind: command
+    matrix: {seed: 1..3}
+    params:
+      cmd: 'echo "evaluate ${seed}" >> counts/order; cat "$IN_model" > "$OUT_metrics"'
+    inputs: {model: "fit[seed=${seed}]:model"}
+    outputs: {metrics: metrics.txt}
+"#,
+    );
+    let run = project.run(&["run", "-j", "1"]);
+    assert_eq!(run.code, 0, "{}", run.text());
+    assert_eq!(
+        project.read("counts/order"),
+        "fit 1\nevaluate 1\nfit 2\nevaluate 2\nfit 3\nevaluate 3\n"
+    );
+}

@@ -296,6 +296,7 @@ impl Executor<'_> {
         let mut queue: VecDeque<usize> = VecDeque::new();
         let (sender, receiver) = mpsc::channel::<Message>();
         let dag = self.dag;
+        let depth = stage_depths(dag);
         let registry = self.registry;
         let store = self.store;
 
@@ -342,9 +343,14 @@ impl Executor<'_> {
                     self.settle(i, reporter, &mut queue)?;
                 }
 
-                // Start queued stages while tokens last.
+                // Start queued stages while tokens last, deepest first (ties: queue order):
+                // a finished fit's generate/evaluate run before the next fit starts, so a long
+                // sweep reports each seed's results as it goes instead of all at the end.
                 while free_tokens > 0 {
-                    let Some(i) = queue.pop_front() else { break };
+                    let Some(at) = (0..queue.len()).rev().max_by_key(|&q| depth[queue[q]]) else {
+                        break;
+                    };
+                    let Some(i) = queue.remove(at) else { break };
                     if self.cancelled {
                         self.states[i] = State::Blocked;
                         let name = dag.stages[i].name.clone();
@@ -601,6 +607,27 @@ impl Executor<'_> {
 
 /// Run one stage in its own staging directory and commit its outputs to the store.
 #[allow(clippy::too_many_arguments)]
+/// Each stage's depth: 0 without upstream stages, else one more than its deepest upstream.
+fn stage_depths(dag: &Dag) -> Vec<usize> {
+    fn visit(dag: &Dag, i: usize, memo: &mut [Option<usize>]) -> usize {
+        if let Some(d) = memo[i] {
+            return d;
+        }
+        let d = dag.stages[i]
+            .upstream
+            .iter()
+            .map(|&u| visit(dag, u, memo) + 1)
+            .max()
+            .unwrap_or(0);
+        memo[i] = Some(d);
+        d
+    }
+    let mut memo = vec![None; dag.stages.len()];
+    (0..dag.stages.len())
+        .map(|i| visit(dag, i, &mut memo))
+        .collect()
+}
+
 fn run_stage(
     dag: &Dag,
     registry: &Registry,
