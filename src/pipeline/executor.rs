@@ -606,7 +606,6 @@ impl Executor<'_> {
 }
 
 /// Run one stage in its own staging directory and commit its outputs to the store.
-#[allow(clippy::too_many_arguments)]
 /// Each stage's depth: 0 without upstream stages, else one more than its deepest upstream.
 fn stage_depths(dag: &Dag) -> Vec<usize> {
     fn visit(dag: &Dag, i: usize, memo: &mut [Option<usize>]) -> usize {
@@ -628,6 +627,7 @@ fn stage_depths(dag: &Dag) -> Vec<usize> {
         .collect()
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run_stage(
     dag: &Dag,
     registry: &Registry,
