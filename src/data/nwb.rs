@@ -549,7 +549,7 @@ impl NwbFile {
         })
     }
 
-    /// The names of the `intervals/*` tables    /// The names of the `intervals/*` tables (and `trials` at the root in old files).
+    /// The names of the `intervals/*` tables (and `trials` at the root in old files).
     pub fn interval_tables(&self) -> Vec<String> {
         self.file
             .group("intervals")

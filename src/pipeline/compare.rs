@@ -501,14 +501,20 @@ pub fn compare(
 impl Comparison {
     /// Counts of (match, within tolerance, differs).
     pub fn counts(&self) -> (usize, usize, usize) {
-        let count = |v: &str| self.values.iter().filter(|c| c.verdict == v).count();
-        (count("match"), count("within tolerance"), count("differs"))
+        (
+            self.count("match"),
+            self.count("within tolerance"),
+            self.count("differs"),
+        )
+    }
+
+    fn count(&self, verdict: &str) -> usize {
+        self.values.iter().filter(|c| c.verdict == verdict).count()
     }
 
     /// Counts of (pass, FAIL) against targets.
     pub fn target_counts(&self) -> (usize, usize) {
-        let count = |v: &str| self.values.iter().filter(|c| c.verdict == v).count();
-        (count("pass"), count("FAIL"))
+        (self.count("pass"), self.count("FAIL"))
     }
 
     /// One line in words.

@@ -662,9 +662,8 @@ mod tests {
     /// blocks (5 spikes per block here), empty units included.
     #[test]
     fn blocked_parallel_binning_equals_per_unit_binning() {
-        let dir = std::env::temp_dir().join(format!("lrsmc-bin-unit-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("t.nwb");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("t.nwb");
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
         let n_units = 9;
         let spikes: Vec<Vec<f64>> = (0..n_units)
@@ -741,6 +740,5 @@ mod tests {
         }
         assert!(total > 0.0);
         assert_eq!(b.n_spikes_binned, total);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }
