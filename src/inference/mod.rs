@@ -1,6 +1,7 @@
 //! Variational SMC: proposals, resampling, filtering ELBO and its gradient (SPEC §2).
 
 pub mod bench;
+mod derived;
 pub mod draws;
 pub mod fastmath;
 pub mod kernel;

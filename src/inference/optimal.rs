@@ -5,27 +5,24 @@
 //!
 //! Structure: the parameter transforms that do not depend on time (noise Cholesky factors, the
 //! Kalman gain, the proposal covariance, the effective loading, the input projection) are
-//! computed once per call on a scalar [`Tape`]. The particle filter then runs per trial (rayon
+//! computed once per call, with their matrix-level reverse pass, in [`super::derived`]. The particle filter then runs per trial (rayon
 //! over trials, draws per trial so results do not depend on the thread count), stores its
 //! particles and ancestors, and a reverse sweep accumulates (a) gradients of the per-step
 //! parameters (M, n, h, Wu, decay, observation bias) directly and (b) adjoints of the tape's
-//! outputs, which the tape carries back to the raw noise and loading parameters.
+//! outputs, which `derived` carries back to the raw noise and loading parameters.
 
 use rayon::prelude::*;
 
+use super::derived::{derive, DerivedAdjoint, DerivedValues};
 use super::draws::{ancestors, NoiseSource, TrialDraws};
 use super::kernel;
-use super::tape::{Tape, TapeError, Var};
+use super::tape::TapeError;
 use super::trial;
 use crate::model::lowrank::{
     InitialState, Likelihood, ModelConfig, NoiseKind, ObsNonlinearity, Observation, ParamView,
     ReadoutFrom,
 };
 use crate::model::Sequences;
-
-const LN_2PI: f64 = 1.837_877_066_409_345_5;
-/// Floor of the observation variance in the Kalman gain (`vae.min_var`).
-const MIN_VAR: f64 = 1e-8;
 
 /// Errors of a VSMC pass.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -70,100 +67,8 @@ pub struct VsmcOutput {
     pub mean_alpha: f64,
 }
 
-/// (1 − α, Kalman gain, Cholesky factor of the proposal covariance) on the tape.
-type KalmanVars = (Vec<Var>, Vec<Var>, Vec<Var>);
-
 /// A trial's record and, when asked, its direct gradient and derived adjoints.
 type TrialResult = (TrialRecord, Option<(Vec<f64>, DerivedAdjoint)>);
-
-/// The time-independent quantities, as tape variables and values.
-struct Derived {
-    tape: Tape,
-    // [0]: t = 0 set (Σ_0), [1]: t ≥ 1 set (Σ_z)
-    oma: [Vec<Var>; 2],
-    gain: [Vec<Var>; 2],
-    lq: [Vec<Var>; 2],
-    logdet_q: [Var; 2],
-    lz_inv: [Vec<Var>; 2],
-    logdet_z: [Var; 2],
-    lz: Vec<Var>,
-    be: Vec<Var>,
-    std_x: Vec<Var>,
-    proj: Option<Vec<Var>>,
-    alpha_mean: f64,
-    // leaves → layout offsets
-    leaves: Vec<(Var, usize)>,
-}
-
-/// Values of the derived quantities for the hot loop.
-#[derive(Clone)]
-struct DerivedValues {
-    oma: [Vec<f64>; 2],
-    gain: [Vec<f64>; 2],
-    lq: [Vec<f64>; 2],
-    lz_inv: [Vec<f64>; 2],
-    lz: Vec<f64>,
-    be: Vec<f64>,
-    /// 1/σ_x and 1/σ_x².
-    inv_sd: Vec<f64>,
-    inv_var: Vec<f64>,
-    /// Σ_j (−ln σ_j − ½ ln 2π).
-    obs_const: f64,
-    proj: Option<Vec<f64>>,
-    const_q: [f64; 2],
-    const_z: [f64; 2],
-}
-
-/// Adjoints of the derived quantities (same shapes).
-#[derive(Clone)]
-struct DerivedAdjoint {
-    oma: [Vec<f64>; 2],
-    gain: [Vec<f64>; 2],
-    lq: [Vec<f64>; 2],
-    logdet_q: [f64; 2],
-    lz_inv: [Vec<f64>; 2],
-    logdet_z: [f64; 2],
-    lz: Vec<f64>,
-    be: Vec<f64>,
-    std_x: Vec<f64>,
-    proj: Vec<f64>,
-}
-
-impl DerivedAdjoint {
-    fn zeros(r: usize, dx: usize, n: usize) -> Self {
-        DerivedAdjoint {
-            oma: [vec![0.0; r * r], vec![0.0; r * r]],
-            gain: [vec![0.0; r * dx], vec![0.0; r * dx]],
-            lq: [vec![0.0; r * r], vec![0.0; r * r]],
-            logdet_q: [0.0; 2],
-            lz_inv: [vec![0.0; r * r], vec![0.0; r * r]],
-            logdet_z: [0.0; 2],
-            lz: vec![0.0; r * r],
-            be: vec![0.0; r * dx],
-            std_x: vec![0.0; dx],
-            proj: vec![0.0; r * n],
-        }
-    }
-    fn add(&mut self, o: &DerivedAdjoint) {
-        fn acc(a: &mut [f64], b: &[f64]) {
-            for (x, y) in a.iter_mut().zip(b) {
-                *x += y;
-            }
-        }
-        for s in 0..2 {
-            acc(&mut self.oma[s], &o.oma[s]);
-            acc(&mut self.gain[s], &o.gain[s]);
-            acc(&mut self.lq[s], &o.lq[s]);
-            acc(&mut self.lz_inv[s], &o.lz_inv[s]);
-            self.logdet_q[s] += o.logdet_q[s];
-            self.logdet_z[s] += o.logdet_z[s];
-        }
-        acc(&mut self.lz, &o.lz);
-        acc(&mut self.be, &o.be);
-        acc(&mut self.std_x, &o.std_x);
-        acc(&mut self.proj, &o.proj);
-    }
-}
 
 fn check_supported(c: &ModelConfig) -> Result<(), VsmcError> {
     let bad = |m: &str| Err(VsmcError::Unsupported(m.to_string()));
@@ -186,230 +91,6 @@ fn check_supported(c: &ModelConfig) -> Result<(), VsmcError> {
             Ok(())
         }
         _ => bad("needs a linear readout: affine from z, or one_to_one from currents"),
-    }
-}
-
-/// Build the tape of time-independent quantities.
-fn derive(c: &ModelConfig, params: &[f64], p: &ParamView<'_>) -> Result<Derived, VsmcError> {
-    let layout = c.layout();
-    let (r, n, dx, du) = (c.rank, c.n_units, c.dim_x, c.dim_u);
-    let mut t = Tape::new();
-    let mut leaves = Vec::new();
-    let mut leaf_block = |t: &mut Tape, name: &str| -> Vec<Var> {
-        let b = layout.get(name).expect("block exists");
-        let vars = t.leaves(&params[b.range()]);
-        for (i, &v) in vars.iter().enumerate() {
-            leaves.push((v, b.offset + i));
-        }
-        vars
-    };
-    let rz = leaf_block(&mut t, "rnn.R_z");
-    let rz0 = leaf_block(&mut t, "rnn.R_z_t0");
-    let rx = leaf_block(&mut t, "rnn.R_x");
-    let needs_m = c.readout_from == ReadoutFrom::Currents || (du > 0 && !c.simulate_input);
-    let m = if needs_m {
-        Some(leaf_block(&mut t, "rnn.transition.m"))
-    } else {
-        None
-    };
-    let bobs = leaf_block(&mut t, "rnn.observation.B");
-    let zero = t.leaf(0.0);
-    let chol_embed = |t: &mut Tape, raw: &[Var]| -> Vec<Var> {
-        let mut l = vec![zero; r * r];
-        for i in 0..r {
-            for j in 0..i {
-                l[i * r + j] = raw[i * r + j];
-            }
-            let h = t.scale(raw[i * r + i], 0.5);
-            l[i * r + i] = t.exp(h);
-        }
-        l
-    };
-    let lz = chol_embed(&mut t, &rz);
-    let lz0 = chol_embed(&mut t, &rz0);
-    // Observation variance (clipped for the gain) and std (unclipped, for the likelihood).
-    let (var_x, std_x): (Vec<Var>, Vec<Var>) = (0..dx)
-        .map(|j| {
-            let raw = if c.noise_x == NoiseKind::Scalar {
-                rx[0]
-            } else {
-                rx[j]
-            };
-            let var = t.exp(raw);
-            let clipped = t.clip_min(var, MIN_VAR);
-            let half = t.scale(raw, 0.5);
-            (clipped, t.exp(half))
-        })
-        .unzip();
-    let be: Vec<Var> = match c.observation {
-        Observation::Affine => bobs.clone(),
-        Observation::OneToOne => {
-            let m = m.as_ref().expect("m leaves");
-            let mut be = vec![zero; r * dx];
-            for k in 0..r {
-                for j in 0..dx {
-                    be[k * dx + j] = t.mul(bobs[j], m[j * r + k]);
-                }
-            }
-            be
-        }
-    };
-    let high_d = dx < 4 * r;
-    let mut alpha_sum = 0.0;
-    let mut kalman = |t: &mut Tape, l: &[Var]| -> Result<KalmanVars, VsmcError> {
-        let one = t.leaf(1.0);
-        let eye = |i: usize| if i / r == i % r { one } else { zero };
-        let be_t = Tape::transpose(&be, r, dx);
-        let (gain, var_q) = if high_d {
-            let lt = Tape::transpose(l, r, r);
-            let sigma = t.matmul(l, &lt, r, r, r);
-            let sb = t.matmul(&sigma, &be, r, r, dx);
-            let mut s = t.matmul(&be_t, &sb, dx, r, dx);
-            for j in 0..dx {
-                s[j * dx + j] = t.add(s[j * dx + j], var_x[j]);
-            }
-            let s_inv = t.inverse(&s, dx)?;
-            let gain = t.matmul(&sb, &s_inv, r, dx, dx);
-            let alpha = t.matmul(&gain, &be_t, r, dx, r);
-            let oma: Vec<Var> = (0..r * r)
-                .map(|i| {
-                    let e = eye(i);
-                    t.sub(e, alpha[i])
-                })
-                .collect();
-            let oma_t = Tape::transpose(&oma, r, r);
-            let a1 = t.matmul(&oma, &sigma, r, r, r);
-            let a2 = t.matmul(&a1, &oma_t, r, r, r);
-            let kv: Vec<Var> = (0..r * dx).map(|i| t.mul(gain[i], var_x[i % dx])).collect();
-            let gain_t = Tape::transpose(&gain, r, dx);
-            let a3 = t.matmul(&kv, &gain_t, r, dx, r);
-            let vq: Vec<Var> = (0..r * r).map(|i| t.add(a2[i], a3[i])).collect();
-            (gain, vq)
-        } else {
-            let linv = t.lower_inverse(l, r);
-            let linv_t = Tape::transpose(&linv, r, r);
-            let sigma_inv = t.matmul(&linv_t, &linv, r, r, r);
-            let bv: Vec<Var> = (0..r * dx).map(|i| t.div(be[i], var_x[i % dx])).collect();
-            let bvb = t.matmul(&bv, &be_t, r, dx, r);
-            let a: Vec<Var> = (0..r * r).map(|i| t.add(sigma_inv[i], bvb[i])).collect();
-            let vq = t.inverse(&a, r)?;
-            let gain = t.matmul(&vq, &bv, r, r, dx);
-            (gain, vq)
-        };
-        let alpha = t.matmul(&gain, &be_t, r, dx, r);
-        alpha_sum += alpha.iter().map(|&v| t.value(v)).sum::<f64>() / (r * r) as f64;
-        let oma: Vec<Var> = (0..r * r)
-            .map(|i| {
-                let e = eye(i);
-                t.sub(e, alpha[i])
-            })
-            .collect();
-        // Symmetrise, add 1e-8 I, Cholesky.
-        let mut sym = vec![zero; r * r];
-        for i in 0..r {
-            for j in 0..r {
-                let s = t.add(var_q[i * r + j], var_q[j * r + i]);
-                let mut s = t.scale(s, 0.5);
-                if i == j {
-                    s = t.add_const(s, 1e-8);
-                }
-                sym[i * r + j] = s;
-            }
-        }
-        let lq = t.cholesky(&sym, r)?;
-        Ok((oma, gain, lq))
-    };
-    let (oma0, gain0, lq0) = kalman(&mut t, &lz0)?;
-    let (oma1, gain1, lq1) = kalman(&mut t, &lz)?;
-    let logdet = |t: &mut Tape, l: &[Var]| {
-        let logs: Vec<Var> = (0..r).map(|i| t.ln(l[i * r + i])).collect();
-        t.sum(&logs)
-    };
-    let logdet_q = [logdet(&mut t, &lq0), logdet(&mut t, &lq1)];
-    let logdet_z = [logdet(&mut t, &lz0), logdet(&mut t, &lz)];
-    let lz_inv = [t.lower_inverse(&lz0, r), t.lower_inverse(&lz, r)];
-    let proj = if du > 0 && !c.simulate_input {
-        let m = m.as_ref().expect("m leaves");
-        let mt = Tape::transpose(m, n, r);
-        let mtm = t.matmul(&mt, m, r, n, r);
-        let inv = t.inverse(&mtm, r)?;
-        Some(t.matmul(&inv, &mt, r, r, n))
-    } else {
-        None
-    };
-    let _ = p;
-    Ok(Derived {
-        tape: t,
-        oma: [oma0, oma1],
-        gain: [gain0, gain1],
-        lq: [lq0, lq1],
-        logdet_q,
-        lz_inv,
-        logdet_z,
-        lz,
-        be,
-        std_x,
-        proj,
-        alpha_mean: alpha_sum / 2.0,
-        leaves,
-    })
-}
-
-impl Derived {
-    fn values(&self, r: usize) -> DerivedValues {
-        let v = |xs: &[Var]| xs.iter().map(|&x| self.tape.value(x)).collect::<Vec<f64>>();
-        let std_x = v(&self.std_x);
-        DerivedValues {
-            oma: [v(&self.oma[0]), v(&self.oma[1])],
-            gain: [v(&self.gain[0]), v(&self.gain[1])],
-            lq: [v(&self.lq[0]), v(&self.lq[1])],
-            lz_inv: [v(&self.lz_inv[0]), v(&self.lz_inv[1])],
-            lz: v(&self.lz),
-            be: v(&self.be),
-            inv_sd: std_x.iter().map(|s| 1.0 / s).collect(),
-            inv_var: std_x.iter().map(|s| 1.0 / (s * s)).collect(),
-            obs_const: std_x.iter().map(|s| -s.ln() - 0.5 * LN_2PI).sum(),
-            proj: self.proj.as_ref().map(|p| v(p)),
-            // log q = −½‖ε‖² − logdet_q − R/2 ln 2π ; log p = −½‖y‖² − logdet_z − R/2 ln 2π
-            const_q: [
-                -self.tape.value(self.logdet_q[0]) - 0.5 * r as f64 * LN_2PI,
-                -self.tape.value(self.logdet_q[1]) - 0.5 * r as f64 * LN_2PI,
-            ],
-            const_z: [
-                -self.tape.value(self.logdet_z[0]) - 0.5 * r as f64 * LN_2PI,
-                -self.tape.value(self.logdet_z[1]) - 0.5 * r as f64 * LN_2PI,
-            ],
-        }
-    }
-
-    /// Seed the tape with the adjoints and add the leaves' gradients into `grad`.
-    fn backward(&self, adj: &DerivedAdjoint, grad: &mut [f64]) {
-        let mut seeds = Vec::new();
-        let mut push = |vars: &[Var], a: &[f64]| {
-            for (&v, &g) in vars.iter().zip(a) {
-                if g != 0.0 {
-                    seeds.push((v, g));
-                }
-            }
-        };
-        for s in 0..2 {
-            push(&self.oma[s], &adj.oma[s]);
-            push(&self.gain[s], &adj.gain[s]);
-            push(&self.lq[s], &adj.lq[s]);
-            push(&self.lz_inv[s], &adj.lz_inv[s]);
-            push(&[self.logdet_q[s]], &[adj.logdet_q[s]]);
-            push(&[self.logdet_z[s]], &[adj.logdet_z[s]]);
-        }
-        push(&self.lz, &adj.lz);
-        push(&self.be, &adj.be);
-        push(&self.std_x, &adj.std_x);
-        if let Some(p) = &self.proj {
-            push(p, &adj.proj);
-        }
-        let all = self.tape.backward(&seeds);
-        for &(v, off) in &self.leaves {
-            grad[off] += all[v];
-        }
     }
 }
 
@@ -1040,12 +721,12 @@ pub fn optimal_vsmc(
             options.t_forward, data.n_time
         )));
     }
-    let derived = derive(config, params, &p)?;
+    let derived = derive(config, params)?;
     let stride = kernel::row_stride(config.n_units);
     let ctx = Ctx {
         c: config,
         p,
-        d: derived.values(config.rank),
+        d: derived.values(),
         mt: kernel::with_stride(
             &transpose(p.m, config.n_units, config.rank),
             config.rank,
@@ -1151,7 +832,7 @@ pub fn initial_posterior(
             u0.len()
         )));
     }
-    let d = derive(config, params, &p)?.values(r);
+    let d = derive(config, params)?.values();
     let mut mu0 = vec![0.0; r];
     if let Some(s) = p.initial_state {
         mu0.copy_from_slice(s);
