@@ -349,6 +349,7 @@ impl Ctx<'_> {
         o: &ObsScratch,
         dz: &mut [f64],
         g: &mut [f64],
+        acc: &mut OneToOneGrad,
         deobs: &mut [f64],
         dv: &mut [f64],
     ) {
@@ -387,22 +388,38 @@ impl Ctx<'_> {
                 }
             }
             Observation::OneToOne => {
-                let rates = self.c.readout_from == ReadoutFrom::Rates;
-                for j in 0..dx {
-                    let de = o.deta[j];
-                    g[off.bias + j] += de;
-                    g[off.b + j] += de * o.s[j];
-                    let mut dpre = de * p.b[j];
-                    if rates {
+                // Per unit first (vectorises: no reduction, no aliasing of `g`), then per
+                // latent dimension a multiply-accumulate into the trial's M gradient and a dot
+                // product for dz. Parameter adjoints go to the trial's accumulators in `acc`.
+                if self.c.readout_from == ReadoutFrom::Rates {
+                    for j in 0..dx {
+                        let de = o.deta[j];
+                        acc.bias[j] += de;
+                        acc.b[j] += de * o.s[j];
                         let (_, dx_, dh) = self.c.nonlinearity.eval(o.pre[j], p.h[j]);
-                        g[off.h + j] += dpre * dh;
-                        dpre *= dx_;
+                        let dpre = de * p.b[j];
+                        acc.h[j] += dpre * dh;
+                        acc.dpre[j] = dpre * dx_;
+                        deobs[j] += dpre * dx_;
                     }
-                    for q in 0..r {
-                        g[off.m + j * r + q] += dpre * z[q];
-                        dz[q] += p.m[j * r + q] * dpre;
+                } else {
+                    readout_backward(
+                        &o.deta,
+                        &o.s,
+                        p.b,
+                        &mut acc.bias,
+                        &mut acc.b,
+                        &mut acc.dpre,
+                        deobs,
+                    );
+                }
+                for q in 0..r {
+                    let zq = z[q];
+                    let gm = &mut acc.m[q * dx..(q + 1) * dx];
+                    for (gmj, &dp) in gm.iter_mut().zip(&acc.dpre) {
+                        *gmj += dp * zq;
                     }
-                    deobs[j] += dpre;
+                    dz[q] += dot4(&self.m_obs[q * dx..(q + 1) * dx], &acc.dpre);
                 }
             }
         }
@@ -719,6 +736,7 @@ impl Ctx<'_> {
         let mut gh = vec![0.0; n];
         let mut dsd = vec![0.0; dx];
         let mut deobs = vec![0.0; dx];
+        let mut acc = OneToOneGrad::new(r, dx);
         let mut wgt = vec![0.0; k];
         let mut dzk = vec![0.0; r];
         let mut dmu0 = vec![0.0; r];
@@ -788,7 +806,7 @@ impl Ctx<'_> {
                         *d = gk * v;
                     }
                 }
-                self.eta_backward(zk, vt, &o, &mut dzk, g, &mut deobs, dv_t);
+                self.eta_backward(zk, vt, &o, &mut dzk, g, &mut acc, &mut deobs, dv_t);
                 let dmu = &mut dmu_all[kk * r..(kk + 1) * r];
                 if encoder_step {
                     for q in 0..r {
@@ -899,6 +917,9 @@ impl Ctx<'_> {
             &mut g[off.r_z0..off.r_z0 + p.r_z0.len()],
         );
         self.scales[1].backward(&dvar[1], &dstd[1], &mut g[off.r_z..off.r_z + p.r_z.len()]);
+        if self.c.observation == Observation::OneToOne {
+            acc.add_into(g, off, r, dx, self.c.readout_from == ReadoutFrom::Rates);
+        }
         if let (Some(ox), Some(rx)) = (off.r_x, p.r_x) {
             // σ_j = exp(θ/2) (diag) or exp(θ_0/2) (scalar)
             for j in 0..dx {
@@ -912,6 +933,86 @@ impl Ctx<'_> {
             let _ = rx;
         }
     }
+}
+
+/// A trial's adjoints of the one-to-one readout's parameters (bias, B, h: dx each; M as R rows
+/// of dx, transposed from its N × R layout) and the per-unit current adjoint of one particle.
+struct OneToOneGrad {
+    bias: Vec<f64>,
+    b: Vec<f64>,
+    h: Vec<f64>,
+    m: Vec<f64>,
+    dpre: Vec<f64>,
+}
+
+impl OneToOneGrad {
+    fn new(r: usize, dx: usize) -> Self {
+        OneToOneGrad {
+            bias: vec![0.0; dx],
+            b: vec![0.0; dx],
+            h: vec![0.0; dx],
+            m: vec![0.0; r * dx],
+            dpre: vec![0.0; dx],
+        }
+    }
+
+    /// Add the trial's sums into the full-layout gradient.
+    fn add_into(&self, g: &mut [f64], off: &Offsets, r: usize, dx: usize, rates: bool) {
+        for j in 0..dx {
+            g[off.bias + j] += self.bias[j];
+            g[off.b + j] += self.b[j];
+            if rates {
+                g[off.h + j] += self.h[j];
+            }
+            for q in 0..r {
+                g[off.m + j * r + q] += self.m[q * dx + j];
+            }
+        }
+    }
+}
+
+/// The linear one-to-one readout's reverse per unit: bias and B adjoints, the current's adjoint
+/// `dpre` = dη · B. Slices as arguments (distinct, so the loop vectorises).
+#[inline(always)]
+fn readout_backward(
+    deta: &[f64],
+    s: &[f64],
+    b: &[f64],
+    g_bias: &mut [f64],
+    g_b: &mut [f64],
+    dpre: &mut [f64],
+    deobs: &mut [f64],
+) {
+    let n = deta.len();
+    let (s, b, g_bias, g_b, dpre, deobs) = (
+        &s[..n],
+        &b[..n],
+        &mut g_bias[..n],
+        &mut g_b[..n],
+        &mut dpre[..n],
+        &mut deobs[..n],
+    );
+    for j in 0..n {
+        let de = deta[j];
+        g_bias[j] += de;
+        g_b[j] += de * s[j];
+        dpre[j] = de * b[j];
+        deobs[j] += dpre[j];
+    }
+}
+
+/// Σ a_i b_i with four accumulators (vectorises).
+#[inline(always)]
+fn dot4(a: &[f64], b: &[f64]) -> f64 {
+    let mut acc = [0.0f64; 4];
+    let (ca, cb) = (a.chunks_exact(4), b.chunks_exact(4));
+    let tail: f64 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+    for (x, y) in ca.zip(cb) {
+        for l in 0..4 {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
 }
 
 /// Poisson log-likelihood terms x ln λ − λ into `o.term` and, with `grad_scale` ≠ 0,
