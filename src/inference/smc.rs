@@ -1006,7 +1006,12 @@ fn readout_backward(
 fn dot4(a: &[f64], b: &[f64]) -> f64 {
     let mut acc = [0.0f64; 4];
     let (ca, cb) = (a.chunks_exact(4), b.chunks_exact(4));
-    let tail: f64 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+    let tail: f64 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
     for (x, y) in ca.zip(cb) {
         for l in 0..4 {
             acc[l] += x[l] * y[l];
@@ -1224,39 +1229,53 @@ pub fn smc_vsmc(
     type Out = (TrialRecord, Option<Vec<f64>>);
     let results: Vec<Result<Out, VsmcError>> = (0..nb)
         .into_par_iter()
-        .map(|b| {
-            let draws = noise.trial_draws(b, ctx.n_steps, ctx.n_filter, ctx.k, r);
-            let mut ws = match &ctx.encoder {
-                Some((enc, _)) => Some(
-                    enc.workspace::<f64>(n_filter)
-                        .map_err(|e| VsmcError::Shape(format!("encoder: {e}")))?,
-                ),
-                None => None,
-            };
-            let rec = ctx.forward(data.x_of(b), data.u_of(b), &draws, ws.as_mut(), want_grad)?;
-            let g = if want_grad {
-                let mut gvec = vec![0.0; n_total];
-                let mut d_mean = vec![0.0; r * n_filter];
-                let mut d_logvar = vec![0.0; r * n_filter];
-                ctx.backward(
+        // One encoder workspace per rayon job, reused across its trials (the encoder overwrites
+        // it in full per sequence: `encoder_gradients::batched_results_are_deterministic`).
+        .map_init(
+            || {
+                ctx.encoder
+                    .as_ref()
+                    .map(|(enc, _)| enc.workspace::<f64>(n_filter))
+            },
+            |ws_init, b| {
+                let draws = noise.trial_draws(b, ctx.n_steps, ctx.n_filter, ctx.k, r);
+                let mut ws: Option<&mut crate::model::encoder::EncoderWorkspace<f64>> =
+                    match ws_init {
+                        Some(Ok(ws)) => Some(ws),
+                        Some(Err(e)) => return Err(VsmcError::Shape(format!("encoder: {e}"))),
+                        None => None,
+                    };
+                let rec = ctx.forward(
                     data.x_of(b),
-                    &rec,
+                    data.u_of(b),
                     &draws,
-                    -1.0 / nb as f64,
-                    &mut gvec,
-                    &mut d_mean,
-                    &mut d_logvar,
-                );
-                if let (Some((enc, w)), Some(ws)) = (&ctx.encoder, ws.as_mut()) {
-                    enc.backward(w, ws, &d_mean, &d_logvar, &mut gvec)
-                        .map_err(|e| VsmcError::Shape(format!("encoder: {e}")))?;
-                }
-                Some(gvec)
-            } else {
-                None
-            };
-            Ok((rec, g))
-        })
+                    ws.as_deref_mut(),
+                    want_grad,
+                )?;
+                let g = if want_grad {
+                    let mut gvec = vec![0.0; n_total];
+                    let mut d_mean = vec![0.0; r * n_filter];
+                    let mut d_logvar = vec![0.0; r * n_filter];
+                    ctx.backward(
+                        data.x_of(b),
+                        &rec,
+                        &draws,
+                        -1.0 / nb as f64,
+                        &mut gvec,
+                        &mut d_mean,
+                        &mut d_logvar,
+                    );
+                    if let (Some((enc, w)), Some(ws)) = (&ctx.encoder, ws) {
+                        enc.backward(w, ws, &d_mean, &d_logvar, &mut gvec)
+                            .map_err(|e| VsmcError::Shape(format!("encoder: {e}")))?;
+                    }
+                    Some(gvec)
+                } else {
+                    None
+                };
+                Ok((rec, g))
+            },
+        )
         .collect();
     let results: Vec<Out> = results.into_iter().collect::<Result<_, _>>()?;
     let log_likelihood: Vec<f64> = results.iter().map(|(rec, _)| rec.loss_b).collect();
