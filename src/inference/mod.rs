@@ -7,6 +7,7 @@ pub mod fastmath;
 pub mod kernel;
 pub mod objective;
 pub mod optimal;
+pub mod posterior;
 pub mod smc;
 pub mod tape;
 mod trial;

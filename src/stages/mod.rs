@@ -9,6 +9,7 @@ pub mod fixed_points;
 pub mod generate;
 pub mod plot_curves;
 pub mod plot_traces;
+pub mod posterior;
 pub mod prepare;
 pub mod simulate;
 pub mod summarize;
@@ -29,6 +30,7 @@ pub fn registry() -> Registry {
     registry.register(generate::GenerateStage);
     registry.register(plot_curves::PlotCurvesStage);
     registry.register(plot_traces::PlotTracesStage);
+    registry.register(posterior::PosteriorStage);
     registry.register(prepare::PrepareStage);
     registry.register(simulate::SimulateStage);
     registry.register(summarize::SummarizeStage);
