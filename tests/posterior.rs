@@ -220,7 +220,9 @@ fn check(proposal: ProposalKind, noise: NoiseKind, tol_mean: f64) {
         }
     }
     let (err_f, err_s, gap) = (err_f / count, err_s / count, gap / count);
-    eprintln!("{proposal:?}: filter error {err_f:.4} sd, smoother error {err_s:.4} sd, gap {gap:.3} sd");
+    eprintln!(
+        "{proposal:?}: filter error {err_f:.4} sd, smoother error {err_s:.4} sd, gap {gap:.3} sd"
+    );
     // The test means something only if smoothing moves the means away from filtering.
     assert!(
         gap > 0.25,

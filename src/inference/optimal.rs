@@ -465,28 +465,30 @@ impl Ctx<'_> {
                         }
                         y[i] = s;
                     }
+                    // (Row updates through slice helpers so they vectorise for large R; each
+                    // element gets the same operations as a plain loop.)
                     for i in 0..r {
                         let dy = -g * y[i];
-                        for j in 0..=i {
-                            adj.lz_inv[set][i * r + j] += dy * diff[j];
-                            let dd = d.lz_inv[set][i * r + j] * dy;
-                            dzk[j] += dd;
-                            dmu[j] -= dd;
-                        }
+                        let row = i * r..i * r + i + 1;
+                        tri_row_backward(
+                            &mut adj.lz_inv[set][row.clone()],
+                            &d.lz_inv[set][row],
+                            &diff[..=i],
+                            dy,
+                            &mut dzk[..=i],
+                            &mut dmu[..=i],
+                        );
                     }
                     adj.logdet_z[set] -= g;
                     adj.logdet_q[set] += g;
                     // z = OMA μ + K c + Lq ε
                     for i in 0..r {
-                        for j in 0..=i {
-                            adj.lq[set][i * r + j] += dzk[i] * eps[j];
-                        }
+                        outer_row_acc(&mut adj.lq[set][i * r..i * r + i + 1], dzk[i], &eps[..=i]);
                     }
                     for i in 0..r {
-                        for j in 0..r {
-                            adj.oma[set][i * r + j] += dzk[i] * mu_k[j];
-                            dmu[j] += d.oma[set][i * r + j] * dzk[i];
-                        }
+                        let row = i * r..(i + 1) * r;
+                        outer_row_acc(&mut adj.oma[set][row.clone()], dzk[i], mu_k);
+                        row_times_acc(dmu, &d.oma[set][row], dzk[i]);
                         // K c is shared by the particles: its adjoint is summed first.
                         dkc[i] += dzk[i];
                     }
@@ -646,6 +648,42 @@ fn weighted_sq_norm(a: &[f64], w: &[f64]) -> f64 {
     }
     let tail: f64 = ra.iter().zip(rw).map(|(x, y)| x * x * y).sum();
     (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
+}
+
+/// y_j += a · x_j (the adjoint of an outer product, one row).
+#[inline(always)]
+fn outer_row_acc(y: &mut [f64], a: f64, x: &[f64]) {
+    for (yj, &xj) in y.iter_mut().zip(x) {
+        *yj += a * xj;
+    }
+}
+
+/// y_j += m_j · a (a row of a matrix times a scalar, accumulated).
+#[inline(always)]
+fn row_times_acc(y: &mut [f64], m: &[f64], a: f64) {
+    for (yj, &mj) in y.iter_mut().zip(m) {
+        *yj += mj * a;
+    }
+}
+
+/// One row i of the reverse of y = L⁻¹(z − μ) (j ≤ i): the row's adjoint and those of z and μ.
+#[inline(always)]
+fn tri_row_backward(
+    adj_row: &mut [f64],
+    l_row: &[f64],
+    diff: &[f64],
+    dy: f64,
+    dz: &mut [f64],
+    dmu: &mut [f64],
+) {
+    let n = adj_row.len();
+    let (l_row, diff, dz, dmu) = (&l_row[..n], &diff[..n], &mut dz[..n], &mut dmu[..n]);
+    for j in 0..n {
+        adj_row[j] += dy * diff[j];
+        let dd = l_row[j] * dy;
+        dz[j] += dd;
+        dmu[j] -= dd;
+    }
 }
 
 /// Σ_j a_j b_j with four independent partial sums.
