@@ -26,6 +26,9 @@ use super::trial;
 use crate::model::lowrank::{noise_cholesky, noise_std, Observation, ParamView, ReadoutFrom};
 use crate::model::Sequences;
 
+/// Sequences filtered at once (bounds the particle store).
+const CHUNK: usize = 32;
+
 /// Options of [`posterior`].
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PosteriorOptions {
@@ -180,121 +183,135 @@ pub fn posterior(
             .seed
             .wrapping_mul(0x9e37_79b9_7f4a_7c15)
             .wrapping_add(repeat as u64);
-        let out = model.vsmc(
-            params,
-            data,
-            &VsmcOptions {
-                n_particles: k,
-                t_forward: 0,
-            },
-            &SeededNoise {
-                seed: filter_seed,
-                resampling: Resampling::Systematic,
-            },
-            None,
-        )?;
-        let per_seq: Vec<(Vec<f64>, Vec<f64>)> = (0..nb)
-            .into_par_iter()
-            .map(|b| {
-                let z = &out.particles[b];
-                let log_w = &out.log_w[b];
-                let (v, _) = trial::input_states(c, p.decay, data.u_of(b), tt);
-                let v_obs = |t: usize| -> Vec<f64> {
-                    if skip_input_at_0 && t == 0 {
-                        vec![0.0; du]
-                    } else {
-                        v[t * du..(t + 1) * du].to_vec()
-                    }
-                };
-                let mut lat = vec![0.0; r * tt];
-                let mut rat = vec![0.0; dx * tt];
-                let mut w = vec![0.0; k];
-                let mut xm = vec![0.0; dx];
-                if !options.smooth {
-                    for t in 0..tt {
-                        normalised_weights(&log_w[t * k..(t + 1) * k], &mut w);
-                        let vt = v_obs(t);
-                        for kk in 0..k {
-                            let zk = &z[(t * k + kk) * r..(t * k + kk + 1) * r];
-                            for q in 0..r {
-                                lat[q * tt + t] += w[kk] * zk[q];
-                            }
-                            c.observation_mean(&p, zk, &vt, &mut xm);
-                            for j in 0..dx {
-                                rat[j * tt + t] += w[kk] * xm[j];
-                            }
+        // Chunks of sequences bound the particle store (T × K × R per sequence) for large
+        // datasets; each chunk's filter has its own stream (the first chunk's is `filter_seed`).
+        for start in (0..nb).step_by(CHUNK) {
+            let end = (start + CHUNK).min(nb);
+            let chunk = Sequences {
+                n_sequences: end - start,
+                dim_x: data.dim_x,
+                dim_u: data.dim_u,
+                n_time: tt,
+                x: data.x[start * data.dim_x * tt..end * data.dim_x * tt].to_vec(),
+                u: data.u[start * du * tt..end * du * tt].to_vec(),
+            };
+            let out = model.vsmc(
+                params,
+                &chunk,
+                &VsmcOptions {
+                    n_particles: k,
+                    t_forward: 0,
+                },
+                &SeededNoise {
+                    seed: filter_seed.wrapping_add((start as u64) << 32),
+                    resampling: Resampling::Systematic,
+                },
+                None,
+            )?;
+            let per_seq: Vec<(Vec<f64>, Vec<f64>)> = (start..end)
+                .into_par_iter()
+                .map(|b| {
+                    let z = &out.particles[b - start];
+                    let log_w = &out.log_w[b - start];
+                    let (v, _) = trial::input_states(c, p.decay, data.u_of(b), tt);
+                    let v_obs = |t: usize| -> Vec<f64> {
+                        if skip_input_at_0 && t == 0 {
+                            vec![0.0; du]
+                        } else {
+                            v[t * du..(t + 1) * du].to_vec()
                         }
-                    }
-                    return (lat, rat);
-                }
-                let mut rng = ChaCha8Rng::seed_from_u64(
-                    filter_seed ^ (b as u64).wrapping_mul(0xd1b5_4a32_d192_ed03) ^ 0x5300_7400,
-                );
-                // idx[j]: the particle of step t that trajectory j passes through.
-                let mut idx = vec![0usize; k];
-                normalised_weights(&log_w[(tt - 1) * k..tt * k], &mut w);
-                for slot in idx.iter_mut() {
-                    *slot = draw(&w, rng.gen());
-                }
-                let mut mus = vec![0.0; k * r];
-                let mut unit_rates = vec![0.0; n];
-                let mut lw = vec![0.0; k];
-                let mut scratch = vec![0.0; r];
-                let mut next = vec![0.0; k * r];
-                for t in (0..tt).rev() {
-                    if t + 1 < tt {
-                        // The trajectories' states at t + 1, then their ancestors at t.
-                        for j in 0..k {
-                            let from = ((t + 1) * k + idx[j]) * r;
-                            next[j * r..(j + 1) * r].copy_from_slice(&z[from..from + r]);
-                        }
-                        let vt = &v[t * du..(t + 1) * du];
-                        for kk in 0..k {
-                            let zk = &z[(t * k + kk) * r..(t * k + kk + 1) * r];
-                            c.transition_mean(
-                                &p,
-                                zk,
-                                vt,
-                                &mut unit_rates,
-                                &mut mus[kk * r..(kk + 1) * r],
-                            );
-                        }
-                        for j in 0..k {
-                            let y = &next[j * r..(j + 1) * r];
+                    };
+                    let mut lat = vec![0.0; r * tt];
+                    let mut rat = vec![0.0; dx * tt];
+                    let mut w = vec![0.0; k];
+                    let mut xm = vec![0.0; dx];
+                    if !options.smooth {
+                        for t in 0..tt {
+                            normalised_weights(&log_w[t * k..(t + 1) * k], &mut w);
+                            let vt = v_obs(t);
                             for kk in 0..k {
-                                lw[kk] = log_w[t * k + kk]
-                                    + noise.log_density(
-                                        y,
-                                        &mus[kk * r..(kk + 1) * r],
-                                        &mut scratch,
-                                    );
+                                let zk = &z[(t * k + kk) * r..(t * k + kk + 1) * r];
+                                for q in 0..r {
+                                    lat[q * tt + t] += w[kk] * zk[q];
+                                }
+                                c.observation_mean(&p, zk, &vt, &mut xm);
+                                for j in 0..dx {
+                                    rat[j * tt + t] += w[kk] * xm[j];
+                                }
                             }
-                            normalised_weights(&lw, &mut w);
-                            idx[j] = draw(&w, rng.gen());
+                        }
+                        return (lat, rat);
+                    }
+                    let mut rng = ChaCha8Rng::seed_from_u64(
+                        filter_seed ^ (b as u64).wrapping_mul(0xd1b5_4a32_d192_ed03) ^ 0x5300_7400,
+                    );
+                    // idx[j]: the particle of step t that trajectory j passes through.
+                    let mut idx = vec![0usize; k];
+                    normalised_weights(&log_w[(tt - 1) * k..tt * k], &mut w);
+                    for slot in idx.iter_mut() {
+                        *slot = draw(&w, rng.gen());
+                    }
+                    let mut mus = vec![0.0; k * r];
+                    let mut unit_rates = vec![0.0; n];
+                    let mut lw = vec![0.0; k];
+                    let mut scratch = vec![0.0; r];
+                    let mut next = vec![0.0; k * r];
+                    for t in (0..tt).rev() {
+                        if t + 1 < tt {
+                            // The trajectories' states at t + 1, then their ancestors at t.
+                            for j in 0..k {
+                                let from = ((t + 1) * k + idx[j]) * r;
+                                next[j * r..(j + 1) * r].copy_from_slice(&z[from..from + r]);
+                            }
+                            let vt = &v[t * du..(t + 1) * du];
+                            for kk in 0..k {
+                                let zk = &z[(t * k + kk) * r..(t * k + kk + 1) * r];
+                                c.transition_mean(
+                                    &p,
+                                    zk,
+                                    vt,
+                                    &mut unit_rates,
+                                    &mut mus[kk * r..(kk + 1) * r],
+                                );
+                            }
+                            for j in 0..k {
+                                let y = &next[j * r..(j + 1) * r];
+                                for kk in 0..k {
+                                    lw[kk] = log_w[t * k + kk]
+                                        + noise.log_density(
+                                            y,
+                                            &mus[kk * r..(kk + 1) * r],
+                                            &mut scratch,
+                                        );
+                                }
+                                normalised_weights(&lw, &mut w);
+                                idx[j] = draw(&w, rng.gen());
+                            }
+                        }
+                        let vt = v_obs(t);
+                        let inv_k = 1.0 / k as f64;
+                        for &i in &idx {
+                            let zi = &z[(t * k + i) * r..(t * k + i + 1) * r];
+                            for q in 0..r {
+                                lat[q * tt + t] += inv_k * zi[q];
+                            }
+                            c.observation_mean(&p, zi, &vt, &mut xm);
+                            for j in 0..dx {
+                                rat[j * tt + t] += inv_k * xm[j];
+                            }
                         }
                     }
-                    let vt = v_obs(t);
-                    let inv_k = 1.0 / k as f64;
-                    for &i in &idx {
-                        let zi = &z[(t * k + i) * r..(t * k + i + 1) * r];
-                        for q in 0..r {
-                            lat[q * tt + t] += inv_k * zi[q];
-                        }
-                        c.observation_mean(&p, zi, &vt, &mut xm);
-                        for j in 0..dx {
-                            rat[j * tt + t] += inv_k * xm[j];
-                        }
-                    }
+                    (lat, rat)
+                })
+                .collect();
+            for (i, (lat, rat)) in per_seq.iter().enumerate() {
+                let b = start + i;
+                for (o, v) in latents[b * r * tt..(b + 1) * r * tt].iter_mut().zip(lat) {
+                    *o += inv_repeats * v;
                 }
-                (lat, rat)
-            })
-            .collect();
-        for (b, (lat, rat)) in per_seq.iter().enumerate() {
-            for (o, v) in latents[b * r * tt..(b + 1) * r * tt].iter_mut().zip(lat) {
-                *o += inv_repeats * v;
-            }
-            for (o, v) in rates[b * dx * tt..(b + 1) * dx * tt].iter_mut().zip(rat) {
-                *o += inv_repeats * v;
+                for (o, v) in rates[b * dx * tt..(b + 1) * dx * tt].iter_mut().zip(rat) {
+                    *o += inv_repeats * v;
+                }
             }
         }
     }
