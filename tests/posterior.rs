@@ -265,6 +265,13 @@ fn bad_options_are_errors() {
     assert!(e.to_string().contains("n_particles"), "{e}");
     let e = posterior(&model, &m.params, &data, &opts(5, 0)).expect_err("no repeats");
     assert!(e.to_string().contains("n_repeats"), "{e}");
+    let narrow = Sequences {
+        dim_x: 2,
+        x: data.x[..2 * T].to_vec(),
+        ..data.clone()
+    };
+    let e = posterior(&model, &m.params, &narrow, &opts(5, 1)).expect_err("two channels");
+    assert!(e.to_string().contains("channels"), "{e}");
     let e = posterior(&model, &m.params[1..], &data, &opts(5, 1)).expect_err("short params");
     assert!(e.to_string().contains("parameters"), "{e}");
 }

@@ -150,6 +150,15 @@ pub fn posterior(
     if options.n_repeats == 0 {
         return Err(VsmcError::Params("n_repeats must be ≥ 1".into()));
     }
+    if data.dim_x != dx || data.dim_u != du {
+        return Err(VsmcError::Shape(format!(
+            "the data have {} channels and {} inputs; the model expects {dx} and {du}",
+            data.dim_x, data.dim_u
+        )));
+    }
+    if nb == 0 || tt == 0 {
+        return Err(VsmcError::Shape("no sequences, or zero-length ones".into()));
+    }
     if params.len() != model.layout.len() {
         return Err(VsmcError::Params(format!(
             "{} parameters for a model (with its proposal) of {}",
@@ -193,7 +202,7 @@ pub fn posterior(
                 dim_u: data.dim_u,
                 n_time: tt,
                 x: data.x[start * data.dim_x * tt..end * data.dim_x * tt].to_vec(),
-                u: data.u[start * du * tt..end * du * tt].to_vec(),
+                u: data.u[start * data.dim_u * tt..end * data.dim_u * tt].to_vec(),
             };
             let out = model.vsmc(
                 params,
