@@ -7,9 +7,9 @@
 //! as [`super::tape::Tape`] (Gauss–Jordan with partial pivoting, the Cholesky–Banachiewicz loop,
 //! forward substitution) in the same order, so the values are bit-identical to the scalar tape's;
 //! the reverse pass uses the matrix adjoints (∂A⁻¹, ∂(AB), the Cholesky loop reversed), which
-//! cost O(d³) per minibatch instead of a tape node per scalar operation. For the rank-3 model the
-//! difference is nil; for the full-rank baselines (R = 30 or 128 with 64 channels) the scalar tape
-//! held millions of nodes per minibatch and dominated the epoch. The test module keeps the scalar
+//! cost O(d³) per minibatch instead of a tape node per scalar operation. For the rank-3 model
+//! either costs next to nothing; for the full-rank baselines (R = 30 or 128 with 64 channels) the
+//! scalar tape held millions of nodes per minibatch and dominated the epoch. The test module keeps the scalar
 //! tape version as the reference the matrix version must equal.
 
 use super::optimal::VsmcError;
