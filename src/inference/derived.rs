@@ -144,6 +144,19 @@ fn add_to(a: &mut [f64], b: &[f64]) {
     }
 }
 
+/// I − A (n × n), in place.
+fn eye_minus(mut a: Vec<f64>, n: usize) -> Vec<f64> {
+    for (i, v) in a.iter_mut().enumerate() {
+        *v = if i / n == i % n { 1.0 - *v } else { -*v };
+    }
+    a
+}
+
+/// A + Aᵀ (n × n): the adjoint of A's argument in products like A = L Lᵀ.
+fn plus_transpose(a: &[f64], n: usize) -> Vec<f64> {
+    (0..n * n).map(|i| a[i] + a[(i % n) * n + i / n]).collect()
+}
+
 /// Zero the strict upper triangle (n × n).
 fn keep_lower(a: &mut [f64], n: usize) {
     for i in 0..n {
@@ -370,10 +383,7 @@ fn kalman(l: &[f64], be: &[f64], var_x: &[f64], r: usize, dx: usize) -> Result<K
         let s_inv = inverse(&s, dx)?;
         let gain = mm(&sb, &s_inv, r, dx, dx);
         let alpha = mm_nt(&gain, be, r, dx, r);
-        let mut oma = alpha;
-        for (i, v) in oma.iter_mut().enumerate() {
-            *v = if i / r == i % r { 1.0 - *v } else { -*v };
-        }
+        let oma = eye_minus(alpha, r);
         let a1 = mm(&oma, &sigma, r, r, r);
         let a2 = mm_nt(&a1, &oma, r, r, r);
         let kv: Vec<f64> = (0..r * dx).map(|i| gain[i] * var_x[i % dx]).collect();
@@ -402,10 +412,7 @@ fn kalman(l: &[f64], be: &[f64], var_x: &[f64], r: usize, dx: usize) -> Result<K
     };
     let alpha = mm_nt(&gain, be, r, dx, r);
     let alpha_mean = alpha.iter().sum::<f64>() / (r * r) as f64;
-    let mut oma = alpha;
-    for (i, v) in oma.iter_mut().enumerate() {
-        *v = if i / r == i % r { 1.0 - *v } else { -*v };
-    }
+    let oma = eye_minus(alpha, r);
     let mut sym = vec![0.0; r * r];
     for i in 0..r {
         for j in 0..r {
@@ -513,9 +520,7 @@ impl Kalman {
                 add_to(&mut sigma_bar, &mm_nt(&sb_bar, be, r, dx, r));
                 add_to(be_bar, &mm_tn(sigma, &sb_bar, r, r, dx));
                 // Σ = L Lᵀ.
-                let sym: Vec<f64> = (0..r * r)
-                    .map(|i| sigma_bar[i] + sigma_bar[(i % r) * r + i / r])
-                    .collect();
+                let sym = plus_transpose(&sigma_bar, r);
                 let mut lb = mm(&sym, &self.l, r, r, r);
                 keep_lower(&mut lb, r);
                 add_to(l_bar, &lb);
@@ -537,9 +542,7 @@ impl Kalman {
                     }
                 }
                 // Σ⁻¹ = L⁻ᵀ L⁻¹.
-                let sym: Vec<f64> = (0..r * r)
-                    .map(|i| a_bar[i] + a_bar[(i % r) * r + i / r])
-                    .collect();
+                let sym = plus_transpose(&a_bar, r);
                 let linv_bar = mm(linv, &sym, r, r, r);
                 add_to(l_bar, &lower_inverse_backward(linv, &linv_bar, r));
             }
@@ -741,9 +744,7 @@ impl Derived {
             add_to(mb, &mm_tn(p_bar, inv, r, n, r));
             let inv_bar = mm(p_bar, m, r, n, r);
             let mtm_bar = inverse_backward(inv, &inv_bar, r);
-            let sym: Vec<f64> = (0..r * r)
-                .map(|i| mtm_bar[i] + mtm_bar[(i % r) * r + i / r])
-                .collect();
+            let sym = plus_transpose(&mtm_bar, r);
             add_to(mb, &mm(m, &sym, n, r, r));
         }
         if let (Some(off), Some(mb)) = (self.offsets.m, m_bar) {

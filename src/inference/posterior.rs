@@ -223,11 +223,12 @@ pub fn posterior(
                     let z = &out.particles[b - start];
                     let log_w = &out.log_w[b - start];
                     let (v, _) = trial::input_states(c, p.decay, data.u_of(b), tt);
-                    let v_obs = |t: usize| -> Vec<f64> {
+                    let no_input = vec![0.0; du];
+                    let v_obs = |t: usize| -> &[f64] {
                         if skip_input_at_0 && t == 0 {
-                            vec![0.0; du]
+                            &no_input
                         } else {
-                            v[t * du..(t + 1) * du].to_vec()
+                            &v[t * du..(t + 1) * du]
                         }
                     };
                     let mut lat = vec![0.0; r * tt];
@@ -243,7 +244,7 @@ pub fn posterior(
                                 for q in 0..r {
                                     lat[q * tt + t] += w[kk] * zk[q];
                                 }
-                                c.observation_mean(&p, zk, &vt, &mut xm);
+                                c.observation_mean(&p, zk, vt, &mut xm);
                                 for j in 0..dx {
                                     rat[j * tt + t] += w[kk] * xm[j];
                                 }
@@ -304,7 +305,7 @@ pub fn posterior(
                             for q in 0..r {
                                 lat[q * tt + t] += inv_k * zi[q];
                             }
-                            c.observation_mean(&p, zi, &vt, &mut xm);
+                            c.observation_mean(&p, zi, vt, &mut xm);
                             for j in 0..dx {
                                 rat[j * tt + t] += inv_k * xm[j];
                             }
