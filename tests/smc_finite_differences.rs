@@ -4,6 +4,7 @@
 //! whose perturbation flips an ancestor index are skipped, since the loss is discontinuous there).
 
 use lowrank_smc::inference::draws::{NoiseSource, Resampling, SeededNoise};
+use lowrank_smc::inference::kernel::Precision;
 use lowrank_smc::inference::optimal::VsmcOptions;
 use lowrank_smc::inference::smc::{smc_vsmc, SmcProposal};
 use lowrank_smc::model::encoder::{
@@ -119,6 +120,7 @@ fn check(s: Setup, seed: u64) {
     let options = VsmcOptions {
         n_particles: 3,
         t_forward: s.t_forward,
+        precision: Precision::F64,
     };
     let run = |p: &[f64], grad: Option<&mut [f64]>| {
         let out = smc_vsmc(

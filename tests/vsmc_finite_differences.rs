@@ -3,6 +3,7 @@
 //! perturbation flips an ancestor index are skipped, since the loss is discontinuous there).
 
 use lowrank_smc::inference::draws::{NoiseSource, Resampling, SeededNoise};
+use lowrank_smc::inference::kernel::Precision;
 use lowrank_smc::inference::optimal::{optimal_vsmc, VsmcOptions};
 use lowrank_smc::model::lowrank::{
     InitialState, Likelihood, ModelConfig, NoiseKind, Nonlinearity, Observation, ReadoutFrom,
@@ -61,6 +62,7 @@ fn run(
         &VsmcOptions {
             n_particles: 3,
             t_forward,
+            precision: Precision::F64,
         },
         noise,
         grad,

@@ -9,6 +9,7 @@ use lowrank_smc::data::simulate::{
     simulate, InitialLatent, SimulatedObservation, SimulationConfig, StimulusTask, TeacherBasis,
 };
 use lowrank_smc::inference::draws::Resampling;
+use lowrank_smc::inference::kernel::Precision;
 use lowrank_smc::inference::objective::{ModelWithProposal, ProposalKind, VsmcObjective};
 use lowrank_smc::inference::optimal::VsmcOptions;
 use lowrank_smc::model::lowrank::ModelConfig;
@@ -53,6 +54,7 @@ fn student_moves_toward_the_teachers_decay_and_noise() {
         VsmcOptions {
             n_particles: 10,
             t_forward: 0,
+            precision: Precision::F64,
         },
         Resampling::Systematic,
     );

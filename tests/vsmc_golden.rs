@@ -1,10 +1,12 @@
 //! Golden cases of the reference VSMC (tests/fixtures/vsmc, see its README): replaying the
 //! recorded draws, our loss, per-step log weights, ancestors and every gradient match the
-//! reference's float64 values.
+//! reference's float64 values to 1e-9, and with the transition kernels in f32
+//! (`vsmc.precision: f32`) the reference's float32 run of each case to 1e-5 (gradients 1e-4).
 
 use std::path::{Path, PathBuf};
 
 use lowrank_smc::inference::draws::{RecordedNoise, ResampleDraws, TrialDraws};
+use lowrank_smc::inference::kernel::Precision;
 use lowrank_smc::inference::optimal::{optimal_vsmc, VsmcOptions};
 use lowrank_smc::inference::smc::{smc_vsmc, SmcProposal};
 use lowrank_smc::model::encoder::{CnnEncoder, EncoderConfig};
@@ -198,13 +200,31 @@ fn load(name: &str) -> Case {
     }
 }
 
+/// Replays `case_XX.h5` in f64 (loss, log weights to 1e-9; gradients to 1e-8 of the block's
+/// largest entry) and `case_XX_f32.h5`, the reference's float32 run of the same case, with our
+/// transition kernels in f32 (loss and log weights to 1e-5, gradients to 1e-4 of the block's
+/// largest entry: the fixture README's float32 tolerances). Ancestors exactly in both.
 fn check(name: &str) {
+    check_with(&format!("{name}.h5"), Precision::F64, 1e-9, 1e-8);
+    let single = check_with(&format!("{name}_f32.h5"), Precision::F32, 1e-5, 1e-4);
+    // The f32 kernels did run: the same float32 case in f64 arithmetic gives other bits.
+    let double = check_with(&format!("{name}_f32.h5"), Precision::F64, 1e-5, 1e-4);
+    assert_ne!(
+        single.to_bits(),
+        double.to_bits(),
+        "{name}: f32 mode ran in f64"
+    );
+}
+
+/// Checks one file; returns our loss.
+fn check_with(name: &str, precision: Precision, tol: f64, grad_tol: f64) -> f64 {
     let c = load(name);
     let layout = &c.layout;
     let mut grad = vec![0.0; layout.len()];
     let options = VsmcOptions {
         n_particles: c.k,
         t_forward: c.t_forward,
+        precision,
     };
     let out = match c.function.as_str() {
         "filtering_posterior_optimal_proposal" => optimal_vsmc(
@@ -245,8 +265,8 @@ fn check(name: &str) {
                 let ours = out.log_w[b][t * c.k + kk];
                 let theirs = c.log_w[(t * nb + b) * c.k + kk];
                 assert!(
-                    (ours - theirs).abs() <= 1e-9 * theirs.abs().max(1.0),
-                    "{name}: log_w[t={t}, b={b}, k={kk}] {ours} vs {theirs}"
+                    (ours - theirs).abs() <= tol * theirs.abs().max(1.0),
+                    "{name} ({precision:?}): log_w[t={t}, b={b}, k={kk}] {ours} vs {theirs}"
                 );
             }
         }
@@ -258,14 +278,14 @@ fn check(name: &str) {
                 assert_eq!(
                     out.ancestors[b][s * c.k + kk] as i64,
                     c.ancestors[(s * nb + b) * c.k + kk],
-                    "{name}: ancestor step {s} trial {b} particle {kk}"
+                    "{name} ({precision:?}): ancestor step {s} trial {b} particle {kk}"
                 );
             }
         }
     }
     assert!(
-        (out.loss - c.loss).abs() <= 1e-9 * c.loss.abs(),
-        "{name}: loss {} vs {}",
+        (out.loss - c.loss).abs() <= tol * c.loss.abs(),
+        "{name} ({precision:?}): loss {} vs {}",
         out.loss,
         c.loss
     );
@@ -275,59 +295,60 @@ fn check(name: &str) {
         let scale = theirs.iter().fold(0.0f64, |m, v| m.max(v.abs()));
         for (i, (a, e)) in ours.iter().zip(theirs).enumerate() {
             assert!(
-                (a - e).abs() <= 1e-8 * scale + 1e-10,
-                "{name}: grad {block}[{i}] {a} vs {e} (max |g| {scale})"
+                (a - e).abs() <= grad_tol * scale + 1e-10,
+                "{name} ({precision:?}): grad {block}[{i}] {a} vs {e} (max |g| {scale})"
             );
         }
     }
+    out.loss
 }
 
 #[test]
 fn case_01_optimal_lowd_currents_systematic() {
-    check("case_01.h5");
+    check("case_01");
 }
 
 #[test]
 fn case_02_optimal_highd_currents_inputs_multinomial() {
-    check("case_02.h5");
+    check("case_02");
 }
 
 #[test]
 fn case_03_optimal_highd_affine_simulated_input() {
-    check("case_03.h5");
+    check("case_03");
 }
 
 #[test]
 fn case_10_optimal_lowd_affine_t_forward() {
-    check("case_10.h5");
+    check("case_10");
 }
 
 #[test]
 fn case_04_encoder_poisson_softplus_causal_circular() {
-    check("case_04.h5");
+    check("case_04");
 }
 
 #[test]
 fn case_05_encoder_gauss_affine_acausal_simulated_input_multinomial() {
-    check("case_05.h5");
+    check("case_05");
 }
 
 #[test]
 fn case_06_bootstrap_gauss_currents_full_noise() {
-    check("case_06.h5");
+    check("case_06");
 }
 
 #[test]
 fn case_07_bootstrap_poisson_exp_z_and_v_multinomial() {
-    check("case_07.h5");
+    check("case_07");
 }
 
 #[test]
 fn case_08_encoder_rates_windowed_constant_var() {
-    check("case_08.h5");
+    check("case_08");
 }
 
 #[test]
 fn case_09_encoder_poisson_affine_t_forward() {
-    check("case_09.h5");
+    check("case_09");
 }

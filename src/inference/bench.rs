@@ -7,6 +7,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::draws::Resampling;
+use super::kernel::Precision;
 use super::objective::{ModelWithProposal, ProposalKind, VsmcObjective};
 use super::optimal::VsmcOptions;
 use crate::model::lowrank::ModelConfig;
@@ -20,6 +21,14 @@ pub fn peak_rss_mb() -> Option<f64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb / 1024.0)
+}
+
+/// `f64` or `f32`, as in the case names.
+fn name(precision: Precision) -> &'static str {
+    match precision {
+        Precision::F64 => "f64",
+        Precision::F32 => "f32",
+    }
 }
 
 /// One benchmark line.
@@ -54,7 +63,11 @@ impl std::fmt::Display for TrainBenchLine {
 /// The EEG configuration of SPEC §5.2 (R = 3, N = 512, clipped ReLU, 64 channels, optimal
 /// proposal, K = 10, 500 windows of 50 steps, batch 10) on a 9640-step recording; best of
 /// `repeats` epochs. Reference: 7.5 s/epoch (torch CPU, 2 cores).
-pub fn bench_train_eeg(recording: Option<Sequences<f64>>, repeats: usize) -> TrainBenchLine {
+pub fn bench_train_eeg(
+    recording: Option<Sequences<f64>>,
+    repeats: usize,
+    precision: Precision,
+) -> TrainBenchLine {
     let data = recording.unwrap_or_else(|| {
         let mut rng = ChaCha8Rng::seed_from_u64(0);
         let t = 9640;
@@ -74,6 +87,7 @@ pub fn bench_train_eeg(recording: Option<Sequences<f64>>, repeats: usize) -> Tra
         VsmcOptions {
             n_particles: 10,
             t_forward: 0,
+            precision,
         },
         Resampling::Systematic,
     );
@@ -97,7 +111,8 @@ pub fn bench_train_eeg(recording: Option<Sequences<f64>>, repeats: usize) -> Tra
     }
     TrainBenchLine {
         case: format!(
-            "train eeg (R=3, N=512, K=10, 500×50, batch 10, {} threads)",
+            "train eeg {} (R=3, N=512, K=10, 500×50, batch 10, {} threads)",
+            name(precision),
             rayon::current_num_threads()
         ),
         seconds_per_epoch: best,
@@ -107,7 +122,13 @@ pub fn bench_train_eeg(recording: Option<Sequences<f64>>, repeats: usize) -> Tra
 }
 
 /// Best-of-`repeats` seconds for one epoch of `model` on `trials` (batch 10, K particles).
-fn time_epoch(model: ModelWithProposal, trials: Sequences<f64>, k: usize, repeats: usize) -> f64 {
+fn time_epoch(
+    model: ModelWithProposal,
+    trials: Sequences<f64>,
+    k: usize,
+    repeats: usize,
+    precision: Precision,
+) -> f64 {
     let params = match model.init_params(1) {
         Ok(p) => p,
         Err(_) => return f64::NAN,
@@ -117,6 +138,7 @@ fn time_epoch(model: ModelWithProposal, trials: Sequences<f64>, k: usize, repeat
         VsmcOptions {
             n_particles: k,
             t_forward: 0,
+            precision,
         },
         Resampling::Systematic,
     );
@@ -164,16 +186,17 @@ fn random_trials(n: usize, dx: usize, tt: usize, counts: bool) -> Sequences<f64>
 
 /// The continuous teacher–student configuration (SPEC §5.1 (a)): R = 2, N = 20, one-to-one
 /// currents, optimal proposal, K = 64, 200 trials × 75, batch 10. Reference 5.0 s/epoch.
-pub fn bench_train_continuous(repeats: usize) -> TrainBenchLine {
+pub fn bench_train_continuous(repeats: usize, precision: Precision) -> TrainBenchLine {
     use crate::model::lowrank::*;
     let config = ModelConfig::continuous_student();
     let secs = match ModelWithProposal::new(config, ProposalKind::Optimal, None) {
-        Ok(m) => time_epoch(m, random_trials(200, 20, 75, false), 64, repeats),
+        Ok(m) => time_epoch(m, random_trials(200, 20, 75, false), 64, repeats, precision),
         Err(_) => f64::NAN,
     };
     TrainBenchLine {
         case: format!(
-            "train continuous teacher-student (R=2, N=20, K=64, 200×75, optimal, {} threads)",
+            "train continuous teacher-student {} (R=2, N=20, K=64, 200×75, optimal, {} threads)",
+            name(precision),
             rayon::current_num_threads()
         ),
         seconds_per_epoch: secs,
@@ -215,7 +238,7 @@ fn poisson_teacher_data() -> Option<Sequences<f64>> {
 /// The Poisson teacher–student configuration (SPEC §5.1 (b)): R = 2, N = 40, Poisson softplus,
 /// CNN encoder [21, 11, 1] × [64, 64] (GELU, causal, circular), K = 64, 400 trials × 200,
 /// batch 10. Reference 22.5 s/epoch.
-pub fn bench_train_poisson(repeats: usize) -> TrainBenchLine {
+pub fn bench_train_poisson(repeats: usize, precision: Precision) -> TrainBenchLine {
     use crate::model::encoder::*;
     use crate::model::lowrank::*;
     let config = ModelConfig {
@@ -256,12 +279,13 @@ pub fn bench_train_poisson(repeats: usize) -> TrainBenchLine {
         None => (random_trials(400, 40, 200, true), "random counts"),
     };
     let secs = match ModelWithProposal::new(config, ProposalKind::Encoder, Some(&enc)) {
-        Ok(m) => time_epoch(m, trials, 64, repeats),
+        Ok(m) => time_epoch(m, trials, 64, repeats, precision),
         Err(_) => f64::NAN,
     };
     TrainBenchLine {
         case: format!(
-            "train Poisson teacher-student (R=2, N=40, CNN encoder, K=64, 400×200 {source}, {} threads)",
+            "train Poisson teacher-student {} (R=2, N=40, CNN encoder, K=64, 400×200 {source}, {} threads)",
+            name(precision),
             rayon::current_num_threads()
         ),
         seconds_per_epoch: secs,
@@ -277,14 +301,24 @@ pub fn bench_train(
     filter: Option<&str>,
     out: &mut dyn FnMut(String),
 ) {
-    let wanted = |name: &str| filter.is_none_or(|f| name.contains(f));
-    if wanted("eeg") {
-        out(bench_train_eeg(recording(), 3).to_string());
-    }
-    if wanted("continuous") {
-        out(bench_train_continuous(2).to_string());
-    }
-    if wanted("Poisson") || wanted("poisson") {
-        out(bench_train_poisson(1).to_string());
+    // Case keys "eeg f64", "eeg f32", "continuous f64", …: `--case eeg` runs both
+    // precisions, `--case f32` every f32 case (case-insensitive).
+    let wanted = |key: &str| filter.is_none_or(|f| key.contains(&f.to_lowercase()));
+    let mut recording = Some(recording);
+    let mut eeg_data = None;
+    for precision in [Precision::F64, Precision::F32] {
+        let p = name(precision);
+        if wanted(&format!("eeg {p}")) {
+            if let Some(load) = recording.take() {
+                eeg_data = load();
+            }
+            out(bench_train_eeg(eeg_data.clone(), 3, precision).to_string());
+        }
+        if wanted(&format!("continuous {p}")) {
+            out(bench_train_continuous(2, precision).to_string());
+        }
+        if wanted(&format!("poisson {p}")) {
+            out(bench_train_poisson(1, precision).to_string());
+        }
     }
 }

@@ -13,7 +13,30 @@
 //! across the K particles. Summation order is fixed (lanes, then chunks, then a fixed
 //! horizontal sum), so results do not depend on the machine's thread count.
 
+use serde::{Deserialize, Serialize};
+
+pub use super::kernel32::Weights32;
 use crate::model::lowrank::Nonlinearity;
+
+/// Arithmetic of the transition kernels (`vsmc.precision`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// Everything in f64 (the default; the golden cases match to 1e-9).
+    #[default]
+    F64,
+    /// The O(N) transition (currents, φ, n φ and their reverse pass) in f32, as the reference
+    /// runs; everything else in f64. About twice as fast for large N; the golden cases match
+    /// to 1e-4.
+    F32,
+}
+
+impl Precision {
+    /// Whether this is the default (f64), for `skip_serializing_if`.
+    pub fn is_f64(&self) -> bool {
+        *self == Precision::F64
+    }
+}
 
 /// `match rank { 1 => go!(1), …, 8 => go!(8), _ => fallback }`: the ranks with a
 /// specialised (const-generic) kernel, up to [`MAX_CONST_RANK`].
@@ -129,6 +152,9 @@ pub struct Weights<'a> {
     pub rank: usize,
     /// Nonlinearity.
     pub nonlinearity: Nonlinearity,
+    /// The same weights rounded to f32 when the transition runs in single precision
+    /// (`vsmc.precision: f32`, [`super::kernel32`]); `None` for f64.
+    pub lo: Option<&'a Weights32>,
 }
 
 /// Row stride for R × N blocks of N units: N rounded up to the chunk, plus one chunk when the
@@ -165,11 +191,17 @@ pub struct Grads<'a> {
     pub ext: Option<&'a mut [f64]>,
     /// Workspace (K rows of dL/dx, `stride` apart); grown as needed, contents ignored.
     pub work: &'a mut Vec<f64>,
+    /// Workspace of the f32 kernels (same role as `work`).
+    pub work32: &'a mut Vec<f32>,
 }
 
 /// Transition means of K particles: `z` is K × R (previous states), `ext` the input current
 /// (N) or `None`, `mu` (K × R) receives the means.
 pub fn means(w: &Weights<'_>, z: &[f64], ext: Option<&[f64]>, mu: &mut [f64]) {
+    if let Some(lo) = w.lo {
+        super::kernel32::means(w, lo, z, ext, mu);
+        return;
+    }
     #[cfg(target_arch = "x86_64")]
     if fma_available() {
         // SAFETY: the CPU supports AVX2 and FMA (checked at run time just above).
@@ -189,6 +221,10 @@ pub fn means_backward(
     g: &mut Grads<'_>,
     dz: &mut [f64],
 ) {
+    if let Some(lo) = w.lo {
+        super::kernel32::backward(w, lo, z, ext, dmu, g, dz);
+        return;
+    }
     #[cfg(target_arch = "x86_64")]
     if fma_available() {
         // SAFETY: the CPU supports AVX2 and FMA (checked at run time just above).
@@ -575,6 +611,7 @@ mod tests {
                         decay: 0.9,
                         rank: r,
                         nonlinearity: nl,
+                        lo: None,
                     };
                     let mut mu_a = vec![0.0; k * r];
                     let mut mu_b = vec![0.0; k * r];
@@ -601,6 +638,7 @@ mod tests {
                             h: &mut gh,
                             ext: with_ext.then_some(ge.as_mut_slice()),
                             work: &mut Vec::new(),
+                            work32: &mut Vec::new(),
                         };
                         f(&w, &z, ext, &dmu, &mut g, &mut dz);
                         (gmt, gn, gh, ge, dz)
@@ -647,6 +685,7 @@ mod tests {
             decay: 0.0,
             rank: r,
             nonlinearity: Nonlinearity::Tanh,
+            lo: None,
         };
         let loss = |z: &[f64]| {
             let mut mu = vec![0.0; k * r];
@@ -663,6 +702,7 @@ mod tests {
             h: &mut gh,
             ext: None,
             work: &mut Vec::new(),
+            work32: &mut Vec::new(),
         };
         means_backward(&w, &z, None, &dmu, &mut g, &mut dz);
         for j in 0..k * r {

@@ -5,6 +5,7 @@ mod derived;
 pub mod draws;
 pub mod fastmath;
 pub mod kernel;
+pub mod kernel32;
 pub mod objective;
 pub mod optimal;
 pub mod posterior;

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::draws::{Resampling, SeededNoise};
+use super::kernel::Precision;
 use super::optimal::{optimal_vsmc, VsmcError, VsmcOptions, VsmcOutput};
 use super::smc::{smc_vsmc, SmcProposal};
 use crate::model::encoder::{CnnEncoder, EncoderConfig};
@@ -151,6 +152,7 @@ impl ModelWithProposal {
             &VsmcOptions {
                 n_particles,
                 t_forward: 0,
+                precision: Precision::F64,
             },
             &noise,
             None,

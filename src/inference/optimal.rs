@@ -15,7 +15,7 @@ use rayon::prelude::*;
 
 use super::derived::{derive, DerivedAdjoint, DerivedValues};
 use super::draws::{ancestors, NoiseSource, TrialDraws};
-use super::kernel;
+use super::kernel::{self, Precision, Weights32};
 use super::tape::TapeError;
 use super::trial;
 use crate::model::lowrank::{
@@ -48,6 +48,8 @@ pub struct VsmcOptions {
     pub n_particles: usize,
     /// Last `t_forward` steps are predicted from the transition without resampling (SPEC §2.7).
     pub t_forward: usize,
+    /// Arithmetic of the transition kernels.
+    pub precision: Precision,
 }
 
 /// Result of a VSMC pass over a batch.
@@ -113,6 +115,8 @@ struct Ctx<'a> {
     /// Mᵀ and n in the kernels' layout (R rows of N, `stride` apart).
     mt: Vec<f64>,
     nk: Vec<f64>,
+    /// The same rounded to f32 (`precision: f32`).
+    lo: Option<Weights32>,
     stride: usize,
     k: usize,
     n_steps: usize,
@@ -135,6 +139,7 @@ impl Ctx<'_> {
             decay: self.p.decay,
             rank: self.c.rank,
             nonlinearity: self.c.nonlinearity,
+            lo: self.lo.as_ref(),
         }
     }
 
@@ -391,6 +396,7 @@ impl Ctx<'_> {
         let mut gmt = vec![0.0; (r - 1) * st + n];
         let mut gn = vec![0.0; (r - 1) * st + n];
         let mut work = vec![0.0; k * st];
+        let mut work32 = Vec::new();
         let mut gh = vec![0.0; n];
         let mut w = vec![0.0; k];
         let mut diff = vec![0.0; r];
@@ -537,6 +543,7 @@ impl Ctx<'_> {
                     h: &mut gh,
                     ext: (du > 0).then_some(gext.as_mut_slice()),
                     work: &mut work,
+                    work32: &mut work32,
                 };
                 kernel::means_backward(&wts, &zp, e, &dmu_all, &mut g, &mut dzprev);
                 // e = Wu v_{t−1}
@@ -761,17 +768,20 @@ pub fn optimal_vsmc(
     }
     let derived = derive(config, params)?;
     let stride = kernel::row_stride(config.n_units);
+    let mt = kernel::with_stride(
+        &transpose(p.m, config.n_units, config.rank),
+        config.rank,
+        config.n_units,
+        stride,
+    );
+    let nk = kernel::with_stride(p.n, config.rank, config.n_units, stride);
     let ctx = Ctx {
         c: config,
         p,
         d: derived.values(),
-        mt: kernel::with_stride(
-            &transpose(p.m, config.n_units, config.rank),
-            config.rank,
-            config.n_units,
-            stride,
-        ),
-        nk: kernel::with_stride(p.n, config.rank, config.n_units, stride),
+        lo: (options.precision == Precision::F32).then(|| Weights32::new(&mt, &nk, p.h)),
+        mt,
+        nk,
         stride,
         k: options.n_particles,
         n_steps: data.n_time,
@@ -915,6 +925,7 @@ pub fn filtered_means(
         &VsmcOptions {
             n_particles,
             t_forward: 0,
+            precision: Precision::F64,
         },
         &noise,
         None,

@@ -20,6 +20,7 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
 use super::draws::{normalised_weights, Resampling, SeededNoise};
+use super::kernel::Precision;
 use super::objective::{ModelWithProposal, ProposalKind};
 use super::optimal::{VsmcError, VsmcOptions};
 use super::trial;
@@ -210,6 +211,7 @@ pub fn posterior(
                 &VsmcOptions {
                     n_particles: k,
                     t_forward: 0,
+                    precision: Precision::F64,
                 },
                 &SeededNoise {
                     seed: filter_seed.wrapping_add((start as u64) << 32),

@@ -20,7 +20,7 @@ use rayon::prelude::*;
 
 use super::draws::{ancestors, NoiseSource, TrialDraws};
 use super::fastmath;
-use super::kernel;
+use super::kernel::{self, Precision, Weights32};
 use super::optimal::{logsumexp, VsmcError, VsmcOptions, VsmcOutput};
 use super::trial;
 use crate::model::encoder::{CnnEncoder, EncoderWeights};
@@ -152,6 +152,8 @@ struct Ctx<'a> {
     encoder: Option<(&'a CnnEncoder, EncoderWeights<f64>)>,
     mt: Vec<f64>,
     nk: Vec<f64>,
+    /// Mᵀ and n rounded to f32 (`precision: f32`).
+    lo: Option<Weights32>,
     /// Mᵀ of the observed units (R × dx) for the one-to-one readout.
     m_obs: Vec<f64>,
     stride: usize,
@@ -218,6 +220,7 @@ impl Ctx<'_> {
             decay: self.p.decay,
             rank: self.c.rank,
             nonlinearity: self.c.nonlinearity,
+            lo: self.lo.as_ref(),
         }
     }
 
@@ -733,6 +736,7 @@ impl Ctx<'_> {
         let mut gmt = vec![0.0; (r - 1) * st + n];
         let mut gn = vec![0.0; (r - 1) * st + n];
         let mut work = vec![0.0; k * st];
+        let mut work32 = Vec::new();
         let mut gh = vec![0.0; n];
         let mut dsd = vec![0.0; dx];
         let mut deobs = vec![0.0; dx];
@@ -891,6 +895,7 @@ impl Ctx<'_> {
                     h: &mut gh,
                     ext: (du > 0).then_some(gext.as_mut_slice()),
                     work: &mut work,
+                    work32: &mut work32,
                 };
                 kernel::means_backward(&wts, &zp, e, &dmu_all, &mut kg, &mut dzprev);
                 for i in 0..if du > 0 { n } else { 0 } {
@@ -1202,6 +1207,8 @@ pub fn smc_vsmc(
             m_t[q * n + i] = p.m[i * r + q];
         }
     }
+    let mt = kernel::with_stride(&m_t, r, n, stride);
+    let nk = kernel::with_stride(p.n, r, n, stride);
     let ctx = Ctx {
         c: config,
         p,
@@ -1209,8 +1216,9 @@ pub fn smc_vsmc(
         m_obs: (0..r)
             .flat_map(|q| m_t[q * n..q * n + dx].to_vec())
             .collect(),
-        mt: kernel::with_stride(&m_t, r, n, stride),
-        nk: kernel::with_stride(p.n, r, n, stride),
+        lo: (options.precision == Precision::F32).then(|| Weights32::new(&mt, &nk, p.h)),
+        mt,
+        nk,
         stride,
         k: options.n_particles,
         n_steps: data.n_time,
