@@ -68,6 +68,7 @@ fn quick_profile_runs_end_to_end() {
         "results/teacher_student/poisson/fit/seed=1/model.h5",
         "results/teacher_student/reach/eval/seed=1/summary.md",
         "results/teacher_student/rdm/simulate/latents.png",
+        "results/teacher_student/rdm/eval/seed=1/input_response.png",
         "results/teachers/reach/teacher.json",
         "results/teachers/osc/outputs.png",
         "results/teachers/reach_fixed_points/phase_portrait.png",

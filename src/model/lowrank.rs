@@ -822,8 +822,43 @@ impl ModelConfig {
         burn_in: usize,
         seed: u64,
     ) -> Result<(Vec<f64>, Vec<f64>), ModelError> {
+        let run = self.rollout(params, z0, n_steps, burn_in, seed, None)?;
+        Ok((run.latents, run.observations))
+    }
+
+    /// One trajectory driven by the stimulus `u` (du × T, row-major), from `z0` at t = 0, with
+    /// the latent noise: the input state follows the model's convention (v_t = a v_{t−1} +
+    /// (1 − a) u_{t−1} from v_0 = 0 with `simulate_input`, else v_t = u_t) and the transition
+    /// into step t uses v_{t−1}. Returns the latents (R × T), the observations (dx × T) and
+    /// the input state (du × T).
+    pub fn generate_driven(
+        &self,
+        params: &[f64],
+        z0: &[f64],
+        u: &[f64],
+        seed: u64,
+    ) -> Result<Rollout, ModelError> {
+        let du = self.dim_u;
+        if du == 0 || u.len() % du != 0 || u.is_empty() {
+            return Err(ModelError::Params(format!(
+                "the stimulus has {} values; the model takes dim_u = {du} inputs (du × T)",
+                u.len()
+            )));
+        }
+        self.rollout(params, z0, u.len() / du, 0, seed, Some(u))
+    }
+
+    fn rollout(
+        &self,
+        params: &[f64],
+        z0: &[f64],
+        n_steps: usize,
+        burn_in: usize,
+        seed: u64,
+        u: Option<&[f64]>,
+    ) -> Result<Rollout, ModelError> {
         let p = self.view(params)?;
-        let (r, n, dx) = (self.rank, self.n_units, self.dim_x);
+        let (r, n, dx, du) = (self.rank, self.n_units, self.dim_x, self.dim_u);
         if z0.len() != r {
             return Err(ModelError::Params(format!(
                 "z0 has {} values, rank is {r}",
@@ -841,13 +876,27 @@ impl ModelConfig {
         let mut mu = vec![0.0; r];
         let mut rates = vec![0.0; n];
         let mut xm = vec![0.0; dx];
-        let v = vec![0.0; self.dim_u];
+        let mut v = vec![0.0; du];
+        let mut v_prev = vec![0.0; du];
         let mut eps = vec![0.0; r];
         let mut latents = vec![0.0; r * n_steps];
         let mut obs = vec![0.0; dx * n_steps];
+        let mut inputs = vec![0.0; du * n_steps];
         for t in 0..total {
+            // Input state of step t (u is given only without burn-in).
+            if let Some(u) = u {
+                for l in 0..du {
+                    v[l] = if !self.simulate_input {
+                        u[l * n_steps + t]
+                    } else if t == 0 {
+                        0.0
+                    } else {
+                        p.decay * v_prev[l] + (1.0 - p.decay) * u[l * n_steps + t - 1]
+                    };
+                }
+            }
             if t > 0 {
-                self.transition_mean(&p, &z, &v, &mut rates, &mut mu);
+                self.transition_mean(&p, &z, &v_prev, &mut rates, &mut mu);
                 for e in eps.iter_mut() {
                     *e = rng.sample(StandardNormal);
                 }
@@ -865,6 +914,9 @@ impl ModelConfig {
                 for i in 0..r {
                     latents[i * n_steps + tt] = z[i];
                 }
+                for l in 0..du {
+                    inputs[l * n_steps + tt] = v[l];
+                }
                 for j in 0..dx {
                     let x = match self.likelihood {
                         Likelihood::Gaussian => {
@@ -881,9 +933,25 @@ impl ModelConfig {
                     obs[j * n_steps + tt] = x;
                 }
             }
+            v_prev.copy_from_slice(&v);
         }
-        Ok((latents, obs))
+        Ok(Rollout {
+            latents,
+            observations: obs,
+            inputs,
+        })
     }
+}
+
+/// One trajectory of [`ModelConfig::generate_driven`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rollout {
+    /// z, R × T.
+    pub latents: Vec<f64>,
+    /// x, dx × T.
+    pub observations: Vec<f64>,
+    /// The input state v, du × T (zeros without a stimulus).
+    pub inputs: Vec<f64>,
 }
 
 /// log(1 + eˣ), stable.
@@ -944,6 +1012,41 @@ mod tests {
         assert!(x1.iter().all(|v| v.is_finite()));
         let v = c.view(&a).unwrap();
         assert!((v.decay - 0.9).abs() < 1e-12);
+    }
+
+    /// A driven rollout follows the input convention (filtered input with `simulate_input`,
+    /// the stimulus itself without), equals the undriven generator under a zero stimulus, and
+    /// responds to a stimulus through Wu.
+    #[test]
+    fn driven_rollout_filters_the_input_and_matches_generate_at_zero_input() {
+        let mut c = ModelConfig::continuous_student();
+        c.dim_u = 1;
+        c.simulate_input = true;
+        let params = c.init_params(3).unwrap();
+        let a = c.view(&params).unwrap().decay;
+        let tt = 30;
+        let u: Vec<f64> = (0..tt)
+            .map(|t| if (5..15).contains(&t) { 1.0 } else { 0.0 })
+            .collect();
+        let run = c.generate_driven(&params, &[0.1, -0.2], &u, 9).unwrap();
+        let mut v = 0.0;
+        for t in 0..tt {
+            if t > 0 {
+                v = a * v + (1.0 - a) * u[t - 1];
+            }
+            assert!((run.inputs[t] - v).abs() < 1e-15, "v[{t}]");
+        }
+        let zero = c
+            .generate_driven(&params, &[0.1, -0.2], &vec![0.0; tt], 9)
+            .unwrap();
+        let (z, x) = c.generate(&params, &[0.1, -0.2], tt, 0, 9).unwrap();
+        assert_eq!(zero.latents, z);
+        assert_eq!(zero.observations, x);
+        assert_ne!(run.latents, z, "the stimulus drives the latent");
+        c.simulate_input = false;
+        let raw = c.generate_driven(&params, &[0.1, -0.2], &u, 9).unwrap();
+        assert_eq!(raw.inputs, u);
+        assert!(c.generate_driven(&params, &[0.0; 2], &[], 1).is_err());
     }
 
     #[test]

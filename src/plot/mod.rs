@@ -445,6 +445,51 @@ pub fn trace_panels(
 mod tests {
     use super::*;
 
+    /// Panels side by side: PNG + SVG written, every panel's title in the SVG, and an empty
+    /// panel refused with its name.
+    #[test]
+    fn line_panels_write_every_panel() {
+        let dir = std::env::temp_dir().join(format!("lrsmc-panels-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let panel = |title: &str, scale: f64| LinePanel {
+            title: title.into(),
+            x_label: "x".into(),
+            y_label: "y".into(),
+            lines: (0..6)
+                .map(|i| {
+                    let pts = (0..60)
+                        .map(|t| {
+                            let t = t as f64 / 10.0;
+                            (scale * t.cos() * (1.0 + i as f64), t.sin() * i as f64)
+                        })
+                        .collect();
+                    (format!("line {}", i % 3), i, pts)
+                })
+                .collect(),
+            points: vec![
+                (0.0, 0.0, PointClass::Stable),
+                (scale, 0.0, PointClass::Unstable),
+            ],
+        };
+        let panels = [
+            panel("first", 1.0),
+            panel("second", 10.0),
+            panel("third", 0.1),
+        ];
+        let p = line_panels(&dir.join("panels"), "three panels", &panels).unwrap();
+        assert!(std::fs::metadata(&p.png).unwrap().len() > 1000);
+        let svg = std::fs::read_to_string(&p.svg).unwrap();
+        for t in ["three panels", "first", "second", "third"] {
+            assert!(svg.contains(t), "{t}");
+        }
+        let empty = LinePanel {
+            title: "nothing here".into(),
+            ..Default::default()
+        };
+        let err = line_panels(&dir.join("bad"), "bad", &[empty]).unwrap_err();
+        assert!(err.to_string().contains("nothing here"), "{err}");
+    }
+
     #[test]
     fn line_plot_writes_png_and_svg() {
         let dir = std::env::temp_dir().join(format!("lrsmc-plot-{}", std::process::id()));
@@ -685,5 +730,128 @@ pub fn phase_portrait(
     }
     draw!(BitMapBackend::new(&paths.png, (760, 700)), &paths.png);
     draw!(SVGBackend::new(&paths.svg, (760, 700)), &paths.svg);
+    Ok(paths)
+}
+
+/// One line of a [`LinePanel`]: (legend label, colour index, points).
+pub type PanelLine = (String, usize, Vec<(f64, f64)>);
+
+/// One panel of [`line_panels`]: coloured lines (one per group, e.g. a trial's coherence) and
+/// fixed points drawn on top.
+#[derive(Debug, Clone, Default)]
+pub struct LinePanel {
+    /// Panel title.
+    pub title: String,
+    /// Axis labels.
+    pub x_label: String,
+    /// Axis labels.
+    pub y_label: String,
+    /// (legend label, colour index, points); lines with equal labels share one legend entry,
+    /// lines with an empty label have none.
+    pub lines: Vec<PanelLine>,
+    /// Fixed points (x, y, class).
+    pub points: Vec<(f64, f64, PointClass)>,
+}
+
+/// Panels side by side (Fig S6 style: stimulus, teacher and student phase planes), PNG + SVG.
+pub fn line_panels(
+    stem: &Path,
+    title: &str,
+    panels: &[LinePanel],
+) -> Result<FigurePaths, PlotError> {
+    use plotters::prelude::*;
+    register_font();
+    let paths = FigurePaths::new(stem);
+    let mut ranges = Vec::with_capacity(panels.len());
+    for p in panels {
+        let xs = p.lines.iter().flat_map(|l| l.2.iter().map(|q| q.0));
+        let ys = p.lines.iter().flat_map(|l| l.2.iter().map(|q| q.1));
+        let xs: Vec<f64> = xs.chain(p.points.iter().map(|q| q.0)).collect();
+        let ys: Vec<f64> = ys.chain(p.points.iter().map(|q| q.1)).collect();
+        match (finite_range(xs.iter()), finite_range(ys.iter())) {
+            (Some(x), Some(y)) => ranges.push((x, y)),
+            _ => {
+                return Err(PlotError::NoData {
+                    path: paths.png.clone(),
+                    message: format!("panel `{}` has no finite points", p.title),
+                })
+            }
+        }
+    }
+    if panels.is_empty() {
+        return Err(PlotError::NoData {
+            path: paths.png.clone(),
+            message: "no panels".into(),
+        });
+    }
+    let black = RGBColor(0, 0, 0);
+    let size = (460 * panels.len() as u32, 480);
+    macro_rules! draw {
+        ($backend:expr, $path:expr) => {{
+            let root = $backend.into_drawing_area();
+            root.fill(&WHITE).map_err(draw_err($path))?;
+            let root = root.titled(title, (FONT, 20)).map_err(draw_err($path))?;
+            let areas = root.split_evenly((1, panels.len()));
+            for ((area, p), &((x0, x1), (y0, y1))) in areas.iter().zip(panels).zip(&ranges) {
+                let mut chart = ChartBuilder::on(area)
+                    .caption(&p.title, (FONT, 16))
+                    .margin(10)
+                    .x_label_area_size(40)
+                    .y_label_area_size(55)
+                    .build_cartesian_2d(x0..x1, y0..y1)
+                    .map_err(draw_err($path))?;
+                chart
+                    .configure_mesh()
+                    .disable_mesh()
+                    .x_desc(p.x_label.as_str())
+                    .y_desc(p.y_label.as_str())
+                    .label_style((FONT, 12))
+                    .draw()
+                    .map_err(draw_err($path))?;
+                let mut seen: Vec<&str> = Vec::new();
+                for (label, colour, pts) in &p.lines {
+                    let colour = PALETTE[colour % PALETTE.len()];
+                    // Width 1: plotters joins thick segments with mitres, and a noisy
+                    // trajectory that turns back on itself grows spikes across the figure.
+                    let s = chart
+                        .draw_series(LineSeries::new(pts.clone(), colour.stroke_width(1)))
+                        .map_err(draw_err($path))?;
+                    if !label.is_empty() && !seen.contains(&label.as_str()) {
+                        seen.push(label);
+                        s.label(label.clone()).legend(move |(x, y)| {
+                            PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2))
+                        });
+                    }
+                }
+                for &(x, y, class) in &p.points {
+                    match class {
+                        PointClass::Stable => chart.draw_series(std::iter::once(Circle::new(
+                            (x, y),
+                            6,
+                            black.filled(),
+                        ))),
+                        _ => chart.draw_series(std::iter::once(Circle::new(
+                            (x, y),
+                            6,
+                            black.stroke_width(2),
+                        ))),
+                    }
+                    .map_err(draw_err($path))?;
+                }
+                if !seen.is_empty() {
+                    chart
+                        .configure_series_labels()
+                        .background_style(WHITE.mix(0.85))
+                        .border_style(BLACK)
+                        .label_font((FONT, 12))
+                        .draw()
+                        .map_err(draw_err($path))?;
+                }
+            }
+            root.present().map_err(draw_err($path))?;
+        }};
+    }
+    draw!(BitMapBackend::new(&paths.png, size), &paths.png);
+    draw!(SVGBackend::new(&paths.svg, size), &paths.svg);
     Ok(paths)
 }

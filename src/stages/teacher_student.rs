@@ -100,6 +100,11 @@ pub struct TeacherStudentParams {
     /// Phase portraits of teacher and student (rank-2 models): flow, nullclines, fixed points.
     #[serde(default)]
     pub phase_portrait: bool,
+    /// Fig S6 (models with an input): the stimulus of six trials, the teacher's latent against
+    /// its filtered input, and the student's, driven by the same stimulus, with the fixed points
+    /// at zero input. Needs the simulation's true latents as input `latents`.
+    #[serde(default)]
+    pub input_response: bool,
     /// Extra label columns (e.g. the sweep's K).
     #[serde(default, skip_serializing_if = "indexmap::IndexMap::is_empty")]
     pub labels: indexmap::IndexMap<String, Value>,
@@ -191,7 +196,7 @@ impl Stage for TeacherStudentStage {
         "teacher_student"
     }
     fn version(&self) -> u32 {
-        1
+        2
     }
     fn description(&self) -> &'static str {
         "score a student against its teacher: noise recovery, autocorrelation/period, rates, fixed points → summary table, figures"
@@ -222,14 +227,21 @@ impl Stage for TeacherStudentStage {
             out.push(OutputSpec::new("phase_teacher", "phase_teacher.png"));
             out.push(OutputSpec::new("phase_student", "phase_student.png"));
         }
+        if params.get("input_response").and_then(Value::as_bool) == Some(true) {
+            out.push(OutputSpec::new("input_response", "input_response.png"));
+        }
         out
     }
-    fn expected_inputs(&self, _params: &Value) -> Option<Vec<InputSpec>> {
-        Some(vec![
+    fn expected_inputs(&self, params: &Value) -> Option<Vec<InputSpec>> {
+        let mut inputs = vec![
             InputSpec::required("model"),
             InputSpec::required("data"),
             InputSpec::required("teacher"),
-        ])
+        ];
+        if params.get("input_response").and_then(Value::as_bool) == Some(true) {
+            inputs.push(InputSpec::required("latents"));
+        }
+        Some(inputs)
     }
     fn run(&self, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
         let p: TeacherStudentParams = ctx.params_as()?;
@@ -577,9 +589,183 @@ impl Stage for TeacherStudentStage {
                 std::fs::rename(&fig.png, &png).map_err(|e| StageError::io(&png, e))?;
             }
         }
+        if p.input_response {
+            ctx.progress().message("input response");
+            let latents_path = ctx.input("latents")?.to_path_buf();
+            let panels = input_response_panels(
+                c,
+                &student.params,
+                &teacher,
+                &sim,
+                (&data_path, &latents_path),
+                (&tfp, &sfp),
+                p.seed,
+            )?;
+            let fig = crate::plot::line_panels(
+                &ctx.scratch_dir().join("input_response"),
+                &format!(
+                    "{}: response to the stimulus, teacher {teacher_name} vs student (seed {}; simulated)",
+                    p.setup, p.seed
+                ),
+                &panels,
+            )
+            .map_err(|e| StageError::new(e.to_string()))?;
+            let png = ctx.output("input_response")?.to_path_buf();
+            std::fs::rename(&fig.png, &png).map_err(|e| StageError::io(&png, e))?;
+        }
         for r in &rows {
             ctx.record(r.metric, r.value);
         }
         Ok(())
     }
+}
+
+/// Fig S6's panels for the first six trials of the data: the stimulus s over time; the
+/// teacher's true latent against its input state ṽ (the stimulus filtered with the teacher's
+/// decay when the simulation filters it); the student's latent against its own input state,
+/// from one noisy rollout driven by the same stimulus from z = 0, its sign chosen to correlate
+/// positively with the teacher's (the latent's sign is not identifiable). Fixed points at zero
+/// input on the ṽ = 0 line (filled: stable). Rank-1 models with one input only.
+#[allow(clippy::too_many_arguments)]
+fn input_response_panels(
+    c: &ModelConfig,
+    params: &[f64],
+    teacher: &crate::data::simulate::TeacherBasis,
+    sim: &SimulationConfig,
+    (data_path, latents_path): (&Path, &Path),
+    (tfp, sfp): (&FixedPointSet, &FixedPointSet),
+    seed: u64,
+) -> Result<Vec<crate::plot::LinePanel>, StageError> {
+    use crate::data::sequences_io::read_sequences;
+    use crate::plot::{LinePanel, PointClass};
+    let bad = |m: String| StageError::new(format!("params.input_response: {m}"));
+    if c.rank != 1 || teacher.rank != 1 || c.dim_u != 1 || teacher.dim_input != 1 {
+        return Err(bad(format!(
+            "needs rank-1 teacher and student with one input (teacher R = {}, du = {}; student R = {}, du = {})",
+            teacher.rank, teacher.dim_input, c.rank, c.dim_u
+        )));
+    }
+    let data = read_sequences(data_path).map_err(|e| StageError::new(e.to_string()))?;
+    let lat = read_sequences(latents_path).map_err(|e| StageError::new(e.to_string()))?;
+    if data.dim_u != 1
+        || lat.dim_x != 1
+        || lat.n_sequences != data.n_sequences
+        || lat.n_time != data.n_time
+    {
+        return Err(StageError::new(format!(
+            "{} and {}: expected a one-input stimulus and matching rank-1 latents \
+             (data: {} sequences × {} steps, du = {}; latents: {} × {}, R = {})",
+            data_path.display(),
+            latents_path.display(),
+            data.n_sequences,
+            data.n_time,
+            data.dim_u,
+            lat.n_sequences,
+            lat.n_time,
+            lat.dim_x
+        )));
+    }
+    let tt = data.n_time;
+    let trials = data.n_sequences.min(6);
+    let mut stim = LinePanel {
+        title: "stimulus".into(),
+        x_label: "time step".into(),
+        y_label: "s".into(),
+        ..Default::default()
+    };
+    let mut tpanel = LinePanel {
+        title: "teacher".into(),
+        x_label: "z".into(),
+        y_label: "ṽ (filtered input)".into(),
+        ..Default::default()
+    };
+    let mut student_runs = Vec::with_capacity(trials);
+    let mut cov = 0.0;
+    for i in 0..trials {
+        let u = &data.u[i * tt..(i + 1) * tt];
+        let mean_s = u.iter().sum::<f64>() / tt as f64;
+        let label = format!("mean s {mean_s:+.3}");
+        stim.lines
+            .push((label, i, (0..tt).map(|t| (t as f64, u[t])).collect()));
+        let mut v = vec![0.0; tt];
+        for t in 1..tt {
+            v[t] = if sim.filter_input {
+                teacher.decay * v[t - 1] + (1.0 - teacher.decay) * u[t - 1]
+            } else {
+                u[t]
+            };
+        }
+        let z = &lat.x[i * tt..(i + 1) * tt];
+        // One legend (the stimulus panel's): the colours are the same trials everywhere.
+        tpanel
+            .lines
+            .push((String::new(), i, z.iter().copied().zip(v).collect()));
+        let run = c
+            .generate_driven(
+                params,
+                &[0.0],
+                u,
+                seed.wrapping_mul(7919).wrapping_add(i as u64),
+            )
+            .map_err(|e| StageError::new(format!("student rollout: {e}")))?;
+        if let Some(t) = run
+            .latents
+            .iter()
+            .chain(&run.inputs)
+            .position(|v| !v.is_finite())
+        {
+            return Err(StageError::new(format!(
+                "the student's rollout on trial {i} is not finite (at index {t})"
+            )));
+        }
+        let (zm, tm) = (
+            run.latents.iter().sum::<f64>() / tt as f64,
+            z.iter().sum::<f64>() / tt as f64,
+        );
+        cov += run
+            .latents
+            .iter()
+            .zip(z)
+            .map(|(a, b)| (a - zm) * (b - tm))
+            .sum::<f64>();
+        student_runs.push(run);
+    }
+    let sign = if cov < 0.0 { -1.0 } else { 1.0 };
+    let class = |s: Stability| {
+        if s == Stability::Stable {
+            PointClass::Stable
+        } else {
+            PointClass::Unstable
+        }
+    };
+    tpanel.points = tfp
+        .points
+        .iter()
+        .map(|f| (f.z[0], 0.0, class(f.stability)))
+        .collect();
+    let mut spanel = LinePanel {
+        title: if sign < 0.0 {
+            "student (latent sign flipped to match)".into()
+        } else {
+            "student".into()
+        },
+        x_label: "z".into(),
+        y_label: "v (its input state)".into(),
+        ..Default::default()
+    };
+    for (i, run) in student_runs.iter().enumerate() {
+        let pts = run
+            .latents
+            .iter()
+            .zip(&run.inputs)
+            .map(|(z, v)| (sign * z, *v))
+            .collect();
+        spanel.lines.push((String::new(), i, pts));
+    }
+    spanel.points = sfp
+        .points
+        .iter()
+        .map(|f| (sign * f.z[0], 0.0, class(f.stability)))
+        .collect();
+    Ok(vec![stim, tpanel, spanel])
 }
