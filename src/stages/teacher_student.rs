@@ -196,7 +196,7 @@ impl Stage for TeacherStudentStage {
         "teacher_student"
     }
     fn version(&self) -> u32 {
-        2
+        3
     }
     fn description(&self) -> &'static str {
         "score a student against its teacher: noise recovery, autocorrelation/period, rates, fixed points → summary table, figures"
@@ -592,13 +592,34 @@ impl Stage for TeacherStudentStage {
         if p.input_response {
             ctx.progress().message("input response");
             let latents_path = ctx.input("latents")?.to_path_buf();
+            // The simulated latents are in the teacher's dataset basis (orthonormal U, V, B:
+            // z' = a z + V relu(U z + Iᵀ v + B)), not the JSON map's m/n coordinates: its fixed
+            // points are drawn in that basis, as in the reference's Fig S6 notebook.
+            let basis_map = PwlMap::from_low_rank(
+                &teacher.u,
+                &teacher.v,
+                &teacher.b.iter().map(|b| -b).collect::<Vec<f64>>(),
+                teacher.decay,
+                teacher.rank,
+                crate::model::lowrank::Nonlinearity::Relu,
+            )
+            .map_err(|e| StageError::new(format!("{}: {e}", teacher_path.display())))?;
+            let tfp_basis = fp(&basis_map, &teacher_path)?;
+            if tfp_basis.points.len() != tfp.points.len() {
+                return Err(StageError::new(format!(
+                    "{}: the teacher has {} fixed points in its dataset basis but {} in its map",
+                    teacher_path.display(),
+                    tfp_basis.points.len(),
+                    tfp.points.len()
+                )));
+            }
             let panels = input_response_panels(
                 c,
                 &student.params,
                 &teacher,
                 &sim,
                 (&data_path, &latents_path),
-                (&tfp, &sfp),
+                (&tfp_basis, &sfp),
                 p.seed,
             )?;
             let fig = crate::plot::line_panels(
