@@ -1,6 +1,6 @@
 //! `vsmc.precision` through the CLI: an f32 fit runs, records its precision in model.h5 (so
-//! `score` and `generate` use it too) and tracks the f64 fit of the same seed closely; a bad
-//! value is refused with a message naming the field.
+//! `score` uses it too; `generate`'s and `posterior`'s filters run in f64) and tracks the f64
+//! fit of the same seed closely; a bad value is refused with a message naming the field.
 
 use std::path::Path;
 use std::process::Command;
