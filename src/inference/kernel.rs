@@ -55,6 +55,8 @@ macro_rules! by_rank {
         }
     };
 }
+// Shared with the f32 kernels (`kernel32_avx2.rs`).
+pub(super) use by_rank;
 
 #[cfg(target_arch = "x86_64")]
 #[path = "kernel_avx2.rs"]

@@ -6,7 +6,7 @@
 
 use std::arch::x86_64::*;
 
-use super::super::kernel::{Grads, Weights};
+use super::super::kernel::{by_rank, Grads, Weights};
 use super::{act, Weights32};
 use crate::model::lowrank::Nonlinearity;
 
@@ -155,22 +155,6 @@ fn check(w: &Weights<'_>, lo: &Weights32, r: usize, z: &[f64], ext: Option<&[f64
         ext.is_none_or(|e| e.len() == n),
         "input current has N entries"
     );
-}
-
-macro_rules! by_rank {
-    ($rank:expr, $go:ident, $fallback:expr) => {
-        match $rank {
-            1 => $go!(1),
-            2 => $go!(2),
-            3 => $go!(3),
-            4 => $go!(4),
-            5 => $go!(5),
-            6 => $go!(6),
-            7 => $go!(7),
-            8 => $go!(8),
-            _ => $fallback,
-        }
-    };
 }
 
 /// Transition means; `false` when the rank has no vector kernel.
