@@ -348,3 +348,274 @@ pub mod avx2 {
         }
     }
 }
+
+/// The Poisson-softplus terms in single precision on eight lanes (`precision: f32`): the
+/// transcendental functions of a Poisson fit at twice the width and with shorter polynomials
+/// (Cephes' `expf` and `logf`, ≈ 1 ulp of f32). Inputs and outputs stay f64.
+#[cfg(target_arch = "x86_64")]
+pub mod avx2_f32 {
+    use std::arch::x86_64::*;
+
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    /// 1.5 · 2²³: adding it rounds to an integer held in the low mantissa bits.
+    const SHIFTER: f32 = 12_582_912.0;
+
+    #[inline(always)]
+    unsafe fn fma(a: __m256, b: __m256, c: __m256) -> __m256 {
+        _mm256_fmadd_ps(a, b, c)
+    }
+
+    #[inline(always)]
+    unsafe fn splat(v: f32) -> __m256 {
+        _mm256_set1_ps(v)
+    }
+
+    /// e^x on eight lanes for x ∈ [−87, 88] (clamped to it).
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and FMA.
+    #[inline(always)]
+    pub unsafe fn exp8(x: __m256) -> __m256 {
+        let x = _mm256_min_ps(_mm256_max_ps(x, splat(-87.0)), splat(88.0));
+        let shifted = fma(x, splat(std::f32::consts::LOG2_E), splat(SHIFTER));
+        let n = _mm256_sub_ps(shifted, splat(SHIFTER));
+        let r = fma(n, splat(-LN2_LO), fma(n, splat(-LN2_HI), x));
+        // Cephes expf: e^r ≈ 1 + r + r² P(r), |r| ≤ ln2/2.
+        let mut p = splat(1.987_569_1e-4);
+        for c in [
+            1.398_199_9e-3,
+            8.333_452e-3,
+            4.166_579_6e-2,
+            1.666_666_5e-1,
+            0.5,
+        ] {
+            p = fma(p, r, splat(c));
+        }
+        let r2 = _mm256_mul_ps(r, r);
+        let e_r = fma(p, r2, _mm256_add_ps(r, splat(1.0)));
+        // 2ⁿ from the shifter's low bits: (n + 127) << 23.
+        let biased = _mm256_add_epi32(_mm256_castps_si256(shifted), _mm256_set1_epi32(127));
+        _mm256_mul_ps(e_r, _mm256_castsi256_ps(_mm256_slli_epi32(biased, 23)))
+    }
+
+    /// ln x on eight lanes for positive normal x.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and FMA.
+    #[inline(always)]
+    pub unsafe fn ln8(x: __m256) -> __m256 {
+        // x = 2^e · m with m ∈ [½, 1) (frexp), then m → [√½, √2) as in Cephes' logf.
+        let bits = _mm256_castps_si256(x);
+        let e_int = _mm256_sub_epi32(_mm256_srli_epi32(bits, 23), _mm256_set1_epi32(126));
+        let m = _mm256_castsi256_ps(_mm256_or_si256(
+            _mm256_and_si256(bits, _mm256_set1_epi32(0x007f_ffff)),
+            _mm256_set1_epi32(0x3f00_0000),
+        ));
+        let mut e = _mm256_cvtepi32_ps(e_int);
+        let small = _mm256_cmp_ps::<_CMP_LT_OQ>(m, splat(std::f32::consts::FRAC_1_SQRT_2));
+        e = _mm256_sub_ps(e, _mm256_and_ps(small, splat(1.0)));
+        // small: f = 2m − 1; otherwise f = m − 1.
+        let f = _mm256_sub_ps(_mm256_add_ps(m, _mm256_and_ps(small, m)), splat(1.0));
+        let z = _mm256_mul_ps(f, f);
+        let mut p = splat(7.037_683_6e-2);
+        for c in [
+            -1.151_461e-1,
+            1.167_699_9e-1,
+            -1.242_014_1e-1,
+            1.424_932_3e-1,
+            -1.666_805_8e-1,
+            2.000_071_4e-1,
+            -2.499_999_4e-1,
+            3.333_333e-1,
+        ] {
+            p = fma(p, f, splat(c));
+        }
+        let mut y = _mm256_mul_ps(_mm256_mul_ps(p, f), z);
+        y = fma(e, splat(LN2_LO), y);
+        y = fma(z, splat(-0.5), y);
+        fma(e, splat(LN2_HI), _mm256_add_ps(f, y))
+    }
+
+    /// Eight f64 values (from `p`) narrowed to f32.
+    #[inline(always)]
+    unsafe fn load8(p: *const f64) -> __m256 {
+        let lo = _mm256_cvtpd_ps(_mm256_loadu_pd(p));
+        let hi = _mm256_cvtpd_ps(_mm256_loadu_pd(p.add(4)));
+        _mm256_set_m128(hi, lo)
+    }
+
+    /// Eight f32 values widened and stored to `p` as f64.
+    #[inline(always)]
+    unsafe fn store8(p: *mut f64, v: __m256) {
+        _mm256_storeu_pd(p, _mm256_cvtps_pd(_mm256_castps256_ps128(v)));
+        _mm256_storeu_pd(p.add(4), _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(v)));
+    }
+
+    /// As [`super::avx2::poisson_softplus`] (x ln λ − λ, λ = softplus(η) + 1e-6, and
+    /// scale · dℓ/dη), computed in f32; the tail of fewer than eight units in f64.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and FMA; all slices have the same length.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn poisson_softplus(
+        eta: &[f64],
+        x: &[f64],
+        term: &mut [f64],
+        deta: &mut [f64],
+        scale: f64,
+    ) {
+        let n = eta.len();
+        let full = n / 8 * 8;
+        let one = splat(1.0);
+        let zero = _mm256_setzero_ps();
+        let twenty = splat(20.0);
+        let scale32 = splat(scale as f32);
+        for i in (0..full).step_by(8) {
+            let h = load8(eta.as_ptr().add(i));
+            let xv = load8(x.as_ptr().add(i));
+            let e = exp8(_mm256_min_ps(h, twenty));
+            let u = _mm256_add_ps(one, e);
+            let inv_u = _mm256_div_ps(one, u);
+            // ln(1 + e) with the rounding of 1 + e corrected (as the f64 version).
+            let sp = _mm256_sub_ps(
+                ln8(u),
+                _mm256_mul_ps(_mm256_sub_ps(_mm256_sub_ps(u, one), e), inv_u),
+            );
+            let lin = _mm256_cmp_ps::<_CMP_GT_OQ>(h, twenty);
+            let sp = _mm256_blendv_ps(sp, h, lin);
+            let sig = _mm256_blendv_ps(_mm256_mul_ps(e, inv_u), one, lin);
+            let lam = _mm256_add_ps(sp, splat(1e-6));
+            let nonzero = _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_NEQ_UQ>(xv, zero)) != 0;
+            let t = if nonzero {
+                fma(xv, ln8(lam), _mm256_sub_ps(zero, lam))
+            } else {
+                _mm256_sub_ps(zero, lam)
+            };
+            store8(term.as_mut_ptr().add(i), t);
+            if scale != 0.0 {
+                let q = if nonzero {
+                    _mm256_sub_ps(_mm256_div_ps(xv, lam), one)
+                } else {
+                    splat(-1.0)
+                };
+                store8(
+                    deta.as_mut_ptr().add(i),
+                    _mm256_mul_ps(_mm256_mul_ps(scale32, q), sig),
+                );
+            }
+        }
+        for i in full..n {
+            let (sp, sig) = super::softplus_and_sigmoid(eta[i]);
+            let lam = sp + 1e-6;
+            term[i] = x[i] * super::ln(lam) - lam;
+            if scale != 0.0 {
+                deta[i] = scale * (x[i] / lam - 1.0) * sig;
+            }
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        fn avx2() -> bool {
+            std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+        }
+
+        #[test]
+        fn exp8_and_ln8_match_libm_to_a_few_f32_ulp() {
+            if !avx2() {
+                return;
+            }
+            let (mut worst_exp, mut worst_ln) = (0.0f64, 0.0f64);
+            let mut xs = Vec::new();
+            let mut v = -87.0f32;
+            while v < 88.0 {
+                xs.push(v);
+                v += 0.0137;
+            }
+            for c in xs.chunks_exact(8) {
+                let mut out = [0.0f32; 8];
+                // SAFETY: AVX2 and FMA are available (checked above); c has eight values.
+                unsafe { _mm256_storeu_ps(out.as_mut_ptr(), exp8(_mm256_loadu_ps(c.as_ptr()))) };
+                for (o, &x) in out.iter().zip(c) {
+                    let want = f64::from(x).exp();
+                    worst_exp = worst_exp.max(((f64::from(*o) - want) / want).abs());
+                }
+            }
+            let mut ys = Vec::new();
+            let mut y = 1e-37f32;
+            while y < 1e37 {
+                ys.push(y);
+                y *= 1.0123;
+            }
+            let h = std::f32::consts::FRAC_1_SQRT_2;
+            ys.extend([
+                1.0 - 1e-7,
+                1.0,
+                1.0 + 1e-7,
+                h * (1.0 - 1e-7),
+                h * (1.0 + 1e-7),
+                1.5,
+                2.0,
+            ]);
+            ys.resize(ys.len().div_ceil(8) * 8, 1.25);
+            for c in ys.chunks_exact(8) {
+                let mut out = [0.0f32; 8];
+                // SAFETY: as above.
+                unsafe { _mm256_storeu_ps(out.as_mut_ptr(), ln8(_mm256_loadu_ps(c.as_ptr()))) };
+                for (o, &x) in out.iter().zip(c) {
+                    let want = f64::from(x).ln();
+                    worst_ln = worst_ln.max((f64::from(*o) - want).abs() / want.abs().max(1.0));
+                }
+            }
+            // f32's unit roundoff is 6e-8.
+            assert!(worst_exp < 3e-7, "exp8: worst relative error {worst_exp:e}");
+            assert!(worst_ln < 3e-7, "ln8: worst error {worst_ln:e}");
+        }
+
+        #[test]
+        fn f32_poisson_terms_track_the_f64_ones() {
+            if !avx2() {
+                return;
+            }
+            // 83 units: ten full vectors and a tail; counts 0–4, η from −30 to 40.
+            let n = 83;
+            for shift in [-30.0, -5.0, 0.0, 3.0, 25.0] {
+                let eta: Vec<f64> = (0..n).map(|i| shift + 0.37 * (i as f64) - 8.0).collect();
+                let x: Vec<f64> = (0..n).map(|i| ((i * 7) % 5) as f64).collect();
+                let (mut t32, mut d32) = (vec![0.0; n], vec![0.0; n]);
+                let (mut t64, mut d64) = (vec![0.0; n], vec![0.0; n]);
+                // SAFETY: AVX2 and FMA are available (checked above); equal lengths.
+                unsafe {
+                    poisson_softplus(&eta, &x, &mut t32, &mut d32, 0.7);
+                    super::super::avx2::poisson_softplus(&eta, &x, &mut t64, &mut d64, 0.7);
+                }
+                assert_ne!(t32, t64, "the f32 path must not be the f64 one");
+                for i in 0..n {
+                    let tol_t = (1e-6 + 1.2e-7 * eta[i].abs()) * (t64[i].abs() + x[i] + 1e-6);
+                    assert!(
+                        (t32[i] - t64[i]).abs() <= tol_t,
+                        "term {i}: {} vs {}",
+                        t32[i],
+                        t64[i]
+                    );
+                    // d = scale (x/λ − 1) σ cancels near x = λ: the tolerance is relative
+                    // to the two terms' size, not to their difference.
+                    let (sp, sig) = super::super::softplus_and_sigmoid(eta[i]);
+                    // η itself is rounded to f32 (an absolute error of |η| · 6e-8).
+                    let rel_tol = 1e-6 + 1.2e-7 * eta[i].abs();
+                    let size = 0.7 * (x[i] / (sp + 1e-6) + 1.0) * sig;
+                    assert!(
+                        (d32[i] - d64[i]).abs() <= rel_tol * size + 1e-15,
+                        "d {i} (η {}): {} vs {}",
+                        eta[i],
+                        d32[i],
+                        d64[i]
+                    );
+                }
+            }
+        }
+    }
+}

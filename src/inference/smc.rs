@@ -23,7 +23,7 @@ use super::fastmath;
 use super::kernel::{self, Precision, Weights32};
 use super::optimal::{logsumexp, VsmcError, VsmcOptions, VsmcOutput};
 use super::trial;
-use crate::model::encoder::{CnnEncoder, EncoderWeights};
+use crate::model::encoder::{CnnEncoder, EncoderWeights, EncoderWorkspace};
 use crate::model::lowrank::{
     InitialState, Likelihood, ModelConfig, NoiseKind, ObsNonlinearity, Observation, ParamView,
     ReadoutFrom,
@@ -145,11 +145,78 @@ struct ObsModel {
     obs_const: f64,
 }
 
+/// The encoder's weights in the fit's precision: `precision: f32` runs the CNN in f32 (its
+/// GEMMs are then twice as wide), the rest of the proposal in f64.
+enum EncoderPrec {
+    F64(EncoderWeights<f64>),
+    F32(EncoderWeights<f32>),
+}
+
+/// An encoder workspace of the matching precision.
+enum EncoderWs {
+    F64(EncoderWorkspace<f64>),
+    F32(EncoderWorkspace<f32>),
+}
+
+fn encoder_error(e: impl std::fmt::Display) -> VsmcError {
+    VsmcError::Shape(format!("encoder: {e}"))
+}
+
+/// Runs the encoder on one trial's x (dx rows of `n_steps`): its mean and log-variance (R × T).
+fn encoder_forward(
+    enc: &CnnEncoder,
+    w: &EncoderPrec,
+    x: &[f64],
+    n_steps: usize,
+    ws: &mut EncoderWs,
+) -> Result<(Vec<f64>, Vec<f64>), VsmcError> {
+    match (w, ws) {
+        (EncoderPrec::F64(w), EncoderWs::F64(ws)) => {
+            enc.forward(w, x, n_steps, ws).map_err(encoder_error)?;
+            Ok((ws.mean().to_vec(), ws.logvar().to_vec()))
+        }
+        (EncoderPrec::F32(w), EncoderWs::F32(ws)) => {
+            let x32: Vec<f32> = x.iter().map(|&v| v as f32).collect();
+            enc.forward(w, &x32, n_steps, ws).map_err(encoder_error)?;
+            let wide = |v: &[f32]| v.iter().map(|&a| f64::from(a)).collect();
+            Ok((wide(ws.mean()), wide(ws.logvar())))
+        }
+        _ => Err(encoder_error(
+            "workspace and weights of different precisions",
+        )),
+    }
+}
+
+/// The encoder's reverse pass after [`encoder_forward`] with the same workspace: adds
+/// d loss/dθ of its blocks into `g` from the output adjoints (R × T).
+fn encoder_backward(
+    enc: &CnnEncoder,
+    w: &EncoderPrec,
+    ws: &mut EncoderWs,
+    d_mean: &[f64],
+    d_logvar: &[f64],
+    g: &mut [f64],
+) -> Result<(), VsmcError> {
+    match (w, ws) {
+        (EncoderPrec::F64(w), EncoderWs::F64(ws)) => enc.backward(w, ws, d_mean, d_logvar, g),
+        (EncoderPrec::F32(w), EncoderWs::F32(ws)) => {
+            let narrow = |v: &[f64]| v.iter().map(|&a| a as f32).collect::<Vec<f32>>();
+            enc.backward(w, ws, &narrow(d_mean), &narrow(d_logvar), g)
+        }
+        _ => {
+            return Err(encoder_error(
+                "workspace and weights of different precisions",
+            ))
+        }
+    }
+    .map_err(encoder_error)
+}
+
 /// Everything the per-trial passes share.
 struct Ctx<'a> {
     c: &'a ModelConfig,
     p: ParamView<'a>,
-    encoder: Option<(&'a CnnEncoder, EncoderWeights<f64>)>,
+    encoder: Option<(&'a CnnEncoder, EncoderPrec)>,
     mt: Vec<f64>,
     nk: Vec<f64>,
     /// Mᵀ and n rounded to f32 (`precision: f32`).
@@ -178,11 +245,32 @@ struct TrialRecord {
     dv_da: Vec<f64>,      // [t][du]
     enc_mean: Vec<f64>,   // [r][t] (encoder)
     enc_logvar: Vec<f64>, // [r][t]
-    /// Poisson with a gradient: dℓ/dη per `[t][k][j]` from the forward pass (the link's
-    /// transcendental functions dominate; the reverse pass reuses them). Empty otherwise.
-    dl_deta: Vec<f64>,
+    /// logsumexp of each step's log weights ([t]).
+    lse: Vec<f64>,
+    /// The observation term's adjoints, already taken in the forward pass (Poisson with a
+    /// gradient); `None` when the reverse pass recomputes them.
+    early: Option<EarlyObs>,
     alpha_sum: f64,
     loss_b: f64,
+}
+
+/// The observation term's reverse pass, taken during the forward pass once each step's weights
+/// are known (Poisson with a gradient). The link's transcendental functions dominate a Poisson
+/// fit; this way they are evaluated once, and the per-unit dℓ/dη live only for one step
+/// (K × dx) instead of the whole trial (T × K × dx, megabytes per trial).
+struct EarlyObs {
+    /// d(scale · Loss_b)/dz of each proposed particle through its observation term, [t][k][r].
+    dz: Vec<f64>,
+    /// The one-to-one readout's parameter adjoints.
+    acc: OneToOneGrad,
+    /// The input state's adjoint, [t][du].
+    dv: Vec<f64>,
+}
+
+/// The weight of particle `kk`'s log weight in d(scale · Loss_b): scale · w̃_k / T.
+#[inline(always)]
+fn particle_weight(lw: f64, lse: f64, scale: f64, n_steps: usize) -> f64 {
+    scale * fastmath::exp(lw - lse) / n_steps as f64
 }
 
 /// Per-particle scratch of the observation term.
@@ -196,7 +284,23 @@ struct ObsScratch {
     term: Vec<f64>, // per-channel log-likelihood terms (dx)
 }
 
+/// What [`Ctx::eta_backward`] reads of one particle's observation term.
+#[derive(Clone, Copy)]
+struct ObsView<'a> {
+    deta: &'a [f64],
+    s: &'a [f64],
+    pre: &'a [f64],
+}
+
 impl ObsScratch {
+    fn view(&self) -> ObsView<'_> {
+        ObsView {
+            deta: &self.deta,
+            s: &self.s,
+            pre: &self.pre,
+        }
+    }
+
     fn new(dx: usize) -> Self {
         ObsScratch {
             xt: vec![0.0; dx],
@@ -264,20 +368,22 @@ impl Ctx<'_> {
                 }
             }
             Observation::OneToOne => {
-                // Currents of the observed units: e_obs + Σ_q M[:, q] z_q (vectorised over units).
-                o.pre.copy_from_slice(&o.eobs);
+                // Currents of the observed units: e_obs + Σ_q M[:, q] z_q (vectorised over units),
+                // into `pre` for a rates readout, straight into the readout `s` otherwise (`pre`
+                // is then left alone: nothing reads it).
+                let rates = self.c.readout_from == ReadoutFrom::Rates;
+                let cur = if rates { &mut o.pre } else { &mut o.s };
+                cur.copy_from_slice(&o.eobs);
                 for (q, &zq) in z.iter().enumerate().take(r) {
                     let row = &self.m_obs[q * dx..(q + 1) * dx];
-                    for (x, m) in o.pre.iter_mut().zip(row) {
+                    for (x, m) in cur.iter_mut().zip(row) {
                         *x += m * zq;
                     }
                 }
-                if self.c.readout_from == ReadoutFrom::Rates {
+                if rates {
                     for j in 0..dx {
                         o.s[j] = self.c.nonlinearity.eval(o.pre[j], p.h[j]).0;
                     }
-                } else {
-                    o.s.copy_from_slice(&o.pre);
                 }
                 for j in 0..dx {
                     o.eta[j] = p.b[j] * o.s[j] + p.bias[j];
@@ -315,6 +421,19 @@ impl Ctx<'_> {
             // vectorises (this is the hot loop of the Poisson fits).
             match ob.link {
                 #[cfg(target_arch = "x86_64")]
+                ObsNonlinearity::Softplus if self.lo.is_some() && kernel::fma_available() => {
+                    // SAFETY: AVX2 and FMA are available (checked); the slices all have length dx.
+                    unsafe {
+                        fastmath::avx2_f32::poisson_softplus(
+                            &o.eta,
+                            &o.xt,
+                            &mut o.term,
+                            &mut o.deta,
+                            grad_scale,
+                        )
+                    }
+                }
+                #[cfg(target_arch = "x86_64")]
                 ObsNonlinearity::Softplus if kernel::fma_available() => {
                     // SAFETY: AVX2 is available (checked); the slices all have length dx.
                     unsafe {
@@ -341,7 +460,7 @@ impl Ctx<'_> {
         }
     }
 
-    /// Reverse of [`Self::eta`] from `o.deta`: adds into dz, the parameter gradient `g`, the
+    /// Reverse of [`Self::eta`] from `o.deta` (`o.s`, `o.pre` as [`Self::eta`] left them): adds into dz, the parameter gradient `g`, the
     /// one-to-one input current's adjoint `deobs` (dx) and the input state's `dv` (z_and_v).
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
@@ -349,7 +468,7 @@ impl Ctx<'_> {
         &self,
         z: &[f64],
         vt: &[f64],
-        o: &ObsScratch,
+        o: ObsView<'_>,
         dz: &mut [f64],
         g: &mut [f64],
         acc: &mut OneToOneGrad,
@@ -407,8 +526,8 @@ impl Ctx<'_> {
                     }
                 } else {
                     readout_backward(
-                        &o.deta,
-                        &o.s,
+                        o.deta,
+                        o.s,
                         p.b,
                         &mut acc.bias,
                         &mut acc.b,
@@ -422,8 +541,20 @@ impl Ctx<'_> {
                     for (gmj, &dp) in gm.iter_mut().zip(&acc.dpre) {
                         *gmj += dp * zq;
                     }
-                    dz[q] += dot4(&self.m_obs[q * dx..(q + 1) * dx], &acc.dpre);
+                    dz[q] += dot8(&self.m_obs[q * dx..(q + 1) * dx], &acc.dpre);
                 }
+            }
+        }
+    }
+
+    /// Reverse of the one-to-one readout's input current e_obs = Wu v_t, from its adjoint
+    /// `deobs` (dx): adds into Wu's gradient in `g` and the input state's adjoint `dv_t` (du).
+    fn input_obs_backward(&self, vt: &[f64], deobs: &[f64], g: &mut [f64], dv_t: &mut [f64]) {
+        let du = self.c.dim_u;
+        for (j, &de) in deobs.iter().enumerate() {
+            for l in 0..du {
+                g[self.off.wu + j * du + l] += de * vt[l];
+                dv_t[l] += self.p.wu[j * du + l] * de;
             }
         }
     }
@@ -482,20 +613,23 @@ impl Ctx<'_> {
     }
 
     /// Forward pass of one trial (`ws` holds the encoder's workspace when there is one).
+    ///
+    /// `early` = (gradient, scale): take the observation term's reverse pass here (Poisson only;
+    /// see [`EarlyObs`]), adding d(scale · Loss_b)/dθ of its parameters into the gradient.
     fn forward(
         &self,
         x: &[f64],
         u: &[f64],
         draws: &TrialDraws,
-        ws: Option<&mut crate::model::encoder::EncoderWorkspace<f64>>,
-        want_grad: bool,
+        ws: Option<&mut EncoderWs>,
+        early: Option<(&mut [f64], f64)>,
     ) -> Result<TrialRecord, VsmcError> {
         #[cfg(target_arch = "x86_64")]
         if kernel::fma_available() {
             // SAFETY: the CPU supports AVX2 and FMA (checked just above).
-            return unsafe { self.forward_avx2(x, u, draws, ws, want_grad) };
+            return unsafe { self.forward_avx2(x, u, draws, ws, early) };
         }
-        self.forward_impl(x, u, draws, ws, want_grad)
+        self.forward_impl(x, u, draws, ws, early)
     }
 
     /// [`Self::forward_impl`] compiled for AVX2 (wider vectors for the observation loops; no
@@ -507,10 +641,10 @@ impl Ctx<'_> {
         x: &[f64],
         u: &[f64],
         draws: &TrialDraws,
-        ws: Option<&mut crate::model::encoder::EncoderWorkspace<f64>>,
-        want_grad: bool,
+        ws: Option<&mut EncoderWs>,
+        early: Option<(&mut [f64], f64)>,
     ) -> Result<TrialRecord, VsmcError> {
-        self.forward_impl(x, u, draws, ws, want_grad)
+        self.forward_impl(x, u, draws, ws, early)
     }
 
     #[inline(always)]
@@ -519,8 +653,8 @@ impl Ctx<'_> {
         x: &[f64],
         u: &[f64],
         draws: &TrialDraws,
-        ws: Option<&mut crate::model::encoder::EncoderWorkspace<f64>>,
-        want_grad: bool,
+        ws: Option<&mut EncoderWs>,
+        mut early: Option<(&mut [f64], f64)>,
     ) -> Result<TrialRecord, VsmcError> {
         let (r, dx, du, k, tt, n) = (
             self.c.rank,
@@ -533,10 +667,7 @@ impl Ctx<'_> {
         let (v, dv_da) = trial::input_states(self.c, self.p.decay, u, tt);
         let (mut enc_mean, mut enc_logvar) = (Vec::new(), Vec::new());
         if let (Some((enc, w)), Some(ws)) = (&self.encoder, ws) {
-            enc.forward(w, x, tt, ws)
-                .map_err(|e| VsmcError::Shape(format!("encoder: {e}")))?;
-            enc_mean = ws.mean().to_vec();
-            enc_logvar = ws.logvar().to_vec();
+            (enc_mean, enc_logvar) = encoder_forward(enc, w, x, tt, ws)?;
         }
         let t_enc = self.n_filter;
         let lgamma = self.lgamma_per_step(x);
@@ -550,12 +681,32 @@ impl Ctx<'_> {
         let mut mu0 = vec![0.0; r];
         let mut o = ObsScratch::new(dx);
         let mut dummy = vec![0.0; dx];
-        let keep = want_grad && !self.obs.gaussian;
-        let mut dl_deta = if keep {
-            vec![0.0; tt * k * dx]
-        } else {
-            Vec::new()
-        };
+        if self.obs.gaussian {
+            // The Gaussian term's reverse pass also needs the weights inside `loglik` (σ_x's
+            // adjoint); it is cheap to recompute, so it stays in the reverse pass.
+            early = None;
+        }
+        let keep = early.is_some();
+        let one_to_one = self.c.observation == Observation::OneToOne;
+        let rates = self.c.readout_from == ReadoutFrom::Rates;
+        // One step's dℓ/dη, readouts s and currents of every particle (early mode).
+        // Each particle's buffers are swapped with the scratch's, not copied.
+        let per_particle =
+            |on: bool| vec![vec![0.0; if on { dx } else { 0 }]; if keep { k } else { 0 }];
+        let mut step_dl = per_particle(true);
+        let mut step_s = per_particle(one_to_one);
+        let mut step_pre = per_particle(one_to_one && rates);
+        let mut ea = keep.then(|| EarlyObs {
+            dz: vec![0.0; tt * k * r],
+            acc: OneToOneGrad::new(r, dx),
+            dv: vec![0.0; tt * du],
+        });
+        let mut deobs = vec![0.0; dx];
+        let mut lses = vec![0.0; tt];
+        // ln of the proposal's and the prior's standard deviations (encoder steps).
+        let (mut ln_prior, mut ln_prop) = (vec![0.0; r], vec![0.0; r]);
+        // 1/σ_z² and the proposal's standard deviation per latent (encoder steps).
+        let (mut prec_z, mut sd_q) = (vec![0.0; r], vec![0.0; r]);
         let mut scratch = vec![0.0; k];
         let (mut prec_e, mut mean_e, mut vq) = (vec![0.0; r], vec![0.0; r], vec![0.0; r]);
         let w = self.weights();
@@ -588,6 +739,10 @@ impl Ctx<'_> {
                     let pq = pz + prec_e[q];
                     vq[q] = 1.0 / pq;
                     alpha_sum += 1.0 - pz / pq;
+                    prec_z[q] = pz;
+                    sd_q[q] = vq[q].sqrt();
+                    ln_prior[q] = -sc.std[q].ln() - 0.5 * LN_2PI;
+                    ln_prop[q] = -sd_q[q].ln() - 0.5 * LN_2PI;
                 }
             }
             self.obs_step(x, vt, t, &mut o);
@@ -598,13 +753,11 @@ impl Ctx<'_> {
                 let mut lw_prop = 0.0;
                 if encoder_step {
                     for q in 0..r {
-                        let pz = 1.0 / sc.var[q];
-                        let mq = (pz * mu_k[q] + prec_e[q] * mean_e[q]) * vq[q];
-                        let sq = vq[q].sqrt();
-                        zk[q] = mq + sq * eps[q];
+                        let mq = (prec_z[q] * mu_k[q] + prec_e[q] * mean_e[q]) * vq[q];
+                        zk[q] = mq + sd_q[q] * eps[q];
                         let d = (zk[q] - mu_k[q]) / sc.std[q];
-                        lw_prop += (-0.5 * d * d - sc.std[q].ln() - 0.5 * LN_2PI)
-                            - (-0.5 * eps[q] * eps[q] - sq.ln() - 0.5 * LN_2PI);
+                        lw_prop +=
+                            (-0.5 * d * d + ln_prior[q]) - (-0.5 * eps[q] * eps[q] + ln_prop[q]);
                     }
                 } else if self.encoder.is_some() {
                     // t_forward steps of the encoder path: the prior with sqrt(clamped var).
@@ -619,12 +772,46 @@ impl Ctx<'_> {
                 self.eta(zk, vt, &mut o);
                 let ll = self.loglik(&mut o, lgamma[t], if keep { 1.0 } else { 0.0 }, &mut dummy);
                 if keep {
-                    dl_deta[(t * k + kk) * dx..(t * k + kk + 1) * dx].copy_from_slice(&o.deta);
+                    std::mem::swap(&mut step_dl[kk], &mut o.deta);
+                    if one_to_one {
+                        std::mem::swap(&mut step_s[kk], &mut o.s);
+                    }
+                    if one_to_one && rates {
+                        std::mem::swap(&mut step_pre[kk], &mut o.pre);
+                    }
                 }
                 log_w[t * k + kk] = ll + lw_prop;
             }
             let lw = &log_w[t * k..(t + 1) * k];
-            loss_b += logsumexp(lw) - (k as f64).ln();
+            let lse = logsumexp(lw);
+            lses[t] = lse;
+            loss_b += lse - (k as f64).ln();
+            if let (Some((g, scale)), Some(ea)) = (early.as_mut(), ea.as_mut()) {
+                // The observation term's reverse pass for this step (see `EarlyObs`).
+                deobs.iter_mut().for_each(|d| *d = 0.0);
+                let dv_t = &mut ea.dv[t * du..(t + 1) * du];
+                for kk in 0..k {
+                    let gk = particle_weight(lw[kk], lse, *scale, tt);
+                    for d in step_dl[kk].iter_mut() {
+                        *d *= gk;
+                    }
+                    let view = ObsView {
+                        deta: &step_dl[kk],
+                        s: if one_to_one { &step_s[kk] } else { &[] },
+                        pre: if one_to_one && rates {
+                            &step_pre[kk]
+                        } else {
+                            &[]
+                        },
+                    };
+                    let zk = &z[(t * k + kk) * r..(t * k + kk + 1) * r];
+                    let dz = &mut ea.dz[(t * k + kk) * r..(t * k + kk + 1) * r];
+                    self.eta_backward(zk, vt, view, dz, g, &mut ea.acc, &mut deobs, dv_t);
+                }
+                if one_to_one && du > 0 {
+                    self.input_obs_backward(vt, &deobs, g, dv_t);
+                }
+            }
             if filtering {
                 ancestors(
                     lw,
@@ -644,7 +831,8 @@ impl Ctx<'_> {
             dv_da,
             enc_mean,
             enc_logvar,
-            dl_deta,
+            lse: lses,
+            early: ea,
             alpha_sum,
             loss_b: loss_b / tt as f64,
         })
@@ -667,7 +855,7 @@ impl Ctx<'_> {
     fn backward(
         &self,
         x: &[f64],
-        rec: &TrialRecord,
+        rec: &mut TrialRecord,
         draws: &TrialDraws,
         scale: f64,
         g: &mut [f64],
@@ -690,7 +878,7 @@ impl Ctx<'_> {
     unsafe fn backward_avx2(
         &self,
         x: &[f64],
-        rec: &TrialRecord,
+        rec: &mut TrialRecord,
         draws: &TrialDraws,
         scale: f64,
         g: &mut [f64],
@@ -705,7 +893,7 @@ impl Ctx<'_> {
     fn backward_impl(
         &self,
         x: &[f64],
-        rec: &TrialRecord,
+        rec: &mut TrialRecord,
         draws: &TrialDraws,
         scale: f64,
         g: &mut [f64],
@@ -723,12 +911,20 @@ impl Ctx<'_> {
         let p = &self.p;
         let wts = self.weights();
         let t_enc = self.n_filter;
-        let lgamma = self.lgamma_per_step(x);
+        let (mut acc, mut dv, early_dz) = match rec.early.take() {
+            Some(e) => (e.acc, e.dv, Some(e.dz)),
+            None => (OneToOneGrad::new(r, dx), vec![0.0; tt * du], None),
+        };
+        let rec = &*rec;
+        let lgamma = if early_dz.is_none() {
+            self.lgamma_per_step(x)
+        } else {
+            Vec::new()
+        };
         let mut o = ObsScratch::new(dx);
         let mut dz_next = vec![0.0; k * r];
         let mut dzprev = vec![0.0; k * r];
         let mut dmu_all = vec![0.0; k * r];
-        let mut dv = vec![0.0; tt * du];
         let mut zp = vec![0.0; k * r];
         let mut ext = vec![0.0; n];
         let mut gext = vec![0.0; if du > 0 { n } else { 0 }];
@@ -740,7 +936,6 @@ impl Ctx<'_> {
         let mut gh = vec![0.0; n];
         let mut dsd = vec![0.0; dx];
         let mut deobs = vec![0.0; dx];
-        let mut acc = OneToOneGrad::new(r, dx);
         let mut wgt = vec![0.0; k];
         let mut dzk = vec![0.0; r];
         let mut dmu0 = vec![0.0; r];
@@ -757,6 +952,9 @@ impl Ctx<'_> {
             vec![0.0; r],
             vec![0.0; r],
         );
+        // Per latent at an encoder step: 1/s, 1/s², 1/s³ (s the prior's std), 1/s_q (the
+        // proposal's) and 1/σ_z², so that the particle loop has no division.
+        let mut step_inv = vec![[0.0; 5]; r];
         let mut da = 0.0;
         for t in (0..tt).rev() {
             let set = usize::from(t > 0);
@@ -765,9 +963,8 @@ impl Ctx<'_> {
             let encoder_step = self.encoder.is_some() && filtering;
             let vt = &rec.v[t * du..(t + 1) * du];
             let lw = &rec.log_w[t * k..(t + 1) * k];
-            let lse = logsumexp(lw);
             for kk in 0..k {
-                wgt[kk] = scale * (lw[kk] - lse).exp() / tt as f64;
+                wgt[kk] = particle_weight(lw[kk], rec.lse[t], scale, tt);
             }
             if t > 0 {
                 trial::gather_parents(&rec.z, &rec.anc, t, self.n_filter, r, &mut zp);
@@ -778,6 +975,14 @@ impl Ctx<'_> {
                     prec_e[q] = 1.0 / ve[q];
                     mean_e[q] = rec.enc_mean[q * t_enc + t];
                     vq[q] = 1.0 / (1.0 / sc.var[q] + prec_e[q]);
+                    let s = sc.std[q];
+                    step_inv[q] = [
+                        1.0 / s,
+                        1.0 / (s * s),
+                        1.0 / (s * s * s),
+                        1.0 / vq[q].sqrt(),
+                        1.0 / sc.var[q],
+                    ];
                 }
                 for a in [
                     &mut dmq_mu,
@@ -790,7 +995,9 @@ impl Ctx<'_> {
                     a.iter_mut().for_each(|v| *v = 0.0);
                 }
             }
-            self.obs_step(x, vt, t, &mut o);
+            if early_dz.is_none() {
+                self.obs_step(x, vt, t, &mut o);
+            }
             deobs.iter_mut().for_each(|v| *v = 0.0);
             let (dv_t, _) = dv.split_at_mut((t + 1) * du);
             let dv_t = &mut dv_t[t * du..];
@@ -800,34 +1007,31 @@ impl Ctx<'_> {
                 let mu_k = &rec.mu[(t * k + kk) * r..(t * k + kk + 1) * r];
                 let eps = &draws.eps[(t * k + kk) * r..(t * k + kk + 1) * r];
                 dzk.copy_from_slice(&dz_next[kk * r..(kk + 1) * r]);
-                // Observation term.
-                self.eta(zk, vt, &mut o);
-                if rec.dl_deta.is_empty() {
-                    self.loglik(&mut o, lgamma[t], gk, &mut dsd);
-                } else {
-                    let stored = &rec.dl_deta[(t * k + kk) * dx..(t * k + kk + 1) * dx];
-                    for (d, &v) in o.deta.iter_mut().zip(stored) {
-                        *d = gk * v;
+                // Observation term (or its adjoint, already taken in the forward pass).
+                if let Some(ez) = &early_dz {
+                    for (d, &e) in dzk.iter_mut().zip(&ez[(t * k + kk) * r..]) {
+                        *d += e;
                     }
+                } else {
+                    self.eta(zk, vt, &mut o);
+                    self.loglik(&mut o, lgamma[t], gk, &mut dsd);
+                    self.eta_backward(zk, vt, o.view(), &mut dzk, g, &mut acc, &mut deobs, dv_t);
                 }
-                self.eta_backward(zk, vt, &o, &mut dzk, g, &mut acc, &mut deobs, dv_t);
                 let dmu = &mut dmu_all[kk * r..(kk + 1) * r];
                 if encoder_step {
                     for q in 0..r {
                         // log N(z; μ, s_z) with s_z the clamped std embedding
-                        let s = sc.std[q];
+                        let [inv_s, inv_s2, inv_s3, inv_sq, pz] = step_inv[q];
                         let diff = zk[q] - mu_k[q];
-                        let c = gk * diff / (s * s);
+                        let c = gk * diff * inv_s2;
                         dzk[q] -= c;
                         dmu[q] = c;
-                        dstd[set][q] += gk * (diff * diff / (s * s * s) - 1.0 / s);
+                        dstd[set][q] += gk * (diff * diff * inv_s3 - inv_s);
                         // − log q = ½ε² + ln s_q + const
-                        let sq = vq[q].sqrt();
-                        dsq[q] += gk / sq;
+                        dsq[q] += gk * inv_sq;
                         // z = m_q + s_q ε, m_q = (p_z μ + p_e μ_e) v_q
                         let dmq = dzk[q];
                         dsq[q] += dmq * eps[q];
-                        let pz = 1.0 / sc.var[q];
                         dmu[q] += dmq * pz * vq[q];
                         dme[q] += dmq * prec_e[q] * vq[q];
                         dpz[q] += dmq * mu_k[q] * vq[q];
@@ -862,14 +1066,8 @@ impl Ctx<'_> {
                     d_mean[q * t_enc + t] += dme[q];
                 }
             }
-            // One-to-one input current of the observation: e_obs = Wu v_t.
-            if self.c.observation == Observation::OneToOne && du > 0 {
-                for j in 0..dx {
-                    for l in 0..du {
-                        g[self.off.wu + j * du + l] += deobs[j] * vt[l];
-                        dv[t * du + l] += p.wu[j * du + l] * deobs[j];
-                    }
-                }
+            if early_dz.is_none() && self.c.observation == Observation::OneToOne && du > 0 {
+                self.input_obs_backward(vt, &deobs, g, &mut dv[t * du..(t + 1) * du]);
             }
             if t == 0 {
                 dmu0.iter_mut().for_each(|m| *m = 0.0);
@@ -1006,11 +1204,11 @@ fn readout_backward(
     }
 }
 
-/// Σ a_i b_i with four accumulators (vectorises).
+/// Σ a_i b_i with eight accumulators (two AVX2 registers: half the dependency chain of one).
 #[inline(always)]
-fn dot4(a: &[f64], b: &[f64]) -> f64 {
-    let mut acc = [0.0f64; 4];
-    let (ca, cb) = (a.chunks_exact(4), b.chunks_exact(4));
+fn dot8(a: &[f64], b: &[f64]) -> f64 {
+    let mut acc = [0.0f64; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
     let tail: f64 = ca
         .remainder()
         .iter()
@@ -1018,11 +1216,11 @@ fn dot4(a: &[f64], b: &[f64]) -> f64 {
         .map(|(x, y)| x * y)
         .sum();
     for (x, y) in ca.zip(cb) {
-        for l in 0..4 {
+        for l in 0..8 {
             acc[l] += x[l] * y[l];
         }
     }
-    (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
+    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
 }
 
 /// Poisson log-likelihood terms x ln λ − λ into `o.term` and, with `grad_scale` ≠ 0,
@@ -1154,9 +1352,11 @@ pub fn smc_vsmc(
         SmcProposal::Encoder(enc) => {
             enc.check_length_preserving(n_filter)
                 .map_err(|e| VsmcError::Shape(format!("encoder: {e}")))?;
-            let w = enc
-                .weights::<f64>(params)
-                .map_err(|e| VsmcError::Params(format!("encoder: {e}")))?;
+            let w = match options.precision {
+                Precision::F64 => enc.weights::<f64>(params).map(EncoderPrec::F64),
+                Precision::F32 => enc.weights::<f32>(params).map(EncoderPrec::F32),
+            }
+            .map_err(|e| VsmcError::Params(format!("encoder: {e}")))?;
             Some((enc, w))
         }
         SmcProposal::Bootstrap => None,
@@ -1235,55 +1435,71 @@ pub fn smc_vsmc(
     let n_total = params.len();
     let want_grad = grad.is_some();
     type Out = (TrialRecord, Option<Vec<f64>>);
+    // Encoder workspaces (megabytes each: the im2col buffers) shared by the trials through a
+    // pool, so a batch allocates about one per thread. The encoder overwrites a workspace in
+    // full per sequence (`encoder_gradients::batched_results_are_deterministic`), so which one
+    // a trial gets does not change its result.
+    let pool: std::sync::Mutex<Vec<EncoderWs>> = std::sync::Mutex::new(Vec::new());
+    let take_ws = || -> Result<Option<EncoderWs>, VsmcError> {
+        let Some((enc, w)) = &ctx.encoder else {
+            return Ok(None);
+        };
+        let pooled = pool.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        Ok(Some(match pooled {
+            Some(ws) => ws,
+            None => match w {
+                EncoderPrec::F64(_) => {
+                    EncoderWs::F64(enc.workspace(n_filter).map_err(encoder_error)?)
+                }
+                EncoderPrec::F32(_) => {
+                    EncoderWs::F32(enc.workspace(n_filter).map_err(encoder_error)?)
+                }
+            },
+        }))
+    };
     let results: Vec<Result<Out, VsmcError>> = (0..nb)
         .into_par_iter()
-        // One encoder workspace per rayon job, reused across its trials (the encoder overwrites
-        // it in full per sequence: `encoder_gradients::batched_results_are_deterministic`).
-        .map_init(
-            || {
-                ctx.encoder
-                    .as_ref()
-                    .map(|(enc, _)| enc.workspace::<f64>(n_filter))
-            },
-            |ws_init, b| {
-                let draws = noise.trial_draws(b, ctx.n_steps, ctx.n_filter, ctx.k, r);
-                let mut ws: Option<&mut crate::model::encoder::EncoderWorkspace<f64>> =
-                    match ws_init {
-                        Some(Ok(ws)) => Some(ws),
-                        Some(Err(e)) => return Err(VsmcError::Shape(format!("encoder: {e}"))),
-                        None => None,
-                    };
-                let rec = ctx.forward(
+        .map(|b| {
+            let draws = noise.trial_draws(b, ctx.n_steps, ctx.n_filter, ctx.k, r);
+            let mut ws_owned = take_ws()?;
+            let mut ws = ws_owned.as_mut();
+            let scale = -1.0 / nb as f64;
+            let mut gvec = if want_grad {
+                vec![0.0; n_total]
+            } else {
+                Vec::new()
+            };
+            let mut rec = ctx.forward(
+                data.x_of(b),
+                data.u_of(b),
+                &draws,
+                ws.as_deref_mut(),
+                want_grad.then_some((gvec.as_mut_slice(), scale)),
+            )?;
+            let g = if want_grad {
+                let mut d_mean = vec![0.0; r * n_filter];
+                let mut d_logvar = vec![0.0; r * n_filter];
+                ctx.backward(
                     data.x_of(b),
-                    data.u_of(b),
+                    &mut rec,
                     &draws,
-                    ws.as_deref_mut(),
-                    want_grad,
-                )?;
-                let g = if want_grad {
-                    let mut gvec = vec![0.0; n_total];
-                    let mut d_mean = vec![0.0; r * n_filter];
-                    let mut d_logvar = vec![0.0; r * n_filter];
-                    ctx.backward(
-                        data.x_of(b),
-                        &rec,
-                        &draws,
-                        -1.0 / nb as f64,
-                        &mut gvec,
-                        &mut d_mean,
-                        &mut d_logvar,
-                    );
-                    if let (Some((enc, w)), Some(ws)) = (&ctx.encoder, ws) {
-                        enc.backward(w, ws, &d_mean, &d_logvar, &mut gvec)
-                            .map_err(|e| VsmcError::Shape(format!("encoder: {e}")))?;
-                    }
-                    Some(gvec)
-                } else {
-                    None
-                };
-                Ok((rec, g))
-            },
-        )
+                    scale,
+                    &mut gvec,
+                    &mut d_mean,
+                    &mut d_logvar,
+                );
+                if let (Some((enc, w)), Some(ws)) = (&ctx.encoder, ws) {
+                    encoder_backward(enc, w, ws, &d_mean, &d_logvar, &mut gvec)?;
+                }
+                Some(gvec)
+            } else {
+                None
+            };
+            if let Some(ws) = ws_owned {
+                pool.lock().unwrap_or_else(|e| e.into_inner()).push(ws);
+            }
+            Ok((rec, g))
+        })
         .collect();
     let results: Vec<Out> = results.into_iter().collect::<Result<_, _>>()?;
     let log_likelihood: Vec<f64> = results.iter().map(|(rec, _)| rec.loss_b).collect();
