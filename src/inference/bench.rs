@@ -318,7 +318,7 @@ pub fn bench_train(
             out(bench_train_continuous(2, precision).to_string());
         }
         if wanted(&format!("poisson {p}")) {
-            out(bench_train_poisson(1, precision).to_string());
+            out(bench_train_poisson(3, precision).to_string());
         }
     }
 }

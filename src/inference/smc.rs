@@ -221,8 +221,9 @@ struct Ctx<'a> {
     nk: Vec<f64>,
     /// Mᵀ and n rounded to f32 (`precision: f32`).
     lo: Option<Weights32>,
-    /// Mᵀ of the observed units (R × dx) for the one-to-one readout.
+    /// Mᵀ of the observed units (R × dx) for the one-to-one readout, and b ∘ Mᵀ.
     m_obs: Vec<f64>,
+    bm_obs: Vec<f64>,
     stride: usize,
     k: usize,
     n_steps: usize,
@@ -524,24 +525,32 @@ impl Ctx<'_> {
                         acc.dpre[j] = dpre * dx_;
                         deobs[j] += dpre * dx_;
                     }
-                } else {
-                    readout_backward(
-                        o.deta,
-                        o.s,
-                        p.b,
-                        &mut acc.bias,
-                        &mut acc.b,
-                        &mut acc.dpre,
-                        deobs,
-                    );
-                }
-                for q in 0..r {
-                    let zq = z[q];
-                    let gm = &mut acc.m[q * dx..(q + 1) * dx];
-                    for (gmj, &dp) in gm.iter_mut().zip(&acc.dpre) {
-                        *gmj += dp * zq;
+                    for q in 0..r {
+                        let zq = z[q];
+                        let gm = &mut acc.m[q * dx..(q + 1) * dx];
+                        for (gmj, &dp) in gm.iter_mut().zip(&acc.dpre) {
+                            *gmj += dp * zq;
+                        }
+                        dz[q] += dot8(&self.m_obs[q * dx..(q + 1) * dx], &acc.dpre);
                     }
-                    dz[q] += dot8(&self.m_obs[q * dx..(q + 1) * dx], &acc.dpre);
+                } else {
+                    // Linear readout: the current's adjoint dη ∘ b is never formed. dz uses
+                    // b ∘ M (precomputed), M's adjoint sums dη z_q and takes its factor b once
+                    // per trial (`OneToOneGrad::add_into`), the input current's only with inputs.
+                    readout_backward(o.deta, o.s, &mut acc.bias, &mut acc.b);
+                    if du > 0 {
+                        for ((d, &de), &bj) in deobs.iter_mut().zip(o.deta).zip(&p.b[..dx]) {
+                            *d += de * bj;
+                        }
+                    }
+                    for q in 0..r {
+                        let zq = z[q];
+                        let gm = &mut acc.mz[q * dx..(q + 1) * dx];
+                        for (gmj, &de) in gm.iter_mut().zip(o.deta) {
+                            *gmj += de * zq;
+                        }
+                        dz[q] += dot8(&self.bm_obs[q * dx..(q + 1) * dx], o.deta);
+                    }
                 }
             }
         }
@@ -1121,7 +1130,13 @@ impl Ctx<'_> {
         );
         self.scales[1].backward(&dvar[1], &dstd[1], &mut g[off.r_z..off.r_z + p.r_z.len()]);
         if self.c.observation == Observation::OneToOne {
-            acc.add_into(g, off, r, dx, self.c.readout_from == ReadoutFrom::Rates);
+            acc.add_into(
+                g,
+                off,
+                &p.b[..dx],
+                r,
+                self.c.readout_from == ReadoutFrom::Rates,
+            );
         }
         if let (Some(ox), Some(rx)) = (off.r_x, p.r_x) {
             // σ_j = exp(θ/2) (diag) or exp(θ_0/2) (scalar)
@@ -1145,6 +1160,8 @@ struct OneToOneGrad {
     b: Vec<f64>,
     h: Vec<f64>,
     m: Vec<f64>,
+    /// Σ dη z_q per unit (R rows of dx), the currents readout's M adjoint before its factor b.
+    mz: Vec<f64>,
     dpre: Vec<f64>,
 }
 
@@ -1155,52 +1172,38 @@ impl OneToOneGrad {
             b: vec![0.0; dx],
             h: vec![0.0; dx],
             m: vec![0.0; r * dx],
+            mz: vec![0.0; r * dx],
             dpre: vec![0.0; dx],
         }
     }
 
     /// Add the trial's sums into the full-layout gradient.
-    fn add_into(&self, g: &mut [f64], off: &Offsets, r: usize, dx: usize, rates: bool) {
-        for j in 0..dx {
+    /// `b` is the readout's gain (dx).
+    fn add_into(&self, g: &mut [f64], off: &Offsets, b: &[f64], r: usize, rates: bool) {
+        for (j, &bj) in b.iter().enumerate() {
+            let dx = b.len();
             g[off.bias + j] += self.bias[j];
             g[off.b + j] += self.b[j];
             if rates {
                 g[off.h + j] += self.h[j];
             }
             for q in 0..r {
-                g[off.m + j * r + q] += self.m[q * dx + j];
+                g[off.m + j * r + q] += self.m[q * dx + j] + bj * self.mz[q * dx + j];
             }
         }
     }
 }
 
-/// The linear one-to-one readout's reverse per unit: bias and B adjoints, the current's adjoint
-/// `dpre` = dη · B. Slices as arguments (distinct, so the loop vectorises).
+/// The linear one-to-one readout's reverse per unit: the bias and B adjoints. Slices as
+/// arguments (distinct, so the loop vectorises).
 #[inline(always)]
-fn readout_backward(
-    deta: &[f64],
-    s: &[f64],
-    b: &[f64],
-    g_bias: &mut [f64],
-    g_b: &mut [f64],
-    dpre: &mut [f64],
-    deobs: &mut [f64],
-) {
+fn readout_backward(deta: &[f64], s: &[f64], g_bias: &mut [f64], g_b: &mut [f64]) {
     let n = deta.len();
-    let (s, b, g_bias, g_b, dpre, deobs) = (
-        &s[..n],
-        &b[..n],
-        &mut g_bias[..n],
-        &mut g_b[..n],
-        &mut dpre[..n],
-        &mut deobs[..n],
-    );
+    let (s, g_bias, g_b) = (&s[..n], &mut g_bias[..n], &mut g_b[..n]);
     for j in 0..n {
         let de = deta[j];
         g_bias[j] += de;
         g_b[j] += de * s[j];
-        dpre[j] = de * b[j];
-        deobs[j] += dpre[j];
     }
 }
 
@@ -1416,6 +1419,19 @@ pub fn smc_vsmc(
         m_obs: (0..r)
             .flat_map(|q| m_t[q * n..q * n + dx].to_vec())
             .collect(),
+        bm_obs: if config.observation == Observation::OneToOne {
+            (0..r)
+                .flat_map(|q| {
+                    let (b, row) = (&p.b[..dx], &m_t[q * n..q * n + dx]);
+                    b.iter()
+                        .zip(row)
+                        .map(|(bj, mj)| bj * mj)
+                        .collect::<Vec<_>>()
+                })
+                .collect()
+        } else {
+            Vec::new()
+        },
         lo: (options.precision == Precision::F32).then(|| Weights32::new(&mt, &nk, p.h)),
         mt,
         nk,
