@@ -9,7 +9,10 @@
 //! particle filter runs per trial (rayon over trials, draws per trial so results do not depend
 //! on the thread count) and keeps its particles and ancestors, and a reverse sweep accumulates
 //! every parameter's gradient — the transition through the shared kernels, the encoder through
-//! its own reverse pass from d loss / d (mean, log-variance).
+//! its own reverse pass from d loss / d (mean, log-variance). With a Poisson likelihood the
+//! observation term's reverse pass runs inside the forward pass, as soon as a step's weights
+//! are known (`EarlyObs`); `precision: f32` also runs the CNN encoder and the
+//! softplus-Poisson likelihood in single precision.
 //!
 //! Reference details kept (⚠ in SPEC): the encoder proposal's prior term uses the clamped
 //! *standard deviation* embedding while the proposal uses the clamped *variance* embedding
