@@ -89,6 +89,28 @@ pub fn softplus_and_sigmoid(eta: f64) -> (f64, f64) {
     (if lin { eta } else { sp }, if lin { 1.0 } else { e / u })
 }
 
+/// A Poisson-softplus terms function: (η, x, term out, dℓ/dη out, scale), as the SIMD versions.
+pub type PoissonTermsFn = unsafe fn(&[f64], &[f64], &mut [f64], &mut [f64], f64);
+
+/// The Poisson-softplus terms x ln λ − λ (λ = softplus(η) + 1e-6) and, with `scale` ≠ 0,
+/// scale · dℓ/dη, one unit at a time: the SIMD versions' tail of fewer than a register's units.
+pub fn poisson_softplus_scalar(
+    eta: &[f64],
+    x: &[f64],
+    term: &mut [f64],
+    deta: &mut [f64],
+    scale: f64,
+) {
+    for i in 0..eta.len() {
+        let (sp, sig) = softplus_and_sigmoid(eta[i]);
+        let lam = sp + 1e-6;
+        term[i] = x[i] * ln(lam) - lam;
+        if scale != 0.0 {
+            deta[i] = scale * (x[i] / lam - 1.0) * sig;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -338,14 +360,13 @@ pub mod avx2 {
                 _mm256_storeu_pd(deta.as_mut_ptr().add(i), d);
             }
         }
-        for i in full..n {
-            let (sp, sig) = super::softplus_and_sigmoid(eta[i]);
-            let lam = sp + 1e-6;
-            term[i] = x[i] * super::ln(lam) - lam;
-            if scale != 0.0 {
-                deta[i] = scale * (x[i] / lam - 1.0) * sig;
-            }
-        }
+        super::poisson_softplus_scalar(
+            &eta[full..],
+            &x[full..],
+            &mut term[full..],
+            &mut deta[full..],
+            scale,
+        );
     }
 }
 
@@ -505,14 +526,13 @@ pub mod avx2_f32 {
                 );
             }
         }
-        for i in full..n {
-            let (sp, sig) = super::softplus_and_sigmoid(eta[i]);
-            let lam = sp + 1e-6;
-            term[i] = x[i] * super::ln(lam) - lam;
-            if scale != 0.0 {
-                deta[i] = scale * (x[i] / lam - 1.0) * sig;
-            }
-        }
+        super::poisson_softplus_scalar(
+            &eta[full..],
+            &x[full..],
+            &mut term[full..],
+            &mut deta[full..],
+            scale,
+        );
     }
 
     #[cfg(test)]

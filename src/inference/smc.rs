@@ -425,30 +425,15 @@ impl Ctx<'_> {
             // vectorises (this is the hot loop of the Poisson fits).
             match ob.link {
                 #[cfg(target_arch = "x86_64")]
-                ObsNonlinearity::Softplus if self.lo.is_some() && kernel::fma_available() => {
-                    // SAFETY: AVX2 and FMA are available (checked); the slices all have length dx.
-                    unsafe {
-                        fastmath::avx2_f32::poisson_softplus(
-                            &o.eta,
-                            &o.xt,
-                            &mut o.term,
-                            &mut o.deta,
-                            grad_scale,
-                        )
-                    }
-                }
-                #[cfg(target_arch = "x86_64")]
                 ObsNonlinearity::Softplus if kernel::fma_available() => {
-                    // SAFETY: AVX2 is available (checked); the slices all have length dx.
-                    unsafe {
-                        fastmath::avx2::poisson_softplus(
-                            &o.eta,
-                            &o.xt,
-                            &mut o.term,
-                            &mut o.deta,
-                            grad_scale,
-                        )
-                    }
+                    // Eight f32 lanes under `precision: f32`, four f64 lanes otherwise.
+                    let terms: fastmath::PoissonTermsFn = if self.lo.is_some() {
+                        fastmath::avx2_f32::poisson_softplus
+                    } else {
+                        fastmath::avx2::poisson_softplus
+                    };
+                    // SAFETY: AVX2 and FMA are available (checked); the slices all have length dx.
+                    unsafe { terms(&o.eta, &o.xt, &mut o.term, &mut o.deta, grad_scale) }
                 }
                 ObsNonlinearity::Softplus => poisson_terms(o, grad_scale, |eta| {
                     let (sp, sig) = fastmath::softplus_and_sigmoid(eta);
