@@ -205,3 +205,24 @@ fn full_rank_baseline() {
     c.transition = lowrank_smc::model::lowrank::Transition::FullRank;
     check(c, 1, 31);
 }
+
+/// Rank above the const-generic kernels (the wide transition kernels, the observation GEMMs
+/// and the proposal's row dot products at R = 11), full-rank as the Table-1 baselines.
+#[test]
+fn wide_full_rank_baseline() {
+    let mut c = config(Nonlinearity::Tanh, ReadoutFrom::Z, 0, false, NoiseKind::Diag);
+    c.rank = 11;
+    c.n_units = 11;
+    c.transition = lowrank_smc::model::lowrank::Transition::FullRank;
+    check(c, 2, 37);
+}
+
+/// A low-rank model with R = 9 > 8 and inputs through the wide kernels (N = 70 spans two of
+/// their unit blocks).
+#[test]
+fn wide_rank_with_inputs() {
+    let mut c = config(Nonlinearity::Relu, ReadoutFrom::Z, 2, false, NoiseKind::Diag);
+    c.rank = 9;
+    c.n_units = 70;
+    check(c, 0, 41);
+}

@@ -278,7 +278,16 @@ fn means_any<const F: bool>(w: &Weights<'_>, z: &[f64], ext: Option<&[f64]>, mu:
             }
         };
     }
-    by_rank!(w.rank, go, means_dyn(w, z, ext, mu));
+    by_rank!(
+        w.rank,
+        go,
+        match w.nonlinearity {
+            Nonlinearity::Relu => means_wide::<Relu, F>(w, z, ext, mu),
+            Nonlinearity::ClippedRelu => means_wide::<ClippedRelu, F>(w, z, ext, mu),
+            Nonlinearity::Tanh => means_wide::<Tanh, F>(w, z, ext, mu),
+            Nonlinearity::Identity => means_wide::<Identity, F>(w, z, ext, mu),
+        }
+    );
 }
 
 #[inline(always)]
@@ -300,7 +309,16 @@ fn back_any<const F: bool>(
             }
         };
     }
-    by_rank!(w.rank, go, back_dyn(w, z, ext, dmu, g, dz));
+    by_rank!(
+        w.rank,
+        go,
+        match w.nonlinearity {
+            Nonlinearity::Relu => back_wide::<Relu, F>(w, z, ext, dmu, g, dz),
+            Nonlinearity::ClippedRelu => back_wide::<ClippedRelu, F>(w, z, ext, dmu, g, dz),
+            Nonlinearity::Tanh => back_wide::<Tanh, F>(w, z, ext, dmu, g, dz),
+            Nonlinearity::Identity => back_wide::<Identity, F>(w, z, ext, dmu, g, dz),
+        }
+    );
 }
 
 /// a·b + c, fused when `F` (the FMA path) — so results may differ in the last bit between
@@ -506,8 +524,145 @@ fn back_r<const R: usize, A: Act, const F: bool>(
     }
 }
 
+/// Units per block of the wide-rank kernels (their per-block state lives on the stack).
+const WIDE_BLOCK: usize = 64;
+
+/// Σ a_i b_i in [`LANES`] lanes, then [`hsum`], then the tail in order.
+#[inline(always)]
+fn dot_lanes<const F: bool>(a: &[f64], b: &[f64]) -> f64 {
+    let len = a.len().min(b.len());
+    let full = len / LANES * LANES;
+    let mut acc = [0.0; LANES];
+    let mut base = 0;
+    while base < full {
+        let (x, y) = (chunk(a, base), chunk(b, base));
+        for l in 0..LANES {
+            acc[l] = madd::<F>(x[l], y[l], acc[l]);
+        }
+        base += LANES;
+    }
+    let mut tail = 0.0;
+    for i in full..len {
+        tail = madd::<F>(a[i], b[i], tail);
+    }
+    hsum(&acc) + tail
+}
+
+/// y += s · x, elementwise (vectorises; each element gets one `madd`).
+#[inline(always)]
+fn axpy<const F: bool>(y: &mut [f64], x: &[f64], s: f64) {
+    for (yi, xi) in y.iter_mut().zip(x) {
+        *yi = madd::<F>(*xi, s, *yi);
+    }
+}
+
+/// Ranks above [`MAX_CONST_RANK`] (e.g. the full-rank baselines, R = N = 30 or 128): one
+/// particle at a time, units in blocks of [`WIDE_BLOCK`], every inner loop running along a
+/// contiguous row of Mᵀ or n so that it vectorises. Summation order per μ entry: lanes within
+/// a block, blocks in order, then the decay term.
+#[inline(always)]
+fn means_wide<A: Act, const F: bool>(
+    w: &Weights<'_>,
+    z: &[f64],
+    ext: Option<&[f64]>,
+    mu: &mut [f64],
+) {
+    let (n, r, st) = (w.h.len(), w.rank, w.stride);
+    let k = z.len() / r;
+    for kk in 0..k {
+        let zk = &z[kk * r..(kk + 1) * r];
+        let muk = &mut mu[kk * r..(kk + 1) * r];
+        muk.iter_mut().for_each(|m| *m = 0.0);
+        let mut i0 = 0;
+        while i0 < n {
+            let len = WIDE_BLOCK.min(n - i0);
+            let mut xb = [0.0; WIDE_BLOCK];
+            let x = &mut xb[..len];
+            if let Some(e) = ext {
+                x.copy_from_slice(&e[i0..i0 + len]);
+            }
+            for (q, &zq) in zk.iter().enumerate() {
+                axpy::<F>(x, &w.mt[q * st + i0..q * st + i0 + len], zq);
+            }
+            let mut phib = [0.0; WIDE_BLOCK];
+            let phi = &mut phib[..len];
+            for ((p, &xv), &h) in phi.iter_mut().zip(x.iter()).zip(&w.h[i0..i0 + len]) {
+                *p = A::f(xv, h);
+            }
+            for (q, m) in muk.iter_mut().enumerate() {
+                *m += dot_lanes::<F>(&w.n[q * st + i0..q * st + i0 + len], phi);
+            }
+            i0 += len;
+        }
+        for (m, &zq) in muk.iter_mut().zip(zk) {
+            *m = madd::<F>(w.decay, zq, *m);
+        }
+    }
+}
+
+/// Reverse of [`means_wide`], one particle at a time in blocks of units. Summation orders:
+/// per gradient entry, particles in order; per dL/dz entry, blocks in order (lanes within a
+/// block, as [`dot_lanes`]).
+#[inline(always)]
+fn back_wide<A: Act, const F: bool>(
+    w: &Weights<'_>,
+    z: &[f64],
+    ext: Option<&[f64]>,
+    dmu: &[f64],
+    g: &mut Grads<'_>,
+    dz: &mut [f64],
+) {
+    let (n, r, st) = (w.h.len(), w.rank, w.stride);
+    let k = z.len() / r;
+    for kk in 0..k {
+        let zk = &z[kk * r..(kk + 1) * r];
+        let dk = &dmu[kk * r..(kk + 1) * r];
+        let mut i0 = 0;
+        while i0 < n {
+            let len = WIDE_BLOCK.min(n - i0);
+            let blk = i0..i0 + len;
+            let mut xb = [0.0; WIDE_BLOCK];
+            let x = &mut xb[..len];
+            if let Some(e) = ext {
+                x.copy_from_slice(&e[blk.clone()]);
+            }
+            let mut drb = [0.0; WIDE_BLOCK];
+            let dr = &mut drb[..len];
+            for q in 0..r {
+                let row = q * st + i0..q * st + i0 + len;
+                axpy::<F>(x, &w.mt[row.clone()], zk[q]);
+                axpy::<F>(dr, &w.n[row], dk[q]);
+            }
+            let mut phib = [0.0; WIDE_BLOCK];
+            let phi = &mut phib[..len];
+            let mut dxb = [0.0; WIDE_BLOCK];
+            let dxu = &mut dxb[..len];
+            let gh = &mut g.h[blk.clone()];
+            for b in 0..len {
+                let (p, dphi_dx, dphi_dh) = A::fd(x[b], w.h[i0 + b]);
+                phi[b] = p;
+                gh[b] = madd::<F>(dr[b], dphi_dh, gh[b]);
+                dxu[b] = dr[b] * dphi_dx;
+            }
+            if let Some(gext) = g.ext.as_deref_mut() {
+                for (ge, &d) in gext[blk].iter_mut().zip(dxu.iter()) {
+                    *ge += d;
+                }
+            }
+            for q in 0..r {
+                let row = q * st + i0..q * st + i0 + len;
+                axpy::<F>(&mut g.n[row.clone()], phi, dk[q]);
+                axpy::<F>(&mut g.mt[row.clone()], dxu, zk[q]);
+                dz[kk * r + q] += dot_lanes::<F>(&w.mt[row], dxu);
+            }
+            i0 += len;
+        }
+    }
+}
+
 /// Runtime-rank path (plain loops), also the reference the specialised kernels are tested
 /// against.
+#[cfg(test)]
 fn means_dyn(w: &Weights<'_>, z: &[f64], ext: Option<&[f64]>, mu: &mut [f64]) {
     let (n, r) = (w.h.len(), w.rank);
     let st = w.stride;
@@ -534,6 +689,7 @@ fn means_dyn(w: &Weights<'_>, z: &[f64], ext: Option<&[f64]>, mu: &mut [f64]) {
     }
 }
 
+#[cfg(test)]
 fn back_dyn(
     w: &Weights<'_>,
     z: &[f64],
@@ -589,7 +745,17 @@ mod tests {
     #[test]
     fn specialised_kernels_match_plain_loops() {
         let mut rng = ChaCha8Rng::seed_from_u64(3);
-        for &r in &[1usize, 2, 3, 5, 8] {
+        // Ranks 1–8 run the const-generic kernels, 12 and 30 the wide ones (N = 150 spans
+        // several of their unit blocks).
+        for &(r, n) in &[
+            (1usize, 37usize),
+            (2, 37),
+            (3, 37),
+            (5, 37),
+            (8, 37),
+            (12, 37),
+            (30, 150),
+        ] {
             for &nl in &[
                 Nonlinearity::Relu,
                 Nonlinearity::ClippedRelu,
@@ -597,7 +763,7 @@ mod tests {
                 Nonlinearity::Identity,
             ] {
                 for &with_ext in &[false, true] {
-                    let (n, k) = (37, 4);
+                    let k = 4;
                     let mt = random(&mut rng, r * n);
                     let nm = random(&mut rng, r * n);
                     let h = random(&mut rng, n);

@@ -154,6 +154,31 @@ impl Ctx<'_> {
         trial::input_current(self.p.wu, self.c.dim_u, v, buf)
     }
 
+    /// The observation's offset at step t: vX = Wu v_t (currents readout, t ≥ 1) into `vx`
+    /// and c = x_t − b − vX into `c` (the observation mean b + vX + Bᵀz is x_t − c + Bᵀz).
+    #[inline(always)]
+    fn obs_offset(
+        &self,
+        x: &[f64],
+        vt: &[f64],
+        t: usize,
+        currents: bool,
+        vx: &mut [f64],
+        c: &mut [f64],
+    ) {
+        let (du, tt) = (self.c.dim_u, self.n_steps);
+        for j in 0..vx.len() {
+            let mut s = 0.0;
+            if currents && t > 0 {
+                for l in 0..du {
+                    s += self.p.wu[j * du + l] * vt[l];
+                }
+            }
+            vx[j] = s;
+            c[j] = x[j * tt + t] - self.p.bias[j] - s;
+        }
+    }
+
     /// Forward pass of one trial.
     fn forward(&self, x: &[f64], u: &[f64], draws: &TrialDraws) -> TrialRecord {
         #[cfg(target_arch = "x86_64")]
@@ -234,22 +259,11 @@ impl Ctx<'_> {
             }
             mus[t * k * r..(t + 1) * k * r].copy_from_slice(&mu);
             // v_to_X (currents readout, t ≥ 1 only).
-            for j in 0..dx {
-                vx[j] = 0.0;
-                if currents && t > 0 {
-                    for l in 0..du {
-                        vx[j] += p.wu[j * du + l] * vt[l];
-                    }
-                }
-            }
+            self.obs_offset(x, vt, t, currents, &mut vx, &mut cvec);
             let filtering = t < self.n_filter;
-            for j in 0..dx {
-                cvec[j] = x[j * tt + t] - p.bias[j] - vx[j];
-            }
             if filtering {
                 for q in 0..r {
-                    let g = &d.gain[set][q * dx..(q + 1) * dx];
-                    kc[q] = g.iter().zip(&cvec).map(|(a, b)| a * b).sum();
+                    kc[q] = dot(&d.gain[set][q * dx..(q + 1) * dx], &cvec);
                 }
             }
             for kk in 0..k {
@@ -261,17 +275,15 @@ impl Ctx<'_> {
                 } else {
                     (&d.lz, false)
                 };
+                // (Row dot products through `dot`, which vectorises for large R, e.g. the
+                // full-rank baselines.)
                 for i in 0..r {
-                    let mut m = if mean_from_mu {
-                        let row = &d.oma[set][i * r..(i + 1) * r];
-                        row.iter().zip(mu_k).map(|(a, b)| a * b).sum::<f64>() + kc[i]
+                    let m = if mean_from_mu {
+                        dot(&d.oma[set][i * r..(i + 1) * r], mu_k) + kc[i]
                     } else {
                         mu_k[i]
                     };
-                    for j in 0..=i {
-                        m += l[i * r + j] * eps[j];
-                    }
-                    zk[i] = m;
+                    zk[i] = m + dot(&l[i * r..i * r + i + 1], &eps[..=i]);
                 }
                 // Observation log-likelihood.
                 residuals(&d.be, &cvec, zk, &mut res);
@@ -282,10 +294,7 @@ impl Ctx<'_> {
                     }
                     let mut yy = 0.0;
                     for i in 0..r {
-                        let mut y = 0.0;
-                        for j in 0..=i {
-                            y += d.lz_inv[set][i * r + j] * diff[j];
-                        }
+                        let y = dot(&d.lz_inv[set][i * r..i * r + i + 1], &diff[..=i]);
                         yy += y * y;
                     }
                     let ee: f64 = eps.iter().map(|e| e * e).sum();
@@ -382,11 +391,9 @@ impl Ctx<'_> {
         let mut dzprev = vec![0.0; k * r];
         let mut dv = vec![0.0; tt * du];
         let mut dmu_all = vec![0.0; k * r];
-        let mut dm = vec![0.0; dx];
         let mut vx = vec![0.0; dx];
         let mut dvx = vec![0.0; dx];
         let mut cvec = vec![0.0; dx];
-        let mut res = vec![0.0; dx];
         let mut dcvec = vec![0.0; dx];
         let mut mu = vec![0.0; k * r];
         let mut zp = vec![0.0; k * r];
@@ -398,34 +405,104 @@ impl Ctx<'_> {
         let mut work = vec![0.0; k * st];
         let mut work32 = Vec::new();
         let mut gh = vec![0.0; n];
-        let mut w = vec![0.0; k];
         let mut diff = vec![0.0; r];
         let mut y = vec![0.0; r];
         let mut dzk = vec![0.0; r];
         let mut dkc = vec![0.0; r];
         let mut dmu0 = vec![0.0; r];
         let mut da = 0.0;
+        // The observation term ℓ = −½ Σ_j res_j²/σ_j² − Σ_j ln σ_j + const of every particle
+        // of the trial at once. Its adjoint dm = g · res/σ² does not depend on the reverse
+        // sweep, so the adjoint of B and each particle's dz through B are two matrix products
+        // over all T·K particles (GEMMs) instead of T·K rank-1 updates.
+        let tk = tt * k;
+        let mut w_all = vec![0.0; tk];
+        let mut dm_all = vec![0.0; tk * dx]; // [t][k][j]: first −Bᵀz, then dm
+        let mut dz_obs = vec![0.0; tk * r];
+        let mut dvx_all = vec![0.0; tt * dx];
+        // SAFETY: dimensions and strides describe the row-major buffers above exactly
+        // (rec.z is [t][k][r], d.be is R × dx, dm_all is [t][k][dx]).
+        unsafe {
+            matrixmultiply::dgemm(
+                tk,
+                r,
+                dx,
+                -1.0,
+                rec.z.as_ptr(),
+                r as isize,
+                1,
+                d.be.as_ptr(),
+                dx as isize,
+                1,
+                0.0,
+                dm_all.as_mut_ptr(),
+                dx as isize,
+                1,
+            );
+        }
+        for t in 0..tt {
+            // g_t^k = scale · softmax_k(log w_t)/T  (d scale·Loss_b / d log w)
+            let lw = &rec.log_w[t * k..(t + 1) * k];
+            let lse = logsumexp(lw);
+            let vt = &rec.v[t * du..(t + 1) * du];
+            self.obs_offset(x, vt, t, currents, &mut vx, &mut cvec);
+            let dvx_t = &mut dvx_all[t * dx..(t + 1) * dx];
+            for kk in 0..k {
+                let g = scale * (lw[kk] - lse).exp() / tt as f64;
+                w_all[t * k + kk] = g;
+                let dm = &mut dm_all[(t * k + kk) * dx..(t * k + kk + 1) * dx];
+                for j in 0..dx {
+                    let rj = cvec[j] + dm[j];
+                    dm[j] = g * rj * d.inv_var[j];
+                    adj.std_x[j] += g * d.inv_sd[j] * (rj * rj * d.inv_var[j] - 1.0);
+                    dvx_t[j] += dm[j];
+                }
+            }
+        }
+        // SAFETY: as above; adj.be is R × dx, dz_obs is [t][k][r] and Bᵀ is read through
+        // d.be's strides.
+        unsafe {
+            matrixmultiply::dgemm(
+                r,
+                tk,
+                dx,
+                1.0,
+                rec.z.as_ptr(),
+                1,
+                r as isize,
+                dm_all.as_ptr(),
+                dx as isize,
+                1,
+                1.0,
+                adj.be.as_mut_ptr(),
+                dx as isize,
+                1,
+            );
+            matrixmultiply::dgemm(
+                tk,
+                dx,
+                r,
+                1.0,
+                dm_all.as_ptr(),
+                dx as isize,
+                1,
+                d.be.as_ptr(),
+                1,
+                dx as isize,
+                0.0,
+                dz_obs.as_mut_ptr(),
+                r as isize,
+                1,
+            );
+        }
         for t in (0..tt).rev() {
             let set = if t == 0 { 0 } else { 1 };
             let filtering = t < self.n_filter;
             let vt = &rec.v[t * du..(t + 1) * du];
-            // g_t^k = scale · softmax_k(log w_t)/T  (d scale·Loss_b / d log w)
-            let lw = &rec.log_w[t * k..(t + 1) * k];
-            let lse = logsumexp(lw);
-            for kk in 0..k {
-                w[kk] = scale * (lw[kk] - lse).exp() / tt as f64;
-            }
-            for j in 0..dx {
-                vx[j] = 0.0;
-                if currents && t > 0 {
-                    for l in 0..du {
-                        vx[j] += p.wu[j * du + l] * vt[l];
-                    }
-                }
-                cvec[j] = x[j * tt + t] - p.bias[j] - vx[j];
-                dcvec[j] = 0.0;
-                dvx[j] = 0.0;
-            }
+            let w = &w_all[t * k..(t + 1) * k];
+            self.obs_offset(x, vt, t, currents, &mut vx, &mut cvec);
+            dcvec.iter_mut().for_each(|v| *v = 0.0);
+            dvx.copy_from_slice(&dvx_all[t * dx..(t + 1) * dx]);
             dzprev.iter_mut().for_each(|v| *v = 0.0);
             // μ of step t (from the forward pass) and the particles it came from.
             mu.copy_from_slice(&rec.mu[t * k * r..(t + 1) * k * r]);
@@ -439,23 +516,10 @@ impl Ctx<'_> {
                 let zk = &rec.z[(t * k + kk) * r..(t * k + kk + 1) * r];
                 let eps = &draws.eps[(t * k + kk) * r..(t * k + kk + 1) * r];
                 let mu_k = &mu[kk * r..(kk + 1) * r];
-                dzk.copy_from_slice(&dz_next[kk * r..(kk + 1) * r]);
-                // Observation term: ℓ = −½ Σ_j res_j²/σ_j² − Σ_j ln σ_j + const.
-                residuals(&d.be, &cvec, zk, &mut res);
-                for j in 0..dx {
-                    let rj = res[j];
-                    dm[j] = g * rj * d.inv_var[j];
-                    adj.std_x[j] += g * d.inv_sd[j] * (rj * rj * d.inv_var[j] - 1.0);
-                    dvx[j] += dm[j];
-                }
-                for q in 0..r {
-                    let be = &d.be[q * dx..(q + 1) * dx];
-                    let abe = &mut adj.be[q * dx..(q + 1) * dx];
-                    let zq = zk[q];
-                    for j in 0..dx {
-                        abe[j] += zq * dm[j];
-                    }
-                    dzk[q] += dot(be, &dm);
+                // dz from step t+1 and from the observation term (computed above).
+                let dzo = &dz_obs[(t * k + kk) * r..(t * k + kk + 1) * r];
+                for (q, d) in dzk.iter_mut().enumerate() {
+                    *d = dz_next[kk * r + q] + dzo[q];
                 }
                 let dmu = &mut dmu_all[kk * r..(kk + 1) * r];
                 dmu.iter_mut().for_each(|v| *v = 0.0);
@@ -465,11 +529,7 @@ impl Ctx<'_> {
                         diff[i] = zk[i] - mu_k[i];
                     }
                     for i in 0..r {
-                        let mut s = 0.0;
-                        for j in 0..=i {
-                            s += d.lz_inv[set][i * r + j] * diff[j];
-                        }
-                        y[i] = s;
+                        y[i] = dot(&d.lz_inv[set][i * r..i * r + i + 1], &diff[..=i]);
                     }
                     // (Row updates through slice helpers so they vectorise for large R; each
                     // element gets the same operations as a plain loop.)
