@@ -72,11 +72,23 @@ fn run(
 }
 
 fn check(c: ModelConfig, t_forward: usize, seed: u64) {
+    check_with(c, t_forward, seed, true)
+}
+
+/// As [`check`]; `perturb_frozen = false` keeps frozen blocks at their initial values (the
+/// full-rank baseline's M = I, which the kernels then take as the identity).
+fn check_with(c: ModelConfig, t_forward: usize, seed: u64, perturb_frozen: bool) {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let mut p = c.init_params(seed).unwrap();
     // Perturb so no parameter sits at a special value (zero bias, identity noise).
-    for v in p.iter_mut() {
-        *v += 0.2 * rng.gen_range(-1.0..1.0);
+    let layout = c.layout();
+    for b in layout.blocks() {
+        for i in b.range() {
+            let d = 0.2 * rng.gen_range(-1.0..1.0);
+            if b.trainable || perturb_frozen {
+                p[i] += d;
+            }
+        }
     }
     let (nb, tt) = (2, 6);
     let data = Sequences {
@@ -95,7 +107,6 @@ fn check(c: ModelConfig, t_forward: usize, seed: u64) {
         seed: seed + 100,
         resampling: Resampling::Systematic,
     };
-    let layout = c.layout();
     let mut grad = vec![0.0; layout.len()];
     let (_, anc0) = run(&c, &p, &data, &noise, t_forward, Some(&mut grad));
     let mut checked = 0;
@@ -210,18 +221,32 @@ fn full_rank_baseline() {
 /// and the proposal's row dot products at R = 11), full-rank as the Table-1 baselines.
 #[test]
 fn wide_full_rank_baseline() {
-    let mut c = config(Nonlinearity::Tanh, ReadoutFrom::Z, 0, false, NoiseKind::Diag);
+    let mut c = config(
+        Nonlinearity::Tanh,
+        ReadoutFrom::Z,
+        0,
+        false,
+        NoiseKind::Diag,
+    );
     c.rank = 11;
     c.n_units = 11;
     c.transition = lowrank_smc::model::lowrank::Transition::FullRank;
-    check(c, 2, 37);
+    check(c.clone(), 2, 37);
+    // M kept at the frozen identity: the kernels' identity shortcut.
+    check_with(c, 2, 43, false);
 }
 
 /// A low-rank model with R = 9 > 8 and inputs through the wide kernels (N = 70 spans two of
 /// their unit blocks).
 #[test]
 fn wide_rank_with_inputs() {
-    let mut c = config(Nonlinearity::Relu, ReadoutFrom::Z, 2, false, NoiseKind::Diag);
+    let mut c = config(
+        Nonlinearity::Relu,
+        ReadoutFrom::Z,
+        2,
+        false,
+        NoiseKind::Diag,
+    );
     c.rank = 9;
     c.n_units = 70;
     check(c, 0, 41);

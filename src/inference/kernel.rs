@@ -16,7 +16,7 @@
 use serde::{Deserialize, Serialize};
 
 pub use super::kernel32::Weights32;
-use crate::model::lowrank::Nonlinearity;
+use crate::model::lowrank::{ModelConfig, Nonlinearity, Transition};
 
 /// Arithmetic of the transition kernels (`vsmc.precision`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -157,6 +157,22 @@ pub struct Weights<'a> {
     /// The same weights rounded to f32 when the transition runs in single precision
     /// (`vsmc.precision: f32`, [`super::kernel32`]); `None` for f64.
     pub lo: Option<&'a Weights32>,
+    /// M is the frozen identity of the full-rank baseline ([`frozen_identity`]): the wide
+    /// f64 kernels then take x = z (the same bits as multiplying by I) and leave M's gradient
+    /// untouched (it is frozen). The other kernels ignore the flag.
+    pub identity_m: bool,
+}
+
+/// Whether M (`m`, N × R row-major) is the frozen identity of the full-rank transition
+/// (`transition: full_rank`, N = R, every entry exactly 0 or 1 on the diagonal).
+pub fn frozen_identity(c: &ModelConfig, m: &[f64]) -> bool {
+    let r = c.rank;
+    c.transition == Transition::FullRank
+        && c.n_units == r
+        && m.len() == r * r
+        && m.iter()
+            .enumerate()
+            .all(|(i, &v)| v == f64::from(u8::from(i / r == i % r)))
 }
 
 /// Row stride for R × N blocks of N units: N rounded up to the chunk, plus one chunk when the
@@ -581,8 +597,14 @@ fn means_wide<A: Act, const F: bool>(
             if let Some(e) = ext {
                 x.copy_from_slice(&e[i0..i0 + len]);
             }
-            for (q, &zq) in zk.iter().enumerate() {
-                axpy::<F>(x, &w.mt[q * st + i0..q * st + i0 + len], zq);
+            if w.identity_m {
+                for (xv, &zi) in x.iter_mut().zip(&zk[i0..i0 + len]) {
+                    *xv += zi;
+                }
+            } else {
+                for (q, &zq) in zk.iter().enumerate() {
+                    axpy::<F>(x, &w.mt[q * st + i0..q * st + i0 + len], zq);
+                }
             }
             let mut phib = [0.0; WIDE_BLOCK];
             let phi = &mut phib[..len];
@@ -630,8 +652,15 @@ fn back_wide<A: Act, const F: bool>(
             let dr = &mut drb[..len];
             for q in 0..r {
                 let row = q * st + i0..q * st + i0 + len;
-                axpy::<F>(x, &w.mt[row.clone()], zk[q]);
+                if !w.identity_m {
+                    axpy::<F>(x, &w.mt[row.clone()], zk[q]);
+                }
                 axpy::<F>(dr, &w.n[row], dk[q]);
+            }
+            if w.identity_m {
+                for (xv, &zi) in x.iter_mut().zip(&zk[i0..i0 + len]) {
+                    *xv += zi;
+                }
             }
             let mut phib = [0.0; WIDE_BLOCK];
             let phi = &mut phib[..len];
@@ -652,8 +681,18 @@ fn back_wide<A: Act, const F: bool>(
             for q in 0..r {
                 let row = q * st + i0..q * st + i0 + len;
                 axpy::<F>(&mut g.n[row.clone()], phi, dk[q]);
-                axpy::<F>(&mut g.mt[row.clone()], dxu, zk[q]);
-                dz[kk * r + q] += dot_lanes::<F>(&w.mt[row], dxu);
+                if !w.identity_m {
+                    axpy::<F>(&mut g.mt[row.clone()], dxu, zk[q]);
+                    dz[kk * r + q] += dot_lanes::<F>(&w.mt[row], dxu);
+                }
+            }
+            if w.identity_m {
+                for (d, &v) in dz[kk * r + i0..kk * r + i0 + len]
+                    .iter_mut()
+                    .zip(dxu.iter())
+                {
+                    *d += v;
+                }
             }
             i0 += len;
         }
@@ -780,6 +819,7 @@ mod tests {
                         rank: r,
                         nonlinearity: nl,
                         lo: None,
+                        identity_m: false,
                     };
                     let mut mu_a = vec![0.0; k * r];
                     let mut mu_b = vec![0.0; k * r];
@@ -835,6 +875,83 @@ mod tests {
         }
     }
 
+    /// With M = I the identity shortcut of the wide kernels gives the same bits as multiplying
+    /// by I (means, ∂n, ∂h, ∂e, ∂z) and leaves ∂M untouched.
+    #[test]
+    fn identity_shortcut_equals_multiplying_by_identity() {
+        let mut rng = ChaCha8Rng::seed_from_u64(9);
+        for &r in &[12usize, 30, 70] {
+            for &with_ext in &[false, true] {
+                let k = 3;
+                let mt: Vec<f64> = (0..r * r)
+                    .map(|i| f64::from(u8::from(i / r == i % r)))
+                    .collect();
+                let nm = random(&mut rng, r * r);
+                let h = random(&mut rng, r);
+                let e = random(&mut rng, r);
+                let ext = with_ext.then_some(e.as_slice());
+                let z = random(&mut rng, k * r);
+                let dmu = random(&mut rng, k * r);
+                let run = |identity_m: bool| {
+                    let w = Weights {
+                        mt: &mt,
+                        n: &nm,
+                        h: &h,
+                        stride: r,
+                        decay: 0.9,
+                        rank: r,
+                        nonlinearity: Nonlinearity::ClippedRelu,
+                        lo: None,
+                        identity_m,
+                    };
+                    let mut mu = vec![0.0; k * r];
+                    means(&w, &z, ext, &mut mu);
+                    let mut gmt = vec![0.5; r * r];
+                    let mut gn = vec![0.0; r * r];
+                    let mut gh = vec![0.0; r];
+                    let mut ge = vec![0.0; r];
+                    let mut dz = vec![0.25; k * r];
+                    let mut g = Grads {
+                        mt: &mut gmt,
+                        n: &mut gn,
+                        h: &mut gh,
+                        ext: with_ext.then_some(ge.as_mut_slice()),
+                        work: &mut Vec::new(),
+                        work32: &mut Vec::new(),
+                    };
+                    means_backward(&w, &z, ext, &dmu, &mut g, &mut dz);
+                    (mu, gmt, gn, gh, ge, dz)
+                };
+                let (a, b) = (run(true), run(false));
+                assert_eq!(a.0, b.0, "means r={r}");
+                assert!(a.1.iter().all(|&v| v == 0.5), "∂M untouched r={r}");
+                assert_ne!(b.1, a.1, "the general path accumulates ∂M r={r}");
+                assert_eq!(
+                    (&a.2, &a.3, &a.4, &a.5),
+                    (&b.2, &b.3, &b.4, &b.5),
+                    "grads r={r}"
+                );
+            }
+        }
+    }
+
+    /// `frozen_identity` holds for the full-rank baseline's initial M only.
+    #[test]
+    fn frozen_identity_needs_full_rank_and_exact_identity() {
+        let mut c = ModelConfig::eeg(64);
+        c.transition = Transition::FullRank;
+        c.rank = 12;
+        c.n_units = 12;
+        let p = c.init_params(1).expect("params");
+        let v = c.view(&p).expect("view");
+        assert!(frozen_identity(&c, v.m));
+        let mut m = v.m.to_vec();
+        m[1] = 1e-300;
+        assert!(!frozen_identity(&c, &m));
+        c.transition = Transition::LowRank;
+        assert!(!frozen_identity(&c, v.m));
+    }
+
     /// The backward kernel is the derivative of the forward kernel (finite differences in z).
     #[test]
     fn backward_is_the_derivative_of_forward() {
@@ -854,6 +971,7 @@ mod tests {
             rank: r,
             nonlinearity: Nonlinearity::Tanh,
             lo: None,
+            identity_m: false,
         };
         let loss = |z: &[f64]| {
             let mut mu = vec![0.0; k * r];

@@ -272,6 +272,7 @@ mod tests {
             rank: c.r,
             nonlinearity: nl,
             lo,
+            identity_m: false,
         };
         let ext = with_ext.then_some(c.e.as_slice());
         let mut mu = vec![0.0; c.k * c.r];
@@ -350,6 +351,7 @@ mod tests {
                     rank: r,
                     nonlinearity: nl,
                     lo: Some(&lo),
+                    identity_m: false,
                 };
                 let ext = Some(c.e.as_slice());
                 let (mut a, mut b) = (vec![0.0; k * r], vec![0.0; k * r]);
@@ -403,6 +405,7 @@ mod tests {
             rank: 2,
             nonlinearity: Nonlinearity::Tanh,
             lo: Some(&lo),
+            identity_m: false,
         };
         let len = c.st + 64;
         let (mut gmt, mut gn, mut gh, mut ge) =

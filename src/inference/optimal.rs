@@ -117,6 +117,8 @@ struct Ctx<'a> {
     nk: Vec<f64>,
     /// The same rounded to f32 (`precision: f32`).
     lo: Option<Weights32>,
+    /// M is the full-rank baseline's frozen identity ([`kernel::frozen_identity`]).
+    identity_m: bool,
     stride: usize,
     k: usize,
     n_steps: usize,
@@ -140,6 +142,7 @@ impl Ctx<'_> {
             rank: self.c.rank,
             nonlinearity: self.c.nonlinearity,
             lo: self.lo.as_ref(),
+            identity_m: self.identity_m,
         }
     }
 
@@ -845,6 +848,7 @@ pub fn optimal_vsmc(
         p,
         d: derived.values(),
         lo: (options.precision == Precision::F32).then(|| Weights32::new(&mt, &nk, p.h)),
+        identity_m: kernel::frozen_identity(config, p.m),
         mt,
         nk,
         stride,

@@ -224,6 +224,8 @@ struct Ctx<'a> {
     nk: Vec<f64>,
     /// Mᵀ and n rounded to f32 (`precision: f32`).
     lo: Option<Weights32>,
+    /// M is the full-rank baseline's frozen identity ([`kernel::frozen_identity`]).
+    identity_m: bool,
     /// Mᵀ of the observed units (R × dx) for the one-to-one readout, and b ∘ Mᵀ.
     m_obs: Vec<f64>,
     bm_obs: Vec<f64>,
@@ -329,6 +331,7 @@ impl Ctx<'_> {
             rank: self.c.rank,
             nonlinearity: self.c.nonlinearity,
             lo: self.lo.as_ref(),
+            identity_m: self.identity_m,
         }
     }
 
@@ -1421,6 +1424,7 @@ pub fn smc_vsmc(
             Vec::new()
         },
         lo: (options.precision == Precision::F32).then(|| Weights32::new(&mt, &nk, p.h)),
+        identity_m: kernel::frozen_identity(config, p.m),
         mt,
         nk,
         stride,
