@@ -107,6 +107,26 @@ struct TrialRecord {
     loss_b: f64,
 }
 
+/// The proposal's R × R matrices transposed (row j = column j), for column-wise products.
+struct Transposed {
+    oma: [Vec<f64>; 2],
+    lq: [Vec<f64>; 2],
+    lz: Vec<f64>,
+    lz_inv: [Vec<f64>; 2],
+}
+
+impl Transposed {
+    fn new(d: &DerivedValues, r: usize) -> Self {
+        let t = |a: &[f64]| transpose(a, r, r);
+        Self {
+            oma: [t(&d.oma[0]), t(&d.oma[1])],
+            lq: [t(&d.lq[0]), t(&d.lq[1])],
+            lz: t(&d.lz),
+            lz_inv: [t(&d.lz_inv[0]), t(&d.lz_inv[1])],
+        }
+    }
+}
+
 /// Everything the per-trial passes share.
 struct Ctx<'a> {
     c: &'a ModelConfig,
@@ -119,6 +139,8 @@ struct Ctx<'a> {
     lo: Option<Weights32>,
     /// M is the full-rank baseline's frozen identity ([`kernel::frozen_identity`]).
     identity_m: bool,
+    /// Transposes of the proposal's matrices (their columns as contiguous rows).
+    tr: Transposed,
     stride: usize,
     k: usize,
     n_steps: usize,
@@ -224,7 +246,9 @@ impl Ctx<'_> {
         let mut mu0 = vec![0.0; r];
         let w = self.weights();
         let mut cvec = vec![0.0; dx];
-        let mut res = vec![0.0; dx];
+        let mut res = vec![0.0; k * dx];
+        let mut y = vec![0.0; r];
+        let tr = &self.tr;
         let mut kc = vec![0.0; r];
         let mut vx = vec![0.0; dx];
         let mut diff = vec![0.0; r];
@@ -269,37 +293,66 @@ impl Ctx<'_> {
                     kc[q] = dot(&d.gain[set][q * dx..(q + 1) * dx], &cvec);
                 }
             }
+            // Proposals: z = OMA μ + K c + Lq ε (filtering) or μ + Lz ε, as sums of the
+            // matrices' columns (rows of the transposes), which vectorise for large R.
+            let lt = if filtering { &tr.lq[set] } else { &tr.lz };
             for kk in 0..k {
                 let eps = &draws.eps[(t * k + kk) * r..(t * k + kk + 1) * r];
                 let mu_k = &mu[kk * r..(kk + 1) * r];
                 let zk = &mut z[(t * k + kk) * r..(t * k + kk + 1) * r];
-                let (l, mean_from_mu) = if filtering {
-                    (&d.lq[set], true)
+                if filtering {
+                    zk.copy_from_slice(&kc);
+                    for (j, &m) in mu_k.iter().enumerate() {
+                        row_times_acc(zk, &tr.oma[set][j * r..(j + 1) * r], m);
+                    }
                 } else {
-                    (&d.lz, false)
-                };
-                // (Row dot products through `dot`, which vectorises for large R, e.g. the
-                // full-rank baselines.)
-                for i in 0..r {
-                    let m = if mean_from_mu {
-                        dot(&d.oma[set][i * r..(i + 1) * r], mu_k) + kc[i]
-                    } else {
-                        mu_k[i]
-                    };
-                    zk[i] = m + dot(&l[i * r..i * r + i + 1], &eps[..=i]);
+                    zk.copy_from_slice(mu_k);
                 }
+                for (j, &e) in eps.iter().enumerate() {
+                    row_times_acc(&mut zk[j..], &lt[j * r + j..(j + 1) * r], e);
+                }
+            }
+            // Residuals c − Bᵀz of the K particles: one K × R by R × dx product.
+            let zt = &z[t * k * r..(t + 1) * k * r];
+            for row in res.chunks_exact_mut(dx) {
+                row.copy_from_slice(&cvec);
+            }
+            // SAFETY: zt is K × R, d.be R × dx and res K × dx, all row-major and contiguous.
+            unsafe {
+                matrixmultiply::dgemm(
+                    k,
+                    r,
+                    dx,
+                    -1.0,
+                    zt.as_ptr(),
+                    r as isize,
+                    1,
+                    d.be.as_ptr(),
+                    dx as isize,
+                    1,
+                    1.0,
+                    res.as_mut_ptr(),
+                    dx as isize,
+                    1,
+                );
+            }
+            for kk in 0..k {
+                let eps = &draws.eps[(t * k + kk) * r..(t * k + kk + 1) * r];
+                let mu_k = &mu[kk * r..(kk + 1) * r];
+                let zk = &z[(t * k + kk) * r..(t * k + kk + 1) * r];
                 // Observation log-likelihood.
-                residuals(&d.be, &cvec, zk, &mut res);
-                let mut ll = -0.5 * weighted_sq_norm(&res, &d.inv_var) + d.obs_const;
+                let mut ll =
+                    -0.5 * weighted_sq_norm(&res[kk * dx..(kk + 1) * dx], &d.inv_var) + d.obs_const;
                 if filtering {
                     for i in 0..r {
                         diff[i] = zk[i] - mu_k[i];
                     }
-                    let mut yy = 0.0;
-                    for i in 0..r {
-                        let y = dot(&d.lz_inv[set][i * r..i * r + i + 1], &diff[..=i]);
-                        yy += y * y;
+                    // y = Lz⁻¹ (z − μ), by columns.
+                    y.iter_mut().for_each(|v| *v = 0.0);
+                    for (j, &dj) in diff.iter().enumerate() {
+                        row_times_acc(&mut y[j..], &tr.lz_inv[set][j * r + j..(j + 1) * r], dj);
                     }
+                    let yy: f64 = y.iter().map(|v| v * v).sum();
                     let ee: f64 = eps.iter().map(|e| e * e).sum();
                     ll += (-0.5 * yy + d.const_z[set]) - (-0.5 * ee + d.const_q[set]);
                 }
@@ -423,6 +476,12 @@ impl Ctx<'_> {
         let mut dm_all = vec![0.0; tk * dx]; // [t][k][j]: first −Bᵀz, then dm
         let mut dz_obs = vec![0.0; tk * r];
         let mut dvx_all = vec![0.0; tt * dx];
+        // Per particle of the reverse sweep: dL/dz (final) and dL/dy, for the adjoints of the
+        // proposal's matrices, which are outer products summed over the trial (GEMMs below).
+        let mut dzk_all = vec![0.0; tk * r];
+        let mut dy_all = vec![0.0; tk * r];
+        let mut u = vec![0.0; r];
+        let tr = &self.tr;
         // SAFETY: dimensions and strides describe the row-major buffers above exactly
         // (rec.z is [t][k][r], d.be is R × dx, dm_all is [t][k][dx]).
         unsafe {
@@ -517,7 +576,6 @@ impl Ctx<'_> {
             for kk in 0..k {
                 let g = w[kk];
                 let zk = &rec.z[(t * k + kk) * r..(t * k + kk + 1) * r];
-                let eps = &draws.eps[(t * k + kk) * r..(t * k + kk + 1) * r];
                 let mu_k = &mu[kk * r..(kk + 1) * r];
                 // dz from step t+1 and from the observation term (computed above).
                 let dzo = &dz_obs[(t * k + kk) * r..(t * k + kk + 1) * r];
@@ -527,49 +585,43 @@ impl Ctx<'_> {
                 let dmu = &mut dmu_all[kk * r..(kk + 1) * r];
                 dmu.iter_mut().for_each(|v| *v = 0.0);
                 if filtering {
-                    // log p(z | μ) = −½‖Lz⁻¹(z − μ)‖² − logdet_z
+                    // log p(z | μ) = −½‖Lz⁻¹(z − μ)‖² − logdet_z, y = Lz⁻¹(z − μ) by columns.
                     for i in 0..r {
                         diff[i] = zk[i] - mu_k[i];
                     }
-                    for i in 0..r {
-                        y[i] = dot(&d.lz_inv[set][i * r..i * r + i + 1], &diff[..=i]);
+                    y.iter_mut().for_each(|v| *v = 0.0);
+                    for (j, &dj) in diff.iter().enumerate() {
+                        row_times_acc(&mut y[j..], &tr.lz_inv[set][j * r + j..(j + 1) * r], dj);
                     }
-                    // (Row updates through slice helpers so they vectorise for large R; each
-                    // element gets the same operations as a plain loop.)
+                    // dL/dy = −g y. Its outer product with z − μ is Lz⁻¹'s adjoint (summed over
+                    // the trial after the sweep); Lz⁻ᵀ dL/dy goes to z and, negated, to μ.
+                    let dyk = &mut dy_all[(t * k + kk) * r..(t * k + kk + 1) * r];
+                    u.iter_mut().for_each(|v| *v = 0.0);
                     for i in 0..r {
                         let dy = -g * y[i];
-                        let row = i * r..i * r + i + 1;
-                        tri_row_backward(
-                            &mut adj.lz_inv[set][row.clone()],
-                            &d.lz_inv[set][row],
-                            &diff[..=i],
-                            dy,
-                            &mut dzk[..=i],
-                            &mut dmu[..=i],
-                        );
+                        dyk[i] = dy;
+                        row_times_acc(&mut u[..=i], &d.lz_inv[set][i * r..i * r + i + 1], dy);
+                    }
+                    for i in 0..r {
+                        dzk[i] += u[i];
+                        dmu[i] -= u[i];
                     }
                     adj.logdet_z[set] -= g;
                     adj.logdet_q[set] += g;
-                    // z = OMA μ + K c + Lq ε
+                    // z = OMA μ + K c + Lq ε: the adjoints of OMA and Lq are summed over the
+                    // trial after the sweep.
                     for i in 0..r {
-                        outer_row_acc(&mut adj.lq[set][i * r..i * r + i + 1], dzk[i], &eps[..=i]);
-                    }
-                    for i in 0..r {
-                        let row = i * r..(i + 1) * r;
-                        outer_row_acc(&mut adj.oma[set][row.clone()], dzk[i], mu_k);
-                        row_times_acc(dmu, &d.oma[set][row], dzk[i]);
+                        row_times_acc(dmu, &d.oma[set][i * r..(i + 1) * r], dzk[i]);
                         // K c is shared by the particles: its adjoint is summed first.
                         dkc[i] += dzk[i];
                     }
                 } else {
-                    // z = μ + Lz ε
+                    // z = μ + Lz ε (Lz's adjoint after the sweep)
                     for i in 0..r {
                         dmu[i] += dzk[i];
-                        for j in 0..=i {
-                            adj.lz[i * r + j] += dzk[i] * eps[j];
-                        }
                     }
                 }
+                dzk_all[(t * k + kk) * r..(t * k + kk + 1) * r].copy_from_slice(&dzk);
                 if t == 0 {
                     for q in 0..r {
                         dmu0[q] += dmu[q];
@@ -662,6 +714,48 @@ impl Ctx<'_> {
                 trial::scatter_to_parents(&dzprev, &rec.anc, t, self.n_filter, r, &mut dz_next);
             }
         }
+        // The proposal matrices' adjoints: outer products over the particles of each segment
+        // of the trial (t = 0 with set 0, filtered steps t ≥ 1 with set 1, the unfiltered
+        // t_forward steps with Lz).
+        let diff_all: Vec<f64> = rec.z.iter().zip(&rec.mu).map(|(a, b)| a - b).collect();
+        let mut tmp = vec![0.0; r * r];
+        let nf = self.n_filter;
+        for (set, steps) in [(0, 0..nf.min(1)), (1, 1.min(nf)..nf)] {
+            let rows = steps.start * k * r..steps.end * k * r;
+            add_at_b(
+                &mut adj.lz_inv[set],
+                &dy_all[rows.clone()],
+                &diff_all[rows.clone()],
+                r,
+                true,
+                &mut tmp,
+            );
+            add_at_b(
+                &mut adj.lq[set],
+                &dzk_all[rows.clone()],
+                &draws.eps[rows.clone()],
+                r,
+                true,
+                &mut tmp,
+            );
+            add_at_b(
+                &mut adj.oma[set],
+                &dzk_all[rows.clone()],
+                &rec.mu[rows],
+                r,
+                false,
+                &mut tmp,
+            );
+        }
+        let rows = nf * k * r..tt * k * r;
+        add_at_b(
+            &mut adj.lz,
+            &dzk_all[rows.clone()],
+            &draws.eps[rows],
+            r,
+            true,
+            &mut tmp,
+        );
         if self.c.simulate_input {
             for i in 0..tt * du {
                 da += dv[i] * rec.dv_da[i];
@@ -681,6 +775,41 @@ impl Ctx<'_> {
     }
 }
 
+/// adj += Aᵀ B for A, B with rows of R (row-major, as many rows each): all R × R entries, or
+/// only the lower triangle (j ≤ i) when `lower`. `tmp` (R × R) is scratch.
+fn add_at_b(adj: &mut [f64], a: &[f64], b: &[f64], r: usize, lower: bool, tmp: &mut [f64]) {
+    let m = a.len() / r;
+    if m == 0 {
+        return;
+    }
+    debug_assert!(b.len() == a.len() && adj.len() >= r * r && tmp.len() >= r * r);
+    // SAFETY: a and b are m × r, tmp is r × r, all row-major and contiguous (checked above).
+    unsafe {
+        matrixmultiply::dgemm(
+            r,
+            m,
+            r,
+            1.0,
+            a.as_ptr(),
+            1,
+            r as isize,
+            b.as_ptr(),
+            r as isize,
+            1,
+            0.0,
+            tmp.as_mut_ptr(),
+            r as isize,
+            1,
+        );
+    }
+    for i in 0..r {
+        let cols = if lower { i + 1 } else { r };
+        for j in 0..cols {
+            adj[i * r + j] += tmp[i * r + j];
+        }
+    }
+}
+
 /// Offsets of the directly-accumulated blocks in the flat parameter vector.
 struct Offsets {
     m: usize,
@@ -690,19 +819,6 @@ struct Offsets {
     decay: usize,
     bias: usize,
     initial_state: Option<usize>,
-}
-
-/// res = c − Bᵀz for B (R × dx) row-major: the observation residual of one particle.
-#[inline]
-fn residuals(be: &[f64], c: &[f64], z: &[f64], res: &mut [f64]) {
-    let dx = c.len();
-    res.copy_from_slice(c);
-    for (q, &zq) in z.iter().enumerate() {
-        let row = &be[q * dx..(q + 1) * dx];
-        for (r, b) in res.iter_mut().zip(row) {
-            *r -= b * zq;
-        }
-    }
 }
 
 /// Σ_j a_j² w_j with four independent partial sums (so it vectorises; fixed order).
@@ -720,39 +836,11 @@ fn weighted_sq_norm(a: &[f64], w: &[f64]) -> f64 {
     (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
 }
 
-/// y_j += a · x_j (the adjoint of an outer product, one row).
-#[inline(always)]
-fn outer_row_acc(y: &mut [f64], a: f64, x: &[f64]) {
-    for (yj, &xj) in y.iter_mut().zip(x) {
-        *yj += a * xj;
-    }
-}
-
 /// y_j += m_j · a (a row of a matrix times a scalar, accumulated).
 #[inline(always)]
 fn row_times_acc(y: &mut [f64], m: &[f64], a: f64) {
     for (yj, &mj) in y.iter_mut().zip(m) {
         *yj += mj * a;
-    }
-}
-
-/// One row i of the reverse of y = L⁻¹(z − μ) (j ≤ i): the row's adjoint and those of z and μ.
-#[inline(always)]
-fn tri_row_backward(
-    adj_row: &mut [f64],
-    l_row: &[f64],
-    diff: &[f64],
-    dy: f64,
-    dz: &mut [f64],
-    dmu: &mut [f64],
-) {
-    let n = adj_row.len();
-    let (l_row, diff, dz, dmu) = (&l_row[..n], &diff[..n], &mut dz[..n], &mut dmu[..n]);
-    for j in 0..n {
-        adj_row[j] += dy * diff[j];
-        let dd = l_row[j] * dy;
-        dz[j] += dd;
-        dmu[j] -= dd;
     }
 }
 
@@ -843,12 +931,15 @@ pub fn optimal_vsmc(
         stride,
     );
     let nk = kernel::with_stride(p.n, config.rank, config.n_units, stride);
+    let values = derived.values();
+    let tr = Transposed::new(&values, config.rank);
     let ctx = Ctx {
         c: config,
         p,
-        d: derived.values(),
+        d: values,
         lo: (options.precision == Precision::F32).then(|| Weights32::new(&mt, &nk, p.h)),
         identity_m: kernel::frozen_identity(config, p.m),
+        tr,
         mt,
         nk,
         stride,
