@@ -63,6 +63,7 @@ fn quick_profile_runs_end_to_end() {
         "results/fixed_points/rdm/fixed_points.md",
         "results/teacher_student/summary/table.md",
         "results/teacher_student/noise_summary/table.parquet",
+        "results/teacher_student/fig_s5/curves.png",
         "results/teacher_student/osc/eval/proposal=optimal,seed=1/autocorrelation.png",
         "results/teacher_student/osc/eval/proposal=bootstrap,seed=1/traces.png",
         "results/teacher_student/poisson/fit/seed=1/model.h5",

@@ -128,11 +128,44 @@ pub fn line_plot(
     series: &[Series],
     log_y: bool,
 ) -> Result<FigurePaths, PlotError> {
+    let axes = Axes {
+        log_y,
+        ..Axes::default()
+    };
+    line_plot_with(stem, title, x_label, y_label, series, axes)
+}
+
+/// Axis scales and point markers of [`line_plot_with`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Axes {
+    /// Logarithmic x axis (log10 of x is drawn).
+    pub log_x: bool,
+    /// Logarithmic y axis (log10 of y is drawn).
+    pub log_y: bool,
+    /// A dot at every point (for lines of a few points, e.g. a parameter sweep).
+    pub markers: bool,
+}
+
+/// [`line_plot`] with log x / log y axes and optional point markers.
+pub fn line_plot_with(
+    stem: &Path,
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[Series],
+    axes: Axes,
+) -> Result<FigurePaths, PlotError> {
     use plotters::prelude::*;
     register_font();
     let paths = FigurePaths::new(stem);
+    let log_y = axes.log_y;
     let tf = |v: f64| if log_y { v.log10() } else { v };
-    let xr = finite_range(series.iter().flat_map(|s| s.x.iter()));
+    let tx = |v: f64| if axes.log_x { v.log10() } else { v };
+    let xs: Vec<f64> = series
+        .iter()
+        .flat_map(|s| s.x.iter().map(|&v| tx(v)))
+        .collect();
+    let xr = finite_range(xs.iter());
     let ys: Vec<f64> = series
         .iter()
         .flat_map(|s| s.y.iter().map(|&v| tf(v)))
@@ -157,7 +190,11 @@ pub fn line_plot(
                 .map_err(draw_err($path))?;
             chart
                 .configure_mesh()
-                .x_desc(x_label)
+                .x_desc(if axes.log_x {
+                    format!("log10 {x_label}")
+                } else {
+                    x_label.to_string()
+                })
                 .y_desc(if log_y {
                     format!("log10 {y_label}")
                 } else {
@@ -171,9 +208,14 @@ pub fn line_plot(
                 let pts: Vec<(f64, f64)> =
                     s.x.iter()
                         .zip(&s.y)
-                        .map(|(&x, &y)| (x, tf(y)))
+                        .map(|(&x, &y)| (tx(x), tf(y)))
                         .filter(|(x, y)| x.is_finite() && y.is_finite())
                         .collect();
+                if axes.markers {
+                    chart
+                        .draw_series(pts.iter().map(|&p| Circle::new(p, 4, colour.filled())))
+                        .map_err(draw_err($path))?;
+                }
                 chart
                     .draw_series(LineSeries::new(pts, colour.stroke_width(2)))
                     .map_err(draw_err($path))?

@@ -1,13 +1,24 @@
 //! The `plot_curves` kind: one line per input table on a shared figure, e.g. the training loss
-//! of every seed of a sweep.
+//! of every seed of a sweep — or, with `split_by`, one line per value of a column of each table
+//! (e.g. a summary with a row per sweep cell), after keeping the rows that `filter` selects.
 //!
 //! ```yaml
 //! - name: eeg.loss_curves
 //!   kind: plot_curves
 //!   params: {x: epoch, y: loss, label: seed, title: "EEG rank-3: training loss per seed"}
 //!   inputs: {tables: "eeg.fit[*]:loss_curve"}
+//! - name: teacher_student.fig_s5
+//!   kind: plot_curves
+//!   params: {x: k, y: student, split_by: rz, filter: {metric: latent_noise_std}, log_x: true}
+//!   inputs: {tables: "teacher_student.noise_summary:table"}
 //! ```
+//!
+//! x and y may be text columns holding numbers (sweep labels such as `k`); each line is drawn in
+//! order of x.
 
+use std::path::Path;
+
+use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -15,7 +26,7 @@ use crate::pipeline::stage::{
     canonical_params, InputSpec, OutputSpec, ParamError, Stage, StageContext, StageError,
 };
 use crate::pipeline::table::Table;
-use crate::plot::{line_plot, Series};
+use crate::plot::{line_plot_with, Axes, Series};
 
 /// Params of a `plot_curves` stage.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -31,9 +42,26 @@ pub struct PlotCurvesParams {
     /// Figure title.
     #[serde(default)]
     pub title: String,
+    /// x axis label (default: the column's name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub x_label: Option<String>,
+    /// y axis label (default: the column's name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub y_label: Option<String>,
     /// Logarithmic y axis.
     #[serde(default)]
     pub log_y: bool,
+    /// Logarithmic x axis.
+    #[serde(default)]
+    pub log_x: bool,
+    /// Keep only the rows whose column (key) shows this text (value), e.g. `{metric: period}`.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub filter: IndexMap<String, String>,
+    /// One line per distinct value of this column (in order of first appearance) instead of one
+    /// per table; lines are labelled `column value` (with the `label` column's first value
+    /// in front when both are set and there are several tables).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split_by: Option<String>,
 }
 
 /// Draws one curve per table.
@@ -45,7 +73,7 @@ impl Stage for PlotCurvesStage {
         "plot_curves"
     }
     fn version(&self) -> u32 {
-        1
+        2
     }
     fn description(&self) -> &'static str {
         "one line per input table (e.g. the loss curve of every seed) on one figure → PNG + SVG"
@@ -65,57 +93,33 @@ impl Stage for PlotCurvesStage {
     fn run(&self, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
         let p: PlotCurvesParams = ctx.params_as()?;
         let mut series = Vec::new();
-        for (i, path) in ctx.inputs("tables")?.iter().enumerate() {
+        let inputs = ctx.inputs("tables")?.to_vec();
+        for (i, path) in inputs.iter().enumerate() {
             let table = Table::read_parquet(path).map_err(|e| StageError::new(e.to_string()))?;
-            let numbers = |name: &str| -> Result<Vec<f64>, StageError> {
-                let col = table.column(name).ok_or_else(|| {
-                    StageError::new(format!(
-                        "{}: no column `{name}` (params.x / params.y); it has: {}",
-                        path.display(),
-                        table
-                            .columns()
-                            .map(|(n, _)| n)
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ))
-                })?;
-                (0..col.len())
-                    .map(|r| {
-                        col.number(r).ok_or_else(|| {
-                            StageError::new(format!(
-                                "{}: column `{name}` is {}, not numeric",
-                                path.display(),
-                                col.type_name()
-                            ))
-                        })
-                    })
-                    .collect()
-            };
-            let label = match &p.label {
-                Some(name) => match table.column(name) {
-                    Some(col) if !col.is_empty() => format!("{name} {}", col.text(0)),
-                    _ => {
-                        return Err(StageError::new(format!(
-                            "{}: no column `{name}` (params.label)",
-                            path.display()
-                        )))
-                    }
-                },
-                None => format!("input {i}"),
-            };
-            series.push(Series {
-                label,
-                x: numbers(&p.x)?,
-                y: numbers(&p.y)?,
-            });
+            series.extend(series_from(path, &table, i, inputs.len(), &p)?);
         }
-        let fig = line_plot(
+        if series.iter().all(|s| s.x.is_empty()) {
+            return Err(StageError::new(format!(
+                "no rows to plot{}",
+                if p.filter.is_empty() {
+                    String::new()
+                } else {
+                    format!(" after params.filter {:?}", p.filter)
+                }
+            )));
+        }
+        let axes = Axes {
+            log_x: p.log_x,
+            log_y: p.log_y,
+            markers: p.split_by.is_some(),
+        };
+        let fig = line_plot_with(
             &ctx.scratch_dir().join("curves"),
             &p.title,
-            &p.x,
-            &p.y,
+            p.x_label.as_deref().unwrap_or(&p.x),
+            p.y_label.as_deref().unwrap_or(&p.y),
             &series,
-            p.log_y,
+            axes,
         )
         .map_err(|e| StageError::new(e.to_string()))?;
         for (from, output) in [(&fig.png, "figure"), (&fig.svg, "figure_svg")] {
@@ -124,5 +128,173 @@ impl Stage for PlotCurvesStage {
         }
         ctx.record("curves", series.len());
         Ok(())
+    }
+}
+
+/// The lines that one input table contributes (`i`: its position among `n_inputs`).
+fn series_from(
+    path: &Path,
+    table: &Table,
+    i: usize,
+    n_inputs: usize,
+    p: &PlotCurvesParams,
+) -> Result<Vec<Series>, StageError> {
+    let mut series = Vec::new();
+    let missing = |name: &str, what: &str| {
+        StageError::new(format!(
+            "{}: no column `{name}` ({what}); it has: {}",
+            path.display(),
+            table
+                .columns()
+                .map(|(n, _)| n)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    };
+    // Rows that pass `filter`.
+    let mut rows: Vec<usize> = (0..table.n_rows()).collect();
+    for (name, want) in &p.filter {
+        let col = table
+            .column(name)
+            .ok_or_else(|| missing(name, "params.filter"))?;
+        rows.retain(|&r| col.text(r) == *want);
+    }
+    let numbers = |name: &str, what: &str, rows: &[usize]| -> Result<Vec<f64>, StageError> {
+        let col = table.column(name).ok_or_else(|| missing(name, what))?;
+        rows.iter()
+            .map(|&r| {
+                col.number(r)
+                    .or_else(|| col.text(r).trim().parse::<f64>().ok())
+                    .ok_or_else(|| {
+                        StageError::new(format!(
+                            "{}: column `{name}` ({what}) row {r} is `{}`, not a number",
+                            path.display(),
+                            col.text(r)
+                        ))
+                    })
+            })
+            .collect()
+    };
+    let table_label = match &p.label {
+        Some(name) => match table.column(name) {
+            Some(col) if !col.is_empty() => Some(format!("{name} {}", col.text(0))),
+            _ => return Err(missing(name, "params.label")),
+        },
+        None => None,
+    };
+    // The row groups that become lines.
+    let groups: Vec<(String, Vec<usize>)> = match &p.split_by {
+        Some(name) => {
+            let col = table
+                .column(name)
+                .ok_or_else(|| missing(name, "params.split_by"))?;
+            let mut groups: IndexMap<String, Vec<usize>> = IndexMap::new();
+            for &r in &rows {
+                groups.entry(col.text(r)).or_default().push(r);
+            }
+            groups
+                .into_iter()
+                .map(|(v, rows)| {
+                    let label = match (&table_label, n_inputs > 1) {
+                        (Some(t), true) => format!("{t}, {name} {v}"),
+                        _ => format!("{name} {v}"),
+                    };
+                    (label, rows)
+                })
+                .collect()
+        }
+        None => vec![(table_label.unwrap_or_else(|| format!("input {i}")), rows)],
+    };
+    for (label, rows) in groups {
+        let x = numbers(&p.x, "params.x", &rows)?;
+        let y = numbers(&p.y, "params.y", &rows)?;
+        let mut pts: Vec<(f64, f64)> = x.into_iter().zip(y).collect();
+        if p.split_by.is_some() {
+            pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+        }
+        let (x, y) = pts.into_iter().unzip();
+        series.push(Series { label, x, y });
+    }
+    Ok(series)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(yaml: &str) -> PlotCurvesParams {
+        serde_yaml_ng::from_str(yaml).expect("params")
+    }
+
+    /// A sweep summary: one line per R_z, points ordered by K (a text column), other metrics'
+    /// rows filtered out.
+    #[test]
+    fn split_by_filter_and_text_numbers() {
+        let t = Table::new()
+            .with("rz", vec!["0.05", "0.05", "0.1", "0.05", "0.1"])
+            .unwrap()
+            .with("k", vec!["64", "1", "1", "10", "64"])
+            .unwrap()
+            .with("metric", vec!["noise", "noise", "noise", "noise", "period"])
+            .unwrap()
+            .with("student", vec![0.052, 0.095, 0.14, 0.059, 50.0])
+            .unwrap();
+        let p = params("{x: k, y: student, split_by: rz, filter: {metric: noise}, log_x: true}");
+        let s = series_from(Path::new("t.parquet"), &t, 0, 1, &p).unwrap();
+        assert_eq!(s.len(), 2);
+        assert_eq!(s[0].label, "rz 0.05");
+        assert_eq!(s[0].x, vec![1.0, 10.0, 64.0]);
+        assert_eq!(s[0].y, vec![0.095, 0.059, 0.052]);
+        assert_eq!((s[1].label.as_str(), s[1].x.clone()), ("rz 0.1", vec![1.0]));
+    }
+
+    /// Without `split_by`, one line per table in row order, labelled by the label column.
+    #[test]
+    fn one_line_per_table_and_errors_name_the_column() {
+        let t = Table::new()
+            .with("epoch", vec![1i64, 2, 3])
+            .unwrap()
+            .with("loss", vec![3.0, 2.0, 2.5])
+            .unwrap()
+            .with("seed", vec![7i64, 7, 7])
+            .unwrap()
+            .with("note", vec!["a", "b", "c"])
+            .unwrap();
+        let s = series_from(
+            Path::new("t.parquet"),
+            &t,
+            0,
+            2,
+            &params("{x: epoch, y: loss, label: seed}"),
+        )
+        .unwrap();
+        assert_eq!((s.len(), s[0].label.as_str()), (1, "seed 7"));
+        assert_eq!(s[0].y, vec![3.0, 2.0, 2.5]);
+        let err = series_from(
+            Path::new("t.parquet"),
+            &t,
+            0,
+            1,
+            &params("{x: epoch, y: note}"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("`note`") && err.contains("not a number"),
+            "{err}"
+        );
+        let err = series_from(
+            Path::new("t.parquet"),
+            &t,
+            0,
+            1,
+            &params("{x: epoch, y: loss, filter: {metrik: x}}"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("`metrik`") && err.contains("params.filter"),
+            "{err}"
+        );
     }
 }
