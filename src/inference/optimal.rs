@@ -22,7 +22,7 @@ use crate::model::lowrank::{
     InitialState, Likelihood, ModelConfig, NoiseKind, ObsNonlinearity, Observation, ParamView,
     ReadoutFrom,
 };
-use crate::model::Sequences;
+use crate::model::{gemm, Sequences};
 
 /// Errors of a VSMC pass.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -314,27 +314,23 @@ impl Ctx<'_> {
             }
             // Residuals c − Bᵀz of the K particles: one K × R by R × dx product.
             let zt = &z[t * k * r..(t + 1) * k * r];
+            let rdx = (dx as isize, 1);
+            gemm(
+                k,
+                r,
+                dx,
+                zt,
+                (r as isize, 1),
+                &d.be,
+                rdx,
+                0.0,
+                &mut res,
+                rdx,
+            );
             for row in res.chunks_exact_mut(dx) {
-                row.copy_from_slice(&cvec);
-            }
-            // SAFETY: zt is K × R, d.be R × dx and res K × dx, all row-major and contiguous.
-            unsafe {
-                matrixmultiply::dgemm(
-                    k,
-                    r,
-                    dx,
-                    -1.0,
-                    zt.as_ptr(),
-                    r as isize,
-                    1,
-                    d.be.as_ptr(),
-                    dx as isize,
-                    1,
-                    1.0,
-                    res.as_mut_ptr(),
-                    dx as isize,
-                    1,
-                );
+                for (rj, cj) in row.iter_mut().zip(&cvec) {
+                    *rj = cj - *rj;
+                }
             }
             for kk in 0..k {
                 let eps = &draws.eps[(t * k + kk) * r..(t * k + kk + 1) * r];
@@ -473,7 +469,7 @@ impl Ctx<'_> {
         // over all T·K particles (GEMMs) instead of T·K rank-1 updates.
         let tk = tt * k;
         let mut w_all = vec![0.0; tk];
-        let mut dm_all = vec![0.0; tk * dx]; // [t][k][j]: first −Bᵀz, then dm
+        let mut dm_all = vec![0.0; tk * dx]; // [t][k][j]: first Bᵀz, then dm
         let mut dz_obs = vec![0.0; tk * r];
         let mut dvx_all = vec![0.0; tt * dx];
         // Per particle of the reverse sweep: dL/dz (final) and dL/dy, for the adjoints of the
@@ -482,26 +478,8 @@ impl Ctx<'_> {
         let mut dy_all = vec![0.0; tk * r];
         let mut u = vec![0.0; r];
         let tr = &self.tr;
-        // SAFETY: dimensions and strides describe the row-major buffers above exactly
-        // (rec.z is [t][k][r], d.be is R × dx, dm_all is [t][k][dx]).
-        unsafe {
-            matrixmultiply::dgemm(
-                tk,
-                r,
-                dx,
-                -1.0,
-                rec.z.as_ptr(),
-                r as isize,
-                1,
-                d.be.as_ptr(),
-                dx as isize,
-                1,
-                0.0,
-                dm_all.as_mut_ptr(),
-                dx as isize,
-                1,
-            );
-        }
+        let (rr, rdx) = ((r as isize, 1), (dx as isize, 1));
+        gemm(tk, r, dx, &rec.z, rr, &d.be, rdx, 0.0, &mut dm_all, rdx);
         for t in 0..tt {
             // g_t^k = scale · softmax_k(log w_t)/T  (d scale·Loss_b / d log w)
             let lw = &rec.log_w[t * k..(t + 1) * k];
@@ -514,49 +492,17 @@ impl Ctx<'_> {
                 w_all[t * k + kk] = g;
                 let dm = &mut dm_all[(t * k + kk) * dx..(t * k + kk + 1) * dx];
                 for j in 0..dx {
-                    let rj = cvec[j] + dm[j];
+                    let rj = cvec[j] - dm[j];
                     dm[j] = g * rj * d.inv_var[j];
                     adj.std_x[j] += g * d.inv_sd[j] * (rj * rj * d.inv_var[j] - 1.0);
                     dvx_t[j] += dm[j];
                 }
             }
         }
-        // SAFETY: as above; adj.be is R × dx, dz_obs is [t][k][r] and Bᵀ is read through
-        // d.be's strides.
-        unsafe {
-            matrixmultiply::dgemm(
-                r,
-                tk,
-                dx,
-                1.0,
-                rec.z.as_ptr(),
-                1,
-                r as isize,
-                dm_all.as_ptr(),
-                dx as isize,
-                1,
-                1.0,
-                adj.be.as_mut_ptr(),
-                dx as isize,
-                1,
-            );
-            matrixmultiply::dgemm(
-                tk,
-                dx,
-                r,
-                1.0,
-                dm_all.as_ptr(),
-                dx as isize,
-                1,
-                d.be.as_ptr(),
-                1,
-                dx as isize,
-                0.0,
-                dz_obs.as_mut_ptr(),
-                r as isize,
-                1,
-            );
-        }
+        // adj.be += Zᵀ DM (R × dx) and dz_obs = DM Bᵀ ([t][k][r]; Bᵀ read through B's strides).
+        let (cr, cdx) = ((1, r as isize), (1, dx as isize));
+        gemm(r, tk, dx, &rec.z, cr, &dm_all, rdx, 1.0, &mut adj.be, rdx);
+        gemm(tk, dx, r, &dm_all, rdx, &d.be, cdx, 0.0, &mut dz_obs, rr);
         for t in (0..tt).rev() {
             let set = if t == 0 { 0 } else { 1 };
             let filtering = t < self.n_filter;
@@ -782,26 +728,8 @@ fn add_at_b(adj: &mut [f64], a: &[f64], b: &[f64], r: usize, lower: bool, tmp: &
     if m == 0 {
         return;
     }
-    debug_assert!(b.len() == a.len() && adj.len() >= r * r && tmp.len() >= r * r);
-    // SAFETY: a and b are m × r, tmp is r × r, all row-major and contiguous (checked above).
-    unsafe {
-        matrixmultiply::dgemm(
-            r,
-            m,
-            r,
-            1.0,
-            a.as_ptr(),
-            1,
-            r as isize,
-            b.as_ptr(),
-            r as isize,
-            1,
-            0.0,
-            tmp.as_mut_ptr(),
-            r as isize,
-            1,
-        );
-    }
+    let (rows, cols) = ((r as isize, 1), (1, r as isize));
+    gemm(r, m, r, a, cols, b, rows, 0.0, tmp, rows);
     for i in 0..r {
         let cols = if lower { i + 1 } else { r };
         for j in 0..cols {

@@ -8,3 +8,96 @@ pub mod teacher;
 
 pub use real::Real;
 pub use sequences::Sequences;
+
+/// Extent of a strided matrix in its slice (0 when it has no element).
+fn span(rows: usize, cols: usize, (row_stride, col_stride): (isize, isize)) -> usize {
+    if rows == 0 || cols == 0 {
+        0
+    } else {
+        (rows as isize - 1) as usize * row_stride as usize
+            + (cols as isize - 1) as usize * col_stride as usize
+            + 1
+    }
+}
+
+/// `C (m × n) = A (m × k) · B (k × n) + beta · C` with positive strides (row, column), dispatching
+/// to `matrixmultiply::dgemm` / `sgemm` for f64 / f32 (single-threaded, so the summation order
+/// is fixed). The extents are checked against the slices (a panic names the operand), so the
+/// unsafe calls stay sound.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm<F: Real>(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[F],
+    a_strides: (isize, isize),
+    b: &[F],
+    b_strides: (isize, isize),
+    beta: F,
+    c: &mut [F],
+    c_strides: (isize, isize),
+) {
+    assert!(span(m, k, a_strides) <= a.len(), "gemm: A out of bounds");
+    assert!(span(k, n, b_strides) <= b.len(), "gemm: B out of bounds");
+    assert!(span(m, n, c_strides) <= c.len(), "gemm: C out of bounds");
+    if m == 0 || n == 0 {
+        return;
+    }
+    if std::any::TypeId::of::<F>() == std::any::TypeId::of::<f64>() {
+        // SAFETY: F is f64 (same type, same layout); extents checked above.
+        unsafe {
+            matrixmultiply::dgemm(
+                m,
+                k,
+                n,
+                1.0,
+                a.as_ptr() as *const f64,
+                a_strides.0,
+                a_strides.1,
+                b.as_ptr() as *const f64,
+                b_strides.0,
+                b_strides.1,
+                beta.f64(),
+                c.as_mut_ptr() as *mut f64,
+                c_strides.0,
+                c_strides.1,
+            );
+        }
+    } else if std::any::TypeId::of::<F>() == std::any::TypeId::of::<f32>() {
+        // SAFETY: F is f32 (same type, same layout); extents checked above.
+        unsafe {
+            matrixmultiply::sgemm(
+                m,
+                k,
+                n,
+                1.0,
+                a.as_ptr() as *const f32,
+                a_strides.0,
+                a_strides.1,
+                b.as_ptr() as *const f32,
+                b_strides.0,
+                b_strides.1,
+                beta.f64() as f32,
+                c.as_mut_ptr() as *mut f32,
+                c_strides.0,
+                c_strides.1,
+            );
+        }
+    } else {
+        let at = |s: (isize, isize), i: usize, j: usize| i * s.0 as usize + j * s.1 as usize;
+        for i in 0..m {
+            for j in 0..n {
+                let mut acc = F::zero();
+                for l in 0..k {
+                    acc += a[at(a_strides, i, l)] * b[at(b_strides, l, j)];
+                }
+                let dst = &mut c[at(c_strides, i, j)];
+                *dst = if beta == F::zero() {
+                    acc
+                } else {
+                    beta * *dst + acc
+                };
+            }
+        }
+    }
+}
