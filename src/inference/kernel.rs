@@ -7,11 +7,13 @@
 //!
 //! Layout chosen for the vector units: M is stored transposed (R × N, `mt`), so that every
 //! loop runs over units i in chunks of [`LANES`] with independent accumulators; the rank R is
-//! a const generic (dispatched for R ≤ [`MAX_CONST_RANK`], a runtime-R path covers the rest),
-//! so the per-chunk state lives in registers. Each chunk of M, n, h is loaded once for all K
-//! particles, and in the reverse pass each chunk's gradient accumulators stay in registers
-//! across the K particles. Summation order is fixed (lanes, then chunks, then a fixed
-//! horizontal sum), so results do not depend on the machine's thread count.
+//! a const generic (dispatched for R ≤ [`MAX_CONST_RANK`]), so the per-chunk state lives in
+//! registers. Each chunk of M, n, h is loaded once for all K particles, and in the reverse pass
+//! each chunk's gradient accumulators stay in registers across the K particles. Larger ranks
+//! (the full-rank baselines) run the wide kernels: one particle at a time, units in blocks,
+//! every loop along a contiguous row, with a shortcut for the full-rank model's frozen M = I.
+//! Summation order is fixed (lanes, then chunks, then a fixed horizontal sum), so results do
+//! not depend on the machine's thread count.
 
 use serde::{Deserialize, Serialize};
 
