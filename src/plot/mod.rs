@@ -390,13 +390,14 @@ pub struct TracePanel {
     pub second: Vec<f64>,
 }
 
-/// Stacked panels sharing a time axis (seconds = index · `dt`), two traces each, with a legend
+/// Stacked panels sharing a time axis (x = index · `time.0`, labelled `time.1`, e.g.
+/// `(1.0 / 160.0, "time (s)")` or `(1.0, "time (steps)")`), two traces each, with a legend
 /// naming them: the Fig 4 style (recorded vs generated EEG channels).
 pub fn trace_panels(
     stem: &Path,
     title: &str,
     names: (&str, &str),
-    dt: f64,
+    time: (f64, &str),
     panels: &[TracePanel],
 ) -> Result<FigurePaths, PlotError> {
     use plotters::prelude::*;
@@ -413,6 +414,7 @@ pub fn trace_panels(
         .map(|p| p.first.len().max(p.second.len()))
         .max()
         .unwrap_or(0);
+    let (dt, x_label) = time;
     let t_end = (n_t.max(2) - 1) as f64 * dt;
     macro_rules! draw {
         ($backend:expr, $path:expr) => {{
@@ -438,7 +440,7 @@ pub fn trace_panels(
                     .y_labels(3)
                     .label_style((FONT, 12));
                 if last {
-                    mesh.x_desc("time (s)");
+                    mesh.x_desc(x_label);
                 } else {
                     mesh.x_labels(0);
                 }
@@ -600,12 +602,12 @@ mod tests {
             &dir.join("tr"),
             "traces",
             ("data", "model"),
-            1.0 / 160.0,
+            (1.0 / 160.0, "time (s)"),
             &panels,
         )
         .unwrap();
         assert!(std::fs::metadata(&p.png).unwrap().len() > 1000);
-        assert!(trace_panels(&dir.join("e"), "t", ("a", "b"), 1.0, &[]).is_err());
+        assert!(trace_panels(&dir.join("e"), "t", ("a", "b"), (1.0, "t"), &[]).is_err());
         std::fs::remove_dir_all(&dir).ok();
     }
 

@@ -118,7 +118,7 @@ impl Stage for PlotTracesStage {
             &ctx.scratch_dir().join("traces"),
             &title,
             ("recorded", "generated"),
-            1.0 / p.rate_hz,
+            (1.0 / p.rate_hz, "time (s)"),
             &panels,
         )
         .map_err(|e| StageError::new(e.to_string()))?;

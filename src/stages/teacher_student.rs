@@ -196,7 +196,8 @@ impl Stage for TeacherStudentStage {
         "teacher_student"
     }
     fn version(&self) -> u32 {
-        3
+        // 4: the traces figure's time axis is labelled in steps (it said seconds).
+        4
     }
     fn description(&self) -> &'static str {
         "score a student against its teacher: noise recovery, autocorrelation/period, rates, fixed points → summary table, figures"
@@ -545,7 +546,7 @@ impl Stage for TeacherStudentStage {
             &ctx.scratch_dir().join("traces"),
             &format!("{}: spontaneous activity, teacher vs student", p.setup),
             ("teacher", "student"),
-            1.0,
+            (1.0, "time (steps)"),
             &panels,
         )
         .map_err(|e| StageError::new(e.to_string()))?;
