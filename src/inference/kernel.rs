@@ -777,6 +777,33 @@ mod tests {
 
     type BackFn = fn(&Weights<'_>, &[f64], Option<&[f64]>, &[f64], &mut Grads<'_>, &mut [f64]);
 
+    /// Runs a reverse kernel into fresh accumulators (∂M starts at 0.5, dz at 0.25, so that
+    /// "adds into" is checked; ∂e is present only with an input current): (∂M, ∂n, ∂h, ∂e, dz).
+    fn run_backward(
+        f: BackFn,
+        w: &Weights<'_>,
+        z: &[f64],
+        ext: Option<&[f64]>,
+        dmu: &[f64],
+    ) -> (Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>) {
+        let (r, n) = (w.rank, w.h.len());
+        let mut gmt = vec![0.5; (r - 1) * w.stride + n];
+        let mut gn = vec![0.0; (r - 1) * w.stride + n];
+        let mut gh = vec![0.0; n];
+        let mut ge = vec![0.0; n];
+        let mut dz = vec![0.25; z.len()];
+        let mut g = Grads {
+            mt: &mut gmt,
+            n: &mut gn,
+            h: &mut gh,
+            ext: ext.is_some().then_some(ge.as_mut_slice()),
+            work: &mut Vec::new(),
+            work32: &mut Vec::new(),
+        };
+        f(w, z, ext, dmu, &mut g, &mut dz);
+        (gmt, gn, gh, ge, dz)
+    }
+
     fn random(rng: &mut ChaCha8Rng, len: usize) -> Vec<f64> {
         (0..len).map(|_| rng.gen_range(-1.0..1.0)).collect()
     }
@@ -836,23 +863,7 @@ mod tests {
                         }
                     };
                     close(&mu_a, &mu_b, "means");
-                    let run = |f: BackFn| {
-                        let mut gmt = vec![0.5; r * n];
-                        let mut gn = vec![0.0; r * n];
-                        let mut gh = vec![0.0; n];
-                        let mut ge = vec![0.0; n];
-                        let mut dz = vec![0.25; k * r];
-                        let mut g = Grads {
-                            mt: &mut gmt,
-                            n: &mut gn,
-                            h: &mut gh,
-                            ext: with_ext.then_some(ge.as_mut_slice()),
-                            work: &mut Vec::new(),
-                            work32: &mut Vec::new(),
-                        };
-                        f(&w, &z, ext, &dmu, &mut g, &mut dz);
-                        (gmt, gn, gh, ge, dz)
-                    };
+                    let run = |f: BackFn| run_backward(f, &w, &z, ext, &dmu);
                     let a = run(means_backward);
                     let b = run(back_dyn);
                     // The AVX2 kernels (when this CPU runs them) equal the portable fused
@@ -908,20 +919,7 @@ mod tests {
                     };
                     let mut mu = vec![0.0; k * r];
                     means(&w, &z, ext, &mut mu);
-                    let mut gmt = vec![0.5; r * r];
-                    let mut gn = vec![0.0; r * r];
-                    let mut gh = vec![0.0; r];
-                    let mut ge = vec![0.0; r];
-                    let mut dz = vec![0.25; k * r];
-                    let mut g = Grads {
-                        mt: &mut gmt,
-                        n: &mut gn,
-                        h: &mut gh,
-                        ext: with_ext.then_some(ge.as_mut_slice()),
-                        work: &mut Vec::new(),
-                        work32: &mut Vec::new(),
-                    };
-                    means_backward(&w, &z, ext, &dmu, &mut g, &mut dz);
+                    let (gmt, gn, gh, ge, dz) = run_backward(means_backward, &w, &z, ext, &dmu);
                     (mu, gmt, gn, gh, ge, dz)
                 };
                 let (a, b) = (run(true), run(false));
