@@ -777,6 +777,9 @@ mod tests {
 
     type BackFn = fn(&Weights<'_>, &[f64], Option<&[f64]>, &[f64], &mut Grads<'_>, &mut [f64]);
 
+    /// (∂M, ∂n, ∂h, ∂e, dz) of [`run_backward`].
+    type BackOut = (Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>);
+
     /// Runs a reverse kernel into fresh accumulators (∂M starts at 0.5, dz at 0.25, so that
     /// "adds into" is checked; ∂e is present only with an input current): (∂M, ∂n, ∂h, ∂e, dz).
     fn run_backward(
@@ -785,7 +788,7 @@ mod tests {
         z: &[f64],
         ext: Option<&[f64]>,
         dmu: &[f64],
-    ) -> (Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>) {
+    ) -> BackOut {
         let (r, n) = (w.rank, w.h.len());
         let mut gmt = vec![0.5; (r - 1) * w.stride + n];
         let mut gn = vec![0.0; (r - 1) * w.stride + n];
