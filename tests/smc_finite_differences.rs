@@ -15,6 +15,7 @@ use lowrank_smc::model::lowrank::{
     ReadoutFrom,
 };
 use lowrank_smc::model::Sequences;
+use lowrank_smc::train::ParamLayout;
 use rand::{Rng, SeedableRng};
 
 #[derive(Clone, Copy)]
@@ -61,7 +62,17 @@ fn config(s: &Setup) -> ModelConfig {
     }
 }
 
-fn check(s: Setup, seed: u64) {
+/// A model of setup `s`, its parameters (drawn from `seed`), data and proposal.
+struct Problem {
+    c: ModelConfig,
+    layout: ParamLayout,
+    encoder: Option<CnnEncoder>,
+    p: Vec<f64>,
+    data: Sequences<f64>,
+    noise: SeededNoise,
+}
+
+fn problem(s: Setup, seed: u64) -> Problem {
     let c = config(&s);
     let mut layout = c.layout();
     let encoder = s.encoder.then(|| {
@@ -113,28 +124,50 @@ fn check(s: Setup, seed: u64) {
             Resampling::Systematic
         },
     };
-    let proposal = match &encoder {
+    Problem {
+        c,
+        layout,
+        encoder,
+        p,
+        data,
+        noise,
+    }
+}
+
+/// The loss, its gradient (with `grad`) and the ancestors at parameters `p`.
+fn run(
+    pr: &Problem,
+    p: &[f64],
+    t_forward: usize,
+    precision: Precision,
+    grad: Option<&mut [f64]>,
+) -> (f64, Vec<Vec<usize>>) {
+    let proposal = match &pr.encoder {
         Some(e) => SmcProposal::Encoder(e),
         None => SmcProposal::Bootstrap,
     };
     let options = VsmcOptions {
         n_particles: 3,
-        t_forward: s.t_forward,
-        precision: Precision::F64,
+        t_forward,
+        precision,
     };
-    let run = |p: &[f64], grad: Option<&mut [f64]>| {
-        let out = smc_vsmc(
-            &c,
-            proposal,
-            p,
-            &data,
-            &options,
-            &noise as &dyn NoiseSource,
-            grad,
-        )
-        .unwrap();
-        (out.loss, out.ancestors)
-    };
+    let out = smc_vsmc(
+        &pr.c,
+        proposal,
+        p,
+        &pr.data,
+        &options,
+        &pr.noise as &dyn NoiseSource,
+        grad,
+    )
+    .unwrap();
+    (out.loss, out.ancestors)
+}
+
+fn check(s: Setup, seed: u64) {
+    let pr = problem(s, seed);
+    let (c, layout, p) = (&pr.c, &pr.layout, &pr.p);
+    let run = |p: &[f64], grad: Option<&mut [f64]>| run(&pr, p, s.t_forward, Precision::F64, grad);
     let mut grad = vec![0.0; layout.len()];
     let (loss, anc0) = run(&p, Some(&mut grad));
     assert!(loss.is_finite());
@@ -147,7 +180,7 @@ fn check(s: Setup, seed: u64) {
         for i in b.range() {
             n_trainable += 1;
             let h = 1e-6 * p[i].abs().max(1.0);
-            let mut pp = p.clone();
+            let mut pp = p.to_vec();
             pp[i] += h;
             let (lp, ap) = run(&pp, None);
             pp[i] = p[i] - h;
@@ -289,6 +322,50 @@ fn bootstrap_every_noise_kind_and_readout() {
                 },
                 seed,
             );
+        }
+    }
+}
+
+/// `precision: f32` against f64 for the Poisson-softplus readout from the currents, the case
+/// with its own batched single-precision step (src/inference/poisson32.rs): with and without
+/// inputs (the readout gain's adjoint through the input current), 7 observed units (a partial
+/// register), 3 particles (an odd count), encoder and bootstrap proposals. Loss and every gradient entry agree to
+/// f32 accuracy: 1e-4 of the block's largest entry (the golden f32 tolerance).
+#[test]
+fn poisson_currents_f32_matches_f64() {
+    let mut seed = 60;
+    for (encoder, du) in [(true, 0), (true, 2), (false, 2)] {
+        seed += 1;
+        let s = Setup {
+            encoder,
+            readout: ReadoutFrom::Currents,
+            likelihood: Likelihood::Poisson,
+            link: ObsNonlinearity::Softplus,
+            du,
+            ..BASE
+        };
+        let pr = problem(s, seed);
+        let (mut g64, mut g32) = (vec![0.0; pr.layout.len()], vec![0.0; pr.layout.len()]);
+        let (l64, a64) = run(&pr, &pr.p, 0, Precision::F64, Some(&mut g64));
+        let (l32, a32) = run(&pr, &pr.p, 0, Precision::F32, Some(&mut g32));
+        assert_eq!(a64, a32, "seed {seed}: ancestors");
+        assert!(
+            (l64 - l32).abs() <= 1e-5 * l64.abs().max(1.0),
+            "seed {seed}: loss {l32} in f32 vs {l64}"
+        );
+        assert!(g64 != g32, "seed {seed}: the f32 run gave the f64 bits");
+        for b in pr.layout.blocks() {
+            let scale = b.range().map(|i| g64[i].abs()).fold(0.0, f64::max);
+            for i in b.range() {
+                assert!(
+                    (g64[i] - g32[i]).abs() <= 1e-4 * scale + 1e-9,
+                    "seed {seed} du {du} encoder {encoder}: {}[{}] {} in f32 vs {}",
+                    b.name,
+                    i - b.offset,
+                    g32[i],
+                    g64[i]
+                );
+            }
         }
     }
 }

@@ -473,6 +473,48 @@ pub mod avx2_f32 {
         _mm256_storeu_pd(p.add(4), _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(v)));
     }
 
+    /// Some lane of the counts `xv` is not zero.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[inline(always)]
+    pub unsafe fn any_nonzero(xv: __m256) -> bool {
+        _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_NEQ_UQ>(xv, _mm256_setzero_ps())) != 0
+    }
+
+    /// One register of the Poisson-softplus terms: λ = softplus(η) + 1e-6, then
+    /// (x ln λ − λ, dℓ/dη = (x/λ − 1) σ(η)). With `nonzero` false (every count zero) the
+    /// logarithm and the division by λ are skipped: the results are −λ and −σ(η).
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and FMA.
+    #[inline(always)]
+    pub unsafe fn poisson_softplus8(h: __m256, xv: __m256, nonzero: bool) -> (__m256, __m256) {
+        let one = splat(1.0);
+        let zero = _mm256_setzero_ps();
+        let twenty = splat(20.0);
+        let e = exp8(_mm256_min_ps(h, twenty));
+        let u = _mm256_add_ps(one, e);
+        let inv_u = _mm256_div_ps(one, u);
+        // ln(1 + e) with the rounding of 1 + e corrected (as the f64 version).
+        let sp = _mm256_sub_ps(
+            ln8(u),
+            _mm256_mul_ps(_mm256_sub_ps(_mm256_sub_ps(u, one), e), inv_u),
+        );
+        let lin = _mm256_cmp_ps::<_CMP_GT_OQ>(h, twenty);
+        let sp = _mm256_blendv_ps(sp, h, lin);
+        let sig = _mm256_blendv_ps(_mm256_mul_ps(e, inv_u), one, lin);
+        let lam = _mm256_add_ps(sp, splat(1e-6));
+        if nonzero {
+            (
+                fma(xv, ln8(lam), _mm256_sub_ps(zero, lam)),
+                _mm256_mul_ps(_mm256_sub_ps(_mm256_div_ps(xv, lam), one), sig),
+            )
+        } else {
+            (_mm256_sub_ps(zero, lam), _mm256_sub_ps(zero, sig))
+        }
+    }
+
     /// As [`super::avx2::poisson_softplus`] (x ln λ − λ, λ = softplus(η) + 1e-6, and
     /// scale · dℓ/dη), computed in f32; the tail of fewer than eight units in f64.
     ///
@@ -488,42 +530,15 @@ pub mod avx2_f32 {
     ) {
         let n = eta.len();
         let full = n / 8 * 8;
-        let one = splat(1.0);
-        let zero = _mm256_setzero_ps();
-        let twenty = splat(20.0);
         let scale32 = splat(scale as f32);
         for i in (0..full).step_by(8) {
             let h = load8(eta.as_ptr().add(i));
             let xv = load8(x.as_ptr().add(i));
-            let e = exp8(_mm256_min_ps(h, twenty));
-            let u = _mm256_add_ps(one, e);
-            let inv_u = _mm256_div_ps(one, u);
-            // ln(1 + e) with the rounding of 1 + e corrected (as the f64 version).
-            let sp = _mm256_sub_ps(
-                ln8(u),
-                _mm256_mul_ps(_mm256_sub_ps(_mm256_sub_ps(u, one), e), inv_u),
-            );
-            let lin = _mm256_cmp_ps::<_CMP_GT_OQ>(h, twenty);
-            let sp = _mm256_blendv_ps(sp, h, lin);
-            let sig = _mm256_blendv_ps(_mm256_mul_ps(e, inv_u), one, lin);
-            let lam = _mm256_add_ps(sp, splat(1e-6));
-            let nonzero = _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_NEQ_UQ>(xv, zero)) != 0;
-            let t = if nonzero {
-                fma(xv, ln8(lam), _mm256_sub_ps(zero, lam))
-            } else {
-                _mm256_sub_ps(zero, lam)
-            };
+            let nonzero = any_nonzero(xv);
+            let (t, dl) = poisson_softplus8(h, xv, nonzero);
             store8(term.as_mut_ptr().add(i), t);
             if scale != 0.0 {
-                let q = if nonzero {
-                    _mm256_sub_ps(_mm256_div_ps(xv, lam), one)
-                } else {
-                    splat(-1.0)
-                };
-                store8(
-                    deta.as_mut_ptr().add(i),
-                    _mm256_mul_ps(_mm256_mul_ps(scale32, q), sig),
-                );
+                store8(deta.as_mut_ptr().add(i), _mm256_mul_ps(scale32, dl));
             }
         }
         super::poisson_softplus_scalar(

@@ -8,6 +8,7 @@ pub mod kernel;
 pub mod kernel32;
 pub mod objective;
 pub mod optimal;
+mod poisson32;
 pub mod posterior;
 pub mod smc;
 pub mod tape;

@@ -25,6 +25,7 @@ use super::draws::{ancestors, NoiseSource, TrialDraws};
 use super::fastmath;
 use super::kernel::{self, Precision, Weights32};
 use super::optimal::{logsumexp, VsmcError, VsmcOptions, VsmcOutput};
+use super::poisson32::Poisson32;
 use super::trial;
 use crate::model::encoder::{CnnEncoder, EncoderWeights, EncoderWorkspace};
 use crate::model::lowrank::{
@@ -229,6 +230,10 @@ struct Ctx<'a> {
     /// Mᵀ of the observed units (R × dx) for the one-to-one readout, and b ∘ Mᵀ.
     m_obs: Vec<f64>,
     bm_obs: Vec<f64>,
+    /// The batched f32 Poisson-softplus step ([`Poisson32`]) when it applies: `precision:
+    /// f32`, Poisson likelihood with the softplus link, one-to-one readout from the currents,
+    /// AVX2 + FMA.
+    p32: Option<Poisson32>,
     stride: usize,
     k: usize,
     n_steps: usize,
@@ -702,6 +707,9 @@ impl Ctx<'_> {
             dv: vec![0.0; tt * du],
         });
         let mut deobs = vec![0.0; dx];
+        // The batched f32 Poisson step: the trial's buffers, each particle's ℓ, weights and D.
+        let mut s32 = self.p32.as_ref().map(|p| p.trial(x, tt, k));
+        let (mut ll32, mut gk32, mut d32) = (vec![0.0; k], vec![0.0; k], vec![0.0; dx]);
         let mut lses = vec![0.0; tt];
         // ln of the proposal's and the prior's standard deviations (encoder steps).
         let (mut ln_prior, mut ln_prop) = (vec![0.0; r], vec![0.0; r]);
@@ -746,6 +754,11 @@ impl Ctx<'_> {
                 }
             }
             self.obs_step(x, vt, t, &mut o);
+            if let (Some(p32), Some(s32)) = (&self.p32, s32.as_mut()) {
+                if du > 0 {
+                    p32.set_input(&o.eobs, s32);
+                }
+            }
             for kk in 0..k {
                 let eps = &draws.eps[(t * k + kk) * r..(t * k + kk + 1) * r];
                 let mu_k = &mu[kk * r..(kk + 1) * r];
@@ -769,6 +782,11 @@ impl Ctx<'_> {
                         zk[q] = mu_k[q] + sc.std[q] * eps[q];
                     }
                 }
+                if s32.is_some() {
+                    // Added below, for the whole step at once.
+                    log_w[t * k + kk] = lw_prop;
+                    continue;
+                }
                 self.eta(zk, vt, &mut o);
                 let ll = self.loglik(&mut o, lgamma[t], if keep { 1.0 } else { 0.0 }, &mut dummy);
                 if keep {
@@ -782,6 +800,13 @@ impl Ctx<'_> {
                 }
                 log_w[t * k + kk] = ll + lw_prop;
             }
+            if let (Some(p32), Some(s32)) = (&self.p32, s32.as_mut()) {
+                // SAFETY: `p32` exists only where AVX2 and FMA are available (`smc_vsmc`).
+                unsafe { p32.loglik(s32, t, &z[t * k * r..(t + 1) * k * r], &mut ll32) };
+                for (lw, &l) in log_w[t * k..(t + 1) * k].iter_mut().zip(&ll32) {
+                    *lw += l - lgamma[t];
+                }
+            }
             let lw = &log_w[t * k..(t + 1) * k];
             let lse = logsumexp(lw);
             lses[t] = lse;
@@ -790,26 +815,57 @@ impl Ctx<'_> {
                 // The observation term's reverse pass for this step (see `EarlyObs`).
                 deobs.iter_mut().for_each(|d| *d = 0.0);
                 let dv_t = &mut ea.dv[t * du..(t + 1) * du];
-                for kk in 0..k {
-                    let gk = particle_weight(lw[kk], lse, *scale, tt);
-                    for d in step_dl[kk].iter_mut() {
-                        *d *= gk;
+                if let (Some(p32), Some(s32)) = (&self.p32, s32.as_mut()) {
+                    for (g, &l) in gk32.iter_mut().zip(lw) {
+                        *g = particle_weight(l, lse, *scale, tt);
                     }
-                    let view = ObsView {
-                        deta: &step_dl[kk],
-                        s: if one_to_one { &step_s[kk] } else { &[] },
-                        pre: if one_to_one && rates {
-                            &step_pre[kk]
-                        } else {
-                            &[]
-                        },
+                    d32.iter_mut().for_each(|d| *d = 0.0);
+                    let span = t * k * r..(t + 1) * k * r;
+                    // SAFETY: as for `loglik` above, which ran for these particles.
+                    unsafe {
+                        p32.backward(
+                            s32,
+                            &z[span.clone()],
+                            &gk32,
+                            &mut ea.dz[span],
+                            &mut d32,
+                            &mut ea.acc.mz,
+                        )
                     };
-                    let zk = &z[(t * k + kk) * r..(t * k + kk + 1) * r];
-                    let dz = &mut ea.dz[(t * k + kk) * r..(t * k + kk + 1) * r];
-                    self.eta_backward(zk, vt, view, dz, g, &mut ea.acc, &mut deobs, dv_t);
-                }
-                if one_to_one && du > 0 {
-                    self.input_obs_backward(vt, &deobs, g, dv_t);
+                    for (a, &d) in ea.acc.bias.iter_mut().zip(&d32) {
+                        *a += d;
+                    }
+                    if du > 0 {
+                        // b's adjoint through e_obs (its part through Mᵀz is added at the end
+                        // of the trial), and the input current's.
+                        for j in 0..dx {
+                            ea.acc.b[j] += o.eobs[j] * d32[j];
+                            deobs[j] = d32[j] * self.p.b[j];
+                        }
+                        self.input_obs_backward(vt, &deobs, g, dv_t);
+                    }
+                } else {
+                    for kk in 0..k {
+                        let gk = particle_weight(lw[kk], lse, *scale, tt);
+                        for d in step_dl[kk].iter_mut() {
+                            *d *= gk;
+                        }
+                        let view = ObsView {
+                            deta: &step_dl[kk],
+                            s: if one_to_one { &step_s[kk] } else { &[] },
+                            pre: if one_to_one && rates {
+                                &step_pre[kk]
+                            } else {
+                                &[]
+                            },
+                        };
+                        let zk = &z[(t * k + kk) * r..(t * k + kk + 1) * r];
+                        let dz = &mut ea.dz[(t * k + kk) * r..(t * k + kk + 1) * r];
+                        self.eta_backward(zk, vt, view, dz, g, &mut ea.acc, &mut deobs, dv_t);
+                    }
+                    if one_to_one && du > 0 {
+                        self.input_obs_backward(vt, &deobs, g, dv_t);
+                    }
                 }
             }
             if filtering {
@@ -820,6 +876,14 @@ impl Ctx<'_> {
                     &mut scratch,
                     &mut anc[t * k..(t + 1) * k],
                 );
+            }
+        }
+        if let (Some(ea), true) = (ea.as_mut(), s32.is_some()) {
+            // b's adjoint through the currents Mᵀz: Σ_q M_q ∘ G_q (see `poisson32`).
+            for q in 0..r {
+                for j in 0..dx {
+                    ea.acc.b[j] += self.m_obs[q * dx + j] * ea.acc.mz[q * dx + j];
+                }
             }
         }
         Ok(TrialRecord {
@@ -845,7 +909,7 @@ impl Ctx<'_> {
             return vec![0.0; tt];
         }
         (0..tt)
-            .map(|t| (0..dx).map(|j| libm::lgamma(x[j * tt + t] + 1.0)).sum())
+            .map(|t| (0..dx).map(|j| ln_factorial(x[j * tt + t])).sum())
             .collect()
     }
 
@@ -1198,6 +1262,18 @@ fn readout_backward(deta: &[f64], s: &[f64], g_bias: &mut [f64], g_b: &mut [f64]
     }
 }
 
+/// ln Γ(x + 1) of a count: from a table for the small counts spike data has (the same values:
+/// the table holds `libm::lgamma`'s), from `libm::lgamma` otherwise.
+fn ln_factorial(x: f64) -> f64 {
+    const N: usize = 256;
+    static TABLE: std::sync::OnceLock<Vec<f64>> = std::sync::OnceLock::new();
+    if x >= 0.0 && x < N as f64 && x.fract() == 0.0 {
+        TABLE.get_or_init(|| (0..N).map(|n| libm::lgamma(n as f64 + 1.0)).collect())[x as usize]
+    } else {
+        libm::lgamma(x + 1.0)
+    }
+}
+
 /// Σ a_i b_i with eight accumulators (two AVX2 registers: half the dependency chain of one).
 #[inline(always)]
 fn dot8(a: &[f64], b: &[f64]) -> f64 {
@@ -1424,6 +1500,7 @@ pub fn smc_vsmc(
             Vec::new()
         },
         lo: (options.precision == Precision::F32).then(|| Weights32::new(&mt, &nk, p.h)),
+        p32: None,
         identity_m: kernel::frozen_identity(config, p.m),
         mt,
         nk,
@@ -1439,6 +1516,18 @@ pub fn smc_vsmc(
         proj,
         off: offsets,
     };
+    let mut ctx = ctx;
+    if options.precision == Precision::F32
+        && config.likelihood == Likelihood::Poisson
+        && ctx.obs.link == ObsNonlinearity::Softplus
+        && config.observation == Observation::OneToOne
+        && config.readout_from == ReadoutFrom::Currents
+        && r <= 16
+        && kernel::fma_available()
+    {
+        ctx.p32 = Some(Poisson32::new(&p.b[..dx], &p.bias[..dx], &ctx.bm_obs, r));
+    }
+    let ctx = ctx;
     let nb = data.n_sequences;
     let n_total = params.len();
     let want_grad = grad.is_some();
