@@ -169,7 +169,7 @@ fn check(s: Setup, seed: u64) {
     let (c, layout, p) = (&pr.c, &pr.layout, &pr.p);
     let run = |p: &[f64], grad: Option<&mut [f64]>| run(&pr, p, s.t_forward, Precision::F64, grad);
     let mut grad = vec![0.0; layout.len()];
-    let (loss, anc0) = run(&p, Some(&mut grad));
+    let (loss, anc0) = run(p, Some(&mut grad));
     assert!(loss.is_finite());
     let mut checked = 0;
     let mut n_trainable = 0;
