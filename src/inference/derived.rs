@@ -1206,7 +1206,10 @@ mod tests {
                 ("mm_nt loops", mm_nt_loops(&a, &bt, r, k, c)),
             ] {
                 for (g, w) in got.iter().zip(&want) {
-                    assert!((g - w).abs() <= 1e-13 * scale, "{name} {r}×{k}×{c}: {g} vs {w}");
+                    assert!(
+                        (g - w).abs() <= 1e-13 * scale,
+                        "{name} {r}×{k}×{c}: {g} vs {w}"
+                    );
                 }
             }
         }
