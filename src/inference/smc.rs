@@ -12,7 +12,8 @@
 //! its own reverse pass from d loss / d (mean, log-variance). With a Poisson likelihood the
 //! observation term's reverse pass runs inside the forward pass, as soon as a step's weights
 //! are known (`EarlyObs`); `precision: f32` also runs the CNN encoder and the
-//! softplus-Poisson likelihood in single precision.
+//! softplus-Poisson likelihood in single precision, and with the one-to-one readout from the
+//! currents a step's whole observation term, batched over its particles ([`Poisson32`]).
 //!
 //! Reference details kept (⚠ in SPEC): the encoder proposal's prior term uses the clamped
 //! *standard deviation* embedding while the proposal uses the clamped *variance* embedding
@@ -696,8 +697,10 @@ impl Ctx<'_> {
         let rates = self.c.readout_from == ReadoutFrom::Rates;
         // One step's dℓ/dη, readouts s and currents of every particle (early mode).
         // Each particle's buffers are swapped with the scratch's, not copied.
+        // (Not needed by the batched f32 step, which keeps its own K × dx buffer.)
+        let per_step = keep && self.p32.is_none();
         let per_particle =
-            |on: bool| vec![vec![0.0; if on { dx } else { 0 }]; if keep { k } else { 0 }];
+            |on: bool| vec![vec![0.0; if on { dx } else { 0 }]; if per_step { k } else { 0 }];
         let mut step_dl = per_particle(true);
         let mut step_s = per_particle(one_to_one);
         let mut step_pre = per_particle(one_to_one && rates);
