@@ -805,7 +805,10 @@ impl Ctx<'_> {
             }
             if let (Some(p32), Some(s32)) = (&self.p32, s32.as_mut()) {
                 // SAFETY: `p32` exists only where AVX2 and FMA are available (`smc_vsmc`).
-                unsafe { p32.loglik(s32, t, &z[t * k * r..(t + 1) * k * r], &mut ll32) };
+                #[cfg(target_arch = "x86_64")]
+                unsafe {
+                    p32.loglik(s32, t, &z[t * k * r..(t + 1) * k * r], &mut ll32)
+                };
                 for (lw, &l) in log_w[t * k..(t + 1) * k].iter_mut().zip(&ll32) {
                     *lw += l - lgamma[t];
                 }
@@ -825,6 +828,7 @@ impl Ctx<'_> {
                     d32.iter_mut().for_each(|d| *d = 0.0);
                     let span = t * k * r..(t + 1) * k * r;
                     // SAFETY: as for `loglik` above, which ran for these particles.
+                    #[cfg(target_arch = "x86_64")]
                     unsafe {
                         p32.backward(
                             s32,
@@ -1520,6 +1524,7 @@ pub fn smc_vsmc(
         off: offsets,
     };
     let mut ctx = ctx;
+    #[cfg(target_arch = "x86_64")]
     if options.precision == Precision::F32
         && config.likelihood == Likelihood::Poisson
         && ctx.obs.link == ObsNonlinearity::Softplus
