@@ -40,7 +40,7 @@ impl Weights32 {
 
 #[cfg(target_arch = "x86_64")]
 #[path = "kernel32_avx2.rs"]
-mod avx2;
+pub(super) mod avx2;
 
 /// Transition means in f32 (see [`super::kernel::means`]); `mu` is written in f64.
 pub(super) fn means(

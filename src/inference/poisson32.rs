@@ -20,6 +20,8 @@ use std::arch::x86_64::*;
 
 #[cfg(target_arch = "x86_64")]
 use super::fastmath::avx2_f32::{any_nonzero, poisson_softplus8};
+#[cfg(target_arch = "x86_64")]
+use super::kernel32::avx2::hsum;
 
 /// Lanes per register.
 const L: usize = 8;
@@ -217,30 +219,17 @@ impl Poisson32 {
     }
 }
 
-/// The sum of eight lanes.
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-unsafe fn hsum(v: __m256) -> f32 {
-    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
-    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    let s = _mm_add_ss(s, _mm_shuffle_ps::<1>(s, s));
-    _mm_cvtss_f32(s)
-}
-
 #[cfg(all(test, target_arch = "x86_64"))]
 mod tests {
     use super::*;
     use crate::inference::fastmath::poisson_softplus_scalar;
+    use crate::inference::kernel::fma_available;
     use rand::{Rng, SeedableRng};
-
-    fn avx2() -> bool {
-        std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
-    }
 
     /// The batched f32 step against the f64 formulas, particle by particle: ℓ, dz, D and G.
     #[test]
     fn batched_step_matches_the_f64_formulas() {
-        if !avx2() {
+        if !fma_available() {
             return;
         }
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);

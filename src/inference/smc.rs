@@ -1486,7 +1486,7 @@ pub fn smc_vsmc(
     }
     let mt = kernel::with_stride(&m_t, r, n, stride);
     let nk = kernel::with_stride(p.n, r, n, stride);
-    let ctx = Ctx {
+    let mut ctx = Ctx {
         c: config,
         p,
         encoder,
@@ -1523,7 +1523,6 @@ pub fn smc_vsmc(
         proj,
         off: offsets,
     };
-    let mut ctx = ctx;
     #[cfg(target_arch = "x86_64")]
     if options.precision == Precision::F32
         && config.likelihood == Likelihood::Poisson
@@ -1535,7 +1534,6 @@ pub fn smc_vsmc(
     {
         ctx.p32 = Some(Poisson32::new(&p.b[..dx], &p.bias[..dx], &ctx.bm_obs, r));
     }
-    let ctx = ctx;
     let nb = data.n_sequences;
     let n_total = params.len();
     let want_grad = grad.is_some();
