@@ -258,6 +258,7 @@ pub fn bench_fixed_points(filter: Option<&str>, out: &mut dyn FnMut(String)) {
         .filter_map(|&r| {
             let pts: Vec<&(usize, usize, f64)> = timings.iter().filter(|t| t.1 == r).collect();
             (pts.len() >= 2).then(|| crate::plot::Series {
+                reference_for: None,
                 label: format!("R = {r} (clipped ReLU, 2N hyperplanes)"),
                 x: pts.iter().map(|t| (t.0 as f64).log10()).collect(),
                 y: pts.iter().map(|t| t.2).collect(),

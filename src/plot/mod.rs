@@ -117,6 +117,9 @@ pub struct Series {
     pub x: Vec<f64>,
     /// y values (same length as x; NaN points are skipped).
     pub y: Vec<f64>,
+    /// `Some(i)`: a reference line for series `i` (e.g. the true value it should reach), drawn
+    /// dashed in that series' colour. Colours go to the other series in order.
+    pub reference_for: Option<usize>,
 }
 
 /// Simple line plot of several series, written as PNG and SVG.
@@ -138,9 +141,9 @@ pub fn line_plot(
 /// Axis scales and point markers of [`line_plot_with`].
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Axes {
-    /// Logarithmic x axis (log10 of x is drawn).
+    /// Logarithmic x axis (ticks in data units; x ≤ 0 is not drawn).
     pub log_x: bool,
-    /// Logarithmic y axis (log10 of y is drawn).
+    /// Logarithmic y axis (ticks in data units; y ≤ 0 is not drawn).
     pub log_y: bool,
     /// A dot at every point (for lines of a few points, e.g. a parameter sweep).
     pub markers: bool,
@@ -177,8 +180,43 @@ pub fn line_plot_with(
             message: "no finite points to plot".into(),
         });
     };
+    // The points to draw, in data units (a log axis drops values ≤ 0).
+    let points: Vec<Vec<(f64, f64)>> = series
+        .iter()
+        .map(|s| {
+            s.x.iter()
+                .zip(&s.y)
+                .filter(|(&x, &y)| tx(x).is_finite() && tf(y).is_finite())
+                .map(|(&x, &y)| (x, y))
+                .collect()
+        })
+        .collect();
+    // Palette colours in order, except that a reference line takes its series' colour.
+    let mut own = 0;
+    let colours: Vec<RGBColor> = series
+        .iter()
+        .map(|s| match s.reference_for {
+            Some(i) => {
+                let before = series[..i.min(series.len())]
+                    .iter()
+                    .filter(|t| t.reference_for.is_none())
+                    .count();
+                PALETTE[before % PALETTE.len()]
+            }
+            None => {
+                own += 1;
+                PALETTE[(own - 1) % PALETTE.len()]
+            }
+        })
+        .collect();
+    // A log axis is plotters' log coordinate over the padded range with ticks at 1, 2, 5, 10, …
+    // in data units ([`log_ticks`]); a linear one the padded range itself.
+    let (lx0, lx1) = (10f64.powf(x0), 10f64.powf(x1));
+    let (ly0, ly1) = (10f64.powf(y0), 10f64.powf(y1));
+    let log_x_axis = || (lx0..lx1).log_scale().with_key_points(log_ticks(lx0, lx1));
+    let log_y_axis = || (ly0..ly1).log_scale().with_key_points(log_ticks(ly0, ly1));
     macro_rules! draw {
-        ($backend:expr, $path:expr) => {{
+        ($backend:expr, $path:expr, $xr:expr, $yr:expr) => {{
             let root = $backend.into_drawing_area();
             root.fill(&WHITE).map_err(draw_err($path))?;
             let mut chart = ChartBuilder::on(&root)
@@ -186,38 +224,50 @@ pub fn line_plot_with(
                 .margin(10)
                 .x_label_area_size(40)
                 .y_label_area_size(60)
-                .build_cartesian_2d(x0..x1, y0..y1)
+                .build_cartesian_2d($xr, $yr)
                 .map_err(draw_err($path))?;
-            chart
-                .configure_mesh()
-                .x_desc(if axes.log_x {
-                    format!("log10 {x_label}")
-                } else {
-                    x_label.to_string()
-                })
-                .y_desc(if log_y {
-                    format!("log10 {y_label}")
-                } else {
-                    y_label.to_string()
-                })
-                .label_style((FONT, 13))
-                .draw()
-                .map_err(draw_err($path))?;
-            for (i, s) in series.iter().enumerate() {
-                let colour = PALETTE[i % PALETTE.len()];
-                let pts: Vec<(f64, f64)> =
-                    s.x.iter()
-                        .zip(&s.y)
-                        .map(|(&x, &y)| (tx(x), tf(y)))
-                        .filter(|(x, y)| x.is_finite() && y.is_finite())
-                        .collect();
+            let mut mesh = chart.configure_mesh();
+            mesh.x_desc(if axes.log_x {
+                format!("{x_label} (log scale)")
+            } else {
+                x_label.to_string()
+            })
+            .y_desc(if log_y {
+                format!("{y_label} (log scale)")
+            } else {
+                y_label.to_string()
+            })
+            .label_style((FONT, 13));
+            if axes.log_x {
+                mesh.x_label_formatter(&|v: &f64| tick_label(*v));
+            }
+            if log_y {
+                mesh.y_label_formatter(&|v: &f64| tick_label(*v));
+            }
+            mesh.draw().map_err(draw_err($path))?;
+            for (s, (pts, &colour)) in series.iter().zip(points.iter().zip(&colours)) {
+                if s.reference_for.is_some() {
+                    chart
+                        .draw_series(DashedLineSeries::new(
+                            pts.iter().copied(),
+                            8,
+                            5,
+                            colour.stroke_width(2),
+                        ))
+                        .map_err(draw_err($path))?
+                        .label(s.label.clone())
+                        .legend(move |(x, y)| {
+                            PathElement::new(vec![(x, y), (x + 7, y)], colour.stroke_width(2))
+                        });
+                    continue;
+                }
                 if axes.markers {
                     chart
                         .draw_series(pts.iter().map(|&p| Circle::new(p, 4, colour.filled())))
                         .map_err(draw_err($path))?;
                 }
                 chart
-                    .draw_series(LineSeries::new(pts, colour.stroke_width(2)))
+                    .draw_series(LineSeries::new(pts.iter().copied(), colour.stroke_width(2)))
                     .map_err(draw_err($path))?
                     .label(s.label.clone())
                     .legend(move |(x, y)| {
@@ -236,9 +286,63 @@ pub fn line_plot_with(
             root.present().map_err(draw_err($path))?;
         }};
     }
-    draw!(BitMapBackend::new(&paths.png, (900, 560)), &paths.png);
-    draw!(SVGBackend::new(&paths.svg, (900, 560)), &paths.svg);
+    macro_rules! draw_scaled {
+        ($backend:expr, $path:expr) => {
+            match (axes.log_x, log_y) {
+                (false, false) => draw!($backend, $path, x0..x1, y0..y1),
+                (true, false) => draw!($backend, $path, log_x_axis(), y0..y1),
+                (false, true) => draw!($backend, $path, x0..x1, log_y_axis()),
+                (true, true) => draw!($backend, $path, log_x_axis(), log_y_axis()),
+            }
+        };
+    }
+    draw_scaled!(BitMapBackend::new(&paths.png, (900, 560)), &paths.png);
+    draw_scaled!(SVGBackend::new(&paths.svg, (900, 560)), &paths.svg);
     Ok(paths)
+}
+
+/// Ticks of a log axis over [lo, hi] (lo > 0): 1, 2, 5 × 10^d while the range spans at most
+/// three decades, 1 × 10^d beyond that, and lo/hi themselves when no such value falls inside.
+pub fn log_ticks(lo: f64, hi: f64) -> Vec<f64> {
+    if !(lo > 0.0 && hi > lo && hi.is_finite()) {
+        return Vec::new();
+    }
+    let (d0, d1) = (lo.log10().floor() as i32, hi.log10().ceil() as i32);
+    let mantissas: &[f64] = if d1 - d0 > 3 {
+        &[1.0]
+    } else {
+        &[1.0, 2.0, 5.0]
+    };
+    let mut ticks = Vec::new();
+    for d in d0..=d1 {
+        for &m in mantissas {
+            // m·10^d through a decimal string, so 0.05 is 0.05 and not 0.05000000000000001.
+            let v: f64 = format!("{m}e{d}").parse().unwrap_or(f64::NAN);
+            if v >= lo && v <= hi {
+                ticks.push(v);
+            }
+        }
+    }
+    if ticks.is_empty() {
+        ticks = vec![lo, hi];
+    }
+    ticks
+}
+
+/// A tick's label: integers without a decimal point, other values with up to four significant
+/// digits (`64`, `0.05`, `1.5e-6`).
+pub fn tick_label(v: f64) -> String {
+    if v.is_finite() && v.abs() >= 1.0 && v.abs() < 1e7 && v.fract() == 0.0 {
+        format!("{v:.0}")
+    } else if v != 0.0 && (v.abs() < 1e-3 || v.abs() >= 1e7) {
+        format!("{v:.3e}")
+            .replace(".000e", "e")
+            .replace("00e", "e")
+            .replace("0e", "e")
+    } else {
+        let s = format!("{v:.4}");
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    }
 }
 
 /// One box of a [`box_plot`]: a label and its values (NaN values are ignored).
@@ -546,6 +650,7 @@ mod tests {
             "t",
             "y",
             &[Series {
+                reference_for: None,
                 label: "sin".into(),
                 x,
                 y,
@@ -558,6 +663,38 @@ mod tests {
         assert!(svg.contains("sine"));
         let err = line_plot(&dir.join("empty"), "e", "x", "y", &[], false);
         assert!(matches!(err, Err(PlotError::NoData { .. })));
+        // Log axes with a dashed reference line: ticks in data units, the reference in the
+        // colour of its line (the Okabe–Ito blue, #0072B2, the first palette colour).
+        let k = vec![1.0, 10.0, 64.0];
+        let sweep = [
+            Series {
+                label: "rz 0.05".into(),
+                x: k.clone(),
+                y: vec![0.095, 0.059, 0.052],
+                reference_for: None,
+            },
+            Series {
+                label: "rz 0.05: teacher".into(),
+                x: k,
+                y: vec![0.05; 3],
+                reference_for: Some(0),
+            },
+        ];
+        let axes = Axes {
+            log_x: true,
+            log_y: true,
+            markers: true,
+        };
+        let p = line_plot_with(&dir.join("sweep"), "sweep", "K", "noise", &sweep, axes).unwrap();
+        let svg = std::fs::read_to_string(&p.svg).unwrap();
+        // (the SVG backend writes each text on a line of its own)
+        for label in ["\n50\n", "\n0.05\n", "K (log scale)", "rz 0.05: teacher"] {
+            assert!(svg.contains(label), "no {label:?} in the SVG");
+        }
+        assert!(
+            !svg.contains("#D55E00"),
+            "the reference line took its own colour"
+        );
         std::fs::remove_dir_all(&dir).ok();
     }
 
@@ -609,6 +746,23 @@ mod tests {
         assert!(std::fs::metadata(&p.png).unwrap().len() > 1000);
         assert!(trace_panels(&dir.join("e"), "t", ("a", "b"), (1.0, "t"), &[]).is_err());
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn log_ticks_are_round_values_inside_the_range() {
+        assert_eq!(log_ticks(0.8, 78.0), vec![1.0, 2.0, 5.0, 10.0, 20.0, 50.0]);
+        assert_eq!(log_ticks(0.04, 0.26), vec![0.05, 0.1, 0.2]);
+        assert_eq!(log_ticks(3e-7, 2e-2), vec![1e-6, 1e-5, 1e-4, 1e-3, 1e-2]);
+        assert_eq!(log_ticks(3.0, 4.0), vec![3.0, 4.0]);
+        assert!(log_ticks(-1.0, 4.0).is_empty());
+        let labels: Vec<String> = [64.0, 1.0, 0.05, 0.2, 1.5e-6, 2.5, 0.1234567]
+            .iter()
+            .map(|&v| tick_label(v))
+            .collect();
+        assert_eq!(
+            labels,
+            ["64", "1", "0.05", "0.2", "1.5e-6", "2.5", "0.1235"]
+        );
     }
 
     #[test]

@@ -642,6 +642,7 @@ pub fn psth_figure(stem: &Path, b: &Binned, bin_ms: f64) -> Result<FigurePaths, 
         "time in sequence (ms)",
         "rate (spikes/s)",
         &[Series {
+            reference_for: None,
             label: "mean rate".into(),
             x,
             y,

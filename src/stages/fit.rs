@@ -482,6 +482,7 @@ impl Stage for FitStage {
             "epoch",
             "loss (−ELBO / T)",
             &[Series {
+                reference_for: None,
                 label: "loss".into(),
                 x: records.iter().map(|r| r.epoch as f64).collect(),
                 y: records.iter().map(|r| r.loss).collect(),

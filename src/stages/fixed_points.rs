@@ -295,6 +295,7 @@ impl Stage for FixedPointsStage {
                 ctx.progress().inc(1);
             }
             series.push(Series {
+                reference_for: None,
                 label: format!("{} (mean of {} seeds)", method.name(), p.seeds.len()),
                 x: p.budgets.iter().map(|&b| (b as f64).log10()).collect(),
                 y: mean,
@@ -340,6 +341,7 @@ impl Stage for FixedPointsStage {
             series.insert(
                 0,
                 Series {
+                    reference_for: None,
                     label: format!("exact line sweep ({total} points)"),
                     x: vec![lo.log10().min(at), at, at, hi.log10().max(at)],
                     y: vec![0.0, 0.0, total, total],

@@ -62,6 +62,10 @@ pub struct PlotCurvesParams {
     /// in front when both are set and there are several tables).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub split_by: Option<String>,
+    /// A numeric column drawn as a dashed line beside each line, in its colour (e.g. `teacher`:
+    /// the true value the line should reach).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
 }
 
 /// Draws one curve per table.
@@ -73,7 +77,7 @@ impl Stage for PlotCurvesStage {
         "plot_curves"
     }
     fn version(&self) -> u32 {
-        2
+        3
     }
     fn description(&self) -> &'static str {
         "one line per input table (e.g. the loss curve of every seed) on one figure → PNG + SVG"
@@ -96,7 +100,8 @@ impl Stage for PlotCurvesStage {
         let inputs = ctx.inputs("tables")?.to_vec();
         for (i, path) in inputs.iter().enumerate() {
             let table = Table::read_parquet(path).map_err(|e| StageError::new(e.to_string()))?;
-            series.extend(series_from(path, &table, i, inputs.len(), &p)?);
+            let lines = series_from(path, &table, i, inputs.len(), &p, series.len())?;
+            series.extend(lines);
         }
         if series.iter().all(|s| s.x.is_empty()) {
             return Err(StageError::new(format!(
@@ -131,13 +136,15 @@ impl Stage for PlotCurvesStage {
     }
 }
 
-/// The lines that one input table contributes (`i`: its position among `n_inputs`).
+/// The lines that one input table contributes (`i`: its position among `n_inputs`; `first`:
+/// the index its first line will have in the figure, for the reference lines).
 fn series_from(
     path: &Path,
     table: &Table,
     i: usize,
     n_inputs: usize,
     p: &PlotCurvesParams,
+    first: usize,
 ) -> Result<Vec<Series>, StageError> {
     let mut series = Vec::new();
     let missing = |name: &str, what: &str| {
@@ -208,12 +215,37 @@ fn series_from(
     for (label, rows) in groups {
         let x = numbers(&p.x, "params.x", &rows)?;
         let y = numbers(&p.y, "params.y", &rows)?;
-        let mut pts: Vec<(f64, f64)> = x.into_iter().zip(y).collect();
+        let reference = match &p.reference {
+            Some(name) => numbers(name, "params.reference", &rows)?,
+            None => vec![f64::NAN; rows.len()],
+        };
+        let mut pts: Vec<(f64, f64, f64)> = x
+            .into_iter()
+            .zip(y)
+            .zip(reference)
+            .map(|((x, y), r)| (x, y, r))
+            .collect();
         if p.split_by.is_some() {
             pts.sort_by(|a, b| a.0.total_cmp(&b.0));
         }
-        let (x, y) = pts.into_iter().unzip();
-        series.push(Series { label, x, y });
+        let x: Vec<f64> = pts.iter().map(|q| q.0).collect();
+        let y = pts.iter().map(|q| q.1).collect();
+        let reference: Vec<f64> = pts.iter().map(|q| q.2).collect();
+        let line = first + series.len();
+        series.push(Series {
+            label: label.clone(),
+            x: x.clone(),
+            y,
+            reference_for: None,
+        });
+        if let Some(name) = &p.reference {
+            series.push(Series {
+                label: format!("{label}: {name}"),
+                x,
+                y: reference,
+                reference_for: Some(line),
+            });
+        }
     }
     Ok(series)
 }
@@ -240,12 +272,42 @@ mod tests {
             .with("student", vec![0.052, 0.095, 0.14, 0.059, 50.0])
             .unwrap();
         let p = params("{x: k, y: student, split_by: rz, filter: {metric: noise}, log_x: true}");
-        let s = series_from(Path::new("t.parquet"), &t, 0, 1, &p).unwrap();
+        let s = series_from(Path::new("t.parquet"), &t, 0, 1, &p, 0).unwrap();
         assert_eq!(s.len(), 2);
         assert_eq!(s[0].label, "rz 0.05");
         assert_eq!(s[0].x, vec![1.0, 10.0, 64.0]);
         assert_eq!(s[0].y, vec![0.095, 0.059, 0.052]);
         assert_eq!((s[1].label.as_str(), s[1].x.clone()), ("rz 0.1", vec![1.0]));
+        assert!(s.iter().all(|l| l.reference_for.is_none()));
+
+        // With `reference`, each line is followed by its dashed reference line, which points
+        // back at it by its index in the whole figure (here after 3 lines of earlier tables).
+        let t = t.with("teacher", vec![0.05, 0.05, 0.1, 0.05, 0.0]).unwrap();
+        let p =
+            params("{x: k, y: student, split_by: rz, filter: {metric: noise}, reference: teacher}");
+        let s = series_from(Path::new("t.parquet"), &t, 1, 2, &p, 3).unwrap();
+        let refs: Vec<Option<usize>> = s.iter().map(|l| l.reference_for).collect();
+        assert_eq!(refs, [None, Some(3), None, Some(5)]);
+        assert_eq!(s[1].label, "rz 0.05: teacher");
+        assert_eq!(
+            (s[1].x.clone(), s[1].y.clone()),
+            (s[0].x.clone(), vec![0.05; 3])
+        );
+        assert_eq!(s[3].y, vec![0.1]);
+        let err = series_from(
+            Path::new("t.parquet"),
+            &t,
+            0,
+            1,
+            &params("{x: k, y: student, reference: truth}"),
+            0,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("`truth`") && err.contains("params.reference"),
+            "{err}"
+        );
     }
 
     /// Without `split_by`, one line per table in row order, labelled by the label column.
@@ -266,6 +328,7 @@ mod tests {
             0,
             2,
             &params("{x: epoch, y: loss, label: seed}"),
+            0,
         )
         .unwrap();
         assert_eq!((s.len(), s[0].label.as_str()), (1, "seed 7"));
@@ -276,6 +339,7 @@ mod tests {
             0,
             1,
             &params("{x: epoch, y: note}"),
+            0,
         )
         .unwrap_err()
         .to_string();
@@ -289,6 +353,7 @@ mod tests {
             0,
             1,
             &params("{x: epoch, y: loss, filter: {metrik: x}}"),
+            0,
         )
         .unwrap_err()
         .to_string();

@@ -151,6 +151,7 @@ impl Stage for SimulateStage {
             for q in 0..r {
                 let base = (trial * r + q) * tt;
                 series.push(Series {
+                    reference_for: None,
                     label: format!("trial {trial}, z{}", q + 1),
                     x: (0..tt).map(|t| t as f64).collect(),
                     y: sim.latents[base..base + tt].to_vec(),

@@ -519,11 +519,13 @@ impl Stage for TeacherStudentStage {
             "mean autocorrelation",
             &[
                 Series {
+                    reference_for: None,
                     label: "teacher".into(),
                     x: lags.clone(),
                     y: acf_t.clone(),
                 },
                 Series {
+                    reference_for: None,
                     label: "student".into(),
                     x: lags,
                     y: acf_s.clone(),

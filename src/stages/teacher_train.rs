@@ -113,6 +113,7 @@ impl Stage for TeacherTrainStage {
             "epoch",
             "loss (masked MSE + rate penalty)",
             &[Series {
+                reference_for: None,
                 label: "loss".into(),
                 x: (0..curve.len()).map(|e| e as f64).collect(),
                 y: curve.clone(),
@@ -134,11 +135,13 @@ impl Stage for TeacherTrainStage {
             let (_, y) = teacher.run_trial(&teacher.params, &u, &zeros);
             let x: Vec<f64> = (0..t_len).map(|t| t as f64).collect();
             series.push(Series {
+                reference_for: None,
                 label: format!("trial {k} output"),
                 x: x.clone(),
                 y: (0..t_len).map(|t| y[t * n_out]).collect(),
             });
             series.push(Series {
+                reference_for: None,
                 label: format!("trial {k} target"),
                 x,
                 y: (0..t_len)
