@@ -236,6 +236,34 @@ fn wide_full_rank_baseline() {
     check_with(c, 2, 43, false);
 }
 
+/// From R = 16 on, a step's proposal products run as K × R × R GEMMs (the batched path of the
+/// Table-1 baselines): full-rank with t_forward, and low-rank with inputs and a currents readout.
+#[test]
+fn batched_proposal_products() {
+    let mut c = config(
+        Nonlinearity::ClippedRelu,
+        ReadoutFrom::Z,
+        0,
+        false,
+        NoiseKind::Diag,
+    );
+    c.rank = 16;
+    c.n_units = 16;
+    c.transition = lowrank_smc::model::lowrank::Transition::FullRank;
+    check_with(c, 2, 47, false);
+    let mut c = config(
+        Nonlinearity::Tanh,
+        ReadoutFrom::Currents,
+        2,
+        true,
+        NoiseKind::Diag,
+    );
+    c.rank = 17;
+    c.n_units = 20;
+    c.dim_x = 20;
+    check(c, 1, 53);
+}
+
 /// A low-rank model with R = 9 > 8 and inputs through the wide kernels (N = 70 spans two of
 /// their unit blocks).
 #[test]

@@ -101,6 +101,7 @@ struct TrialRecord {
     log_w: Vec<f64>, // [t][k]
     z: Vec<f64>,     // [t][k][r] proposed
     mu: Vec<f64>,    // [t][k][r] transition means (kept for the reverse pass)
+    y: Vec<f64>,     // [t][k][r] Lz⁻¹(z − μ) of filtered steps (batched path only, else empty)
     anc: Vec<usize>, // [step][k]
     v: Vec<f64>,     // [t][du] input state at step t
     dv_da: Vec<f64>, // [t][du] ∂v_t/∂a (simulate_input)
@@ -127,6 +128,9 @@ impl Transposed {
     }
 }
 
+/// From this latent dimension on, a step's proposal products run as K × R × R GEMMs.
+const BATCHED_MIN_RANK: usize = 16;
+
 /// Everything the per-trial passes share.
 struct Ctx<'a> {
     c: &'a ModelConfig,
@@ -141,6 +145,10 @@ struct Ctx<'a> {
     identity_m: bool,
     /// Transposes of the proposal's matrices (their columns as contiguous rows).
     tr: Transposed,
+    /// R ≥ [`BATCHED_MIN_RANK`]: the proposal's R × R products of a step's K particles as GEMMs
+    /// (the full-rank baselines); below, per-particle column sums (the rank-R models, whose
+    /// values then stay bit-identical to the scalar tape).
+    batched: bool,
     stride: usize,
     k: usize,
     n_steps: usize,
@@ -253,6 +261,10 @@ impl Ctx<'_> {
         let mut vx = vec![0.0; dx];
         let mut diff = vec![0.0; r];
         let mut resample_scratch = vec![0.0; k];
+        let batched = self.batched;
+        let mut y_all = vec![0.0; if batched { tt * k * r } else { 0 }];
+        let mut diffs = vec![0.0; if batched { k * r } else { 0 }];
+        let (rows, tcols) = ((r as isize, 1), (1, r as isize));
         let mut loss_b = 0.0;
         for t in 0..tt {
             let set = if t == 0 { 0 } else { 1 };
@@ -296,7 +308,22 @@ impl Ctx<'_> {
             // Proposals: z = OMA μ + K c + Lq ε (filtering) or μ + Lz ε, as sums of the
             // matrices' columns (rows of the transposes), which vectorise for large R.
             let lt = if filtering { &tr.lq[set] } else { &tr.lz };
-            for kk in 0..k {
+            if batched {
+                // Z = 1 (K c)ᵀ + MU OMAᵀ + E Lqᵀ, or MU + E Lzᵀ (transposes through strides).
+                let zt = &mut z[t * k * r..(t + 1) * k * r];
+                let et = &draws.eps[t * k * r..(t + 1) * k * r];
+                if filtering {
+                    for row in zt.chunks_exact_mut(r) {
+                        row.copy_from_slice(&kc);
+                    }
+                    gemm(k, r, r, &mu, rows, &d.oma[set], tcols, 1.0, zt, rows);
+                    gemm(k, r, r, et, rows, &d.lq[set], tcols, 1.0, zt, rows);
+                } else {
+                    zt.copy_from_slice(&mu);
+                    gemm(k, r, r, et, rows, &d.lz, tcols, 1.0, zt, rows);
+                }
+            }
+            for kk in 0..if batched { 0 } else { k } {
                 let eps = &draws.eps[(t * k + kk) * r..(t * k + kk + 1) * r];
                 let mu_k = &mu[kk * r..(kk + 1) * r];
                 let zk = &mut z[(t * k + kk) * r..(t * k + kk + 1) * r];
@@ -332,6 +359,14 @@ impl Ctx<'_> {
                     *rj = cj - *rj;
                 }
             }
+            if batched && filtering {
+                // Y = (Z − MU) Lz⁻ᵀ, kept for the reverse pass.
+                for ((dq, zq), mq) in diffs.iter_mut().zip(zt).zip(&mu) {
+                    *dq = zq - mq;
+                }
+                let yt = &mut y_all[t * k * r..(t + 1) * k * r];
+                gemm(k, r, r, &diffs, rows, &d.lz_inv[set], tcols, 0.0, yt, rows);
+            }
             for kk in 0..k {
                 let eps = &draws.eps[(t * k + kk) * r..(t * k + kk + 1) * r];
                 let mu_k = &mu[kk * r..(kk + 1) * r];
@@ -340,15 +375,21 @@ impl Ctx<'_> {
                 let mut ll =
                     -0.5 * weighted_sq_norm(&res[kk * dx..(kk + 1) * dx], &d.inv_var) + d.obs_const;
                 if filtering {
-                    for i in 0..r {
-                        diff[i] = zk[i] - mu_k[i];
-                    }
-                    // y = Lz⁻¹ (z − μ), by columns.
-                    y.iter_mut().for_each(|v| *v = 0.0);
-                    for (j, &dj) in diff.iter().enumerate() {
-                        row_times_acc(&mut y[j..], &tr.lz_inv[set][j * r + j..(j + 1) * r], dj);
-                    }
-                    let yy: f64 = y.iter().map(|v| v * v).sum();
+                    let yk = if batched {
+                        &y_all[(t * k + kk) * r..(t * k + kk + 1) * r]
+                    } else {
+                        for i in 0..r {
+                            diff[i] = zk[i] - mu_k[i];
+                        }
+                        // y = Lz⁻¹ (z − μ), by columns.
+                        y.iter_mut().for_each(|v| *v = 0.0);
+                        for (j, &dj) in diff.iter().enumerate() {
+                            let col = &tr.lz_inv[set][j * r + j..(j + 1) * r];
+                            row_times_acc(&mut y[j..], col, dj);
+                        }
+                        &y
+                    };
+                    let yy: f64 = yk.iter().map(|v| v * v).sum();
                     let ee: f64 = eps.iter().map(|e| e * e).sum();
                     ll += (-0.5 * yy + d.const_z[set]) - (-0.5 * ee + d.const_q[set]);
                 }
@@ -370,10 +411,42 @@ impl Ctx<'_> {
             log_w,
             z,
             mu: mus,
+            y: y_all,
             anc,
             v,
             dv_da,
             loss_b: loss_b / tt as f64,
+        }
+    }
+
+    /// Particle kk's dμ (in `dmu_all`) at step t: into μ_0's adjoint at t = 0, else the decay
+    /// term of μ = a zprev + n φ(M zprev + Wu vprev; h) into `da` and `dzprev` (the network
+    /// term for all particles at once afterwards).
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn parent_adjoint(
+        &self,
+        t: usize,
+        kk: usize,
+        dmu_all: &[f64],
+        zp: &[f64],
+        da: &mut f64,
+        dzprev: &mut [f64],
+        dmu0: &mut [f64],
+    ) {
+        let r = self.c.rank;
+        let dmu = &dmu_all[kk * r..(kk + 1) * r];
+        if t == 0 {
+            for (m0, m) in dmu0.iter_mut().zip(dmu) {
+                *m0 += m;
+            }
+        } else {
+            let zprev = &zp[kk * r..(kk + 1) * r];
+            let dzp = &mut dzprev[kk * r..(kk + 1) * r];
+            for q in 0..r {
+                *da += dmu[q] * zprev[q];
+                dzp[q] += self.p.decay * dmu[q];
+            }
         }
     }
 
@@ -477,6 +550,7 @@ impl Ctx<'_> {
         let mut dzk_all = vec![0.0; tk * r];
         let mut dy_all = vec![0.0; tk * r];
         let mut u = vec![0.0; r];
+        let mut ubatch = vec![0.0; if self.batched { k * r } else { 0 }];
         let tr = &self.tr;
         let (rr, rdx) = ((r as isize, 1), (dx as isize, 1));
         gemm(tk, r, dx, &rec.z, rr, &d.be, rdx, 0.0, &mut dm_all, rdx);
@@ -519,8 +593,47 @@ impl Ctx<'_> {
             }
             dmu0.iter_mut().for_each(|m| *m = 0.0);
             dkc.iter_mut().for_each(|m| *m = 0.0);
+            let batched = self.batched && filtering;
+            if batched {
+                // The filtering step's reverse for all K particles at once (the loop below
+                // per particle): DZ = dz_next + dz_obs, DY = −g Y, U = DY Lz⁻¹, DZ += U,
+                // DMU = DZ OMA − U; K c's adjoint is DZ's column sum.
+                let blk = t * k * r..(t + 1) * k * r;
+                let dzt = &mut dzk_all[blk.clone()];
+                for ((d, a), b) in dzt.iter_mut().zip(&dz_next).zip(&dz_obs[blk.clone()]) {
+                    *d = a + b;
+                }
+                let dyt = &mut dy_all[blk.clone()];
+                for ((dy, yv), kk) in dyt
+                    .iter_mut()
+                    .zip(&rec.y[blk])
+                    .zip((0..k * r).map(|i| i / r))
+                {
+                    *dy = -w[kk] * yv;
+                }
+                gemm(k, r, r, dyt, rr, &d.lz_inv[set], rr, 0.0, &mut ubatch, rr);
+                for (d, u) in dzt.iter_mut().zip(&ubatch) {
+                    *d += u;
+                }
+                for (m, u) in dmu_all.iter_mut().zip(&ubatch) {
+                    *m = -u;
+                }
+                gemm(k, r, r, dzt, rr, &d.oma[set], rr, 1.0, &mut dmu_all, rr);
+                for row in dzt.chunks_exact(r) {
+                    for (c, v) in dkc.iter_mut().zip(row) {
+                        *c += v;
+                    }
+                }
+                let gsum: f64 = w.iter().sum();
+                adj.logdet_z[set] -= gsum;
+                adj.logdet_q[set] += gsum;
+            }
             for kk in 0..k {
                 let g = w[kk];
+                if batched {
+                    self.parent_adjoint(t, kk, &dmu_all, &zp, &mut da, &mut dzprev, &mut dmu0);
+                    continue;
+                }
                 let zk = &rec.z[(t * k + kk) * r..(t * k + kk + 1) * r];
                 let mu_k = &mu[kk * r..(kk + 1) * r];
                 // dz from step t+1 and from the observation term (computed above).
@@ -568,20 +681,7 @@ impl Ctx<'_> {
                     }
                 }
                 dzk_all[(t * k + kk) * r..(t * k + kk + 1) * r].copy_from_slice(&dzk);
-                if t == 0 {
-                    for q in 0..r {
-                        dmu0[q] += dmu[q];
-                    }
-                } else {
-                    // μ = a zprev + n φ(M zprev + Wu vprev; h): the decay term here, the
-                    // network term for all particles at once below.
-                    let zprev = &zp[kk * r..(kk + 1) * r];
-                    let dzp = &mut dzprev[kk * r..(kk + 1) * r];
-                    for q in 0..r {
-                        da += dmu[q] * zprev[q];
-                        dzp[q] += p.decay * dmu[q];
-                    }
-                }
+                self.parent_adjoint(t, kk, &dmu_all, &zp, &mut da, &mut dzprev, &mut dmu0);
             }
             if filtering {
                 for i in 0..r {
@@ -868,6 +968,7 @@ pub fn optimal_vsmc(
         lo: (options.precision == Precision::F32).then(|| Weights32::new(&mt, &nk, p.h)),
         identity_m: kernel::frozen_identity(config, p.m),
         tr,
+        batched: config.rank >= BATCHED_MIN_RANK,
         mt,
         nk,
         stride,
