@@ -8,6 +8,7 @@ pub mod kernel;
 pub mod kernel32;
 pub mod objective;
 pub mod optimal;
+mod packed;
 mod poisson32;
 pub mod posterior;
 pub mod smc;

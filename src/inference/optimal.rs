@@ -16,6 +16,7 @@ use rayon::prelude::*;
 use super::derived::{derive, DerivedAdjoint, DerivedValues};
 use super::draws::{ancestors, NoiseSource, TrialDraws};
 use super::kernel::{self, Precision, Weights32};
+use super::packed::PackedB;
 use super::tape::TapeError;
 use super::trial;
 use crate::model::lowrank::{
@@ -131,6 +132,35 @@ impl Transposed {
 /// From this latent dimension on, a step's proposal products run as K × R × R GEMMs.
 const BATCHED_MIN_RANK: usize = 16;
 
+/// The batched path's fixed matrices, packed once per call ([`PackedB`]): the loading B and
+/// the proposal's matrices, transposed where the forward pass multiplies by a transpose.
+struct Packed {
+    be: PackedB,
+    oma_t: [PackedB; 2],
+    lq_t: [PackedB; 2],
+    lz_t: PackedB,
+    lz_inv_t: [PackedB; 2],
+    lz_inv: [PackedB; 2],
+    oma: [PackedB; 2],
+}
+
+impl Packed {
+    fn new(d: &DerivedValues, r: usize, dx: usize) -> Self {
+        let sq = |m: &[f64], transposed: bool| {
+            PackedB::new(m, if transposed { (1, r) } else { (r, 1) }, r, r)
+        };
+        Self {
+            be: PackedB::new(&d.be, (dx, 1), r, dx),
+            oma_t: [sq(&d.oma[0], true), sq(&d.oma[1], true)],
+            lq_t: [sq(&d.lq[0], true), sq(&d.lq[1], true)],
+            lz_t: sq(&d.lz, true),
+            lz_inv_t: [sq(&d.lz_inv[0], true), sq(&d.lz_inv[1], true)],
+            lz_inv: [sq(&d.lz_inv[0], false), sq(&d.lz_inv[1], false)],
+            oma: [sq(&d.oma[0], false), sq(&d.oma[1], false)],
+        }
+    }
+}
+
 /// Everything the per-trial passes share.
 struct Ctx<'a> {
     c: &'a ModelConfig,
@@ -146,9 +176,9 @@ struct Ctx<'a> {
     /// Transposes of the proposal's matrices (their columns as contiguous rows).
     tr: Transposed,
     /// R ≥ [`BATCHED_MIN_RANK`]: the proposal's R × R products of a step's K particles as GEMMs
-    /// (the full-rank baselines); below, per-particle column sums (the rank-R models, whose
-    /// values then stay bit-identical to the scalar tape).
-    batched: bool,
+    /// against the packed matrices (the full-rank baselines); `None` below: per-particle
+    /// column sums (the rank-R models, whose values then stay bit-identical to the scalar tape).
+    packed: Option<Packed>,
     stride: usize,
     k: usize,
     n_steps: usize,
@@ -261,10 +291,9 @@ impl Ctx<'_> {
         let mut vx = vec![0.0; dx];
         let mut diff = vec![0.0; r];
         let mut resample_scratch = vec![0.0; k];
-        let batched = self.batched;
+        let batched = self.packed.is_some();
         let mut y_all = vec![0.0; if batched { tt * k * r } else { 0 }];
         let mut diffs = vec![0.0; if batched { k * r } else { 0 }];
-        let (rows, tcols) = ((r as isize, 1), (1, r as isize));
         let mut loss_b = 0.0;
         for t in 0..tt {
             let set = if t == 0 { 0 } else { 1 };
@@ -308,19 +337,19 @@ impl Ctx<'_> {
             // Proposals: z = OMA μ + K c + Lq ε (filtering) or μ + Lz ε, as sums of the
             // matrices' columns (rows of the transposes), which vectorise for large R.
             let lt = if filtering { &tr.lq[set] } else { &tr.lz };
-            if batched {
-                // Z = 1 (K c)ᵀ + MU OMAᵀ + E Lqᵀ, or MU + E Lzᵀ (transposes through strides).
+            if let Some(pk) = &self.packed {
+                // Z = 1 (K c)ᵀ + MU OMAᵀ + E Lqᵀ, or MU + E Lzᵀ.
                 let zt = &mut z[t * k * r..(t + 1) * k * r];
                 let et = &draws.eps[t * k * r..(t + 1) * k * r];
                 if filtering {
                     for row in zt.chunks_exact_mut(r) {
                         row.copy_from_slice(&kc);
                     }
-                    gemm(k, r, r, &mu, rows, &d.oma[set], tcols, 1.0, zt, rows);
-                    gemm(k, r, r, et, rows, &d.lq[set], tcols, 1.0, zt, rows);
+                    pk.oma_t[set].mul(k, &mu, r, true, zt, r);
+                    pk.lq_t[set].mul(k, et, r, true, zt, r);
                 } else {
                     zt.copy_from_slice(&mu);
-                    gemm(k, r, r, et, rows, &d.lz, tcols, 1.0, zt, rows);
+                    pk.lz_t.mul(k, et, r, true, zt, r);
                 }
             }
             for kk in 0..if batched { 0 } else { k } {
@@ -341,31 +370,35 @@ impl Ctx<'_> {
             }
             // Residuals c − Bᵀz of the K particles: one K × R by R × dx product.
             let zt = &z[t * k * r..(t + 1) * k * r];
-            let rdx = (dx as isize, 1);
-            gemm(
-                k,
-                r,
-                dx,
-                zt,
-                (r as isize, 1),
-                &d.be,
-                rdx,
-                0.0,
-                &mut res,
-                rdx,
-            );
+            if let Some(pk) = &self.packed {
+                pk.be.mul(k, zt, r, false, &mut res, dx);
+            } else {
+                let rdx = (dx as isize, 1);
+                gemm(
+                    k,
+                    r,
+                    dx,
+                    zt,
+                    (r as isize, 1),
+                    &d.be,
+                    rdx,
+                    0.0,
+                    &mut res,
+                    rdx,
+                );
+            }
             for row in res.chunks_exact_mut(dx) {
                 for (rj, cj) in row.iter_mut().zip(&cvec) {
                     *rj = cj - *rj;
                 }
             }
-            if batched && filtering {
+            if let (Some(pk), true) = (&self.packed, filtering) {
                 // Y = (Z − MU) Lz⁻ᵀ, kept for the reverse pass.
                 for ((dq, zq), mq) in diffs.iter_mut().zip(zt).zip(&mu) {
                     *dq = zq - mq;
                 }
                 let yt = &mut y_all[t * k * r..(t + 1) * k * r];
-                gemm(k, r, r, &diffs, rows, &d.lz_inv[set], tcols, 0.0, yt, rows);
+                pk.lz_inv_t[set].mul(k, &diffs, r, false, yt, r);
             }
             for kk in 0..k {
                 let eps = &draws.eps[(t * k + kk) * r..(t * k + kk + 1) * r];
@@ -550,7 +583,7 @@ impl Ctx<'_> {
         let mut dzk_all = vec![0.0; tk * r];
         let mut dy_all = vec![0.0; tk * r];
         let mut u = vec![0.0; r];
-        let mut ubatch = vec![0.0; if self.batched { k * r } else { 0 }];
+        let mut ubatch = vec![0.0; if self.packed.is_some() { k * r } else { 0 }];
         let tr = &self.tr;
         let (rr, rdx) = ((r as isize, 1), (dx as isize, 1));
         gemm(tk, r, dx, &rec.z, rr, &d.be, rdx, 0.0, &mut dm_all, rdx);
@@ -593,8 +626,9 @@ impl Ctx<'_> {
             }
             dmu0.iter_mut().for_each(|m| *m = 0.0);
             dkc.iter_mut().for_each(|m| *m = 0.0);
-            let batched = self.batched && filtering;
-            if batched {
+            let packed = self.packed.as_ref().filter(|_| filtering);
+            let batched = packed.is_some();
+            if let Some(pk) = packed {
                 // The filtering step's reverse for all K particles at once (the loop below
                 // per particle): DZ = dz_next + dz_obs, DY = −g Y, U = DY Lz⁻¹, DZ += U,
                 // DMU = DZ OMA − U; K c's adjoint is DZ's column sum.
@@ -611,14 +645,14 @@ impl Ctx<'_> {
                 {
                     *dy = -w[kk] * yv;
                 }
-                gemm(k, r, r, dyt, rr, &d.lz_inv[set], rr, 0.0, &mut ubatch, rr);
+                pk.lz_inv[set].mul(k, dyt, r, false, &mut ubatch, r);
                 for (d, u) in dzt.iter_mut().zip(&ubatch) {
                     *d += u;
                 }
                 for (m, u) in dmu_all.iter_mut().zip(&ubatch) {
                     *m = -u;
                 }
-                gemm(k, r, r, dzt, rr, &d.oma[set], rr, 1.0, &mut dmu_all, rr);
+                pk.oma[set].mul(k, dzt, r, true, &mut dmu_all, r);
                 for row in dzt.chunks_exact(r) {
                     for (c, v) in dkc.iter_mut().zip(row) {
                         *c += v;
@@ -961,6 +995,8 @@ pub fn optimal_vsmc(
     let nk = kernel::with_stride(p.n, config.rank, config.n_units, stride);
     let values = derived.values();
     let tr = Transposed::new(&values, config.rank);
+    let packed =
+        (config.rank >= BATCHED_MIN_RANK).then(|| Packed::new(&values, config.rank, config.dim_x));
     let ctx = Ctx {
         c: config,
         p,
@@ -968,7 +1004,7 @@ pub fn optimal_vsmc(
         lo: (options.precision == Precision::F32).then(|| Weights32::new(&mt, &nk, p.h)),
         identity_m: kernel::frozen_identity(config, p.m),
         tr,
-        batched: config.rank >= BATCHED_MIN_RANK,
+        packed,
         mt,
         nk,
         stride,

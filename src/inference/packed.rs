@@ -1,0 +1,283 @@
+//! Small products against a matrix that stays fixed for a whole VSMC call.
+//!
+//! The optimal proposal multiplies each step's K particles (K ≈ 10 rows) by R × R and R × dx
+//! matrices that depend only on the parameters (the proposal's OMA, Lq, Lz, Lz⁻¹ and the
+//! loading B). A general GEMM packs that matrix again at every call, and with K = 10 rows its
+//! 8-row micro-kernel runs a second, mostly empty row panel. [`PackedB`] packs the matrix once
+//! per call, in panels of 8 columns, and [`PackedB::mul`] runs a 4-row × 8-column AVX2/FMA
+//! micro-kernel over it (a portable loop elsewhere). The summation order over the inner
+//! dimension is fixed (ascending), so results do not depend on the thread count.
+
+/// Panel width in columns (two AVX2 registers of f64).
+const W: usize = 8;
+
+/// A k × n matrix packed in ⌈n / 8⌉ panels of k rows × 8 columns (zero-padded), row-major
+/// inside each panel. Each panel's leading and trailing all-zero rows are skipped in
+/// products, which halves the work for triangular matrices.
+#[derive(Debug, Clone)]
+pub(crate) struct PackedB {
+    k: usize,
+    n: usize,
+    panels: Vec<f64>,
+    /// Per panel: the rows [start, end) that hold a nonzero entry.
+    rows: Vec<(usize, usize)>,
+}
+
+impl PackedB {
+    /// Packs B (k × n) whose element (l, j) is `b[l * rs + j * cs]` (so a transpose is a
+    /// swap of the strides).
+    pub(crate) fn new(b: &[f64], (rs, cs): (usize, usize), k: usize, n: usize) -> Self {
+        let np = n.div_ceil(W);
+        let mut panels = vec![0.0; np * k * W];
+        for p in 0..np {
+            for l in 0..k {
+                for jj in 0..W.min(n - p * W) {
+                    panels[(p * k + l) * W + jj] = b[l * rs + (p * W + jj) * cs];
+                }
+            }
+        }
+        let rows = (0..np)
+            .map(|p| {
+                let nonzero = |l: &usize| {
+                    let row = &panels[(p * k + l) * W..(p * k + l + 1) * W];
+                    row.iter().any(|&v| v != 0.0)
+                };
+                let start = (0..k).find(nonzero).unwrap_or(k);
+                let end = (start..k).rev().find(nonzero).map_or(start, |l| l + 1);
+                (start, end)
+            })
+            .collect();
+        Self { k, n, panels, rows }
+    }
+
+    /// C (m × n, row stride `ldc`) = A (m × k, row stride `lda`) · B, added into C when `add`.
+    pub(crate) fn mul(
+        &self,
+        m: usize,
+        a: &[f64],
+        lda: usize,
+        add: bool,
+        c: &mut [f64],
+        ldc: usize,
+    ) {
+        let (k, n) = (self.k, self.n);
+        if m == 0 || n == 0 {
+            return;
+        }
+        assert!(lda >= k && ldc >= n, "packed gemm: leading dimensions");
+        assert!(a.len() >= (m - 1) * lda + k, "packed gemm: A out of bounds");
+        assert!(c.len() >= (m - 1) * ldc + n, "packed gemm: C out of bounds");
+        #[cfg(target_arch = "x86_64")]
+        if super::kernel::fma_available() {
+            // SAFETY: AVX2 and FMA are available (checked just above); the extents of A and C
+            // are checked above and the panels have ⌈n/8⌉·k·8 entries by construction.
+            unsafe { avx2::mul(self, m, a, lda, add, c, ldc) };
+            return;
+        }
+        self.mul_portable(m, a, lda, add, c, ldc);
+    }
+
+    fn mul_portable(&self, m: usize, a: &[f64], lda: usize, add: bool, c: &mut [f64], ldc: usize) {
+        let (k, n) = (self.k, self.n);
+        for p in 0..n.div_ceil(W) {
+            let panel = &self.panels[p * k * W..(p + 1) * k * W];
+            let cols = W.min(n - p * W);
+            let (l0, l1) = self.rows[p];
+            for i in 0..m {
+                let mut acc = [0.0; W];
+                for l in l0..l1 {
+                    let ail = a[i * lda + l];
+                    for (s, &b) in acc.iter_mut().zip(&panel[l * W..(l + 1) * W]) {
+                        *s += ail * b;
+                    }
+                }
+                let row = &mut c[i * ldc + p * W..i * ldc + p * W + cols];
+                for (cj, s) in row.iter_mut().zip(acc) {
+                    *cj = if add { *cj + s } else { s };
+                }
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::{PackedB, W};
+    use std::arch::x86_64::*;
+
+    /// See [`PackedB::mul`]; the caller has checked the extents and the CPU features.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn mul(
+        b: &PackedB,
+        m: usize,
+        a: &[f64],
+        lda: usize,
+        add: bool,
+        c: &mut [f64],
+        ldc: usize,
+    ) {
+        let (k, n) = (b.k, b.n);
+        for p in 0..n.div_ceil(W) {
+            let (l0, l1) = b.rows[p];
+            // The panel and A's columns from row / column l0 on, l1 − l0 of them.
+            let panel = b.panels.as_ptr().add((p * k + l0) * W);
+            let (a0, depth) = (a.as_ptr().add(l0), l1 - l0);
+            let cols = W.min(n - p * W);
+            let mut i = 0;
+            while i + 4 <= m {
+                block::<4>(
+                    panel,
+                    depth,
+                    a0.add(i * lda),
+                    lda,
+                    add,
+                    c,
+                    i * ldc + p * W,
+                    ldc,
+                    cols,
+                );
+                i += 4;
+            }
+            while i < m {
+                block::<1>(
+                    panel,
+                    depth,
+                    a0.add(i * lda),
+                    lda,
+                    add,
+                    c,
+                    i * ldc + p * W,
+                    ldc,
+                    cols,
+                );
+                i += 1;
+            }
+        }
+    }
+
+    /// ROWS rows of A times one panel into C's rows from `c0` (columns `cols` ≤ 8 kept).
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    unsafe fn block<const ROWS: usize>(
+        panel: *const f64,
+        k: usize,
+        a: *const f64,
+        lda: usize,
+        add: bool,
+        c: &mut [f64],
+        c0: usize,
+        ldc: usize,
+        cols: usize,
+    ) {
+        let mut lo = [_mm256_setzero_pd(); ROWS];
+        let mut hi = [_mm256_setzero_pd(); ROWS];
+        for l in 0..k {
+            let b0 = _mm256_loadu_pd(panel.add(l * W));
+            let b1 = _mm256_loadu_pd(panel.add(l * W + 4));
+            for r in 0..ROWS {
+                let x = _mm256_broadcast_sd(&*a.add(r * lda + l));
+                lo[r] = _mm256_fmadd_pd(x, b0, lo[r]);
+                hi[r] = _mm256_fmadd_pd(x, b1, hi[r]);
+            }
+        }
+        for r in 0..ROWS {
+            let mut out = [0.0f64; W];
+            _mm256_storeu_pd(out.as_mut_ptr(), lo[r]);
+            _mm256_storeu_pd(out.as_mut_ptr().add(4), hi[r]);
+            let row = &mut c[c0 + r * ldc..c0 + r * ldc + cols];
+            if add {
+                for (cj, s) in row.iter_mut().zip(out) {
+                    *cj += s;
+                }
+            } else {
+                row.copy_from_slice(&out[..cols]);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive(
+        m: usize,
+        k: usize,
+        n: usize,
+        a: &[f64],
+        lda: usize,
+        b: &[f64],
+        bs: (usize, usize),
+    ) -> Vec<f64> {
+        let mut c = vec![0.0; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                c[i * n + j] = (0..k)
+                    .map(|l| a[i * lda + l] * b[l * bs.0 + j * bs.1])
+                    .sum();
+            }
+        }
+        c
+    }
+
+    /// Against the naive product: shapes with row and column tails, a transposed B, a lda
+    /// wider than k, and the accumulating form.
+    #[test]
+    fn packed_products_match_the_naive_ones() {
+        let mut seed = 7u64;
+        let mut next = || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((seed >> 11) as f64 / (1u64 << 53) as f64) - 0.5
+        };
+        for &(m, k, n, lda, transposed) in &[
+            (10, 30, 30, false),
+            (10, 30, 64, true),
+            (10, 128, 128, false),
+            (3, 17, 5, true),
+            (1, 1, 1, false),
+            (9, 16, 9, true),
+            (10, 24, 24, true),
+        ]
+        .map(|(m, k, n, t)| (m, k, n, k + usize::from(t), t))
+        {
+            let a: Vec<f64> = (0..m * lda).map(|_| next()).collect();
+            let mut b: Vec<f64> = (0..k * n).map(|_| next()).collect();
+            let bs = if transposed { (1, k) } else { (n, 1) };
+            if k == n && k > 8 {
+                // Triangular (lower as stored: upper or lower as used, by `transposed`), with
+                // B's columns 8..16 all zero: the panels' zero rows are skipped.
+                for l in 0..k {
+                    for j in 0..n {
+                        if j > l || (8..16).contains(&(if transposed { l } else { j })) {
+                            b[l * n + j] = 0.0;
+                        }
+                    }
+                }
+            }
+            let want = naive(m, k, n, &a, lda, &b, bs);
+            let packed = PackedB::new(&b, bs, k, n);
+            let scale = want.iter().fold(1.0f64, |s, v| s.max(v.abs()));
+            let mut c = vec![f64::NAN; m * n];
+            packed.mul(m, &a, lda, false, &mut c, n);
+            let mut portable = vec![f64::NAN; m * n];
+            packed.mul_portable(m, &a, lda, false, &mut portable, n);
+            let mut acc = vec![1.0; m * n];
+            packed.mul(m, &a, lda, true, &mut acc, n);
+            for i in 0..m * n {
+                for (got, what) in [
+                    (c[i], "set"),
+                    (portable[i], "portable"),
+                    (acc[i] - 1.0, "add"),
+                ] {
+                    assert!(
+                        (got - want[i]).abs() <= 1e-13 * scale,
+                        "{what} ({m}, {k}, {n}) entry {i}: {got} vs {}",
+                        want[i]
+                    );
+                }
+            }
+        }
+    }
+}
