@@ -132,6 +132,13 @@ impl Transposed {
 /// From this latent dimension on, a step's proposal products run as K × R × R GEMMs.
 const BATCHED_MIN_RANK: usize = 16;
 
+/// The full-rank transition μ = a z + W φ(z; h) (M the frozen identity, no inputs, f64) of a
+/// step's K particles as products against W packed once per call: Wᵀ forward, W in reverse.
+struct PackedNet {
+    w_t: PackedB,
+    w: PackedB,
+}
+
 /// The batched path's fixed matrices, packed once per call ([`PackedB`]): the loading B and
 /// the proposal's matrices, transposed where the forward pass multiplies by a transpose.
 struct Packed {
@@ -179,6 +186,9 @@ struct Ctx<'a> {
     /// against the packed matrices (the full-rank baselines); `None` below: per-particle
     /// column sums (the rank-R models, whose values then stay bit-identical to the scalar tape).
     packed: Option<Packed>,
+    /// With `packed`, for the full-rank baseline in f64: its transition as packed products
+    /// (instead of the low-rank kernels' per-particle loops).
+    net: Option<PackedNet>,
     stride: usize,
     k: usize,
     n_steps: usize,
@@ -292,6 +302,7 @@ impl Ctx<'_> {
         let mut diff = vec![0.0; r];
         let mut resample_scratch = vec![0.0; k];
         let batched = self.packed.is_some();
+        let mut phi = vec![0.0; if self.net.is_some() { k * n } else { 0 }];
         let mut y_all = vec![0.0; if batched { tt * k * r } else { 0 }];
         let mut diffs = vec![0.0; if batched { k * r } else { 0 }];
         let mut loss_b = 0.0;
@@ -322,8 +333,17 @@ impl Ctx<'_> {
             } else {
                 let vprev = &v[(t - 1) * du..t * du];
                 self.gather_parents(&z, &anc, t, &mut zp);
-                let e = self.input_current(vprev, &mut ext);
-                kernel::means(&w, &zp, e, &mut mu);
+                if let Some(net) = &self.net {
+                    // Φ = φ(Z_prev; h), MU = a Z_prev + Φ Wᵀ
+                    self.network_phi(&zp, &mut phi, None);
+                    for (m, zq) in mu.iter_mut().zip(&zp) {
+                        *m = p.decay * zq;
+                    }
+                    net.w_t.mul(k, &phi, n, true, &mut mu, r);
+                } else {
+                    let e = self.input_current(vprev, &mut ext);
+                    kernel::means(&w, &zp, e, &mut mu);
+                }
             }
             mus[t * k * r..(t + 1) * k * r].copy_from_slice(&mu);
             // v_to_X (currents readout, t ≥ 1 only).
@@ -449,6 +469,28 @@ impl Ctx<'_> {
             v,
             dv_da,
             loss_b: loss_b / tt as f64,
+        }
+    }
+
+    /// Φ = φ(Z; h) of K particles (the full-rank transition, N = R), and with `derivs` its
+    /// partial derivatives ∂φ/∂x and ∂φ/∂h, all K × N.
+    #[inline(always)]
+    fn network_phi(&self, z: &[f64], phi: &mut [f64], derivs: Option<(&mut [f64], &mut [f64])>) {
+        let (nl, h, n) = (self.c.nonlinearity, self.p.h, self.c.n_units);
+        match derivs {
+            None => {
+                for (row, zr) in phi.chunks_exact_mut(n).zip(z.chunks_exact(n)) {
+                    for ((f, &x), &hi) in row.iter_mut().zip(zr).zip(h) {
+                        *f = nl.eval(x, hi).0;
+                    }
+                }
+            }
+            Some((dx, dh)) => {
+                for (j, f) in phi.iter_mut().enumerate() {
+                    let (v, vx, vh) = nl.eval(z[j], h[j % n]);
+                    (*f, dx[j], dh[j]) = (v, vx, vh);
+                }
+            }
         }
     }
 
@@ -584,6 +626,9 @@ impl Ctx<'_> {
         let mut dy_all = vec![0.0; tk * r];
         let mut u = vec![0.0; r];
         let mut ubatch = vec![0.0; if self.packed.is_some() { k * r } else { 0 }];
+        let kn = if self.net.is_some() { k * n } else { 0 };
+        let (mut phi, mut dphi) = (vec![0.0; kn], vec![0.0; kn]);
+        let (mut dphi_dx, mut dphi_dh) = (vec![0.0; kn], vec![0.0; kn]);
         let tr = &self.tr;
         let (rr, rdx) = ((r as isize, 1), (dx as isize, 1));
         gemm(tk, r, dx, &rec.z, rr, &d.be, rdx, 0.0, &mut dm_all, rdx);
@@ -728,7 +773,31 @@ impl Ctx<'_> {
                     }
                 }
             }
-            if t > 0 {
+            if let (Some(net), true) = (&self.net, t > 0) {
+                // dΦ = DMU W; dX = dΦ ∘ ∂φ/∂x into Z_prev (M = I), dΦ ∘ ∂φ/∂h into h;
+                // W's adjoint += DMUᵀ Φ (rows of `gn`, `st` apart).
+                self.network_phi(&zp, &mut phi, Some((&mut dphi_dx, &mut dphi_dh)));
+                net.w.mul(k, &dmu_all, r, false, &mut dphi, n);
+                for kk in 0..k {
+                    for i in 0..n {
+                        let (j, dp) = (kk * n + i, dphi[kk * n + i]);
+                        gh[i] += dp * dphi_dh[j];
+                        dzprev[kk * r + i] += dp * dphi_dx[j];
+                    }
+                }
+                gemm(
+                    r,
+                    k,
+                    n,
+                    &dmu_all,
+                    (1, r as isize),
+                    &phi,
+                    (n as isize, 1),
+                    1.0,
+                    &mut gn,
+                    (st as isize, 1),
+                );
+            } else if t > 0 {
                 let vprev = &rec.v[(t - 1) * du..t * du];
                 let e = self.input_current(vprev, &mut ext);
                 gext.iter_mut().for_each(|v| *v = 0.0);
@@ -997,14 +1066,23 @@ pub fn optimal_vsmc(
     let tr = Transposed::new(&values, config.rank);
     let packed =
         (config.rank >= BATCHED_MIN_RANK).then(|| Packed::new(&values, config.rank, config.dim_x));
+    let identity_m = kernel::frozen_identity(config, p.m);
+    let net = (packed.is_some() && identity_m && options.precision == Precision::F64).then(|| {
+        let (r, n) = (config.rank, config.n_units);
+        PackedNet {
+            w_t: PackedB::new(&nk, (1, stride), n, r),
+            w: PackedB::new(&nk, (stride, 1), r, n),
+        }
+    });
     let ctx = Ctx {
         c: config,
         p,
         d: values,
         lo: (options.precision == Precision::F32).then(|| Weights32::new(&mt, &nk, p.h)),
-        identity_m: kernel::frozen_identity(config, p.m),
+        identity_m,
         tr,
         packed,
+        net,
         mt,
         nk,
         stride,
