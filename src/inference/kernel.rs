@@ -1,8 +1,8 @@
 //! The hot loops of the low-rank transition, batched over the K particles of one time step.
 //!
 //! For particles k = 1..K with previous states z_k (R) the transition mean is
-//! μ_k = a z_k + n φ(Mᵀ… ) — precisely μ_k[q] = a z_k[q] + Σ_i n[q,i] φ(x_ki; h_i) with
-//! x_ki = Σ_q M[i,q] z_k[q] + e_i, where e is the (particle-independent) input current.
+//! μ_k = a z_k + n φ(Mᵀ… ) — precisely `μ_k[q] = a z_k[q] + Σ_i n[q,i] φ(x_ki; h_i)` with
+//! `x_ki = Σ_q M[i,q] z_k[q] + e_i`, where e is the (particle-independent) input current.
 //! The reverse pass takes dL/dμ_k and accumulates the gradients of M, n, h, e and z_k.
 //!
 //! Layout chosen for the vector units: M is stored transposed (R × N, `mt`), so that every

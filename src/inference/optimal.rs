@@ -5,11 +5,17 @@
 //!
 //! Structure: the parameter transforms that do not depend on time (noise Cholesky factors, the
 //! Kalman gain, the proposal covariance, the effective loading, the input projection) are
-//! computed once per call, with their matrix-level reverse pass, in [`super::derived`]. The particle filter then runs per trial (rayon
+//! computed once per call, with their matrix-level reverse pass, in `derived.rs`. The particle filter then runs per trial (rayon
 //! over trials, draws per trial so results do not depend on the thread count), stores its
 //! particles and ancestors, and a reverse sweep accumulates (a) gradients of the per-step
 //! parameters (M, n, h, Wu, decay, observation bias) directly and (b) adjoints of the tape's
 //! outputs, which `derived` carries back to the raw noise and loading parameters.
+//!
+//! From R = 16 on (the full-rank baselines) a step's K particles go through the proposal
+//! together: its R × R products, the loading's and (for the full-rank transition with M = I)
+//! the network's are products against matrices packed once per call (`packed.rs`).
+//! Below, each particle's products are column sums, so the rank-R models' values stay
+//! bit-identical to the scalar tape.
 
 use rayon::prelude::*;
 
@@ -372,6 +378,7 @@ impl Ctx<'_> {
                     pk.lz_t.mul(k, et, r, true, zt, r);
                 }
             }
+            // (per particle when not batched; the batched path has filled Z above)
             for kk in 0..if batched { 0 } else { k } {
                 let eps = &draws.eps[(t * k + kk) * r..(t * k + kk + 1) * r];
                 let mu_k = &mu[kk * r..(kk + 1) * r];

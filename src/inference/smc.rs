@@ -13,7 +13,7 @@
 //! observation term's reverse pass runs inside the forward pass, as soon as a step's weights
 //! are known (`EarlyObs`); `precision: f32` also runs the CNN encoder and the
 //! softplus-Poisson likelihood in single precision, and with the one-to-one readout from the
-//! currents a step's whole observation term, batched over its particles ([`Poisson32`]).
+//! currents a step's whole observation term, batched over its particles (`Poisson32` in `poisson32.rs`).
 //!
 //! Reference details kept (⚠ in SPEC): the encoder proposal's prior term uses the clamped
 //! *standard deviation* embedding while the proposal uses the clamped *variance* embedding
