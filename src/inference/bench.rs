@@ -343,8 +343,9 @@ pub fn bench_train(
     filter: Option<&str>,
     out: &mut dyn FnMut(String),
 ) {
-    // Case keys "eeg f64", "eeg f32", "continuous f64", …: `--case eeg` runs both
-    // precisions, `--case f32` every f32 case (case-insensitive).
+    // Case keys "eeg f64", "eeg f32", "full-rank 30 f64", "full-rank 128 f64", "continuous
+    // f64", …: `--case eeg` runs both precisions, `--case full-rank` both baselines, `--case
+    // f32` every f32 case (case-insensitive).
     let wanted = |key: &str| filter.is_none_or(|f| key.contains(&f.to_lowercase()));
     let mut recording = Some(recording);
     let mut eeg_data = None;
@@ -356,11 +357,14 @@ pub fn bench_train(
             }
             out(bench_train_eeg(eeg_data.clone(), 3, precision).to_string());
         }
-        if precision == Precision::F64 && wanted("full-rank f64") {
-            if let Some(load) = recording.take() {
-                eeg_data = load();
+        // Table 1's two baselines: dz = 30 best of 2 epochs, dz = 128 (≈ 3.5 s) one epoch.
+        for (dz, repeats) in [(30, 2), (128, 1)] {
+            if precision == Precision::F64 && wanted(&format!("full-rank {dz} f64")) {
+                if let Some(load) = recording.take() {
+                    eeg_data = load();
+                }
+                out(bench_train_full_rank(eeg_data.clone(), dz, repeats).to_string());
             }
-            out(bench_train_full_rank(eeg_data.clone(), 30, 2).to_string());
         }
         if wanted(&format!("continuous {p}")) {
             out(bench_train_continuous(2, precision).to_string());
