@@ -114,7 +114,12 @@ fn killed_fit_resumes_to_the_uninterrupted_result() {
     run(d, &["gc", "--resume", "--dry-run"]);
     assert_eq!(checkpoints(d).len(), 1);
 
-    run(d, &["run", "--no-progress"]);
+    let resumed = run(d, &["run", "--no-progress"]);
+    // The wall time it prints is this run's, and the line says the fit resumed.
+    assert!(
+        resumed.contains("[done]     fit in") && resumed.contains("(resumed from epoch "),
+        "{resumed}"
+    );
     let shown = run(d, &["show", "fit"]);
     assert!(shown.contains("resumed_from_epoch"), "{shown}");
     assert!(checkpoints(d).is_empty(), "resume state left behind");
@@ -127,7 +132,8 @@ fn killed_fit_resumes_to_the_uninterrupted_result() {
     assert!(!stale.exists());
 
     let whole = project();
-    run(whole.path(), &["run", "--no-progress"]);
+    let ran = run(whole.path(), &["run", "--no-progress"]);
+    assert!(!ran.contains("resumed"), "{ran}");
     let shown = run(whole.path(), &["show", "fit"]);
     assert!(!shown.contains("resumed_from_epoch"), "{shown}");
     let a = params(&d.join("results/fit/model.h5"));

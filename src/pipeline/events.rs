@@ -61,8 +61,10 @@ pub enum EventKind {
     },
     /// Finished and cached.
     Finished {
-        /// Wall time of the stage.
+        /// Wall time of the stage (of this run only when it resumed interrupted work).
         elapsed: Duration,
+        /// What the wall time leaves out, e.g. "resumed from epoch 700".
+        note: Option<String>,
     },
     /// Failed: nothing was cached.
     Failed {
@@ -210,9 +212,11 @@ impl<W: Write> Reporter for PlainReporter<W> {
                 let total = total.map(|t| format!("/{t}")).unwrap_or_default();
                 format!("[progress] {stage}: {position}{total} {message}")
             }
-            EventKind::Finished { elapsed } => {
-                format!("[done]     {stage} in {}", format_duration(*elapsed))
-            }
+            EventKind::Finished { elapsed, note } => format!(
+                "[done]     {stage} in {}{}",
+                format_duration(*elapsed),
+                note.as_ref().map(|n| format!(" ({n})")).unwrap_or_default()
+            ),
             EventKind::Failed { error } => format!("[FAILED]   {stage}: {error}"),
         };
         let _ = writeln!(self.out, "{}", line.trim_end());
@@ -306,13 +310,17 @@ impl Reporter for BarReporter {
                     bar.set_message(message.clone());
                 }
             }
-            EventKind::Finished { elapsed } => {
+            EventKind::Finished { elapsed, note } => {
                 self.overall.inc(1);
                 if let Some(bar) = self.bars.remove(stage) {
                     bar.finish_and_clear();
                     self.multi.remove(&bar);
                 }
-                self.println(format!("done     {stage} in {}", format_duration(*elapsed)));
+                let note = note.as_ref().map(|n| format!(" ({n})")).unwrap_or_default();
+                self.println(format!(
+                    "done     {stage} in {}{note}",
+                    format_duration(*elapsed)
+                ));
             }
             EventKind::Failed { error } => {
                 self.overall.inc(1);

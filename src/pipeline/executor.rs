@@ -246,6 +246,7 @@ fn dry_run(
             Action::Restore(_) => EventKind::Restored,
             Action::Run => EventKind::Finished {
                 elapsed: Duration::ZERO,
+                note: None,
             },
         };
         if let Freshness::Stale(reasons) = &verdict.freshness {
@@ -585,6 +586,11 @@ impl Executor<'_> {
         match result {
             Ok(done) => {
                 let secs = done.duration.as_secs_f64();
+                // A fit resumed from a checkpoint says so: its wall time is this run's only.
+                let note = done
+                    .summary
+                    .get("resumed_from_epoch")
+                    .map(|epoch| format!("resumed from epoch {epoch}"));
                 match self.record_outputs(i, done.key, &done.outputs, secs, done.summary) {
                     Ok(()) => {
                         self.states[i] = State::Done;
@@ -593,6 +599,7 @@ impl Executor<'_> {
                             &name,
                             EventKind::Finished {
                                 elapsed: done.duration,
+                                note,
                             },
                         );
                     }
