@@ -119,78 +119,72 @@ mod avx2 {
         let (k, n) = (b.k, b.n);
         for p in 0..n.div_ceil(W) {
             let (l0, l1) = b.rows[p];
-            // The panel and A's columns from row / column l0 on, l1 − l0 of them.
-            let panel = b.panels.as_ptr().add((p * k + l0) * W);
-            let (a0, depth) = (a.as_ptr().add(l0), l1 - l0);
-            let cols = W.min(n - p * W);
+            // The panel's nonzero rows and A's matching columns, l1 − l0 of them.
+            let panel = Panel {
+                b: b.panels.as_ptr().add((p * k + l0) * W),
+                depth: l1 - l0,
+                a: a.as_ptr().add(l0),
+                lda,
+                add,
+                ldc,
+                cols: W.min(n - p * W),
+            };
             let mut i = 0;
             while i + 4 <= m {
-                block::<4>(
-                    panel,
-                    depth,
-                    a0.add(i * lda),
-                    lda,
-                    add,
-                    c,
-                    i * ldc + p * W,
-                    ldc,
-                    cols,
-                );
+                panel.block::<4>(i, c, i * ldc + p * W);
                 i += 4;
             }
             while i < m {
-                block::<1>(
-                    panel,
-                    depth,
-                    a0.add(i * lda),
-                    lda,
-                    add,
-                    c,
-                    i * ldc + p * W,
-                    ldc,
-                    cols,
-                );
+                panel.block::<1>(i, c, i * ldc + p * W);
                 i += 1;
             }
         }
     }
 
-    /// ROWS rows of A times one panel into C's rows from `c0` (columns `cols` ≤ 8 kept).
-    #[allow(clippy::too_many_arguments)]
-    #[inline(always)]
-    unsafe fn block<const ROWS: usize>(
-        panel: *const f64,
-        k: usize,
+    /// One panel of B against A's matching columns, and where its products go.
+    struct Panel {
+        /// The panel's first nonzero row (8 values per row).
+        b: *const f64,
+        /// Rows of the panel (and columns of A) that take part.
+        depth: usize,
+        /// A's first row at the panel's first column.
         a: *const f64,
         lda: usize,
         add: bool,
-        c: &mut [f64],
-        c0: usize,
         ldc: usize,
+        /// Columns of C this panel covers (≤ 8).
         cols: usize,
-    ) {
-        let mut lo = [_mm256_setzero_pd(); ROWS];
-        let mut hi = [_mm256_setzero_pd(); ROWS];
-        for l in 0..k {
-            let b0 = _mm256_loadu_pd(panel.add(l * W));
-            let b1 = _mm256_loadu_pd(panel.add(l * W + 4));
-            for r in 0..ROWS {
-                let x = _mm256_broadcast_sd(&*a.add(r * lda + l));
-                lo[r] = _mm256_fmadd_pd(x, b0, lo[r]);
-                hi[r] = _mm256_fmadd_pd(x, b1, hi[r]);
-            }
-        }
-        for r in 0..ROWS {
-            let mut out = [0.0f64; W];
-            _mm256_storeu_pd(out.as_mut_ptr(), lo[r]);
-            _mm256_storeu_pd(out.as_mut_ptr().add(4), hi[r]);
-            let row = &mut c[c0 + r * ldc..c0 + r * ldc + cols];
-            if add {
-                for (cj, s) in row.iter_mut().zip(out) {
-                    *cj += s;
+    }
+
+    impl Panel {
+        /// A's rows i..i + ROWS times the panel into C's rows from `c0`.
+        #[inline(always)]
+        unsafe fn block<const ROWS: usize>(&self, i: usize, c: &mut [f64], c0: usize) {
+            let (panel, k, lda, ldc, cols) = (self.b, self.depth, self.lda, self.ldc, self.cols);
+            let a = self.a.add(i * lda);
+            let mut lo = [_mm256_setzero_pd(); ROWS];
+            let mut hi = [_mm256_setzero_pd(); ROWS];
+            for l in 0..k {
+                let b0 = _mm256_loadu_pd(panel.add(l * W));
+                let b1 = _mm256_loadu_pd(panel.add(l * W + 4));
+                for r in 0..ROWS {
+                    let x = _mm256_broadcast_sd(&*a.add(r * lda + l));
+                    lo[r] = _mm256_fmadd_pd(x, b0, lo[r]);
+                    hi[r] = _mm256_fmadd_pd(x, b1, hi[r]);
                 }
-            } else {
-                row.copy_from_slice(&out[..cols]);
+            }
+            for r in 0..ROWS {
+                let mut out = [0.0f64; W];
+                _mm256_storeu_pd(out.as_mut_ptr(), lo[r]);
+                _mm256_storeu_pd(out.as_mut_ptr().add(4), hi[r]);
+                let row = &mut c[c0 + r * ldc..c0 + r * ldc + cols];
+                if self.add {
+                    for (cj, s) in row.iter_mut().zip(out) {
+                        *cj += s;
+                    }
+                } else {
+                    row.copy_from_slice(&out[..cols]);
+                }
             }
         }
     }

@@ -25,7 +25,7 @@ use super::hash::FileHashCache;
 use super::lockfile::{InputRecord, LockEntry, LockFile, LockFileError, OutputRecord};
 use super::plan::{input_records, known_outputs};
 use super::project_lock::ProjectLock;
-use super::stage::{ProgressHandle, Registry, StageContext};
+use super::stage::{ProgressHandle, Registry, StageContext, RESUMED_FROM_EPOCH};
 
 /// What `run` was asked to do.
 #[derive(Debug, Clone)]
@@ -589,7 +589,7 @@ impl Executor<'_> {
                 // A fit resumed from a checkpoint says so: its wall time is this run's only.
                 let note = done
                     .summary
-                    .get("resumed_from_epoch")
+                    .get(RESUMED_FROM_EPOCH)
                     .map(|epoch| format!("resumed from epoch {epoch}"));
                 match self.record_outputs(i, done.key, &done.outputs, secs, done.summary) {
                     Ok(()) => {

@@ -507,6 +507,11 @@ impl<'a> StageContext<'a> {
     }
 }
 
+/// The record key under which a stage that continued interrupted work from its
+/// [`StageContext::resume_dir`] states the epoch it resumed at; the executor then says so on
+/// the stage's `[done]` line, whose wall time counts only that run.
+pub const RESUMED_FROM_EPOCH: &str = "resumed_from_epoch";
+
 /// Maps YAML `kind:` strings to implementations.
 #[derive(Default)]
 pub struct Registry {

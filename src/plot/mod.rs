@@ -191,24 +191,22 @@ pub fn line_plot_with(
                 .collect()
         })
         .collect();
-    // Palette colours in order, except that a reference line takes its series' colour.
+    // Palette colours in order over the lines that are not references; a reference line then
+    // takes its line's colour.
     let mut own = 0;
-    let colours: Vec<RGBColor> = series
+    let mut colours: Vec<RGBColor> = series
         .iter()
-        .map(|s| match s.reference_for {
-            Some(i) => {
-                let before = series[..i.min(series.len())]
-                    .iter()
-                    .filter(|t| t.reference_for.is_none())
-                    .count();
-                PALETTE[before % PALETTE.len()]
-            }
-            None => {
-                own += 1;
-                PALETTE[(own - 1) % PALETTE.len()]
-            }
+        .map(|s| {
+            let c = PALETTE[own % PALETTE.len()];
+            own += usize::from(s.reference_for.is_none());
+            c
         })
         .collect();
+    for (j, s) in series.iter().enumerate() {
+        if let Some(i) = s.reference_for.filter(|&i| i < series.len()) {
+            colours[j] = colours[i];
+        }
+    }
     // A log axis is plotters' log coordinate over the padded range with ticks at 1, 2, 5, 10, …
     // in data units ([`log_ticks`]); a linear one the padded range itself.
     let (lx0, lx1) = (10f64.powf(x0), 10f64.powf(x1));

@@ -39,7 +39,7 @@ use crate::model::encoder::EncoderConfig;
 use crate::model::lowrank::ModelConfig;
 use crate::pipeline::stage::{
     canonical_params, InputSpec, OutputSpec, ParamError, ProgressHandle, Stage, StageContext,
-    StageError,
+    StageError, RESUMED_FROM_EPOCH,
 };
 use crate::pipeline::table::Table;
 use crate::plot::{line_plot, Series};
@@ -497,7 +497,7 @@ impl Stage for FitStage {
         ctx.record("train_seconds", seconds);
         ctx.record("seconds_per_epoch", seconds / records.len().max(1) as f64);
         if let Some(at) = resumed_at {
-            ctx.record("resumed_from_epoch", at);
+            ctx.record(RESUMED_FROM_EPOCH, at);
         }
         Ok(())
     }
