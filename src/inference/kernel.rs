@@ -183,7 +183,7 @@ pub fn frozen_identity(c: &ModelConfig, m: &[f64]) -> bool {
 /// this padding made the EEG reverse kernel several times faster.
 pub fn row_stride(n: usize) -> usize {
     let s = n.div_ceil(LANES) * LANES;
-    if (s * std::mem::size_of::<f64>()) % 1024 == 0 {
+    if (s * std::mem::size_of::<f64>()).is_multiple_of(1024) {
         s + LANES
     } else {
         s

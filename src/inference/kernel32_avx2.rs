@@ -150,7 +150,7 @@ fn check(w: &Weights<'_>, lo: &Weights32, r: usize, z: &[f64], ext: Option<&[f64
         lo.mt.len() >= len && lo.n.len() >= len && lo.h.len() == n,
         "f32 weights are R rows of N"
     );
-    assert!(z.len() % r == 0, "states are K × R");
+    assert!(z.len().is_multiple_of(r), "states are K × R");
     assert!(
         ext.is_none_or(|e| e.len() == n),
         "input current has N entries"

@@ -43,7 +43,7 @@ fn check(w: &Weights<'_>, r: usize, z: &[f64], ext: Option<&[f64]>) {
         w.mt.len() >= len && w.n.len() >= len,
         "weights are R rows of N"
     );
-    assert!(z.len() % r == 0, "states are K × R");
+    assert!(z.len().is_multiple_of(r), "states are K × R");
     assert!(
         ext.is_none_or(|e| e.len() == n),
         "input current has N entries"

@@ -4,9 +4,12 @@
 //! matrices that depend only on the parameters (the proposal's OMA, Lq, Lz, Lz⁻¹ and the
 //! loading B). A general GEMM packs that matrix again at every call, and with K = 10 rows its
 //! 8-row micro-kernel runs a second, mostly empty row panel. [`PackedB`] packs the matrix once
-//! per call, in panels of 8 columns, and [`PackedB::mul`] runs a 4-row × 8-column AVX2/FMA
-//! micro-kernel over it (a portable loop elsewhere). The summation order over the inner
-//! dimension is fixed (ascending), so results do not depend on the thread count.
+//! per call, in panels of 8 columns, and [`PackedB::mul`] runs a micro-kernel over it: 10 rows
+//! × 8 columns in AVX-512 (one register per row), 5 rows × 8 columns in AVX2/FMA (two per
+//! row), a portable loop elsewhere. Both kernels keep enough independent accumulators to cover
+//! the FMA latency (a row block of 1 keeps only two), and both compute each entry as the same
+//! chain of fused multiply-adds in ascending order over the inner dimension, so their results
+//! are the same bits: they depend neither on the CPU's vector width nor on the thread count.
 
 /// Panel width in columns (two AVX2 registers of f64).
 const W: usize = 8;
@@ -68,11 +71,18 @@ impl PackedB {
         assert!(a.len() >= (m - 1) * lda + k, "packed gemm: A out of bounds");
         assert!(c.len() >= (m - 1) * ldc + n, "packed gemm: C out of bounds");
         #[cfg(target_arch = "x86_64")]
-        if super::kernel::fma_available() {
-            // SAFETY: AVX2 and FMA are available (checked just above); the extents of A and C
-            // are checked above and the panels have ⌈n/8⌉·k·8 entries by construction.
-            unsafe { avx2::mul(self, m, a, lda, add, c, ldc) };
-            return;
+        {
+            if std::is_x86_feature_detected!("avx512f") {
+                // SAFETY: AVX-512F is available (checked just above); the extents of A and C
+                // are checked above and the panels have ⌈n/8⌉·k·8 entries by construction.
+                unsafe { avx512::mul(self, m, a, lda, add, c, ldc) };
+                return;
+            }
+            if super::kernel::fma_available() {
+                // SAFETY: as above, with AVX2 and FMA available.
+                unsafe { avx2::mul(self, m, a, lda, add, c, ldc) };
+                return;
+            }
         }
         self.mul_portable(m, a, lda, add, c, ldc);
     }
@@ -129,14 +139,20 @@ mod avx2 {
                 ldc,
                 cols: W.min(n - p * W),
             };
+            // Blocks of 5 rows: 10 accumulators (two per row) cover the FMA latency; the tail
+            // block takes the 1–4 rows left.
             let mut i = 0;
-            while i + 4 <= m {
-                panel.block::<4>(i, c, i * ldc + p * W);
-                i += 4;
+            while i + 5 <= m {
+                panel.block::<5>(i, c, i * ldc + p * W);
+                i += 5;
             }
-            while i < m {
-                panel.block::<1>(i, c, i * ldc + p * W);
-                i += 1;
+            let c0 = i * ldc + p * W;
+            match m - i {
+                0 => {}
+                1 => panel.block::<1>(i, c, c0),
+                2 => panel.block::<2>(i, c, c0),
+                3 => panel.block::<3>(i, c, c0),
+                _ => panel.block::<4>(i, c, c0),
             }
         }
     }
@@ -190,6 +206,97 @@ mod avx2 {
     }
 }
 
+/// The AVX-512 kernel: one 8-lane register per row of a block, 10 rows at a time (10
+/// independent accumulators, against 2 × 4 FMAs in flight on two pipes of latency 4).
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::{PackedB, W};
+    use std::arch::x86_64::*;
+
+    /// See [`PackedB::mul`]; the caller has checked the extents and the CPU features.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn mul(
+        b: &PackedB,
+        m: usize,
+        a: &[f64],
+        lda: usize,
+        add: bool,
+        c: &mut [f64],
+        ldc: usize,
+    ) {
+        let (k, n) = (b.k, b.n);
+        for p in 0..n.div_ceil(W) {
+            let (l0, l1) = b.rows[p];
+            let panel = Panel {
+                b: b.panels.as_ptr().add((p * k + l0) * W),
+                depth: l1 - l0,
+                a: a.as_ptr().add(l0),
+                lda,
+                add,
+                ldc,
+                cols: W.min(n - p * W),
+            };
+            let mut i = 0;
+            while i + 10 <= m {
+                panel.block::<10>(i, c, i * ldc + p * W);
+                i += 10;
+            }
+            let c0 = i * ldc + p * W;
+            match m - i {
+                0 => {}
+                1 => panel.block::<1>(i, c, c0),
+                2 => panel.block::<2>(i, c, c0),
+                3 => panel.block::<3>(i, c, c0),
+                4 => panel.block::<4>(i, c, c0),
+                5 => panel.block::<5>(i, c, c0),
+                6 => panel.block::<6>(i, c, c0),
+                7 => panel.block::<7>(i, c, c0),
+                8 => panel.block::<8>(i, c, c0),
+                _ => panel.block::<9>(i, c, c0),
+            }
+        }
+    }
+
+    /// As the AVX2 kernel's panel.
+    struct Panel {
+        b: *const f64,
+        depth: usize,
+        a: *const f64,
+        lda: usize,
+        add: bool,
+        ldc: usize,
+        cols: usize,
+    }
+
+    impl Panel {
+        /// A's rows i..i + ROWS times the panel into C's rows from `c0`.
+        #[inline(always)]
+        unsafe fn block<const ROWS: usize>(&self, i: usize, c: &mut [f64], c0: usize) {
+            let (panel, k, lda, ldc, cols) = (self.b, self.depth, self.lda, self.ldc, self.cols);
+            let a = self.a.add(i * lda);
+            let mut acc = [_mm512_setzero_pd(); ROWS];
+            for l in 0..k {
+                let bl = _mm512_loadu_pd(panel.add(l * W));
+                for (r, s) in acc.iter_mut().enumerate() {
+                    *s = _mm512_fmadd_pd(_mm512_set1_pd(*a.add(r * lda + l)), bl, *s);
+                }
+            }
+            for (r, s) in acc.iter().enumerate() {
+                let mut out = [0.0f64; W];
+                _mm512_storeu_pd(out.as_mut_ptr(), *s);
+                let row = &mut c[c0 + r * ldc..c0 + r * ldc + cols];
+                if self.add {
+                    for (cj, v) in row.iter_mut().zip(out) {
+                        *cj += v;
+                    }
+                } else {
+                    row.copy_from_slice(&out[..cols]);
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -214,6 +321,40 @@ mod tests {
         c
     }
 
+    /// Each vector kernel this CPU has, run directly (set, then added into ones): its name
+    /// and both results in one vector.
+    fn kernels_by_width(
+        packed: &PackedB,
+        m: usize,
+        a: &[f64],
+        lda: usize,
+        n: usize,
+    ) -> Vec<(&'static str, Vec<f64>)> {
+        let mut out = Vec::new();
+        #[cfg(target_arch = "x86_64")]
+        {
+            type Kernel = unsafe fn(&PackedB, usize, &[f64], usize, bool, &mut [f64], usize);
+            let run = |f: Kernel| {
+                let mut set = vec![f64::NAN; m * n];
+                let mut add = vec![1.0; m * n];
+                // SAFETY: the caller checked the CPU feature; the extents are the test's own.
+                unsafe {
+                    f(packed, m, a, lda, false, &mut set, n);
+                    f(packed, m, a, lda, true, &mut add, n);
+                }
+                set.extend(add);
+                set
+            };
+            if crate::inference::kernel::fma_available() {
+                out.push(("avx2", run(avx2::mul)));
+            }
+            if std::is_x86_feature_detected!("avx512f") {
+                out.push(("avx512", run(avx512::mul)));
+            }
+        }
+        out
+    }
+
     /// Against the naive product: shapes with row and column tails, a transposed B, a lda
     /// wider than k, and the accumulating form.
     #[test]
@@ -233,6 +374,8 @@ mod tests {
             (1, 1, 1, false),
             (9, 16, 9, true),
             (10, 24, 24, true),
+            (17, 30, 30, false),
+            (64, 9, 20, true),
         ]
         .map(|(m, k, n, t)| (m, k, n, k + usize::from(t), t))
         {
@@ -259,6 +402,17 @@ mod tests {
             packed.mul_portable(m, &a, lda, false, &mut portable, n);
             let mut acc = vec![1.0; m * n];
             packed.mul(m, &a, lda, true, &mut acc, n);
+            let by_width = kernels_by_width(&packed, m, &a, lda, n);
+            for (name, got) in &by_width {
+                // The vector kernels run the same FMA chains: the same bits, set and added.
+                assert!(
+                    got.iter()
+                        .zip(&by_width[0].1)
+                        .all(|(x, y)| x.to_bits() == y.to_bits()),
+                    "{name} differs from {} at ({m}, {k}, {n})",
+                    by_width[0].0
+                );
+            }
             for i in 0..m * n {
                 for (got, what) in [
                     (c[i], "set"),

@@ -65,7 +65,7 @@ pub fn bits_per_spike(
     n_neurons: usize,
 ) -> Result<f64, MetricsError> {
     check(rates, spikes)?;
-    if n_neurons == 0 || spikes.len() % n_neurons != 0 {
+    if n_neurons == 0 || !spikes.len().is_multiple_of(n_neurons) {
         return Err(MetricsError::Shape {
             arg: "spikes",
             got: format!("{} values", spikes.len()),
@@ -105,8 +105,8 @@ pub fn concat_last_axis(
 ) -> Result<Vec<f64>, MetricsError> {
     if n_a == 0
         || n_b == 0
-        || a.len() % n_a != 0
-        || b.len() % n_b != 0
+        || !a.len().is_multiple_of(n_a)
+        || !b.len().is_multiple_of(n_b)
         || a.len() / n_a != b.len() / n_b
     {
         return Err(MetricsError::Shape {
@@ -170,7 +170,8 @@ pub fn ridge_fit(
     alpha: f64,
 ) -> Result<RidgeModel, MetricsError> {
     let (p, q) = (n_features, n_outputs);
-    if p == 0 || q == 0 || x.is_empty() || x.len() % p != 0 || y.len() != x.len() / p * q {
+    if p == 0 || q == 0 || x.is_empty() || !x.len().is_multiple_of(p) || y.len() != x.len() / p * q
+    {
         return Err(MetricsError::Shape {
             arg: "y",
             got: format!("x {} values, y {} values", x.len(), y.len()),
@@ -227,7 +228,7 @@ pub fn ridge_fit(
 pub fn r2_score(y_true: &[f64], y_pred: &[f64], n_outputs: usize) -> Result<f64, MetricsError> {
     if y_true.len() != y_pred.len()
         || n_outputs == 0
-        || y_true.len() % n_outputs != 0
+        || !y_true.len().is_multiple_of(n_outputs)
         || y_true.is_empty()
     {
         return Err(MetricsError::Shape {
@@ -355,7 +356,10 @@ pub fn eval_psth(
     n_neurons: usize,
 ) -> Result<f64, MetricsError> {
     let block = n_time * n_neurons;
-    if block == 0 || psth.len() != cond_trials.len() * block || eval_rates.len() % block != 0 {
+    if block == 0
+        || psth.len() != cond_trials.len() * block
+        || !eval_rates.len().is_multiple_of(block)
+    {
         return Err(MetricsError::Shape {
             arg: "psth / eval_rates",
             got: format!("{} / {} values", psth.len(), eval_rates.len()),

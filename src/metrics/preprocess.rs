@@ -55,7 +55,7 @@ pub fn convolve_columns_reflect(
             min: 1,
         });
     }
-    if weights.len() % 2 == 0 {
+    if weights.len().is_multiple_of(2) {
         return Err(MetricsError::Parameter {
             arg: "weights",
             value: format!("length {}", weights.len()),
@@ -82,7 +82,7 @@ pub fn convolve_columns_reflect(
 
 /// Smooth every channel with the unnormalised Hann(`window_len`) window (SPEC §3.2; the paper uses 15).
 pub fn smooth_hann(series: SeriesView<'_>, window_len: usize) -> Result<Vec<f64>, MetricsError> {
-    if window_len % 2 == 0 {
+    if window_len.is_multiple_of(2) {
         return Err(MetricsError::Parameter {
             arg: "window_len",
             value: window_len.to_string(),
@@ -132,7 +132,7 @@ pub fn unsmooth_hann(
     window_len: usize,
     floor: f64,
 ) -> Result<UnsmoothReport, MetricsError> {
-    if window_len % 2 == 0 {
+    if window_len.is_multiple_of(2) {
         return Err(MetricsError::Parameter {
             arg: "window_len",
             value: window_len.to_string(),

@@ -130,7 +130,7 @@ pub fn welch_psd(x: &[f64], fs: f64, nperseg: usize) -> Result<(Vec<f64>, Vec<f6
     for (k, p) in psd.iter_mut().enumerate() {
         *p /= segments as f64;
         // One-sided: double everything but DC (and Nyquist for even m).
-        if k != 0 && !(m % 2 == 0 && k == m / 2) {
+        if k != 0 && !(m.is_multiple_of(2) && k == m / 2) {
             *p *= 2.0;
         }
     }

@@ -839,7 +839,7 @@ impl ModelConfig {
         seed: u64,
     ) -> Result<Rollout, ModelError> {
         let du = self.dim_u;
-        if du == 0 || u.len() % du != 0 || u.is_empty() {
+        if du == 0 || !u.len().is_multiple_of(du) || u.is_empty() {
             return Err(ModelError::Params(format!(
                 "the stimulus has {} values; the model takes dim_u = {du} inputs (du × T)",
                 u.len()

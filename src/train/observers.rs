@@ -23,7 +23,7 @@ impl<W: Write> LineLogger<W> {
 
 impl<W: Write> Observer for LineLogger<W> {
     fn observe_epoch(&mut self, record: &EpochRecord) {
-        if (record.epoch + 1) % self.every != 0 {
+        if !(record.epoch + 1).is_multiple_of(self.every) {
             return;
         }
         let mut line = format!(

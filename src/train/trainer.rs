@@ -548,7 +548,7 @@ fn run_loop<O: Objective>(
         }
         if let Some(policy) = &run.checkpoint {
             if policy.every_epochs > 0
-                && state.epoch % policy.every_epochs == 0
+                && state.epoch.is_multiple_of(policy.every_epochs)
                 && state.epoch < config.n_epochs
             {
                 write_checkpoint(policy, objective, &train_config_json, &state, None)?;
@@ -617,7 +617,7 @@ fn early_stop(config: &TrainConfig, state: &TrainState, record: &EpochRecord) ->
         }
     }
     if let Some(stop) = &config.stop_below {
-        if (record.epoch + 1) % stop.every_epochs == 0 {
+        if (record.epoch + 1).is_multiple_of(stop.every_epochs) {
             if let Some(value) = record.diagnostic(&stop.name) {
                 if value < stop.threshold {
                     return Some(EarlyStop::DiagnosticBelow {
