@@ -148,6 +148,11 @@ enum Command {
         /// Only the cases whose name contains this text (e.g. `--case "N=512 R=3"`).
         #[arg(long)]
         case: Option<String>,
+        /// `bench train` only: the reference's seconds per epoch for a case, measured on this
+        /// machine (e.g. by `scripts/reference-bench.py`), in place of the stated figure;
+        /// repeatable. CASE starts a case key: eeg, continuous, poisson, full-rank 30, …
+        #[arg(long = "reference", value_name = "CASE=SECONDS")]
+        references: Vec<String>,
     },
     /// The stage kinds this build knows.
     Kinds,
@@ -450,7 +455,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Bench { area, case } => run_bench(&area, case.as_deref(), &registry),
+        Command::Bench {
+            area,
+            case,
+            references,
+        } => run_bench(&area, case.as_deref(), &references, &registry),
         Command::Exec(args) => {
             for (name, path) in exec::run_exec(&args, &registry)? {
                 println!("{name}: {}", path.display());
@@ -745,7 +754,48 @@ const BENCH_AREAS: &[&str] = &[
     "encoder",
 ];
 
-fn run_bench(area: &str, case: Option<&str>, registry: &Registry) -> anyhow::Result<ExitCode> {
+/// `--reference CASE=SECONDS` values, checked: CASE must start a `bench train` case key and
+/// SECONDS be a positive number.
+fn parse_references(given: &[String]) -> anyhow::Result<Vec<(String, f64)>> {
+    use lowrank_smc::inference::bench::TRAIN_CASE_KEYS;
+    given
+        .iter()
+        .map(|g| {
+            let (case, secs) = g.split_once('=').with_context(|| {
+                format!("--reference `{g}`: expected CASE=SECONDS, e.g. eeg=4.28")
+            })?;
+            let case = case.trim().to_lowercase();
+            if case.is_empty() || !TRAIN_CASE_KEYS.iter().any(|k| k.starts_with(&case)) {
+                anyhow::bail!(
+                    "--reference `{g}`: no `bench train` case starts with `{case}` (cases: {})",
+                    TRAIN_CASE_KEYS.join(", ")
+                );
+            }
+            let secs: f64 = secs
+                .trim()
+                .parse()
+                .ok()
+                .filter(|s: &f64| s.is_finite() && *s > 0.0)
+                .with_context(|| {
+                    format!(
+                        "--reference `{g}`: SECONDS must be a positive number of seconds per epoch"
+                    )
+                })?;
+            Ok((case, secs))
+        })
+        .collect()
+}
+
+fn run_bench(
+    area: &str,
+    case: Option<&str>,
+    references: &[String],
+    registry: &Registry,
+) -> anyhow::Result<ExitCode> {
+    if !references.is_empty() && area != "train" {
+        anyhow::bail!("--reference applies to `bench train` only (got `bench {area}`)");
+    }
+    let references = parse_references(references)?;
     let lines: Vec<String> = match area {
         "engine" => bench::bench_engine(registry)
             .map_err(anyhow::Error::msg)?
@@ -782,7 +832,7 @@ fn run_bench(area: &str, case: Option<&str>, registry: &Registry) -> anyhow::Res
                     .flatten()
             };
             // Long cases: print each line as soon as it is measured.
-            lowrank_smc::inference::bench::bench_train(recording, case, &mut |line| {
+            lowrank_smc::inference::bench::bench_train(recording, case, &references, &mut |line| {
                 println!("{line}")
             });
             Vec::new()

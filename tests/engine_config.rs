@@ -198,6 +198,33 @@ fn missing_pipeline_file_and_bad_flags() {
         "{}",
         bench.stderr
     );
+    // `--reference` is checked before anything is measured.
+    for (args, says) in [
+        (
+            &["bench", "train", "--reference", "eeg"][..],
+            "expected CASE=SECONDS",
+        ),
+        (
+            &["bench", "train", "--reference", "gpu=1"],
+            "no `bench train` case starts with `gpu`",
+        ),
+        (
+            &["bench", "train", "--reference", "eeg=-1"],
+            "SECONDS must be a positive number",
+        ),
+        (
+            &["bench", "train", "--reference", "poisson=NaN"],
+            "SECONDS must be a positive number",
+        ),
+        (
+            &["bench", "engine", "--reference", "eeg=1"],
+            "applies to `bench train` only",
+        ),
+    ] {
+        let ran = project.run(args);
+        assert_ne!(ran.code, 0, "{args:?}");
+        assert!(ran.stderr.contains(says), "{args:?}: {}", ran.stderr);
+    }
 }
 
 #[test]

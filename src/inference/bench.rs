@@ -40,6 +40,9 @@ pub struct TrainBenchLine {
     pub seconds_per_epoch: f64,
     /// Reference seconds per epoch (`None`: not measured with the reference code).
     pub reference: Option<f64>,
+    /// Whether `reference` was given on the command line (`bench train --reference`) rather
+    /// than the figure stated in the issue.
+    pub reference_given: bool,
     /// Peak RSS in MB after the case.
     pub peak_rss_mb: Option<f64>,
 }
@@ -48,7 +51,12 @@ impl std::fmt::Display for TrainBenchLine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let ratio = match self.reference {
             Some(r) => format!(
-                "reference {r:.1} s/epoch · {:.1}× faster (goal ≥ 30×)",
+                "reference {r:.2} s/epoch{} · {:.1}× faster (goal ≥ 30×)",
+                if self.reference_given {
+                    " (given)"
+                } else {
+                    " (stated)"
+                },
                 r / self.seconds_per_epoch
             ),
             None => "reference not measured".to_string(),
@@ -82,6 +90,7 @@ pub fn bench_train_eeg(
         ),
         seconds_per_epoch: best,
         reference: Some(7.5),
+        reference_given: false,
         peak_rss_mb: peak_rss_mb(),
     }
 }
@@ -102,6 +111,7 @@ pub fn bench_train_full_rank(
         ),
         seconds_per_epoch: best,
         reference: None,
+        reference_given: false,
         peak_rss_mb: peak_rss_mb(),
     }
 }
@@ -243,6 +253,7 @@ pub fn bench_train_continuous(repeats: usize, precision: Precision) -> TrainBenc
         ),
         seconds_per_epoch: secs,
         reference: Some(5.0),
+        reference_given: false,
         peak_rss_mb: peak_rss_mb(),
     }
 }
@@ -332,17 +343,50 @@ pub fn bench_train_poisson(repeats: usize, precision: Precision) -> TrainBenchLi
         ),
         seconds_per_epoch: secs,
         reference: Some(22.5),
+        reference_given: false,
         peak_rss_mb: peak_rss_mb(),
+    }
+}
+
+/// The case keys `bench train` knows ("eeg f64", "full-rank 30 f64", "poisson f32", …).
+pub const TRAIN_CASE_KEYS: [&str; 8] = [
+    "eeg f64",
+    "full-rank 30 f64",
+    "full-rank 128 f64",
+    "continuous f64",
+    "poisson f64",
+    "eeg f32",
+    "continuous f32",
+    "poisson f32",
+];
+
+/// Replaces the stated reference of the case `key` by the first of `given` (`(CASE, seconds)`
+/// pairs from `--reference`) whose CASE starts the key: `eeg` applies to "eeg f64" and
+/// "eeg f32", `full-rank 30` to "full-rank 30 f64".
+pub fn apply_reference(line: &mut TrainBenchLine, key: &str, given: &[(String, f64)]) {
+    if let Some(&(_, secs)) = given
+        .iter()
+        .find(|(case, _)| key.starts_with(&case.to_lowercase()))
+    {
+        line.reference = Some(secs);
+        line.reference_given = true;
     }
 }
 
 /// All `bench train` cases whose name contains `filter` (all without one), each line passed to
 /// `out` as soon as it is measured. `recording` is the EEG array when it is available.
+/// `references` replace the stated reference figures (see [`apply_reference`]), e.g. with the
+/// reference code timed on this machine by `scripts/reference-bench.py`.
 pub fn bench_train(
     recording: impl FnOnce() -> Option<Sequences<f64>>,
     filter: Option<&str>,
+    references: &[(String, f64)],
     out: &mut dyn FnMut(String),
 ) {
+    let mut out = |key: &str, mut line: TrainBenchLine| {
+        apply_reference(&mut line, key, references);
+        out(line.to_string());
+    };
     // Case keys "eeg f64", "eeg f32", "full-rank 30 f64", "full-rank 128 f64", "continuous
     // f64", …: `--case eeg` runs both precisions, `--case full-rank` both baselines, `--case
     // f32` every f32 case (case-insensitive).
@@ -355,7 +399,10 @@ pub fn bench_train(
             if let Some(load) = recording.take() {
                 eeg_data = load();
             }
-            out(bench_train_eeg(eeg_data.clone(), 3, precision).to_string());
+            out(
+                &format!("eeg {p}"),
+                bench_train_eeg(eeg_data.clone(), 3, precision),
+            );
         }
         // Table 1's two baselines: dz = 30 best of 2 epochs, dz = 128 (≈ 3.5 s) one epoch.
         for (dz, repeats) in [(30, 2), (128, 1)] {
@@ -363,14 +410,63 @@ pub fn bench_train(
                 if let Some(load) = recording.take() {
                     eeg_data = load();
                 }
-                out(bench_train_full_rank(eeg_data.clone(), dz, repeats).to_string());
+                out(
+                    &format!("full-rank {dz} f64"),
+                    bench_train_full_rank(eeg_data.clone(), dz, repeats),
+                );
             }
         }
         if wanted(&format!("continuous {p}")) {
-            out(bench_train_continuous(2, precision).to_string());
+            out(
+                &format!("continuous {p}"),
+                bench_train_continuous(2, precision),
+            );
         }
         if wanted(&format!("poisson {p}")) {
-            out(bench_train_poisson(3, precision).to_string());
+            out(&format!("poisson {p}"), bench_train_poisson(3, precision));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(reference: Option<f64>) -> TrainBenchLine {
+        TrainBenchLine {
+            case: "train x".into(),
+            seconds_per_epoch: 0.5,
+            reference,
+            reference_given: false,
+            peak_rss_mb: None,
+        }
+    }
+
+    /// A given reference replaces the stated one only for the cases its CASE starts, and the
+    /// line says which figure its ratio uses.
+    #[test]
+    fn given_references_replace_the_stated_ones_by_case_prefix() {
+        let given = vec![("eeg".to_string(), 4.0), ("full-rank 30".to_string(), 2.0)];
+        let mut eeg32 = line(Some(7.5));
+        apply_reference(&mut eeg32, "eeg f32", &given);
+        assert_eq!((eeg32.reference, eeg32.reference_given), (Some(4.0), true));
+        assert!(eeg32
+            .to_string()
+            .contains("reference 4.00 s/epoch (given) · 8.0× faster"));
+        let mut poisson = line(Some(22.5));
+        apply_reference(&mut poisson, "poisson f64", &given);
+        assert_eq!(
+            (poisson.reference, poisson.reference_given),
+            (Some(22.5), false)
+        );
+        assert!(poisson.to_string().contains("(stated) · 45.0× faster"));
+        let mut wide = line(None);
+        apply_reference(&mut wide, "full-rank 128 f64", &given);
+        assert_eq!(wide.reference, None);
+        apply_reference(&mut wide, "full-rank 30 f64", &given);
+        assert_eq!(wide.reference, Some(2.0));
+        for key in ["eeg", "full-rank 30", "poisson f32", "continuous"] {
+            assert!(TRAIN_CASE_KEYS.iter().any(|k| k.starts_with(key)), "{key}");
         }
     }
 }
