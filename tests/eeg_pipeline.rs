@@ -186,3 +186,67 @@ fn quick_profile_runs_end_to_end() {
         .count();
     assert_eq!(verdicts, 9, "{text}");
 }
+
+/// `--profile paper-no128` is the paper DAG without the dz = 128 baseline: the dz = 30 and
+/// rank-3 stages keep their paper params and inputs (so a paper run's fits are reused), and no
+/// dz = 128 stage exists.
+#[test]
+fn paper_no128_profile_is_the_paper_run_without_dz_128() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    std::fs::copy(root.join("pipeline.yaml"), d.join("pipeline.yaml")).unwrap();
+    copy_dir(&root.join("stages"), &d.join("stages"));
+    copy_dir(&root.join("datasets"), &d.join("datasets"));
+    // `show` without the profile line: params, inputs and outputs, from which the cache key
+    // is made (the key itself is only shown once the upstream stages have run).
+    let shown = |profile: &str, stage: &str| {
+        let (code, text) = run(d, &["show", "--profile", profile, stage]);
+        assert_eq!(code, 0, "{profile} {stage}: {text}");
+        assert!(text.contains("\"seed\""), "{text}");
+        text.lines()
+            .filter(|l| !l.starts_with("profile:"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    for stage in [
+        "eeg.fit_full_rank[dz=30,seed=20]",
+        "eeg.evaluate_full_rank[dz=30,seed=1]",
+        "eeg.fit[seed=7]",
+    ] {
+        assert_eq!(
+            shown("paper", stage),
+            shown("paper-no128", stage),
+            "{stage}"
+        );
+    }
+    let (code, text) = run(
+        d,
+        &[
+            "show",
+            "--profile",
+            "paper-no128",
+            "eeg.fit_full_rank[dz=128,seed=1]",
+        ],
+    );
+    assert_ne!(code, 0, "{text}");
+    assert!(text.contains("no stage"), "{text}");
+    let (code, plan) = run(
+        d,
+        &[
+            "run",
+            "--profile",
+            "paper-no128",
+            "--dry-run",
+            "--stage",
+            "eeg.table1",
+        ],
+    );
+    assert_eq!(code, 0, "{plan}");
+    assert!(
+        plan.contains("eeg.evaluate_full_rank[dz=30,seed=20]"),
+        "{plan}"
+    );
+    assert!(plan.contains("eeg.evaluate[seed=20]"), "{plan}");
+    assert!(!plan.contains("dz=128"), "{plan}");
+}
