@@ -360,13 +360,14 @@ pub const TRAIN_CASE_KEYS: [&str; 8] = [
     "poisson f32",
 ];
 
-/// Replaces the stated reference of the case `key` by the first of `given` (`(CASE, seconds)`
-/// pairs from `--reference`) whose CASE starts the key: `eeg` applies to "eeg f64" and
-/// "eeg f32", `full-rank 30` to "full-rank 30 f64".
+/// Replaces the stated reference of the case `key` by the one of `given` (`(CASE, seconds)`
+/// pairs from `--reference`) whose CASE starts the key, the longest such CASE if several do:
+/// `eeg` applies to "eeg f64" and "eeg f32", but `eeg f32` given as well wins for "eeg f32".
 pub fn apply_reference(line: &mut TrainBenchLine, key: &str, given: &[(String, f64)]) {
     if let Some(&(_, secs)) = given
         .iter()
-        .find(|(case, _)| key.starts_with(&case.to_lowercase()))
+        .filter(|(case, _)| key.starts_with(&case.to_lowercase()))
+        .max_by_key(|(case, _)| case.len())
     {
         line.reference = Some(secs);
         line.reference_given = true;
@@ -446,7 +447,14 @@ mod tests {
     /// line says which figure its ratio uses.
     #[test]
     fn given_references_replace_the_stated_ones_by_case_prefix() {
-        let given = vec![("eeg".to_string(), 4.0), ("full-rank 30".to_string(), 2.0)];
+        let given = vec![
+            ("eeg".to_string(), 4.0),
+            ("full-rank 30".to_string(), 2.0),
+            ("eeg f64".to_string(), 5.0),
+        ];
+        let mut eeg64 = line(Some(7.5));
+        apply_reference(&mut eeg64, "eeg f64", &given);
+        assert_eq!(eeg64.reference, Some(5.0), "the longest matching CASE wins");
         let mut eeg32 = line(Some(7.5));
         apply_reference(&mut eeg32, "eeg f32", &given);
         assert_eq!((eeg32.reference, eeg32.reference_given), (Some(4.0), true));
