@@ -107,6 +107,20 @@ fn quick_profile_runs_end_to_end() {
         assert!(table.contains(needle), "{needle} missing:\n{table}");
     }
 
+    // The fixed points of the fitted models: each row knows its seed (a text label) and says
+    // what the model was fitted to; the table scored no data and says so.
+    let fp = std::fs::read_to_string(d.join("results/eeg/fixed_points_table/long.md")).unwrap();
+    assert!(
+        fp.contains("| 1 | n_stable |") && !fp.contains("| -1 |"),
+        "seeds missing:\n{fp}"
+    );
+    assert!(fp.contains("none (computed from the model)"), "{fp}");
+    let fp = std::fs::read_to_string(d.join("results/eeg/fixed_points_table/table.md")).unwrap();
+    assert!(
+        fp.contains("unsmoothed copy rebuilt"),
+        "trained_on missing:\n{fp}"
+    );
+
     let ts = std::fs::read_to_string(d.join("results/teacher_student/summary/table.md")).unwrap();
     for needle in [
         "osc_continuous_optimal",

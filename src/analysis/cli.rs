@@ -38,6 +38,21 @@ pub fn load_map(path: &Path) -> anyhow::Result<PwlMap> {
     )?)
 }
 
+/// What a model file was fitted to, for the `trained_on` column of tables made from the model
+/// alone: a fitted `model.h5`'s recorded `data_source` (`unknown` when it has none), or
+/// `not recorded (JSON map <file name>)` for a JSON map or teacher file, which record none.
+pub fn trained_on(path: &Path) -> String {
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    if ext == "json" {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("?");
+        return format!("not recorded (JSON map {name})");
+    }
+    crate::stages::fit::load_model(path)
+        .ok()
+        .and_then(|m| m.data_source)
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
 fn numbers(v: &Value, field: &str) -> anyhow::Result<Vec<f64>> {
     let flat: Vec<&Value> = match v {
         Value::Array(rows) if rows.iter().all(Value::is_array) => rows

@@ -15,7 +15,9 @@
 //! JSON `model` block (see `lowrank-smc fixed-points --help`).
 //!
 //! Outputs: `table` (one row per fixed point and method: coordinates, eigenvalues, spectral
-//! radius, stability, cost), and with baselines `curve` (method, seed, budget, found, found in
+//! radius, stability, cost), `summary` (one row: the labels, `data_source` = none, since no data
+//! is scored, `trained_on` = what the model was fitted to, rank, units, counts by stability),
+//! and with baselines `curve` (method, seed, budget, found, found in
 //! the exact set) plus the Fig 8 figure; with `phase_portrait` the R = 2 flow field, nullclines
 //! and fixed points.
 
@@ -23,7 +25,7 @@ use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::analysis::cli::load_map;
+use crate::analysis::cli::{load_map, trained_on};
 use crate::analysis::fixed_points::{
     find_fixed_points, FixedPoint, FixedPointSet, Options, PwlMap, Stability,
 };
@@ -135,7 +137,8 @@ impl Stage for FixedPointsStage {
         "fixed_points"
     }
     fn version(&self) -> u32 {
-        3
+        // 4: the summary carries `trained_on` and `data_source`.
+        4
     }
     fn description(&self) -> &'static str {
         "all fixed points (exact), SCYFI / constrained SCYFI / local-search baselines, Fig 8 curve, R = 2 phase portrait"
@@ -308,6 +311,17 @@ impl Stage for FixedPointsStage {
             .with("model", vec![model.clone()])
             .map_err(tab)?;
         summary.push_labels(&p.labels, 1).map_err(tab)?;
+        // Fixed points are a property of the model, scored on no data; say so, and what the
+        // model was fitted to (labels of the same names take precedence).
+        let provenance = [
+            ("data_source", "none (computed from the model)".to_string()),
+            ("trained_on", trained_on(&model_path)),
+        ];
+        for (name, value) in provenance {
+            if summary.column(name).is_none() {
+                summary.push(name, vec![value]).map_err(tab)?;
+            }
+        }
         let columns: [(&str, i64); 6] = [
             ("rank", map.rank as i64),
             ("n_units", map.n_model_units as i64),

@@ -377,10 +377,11 @@ pub fn long_table(
                 .iter()
                 .map(|g| t.column(g).map(|c| c.text(r)).unwrap_or_default())
                 .collect();
+            // A seed given as a label is text ("3"); read it as a number too.
             let s = t
                 .column("seed")
-                .and_then(|c| c.number(r))
-                .map_or(-1, |x| x as i64);
+                .and_then(|c| c.number(r).or_else(|| c.text(r).trim().parse().ok()))
+                .map_or(-1, |x: f64| x as i64);
             let ds = t
                 .column("data_source")
                 .map_or_else(|| "unknown".to_string(), |c| c.text(r));
@@ -433,6 +434,32 @@ mod tests {
         assert_eq!(long.column("value").unwrap().number(3), Some(0.2));
         assert_eq!(long.column("seed").unwrap().number(2), Some(2.0));
         assert_eq!(long.column("data_source").unwrap().text(0), "unknown");
+    }
+
+    #[test]
+    fn long_table_reads_a_seed_label_given_as_text() {
+        // Stage labels (e.g. fixed_points' `labels: {seed: "${seed}"}`) are text columns.
+        let t = Table::new()
+            .with("model", vec!["r3", "r3", "r3"])
+            .unwrap()
+            .with("seed", vec!["7", " 12", "none"])
+            .unwrap()
+            .with("n_stable", vec![4i64, 5, 6])
+            .unwrap();
+        let params = SummarizeParams {
+            group_by: vec!["model".into()],
+            metrics: vec!["n_stable".into()],
+            carry: vec![],
+            keys: BTreeMap::new(),
+            statistic: Statistic::MedianMad,
+            title: String::new(),
+        };
+        let long =
+            long_table(&[("results/eeg/fixed_points/s.parquet".into(), t)], &params).unwrap();
+        let seed = long.column("seed").unwrap();
+        assert_eq!(seed.number(0), Some(7.0));
+        assert_eq!(seed.number(1), Some(12.0));
+        assert_eq!(seed.number(2), Some(-1.0));
     }
 
     fn run_table(variant: &str, seed: i64, d: f64) -> Table {
