@@ -14,13 +14,22 @@ use crate::model::lowrank::Nonlinearity;
 /// with a `model` block in the reference's fixed-point form (`a, W1, W2, h1, h2`: z' =
 /// diag(a) z + W1 relu(W2 z + h2) + h1) or in low-rank form (`a, m, n, h` and `nonlinearity`).
 pub fn load_map(path: &Path) -> anyhow::Result<PwlMap> {
+    load_map_traced(path).map(|(map, _)| map)
+}
+
+/// [`load_map`], with what the model was fitted to, for the `trained_on` column of tables made
+/// from the model alone: a fitted `model.h5`'s recorded `data_source` (`unknown` when it has
+/// none), or `not recorded (JSON map <file name>)` for a JSON map or teacher file.
+pub fn load_map_traced(path: &Path) -> anyhow::Result<(PwlMap, String)> {
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
     if ext == "json" {
         let text = std::fs::read_to_string(path)
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         let doc: Value = serde_json::from_str(&text)
             .map_err(|e| anyhow::anyhow!("{}: not valid JSON: {e}", path.display()))?;
-        return map_from_json(&doc).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()));
+        let map = map_from_json(&doc).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("?");
+        return Ok((map, format!("not recorded (JSON map {name})")));
     }
     // load_model's errors name the file already.
     let fitted = crate::stages::fit::load_model(path).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -28,29 +37,12 @@ pub fn load_map(path: &Path) -> anyhow::Result<PwlMap> {
     let p = c
         .view(&fitted.params)
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    Ok(PwlMap::from_low_rank(
-        p.m,
-        p.n,
-        p.h,
-        p.decay,
-        c.rank,
-        c.nonlinearity,
-    )?)
-}
-
-/// What a model file was fitted to, for the `trained_on` column of tables made from the model
-/// alone: a fitted `model.h5`'s recorded `data_source` (`unknown` when it has none), or
-/// `not recorded (JSON map <file name>)` for a JSON map or teacher file, which record none.
-pub fn trained_on(path: &Path) -> String {
-    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
-    if ext == "json" {
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("?");
-        return format!("not recorded (JSON map {name})");
-    }
-    crate::stages::fit::load_model(path)
-        .ok()
-        .and_then(|m| m.data_source)
-        .unwrap_or_else(|| "unknown".to_string())
+    let map = PwlMap::from_low_rank(p.m, p.n, p.h, p.decay, c.rank, c.nonlinearity)?;
+    let trained_on = fitted
+        .data_source
+        .clone()
+        .unwrap_or_else(|| "unknown".to_string());
+    Ok((map, trained_on))
 }
 
 fn numbers(v: &Value, field: &str) -> anyhow::Result<Vec<f64>> {

@@ -83,6 +83,12 @@ impl Column {
             _ => None,
         }
     }
+    /// Row `row` as a number, also when it is text that reads as one (e.g. a seed given as a
+    /// stage label, "3").
+    pub fn number_or_text(&self, row: usize) -> Option<f64> {
+        self.number(row)
+            .or_else(|| self.text(row).trim().parse::<f64>().ok())
+    }
     /// Row `row` as text, as shown in Markdown.
     pub fn text(&self, row: usize) -> String {
         match self {

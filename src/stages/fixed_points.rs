@@ -25,7 +25,7 @@ use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::analysis::cli::{load_map, trained_on};
+use crate::analysis::cli::load_map_traced;
 use crate::analysis::fixed_points::{
     find_fixed_points, FixedPoint, FixedPointSet, Options, PwlMap, Stability,
 };
@@ -201,7 +201,8 @@ impl Stage for FixedPointsStage {
     fn run(&self, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
         let p: FixedPointsParams = ctx.params_as()?;
         let model_path = ctx.input("model")?.to_path_buf();
-        let map = load_map(&model_path).map_err(|e| StageError::new(format!("{e:#}")))?;
+        let (map, trained_on) =
+            load_map_traced(&model_path).map_err(|e| StageError::new(format!("{e:#}")))?;
         if p.phase_portrait && map.rank != 2 {
             return Err(StageError::new(format!(
                 "params.phase_portrait: {} has rank {}; the phase portrait needs R = 2 (set \
@@ -315,7 +316,7 @@ impl Stage for FixedPointsStage {
         // model was fitted to (labels of the same names take precedence).
         let provenance = [
             ("data_source", "none (computed from the model)".to_string()),
-            ("trained_on", trained_on(&model_path)),
+            ("trained_on", trained_on),
         ];
         for (name, value) in provenance {
             if summary.column(name).is_none() {

@@ -170,15 +170,13 @@ fn series_from(
         let col = table.column(name).ok_or_else(|| missing(name, what))?;
         rows.iter()
             .map(|&r| {
-                col.number(r)
-                    .or_else(|| col.text(r).trim().parse::<f64>().ok())
-                    .ok_or_else(|| {
-                        StageError::new(format!(
-                            "{}: column `{name}` ({what}) row {r} is `{}`, not a number",
-                            path.display(),
-                            col.text(r)
-                        ))
-                    })
+                col.number_or_text(r).ok_or_else(|| {
+                    StageError::new(format!(
+                        "{}: column `{name}` ({what}) row {r} is `{}`, not a number",
+                        path.display(),
+                        col.text(r)
+                    ))
+                })
             })
             .collect()
     };

@@ -380,8 +380,8 @@ pub fn long_table(
             // A seed given as a label is text ("3"); read it as a number too.
             let s = t
                 .column("seed")
-                .and_then(|c| c.number(r).or_else(|| c.text(r).trim().parse().ok()))
-                .map_or(-1, |x: f64| x as i64);
+                .and_then(|c| c.number_or_text(r))
+                .map_or(-1, |x| x as i64);
             let ds = t
                 .column("data_source")
                 .map_or_else(|| "unknown".to_string(), |c| c.text(r));
