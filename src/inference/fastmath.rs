@@ -654,3 +654,199 @@ pub mod avx2_f32 {
         }
     }
 }
+
+/// [`avx2_f32`]'s Poisson-softplus terms on sixteen lanes (AVX-512F): the same operations in
+/// the same order lane by lane, so every lane gives the bits of the eight-lane version.
+#[cfg(target_arch = "x86_64")]
+pub mod avx512_f32 {
+    use std::arch::x86_64::*;
+
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    const SHIFTER: f32 = 12_582_912.0;
+
+    #[inline(always)]
+    unsafe fn fma(a: __m512, b: __m512, c: __m512) -> __m512 {
+        _mm512_fmadd_ps(a, b, c)
+    }
+
+    #[inline(always)]
+    unsafe fn splat(v: f32) -> __m512 {
+        _mm512_set1_ps(v)
+    }
+
+    /// As [`super::avx2_f32::exp8`] on sixteen lanes.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512F.
+    #[inline(always)]
+    pub unsafe fn exp16(x: __m512) -> __m512 {
+        let x = _mm512_min_ps(_mm512_max_ps(x, splat(-87.0)), splat(88.0));
+        let shifted = fma(x, splat(std::f32::consts::LOG2_E), splat(SHIFTER));
+        let n = _mm512_sub_ps(shifted, splat(SHIFTER));
+        let r = fma(n, splat(-LN2_LO), fma(n, splat(-LN2_HI), x));
+        let mut p = splat(1.987_569_1e-4);
+        for c in [
+            1.398_199_9e-3,
+            8.333_452e-3,
+            4.166_579_6e-2,
+            1.666_666_5e-1,
+            0.5,
+        ] {
+            p = fma(p, r, splat(c));
+        }
+        let r2 = _mm512_mul_ps(r, r);
+        let e_r = fma(p, r2, _mm512_add_ps(r, splat(1.0)));
+        let biased = _mm512_add_epi32(_mm512_castps_si512(shifted), _mm512_set1_epi32(127));
+        _mm512_mul_ps(e_r, _mm512_castsi512_ps(_mm512_slli_epi32::<23>(biased)))
+    }
+
+    /// As [`super::avx2_f32::ln8`] on sixteen lanes.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512F.
+    #[inline(always)]
+    pub unsafe fn ln16(x: __m512) -> __m512 {
+        let bits = _mm512_castps_si512(x);
+        let e_int = _mm512_sub_epi32(_mm512_srli_epi32::<23>(bits), _mm512_set1_epi32(126));
+        let m = _mm512_castsi512_ps(_mm512_or_si512(
+            _mm512_and_si512(bits, _mm512_set1_epi32(0x007f_ffff)),
+            _mm512_set1_epi32(0x3f00_0000),
+        ));
+        let mut e = _mm512_cvtepi32_ps(e_int);
+        let small = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(m, splat(std::f32::consts::FRAC_1_SQRT_2));
+        e = _mm512_mask_sub_ps(e, small, e, splat(1.0));
+        // small: f = 2m − 1; otherwise f = m − 1 (m + m is exact, as m + (m & mask) is).
+        let f = _mm512_sub_ps(_mm512_mask_add_ps(m, small, m, m), splat(1.0));
+        let z = _mm512_mul_ps(f, f);
+        let mut p = splat(7.037_683_6e-2);
+        for c in [
+            -1.151_461e-1,
+            1.167_699_9e-1,
+            -1.242_014_1e-1,
+            1.424_932_3e-1,
+            -1.666_805_8e-1,
+            2.000_071_4e-1,
+            -2.499_999_4e-1,
+            3.333_333e-1,
+        ] {
+            p = fma(p, f, splat(c));
+        }
+        let mut y = _mm512_mul_ps(_mm512_mul_ps(p, f), z);
+        y = fma(e, splat(LN2_LO), y);
+        y = fma(z, splat(-0.5), y);
+        fma(e, splat(LN2_HI), _mm512_add_ps(f, y))
+    }
+
+    /// True if any of the sixteen counts is nonzero.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512F.
+    #[inline(always)]
+    pub unsafe fn any_nonzero16(xv: __m512) -> bool {
+        _mm512_cmp_ps_mask::<_CMP_NEQ_UQ>(xv, _mm512_setzero_ps()) != 0
+    }
+
+    /// As [`super::avx2_f32::poisson_softplus8`] on sixteen lanes: (x ln λ − λ, dℓ/dη).
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512F.
+    #[inline(always)]
+    pub unsafe fn poisson_softplus16(h: __m512, xv: __m512, nonzero: bool) -> (__m512, __m512) {
+        let one = splat(1.0);
+        let zero = _mm512_setzero_ps();
+        let twenty = splat(20.0);
+        let e = exp16(_mm512_min_ps(h, twenty));
+        let u = _mm512_add_ps(one, e);
+        let inv_u = _mm512_div_ps(one, u);
+        let sp = _mm512_sub_ps(
+            ln16(u),
+            _mm512_mul_ps(_mm512_sub_ps(_mm512_sub_ps(u, one), e), inv_u),
+        );
+        let lin = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(h, twenty);
+        let sp = _mm512_mask_blend_ps(lin, sp, h);
+        let sig = _mm512_mask_blend_ps(lin, _mm512_mul_ps(e, inv_u), one);
+        let lam = _mm512_add_ps(sp, splat(1e-6));
+        if nonzero {
+            (
+                fma(xv, ln16(lam), _mm512_sub_ps(zero, lam)),
+                _mm512_mul_ps(_mm512_sub_ps(_mm512_div_ps(xv, lam), one), sig),
+            )
+        } else {
+            (_mm512_sub_ps(zero, lam), _mm512_sub_ps(zero, sig))
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+        use crate::inference::fastmath::avx2_f32::{exp8, ln8, poisson_softplus8};
+
+        /// Sixteen lanes give the eight-lane version's bits, lane by lane.
+        #[test]
+        fn sixteen_lanes_give_the_bits_of_eight() {
+            if !(std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("fma")) {
+                return;
+            }
+            #[target_feature(enable = "avx512f,avx2,fma")]
+            unsafe fn check(h: &[f32; 16], x: &[f32; 16]) {
+                let (hv, xv) = (_mm512_loadu_ps(h.as_ptr()), _mm512_loadu_ps(x.as_ptr()));
+                let (mut e16, mut l16, mut t16, mut d16) =
+                    ([0f32; 16], [0f32; 16], [0f32; 16], [0f32; 16]);
+                _mm512_storeu_ps(e16.as_mut_ptr(), exp16(hv));
+                let pos = _mm512_add_ps(_mm512_abs_ps(hv), _mm512_set1_ps(1e-30));
+                _mm512_storeu_ps(l16.as_mut_ptr(), ln16(pos));
+                let nz = any_nonzero16(xv);
+                let (t, d) = poisson_softplus16(hv, xv, nz);
+                _mm512_storeu_ps(t16.as_mut_ptr(), t);
+                _mm512_storeu_ps(d16.as_mut_ptr(), d);
+                for half in 0..2 {
+                    let o = half * 8;
+                    let h8 = _mm256_loadu_ps(h.as_ptr().add(o));
+                    let x8 = _mm256_loadu_ps(x.as_ptr().add(o));
+                    let (mut e8, mut l8, mut t8, mut d8) =
+                        ([0f32; 8], [0f32; 8], [0f32; 8], [0f32; 8]);
+                    _mm256_storeu_ps(e8.as_mut_ptr(), exp8(h8));
+                    let mut p8 = [0f32; 8];
+                    for (i, p) in p8.iter_mut().enumerate() {
+                        *p = h[o + i].abs() + 1e-30;
+                    }
+                    let pos8 = _mm256_loadu_ps(p8.as_ptr());
+                    _mm256_storeu_ps(l8.as_mut_ptr(), ln8(pos8));
+                    let nz8 = super::super::avx2_f32::any_nonzero(x8);
+                    let (t, d) = poisson_softplus8(h8, x8, nz8);
+                    _mm256_storeu_ps(t8.as_mut_ptr(), t);
+                    _mm256_storeu_ps(d8.as_mut_ptr(), d);
+                    for i in 0..8 {
+                        assert_eq!(e16[o + i].to_bits(), e8[i].to_bits(), "exp({})", h[o + i]);
+                        assert_eq!(l16[o + i].to_bits(), l8[i].to_bits(), "ln(|{}|)", h[o + i]);
+                        assert_eq!(
+                            t16[o + i].to_bits(),
+                            t8[i].to_bits(),
+                            "term at {}",
+                            h[o + i]
+                        );
+                        assert_eq!(d16[o + i].to_bits(), d8[i].to_bits(), "dη at {}", h[o + i]);
+                    }
+                }
+            }
+            let mut h = [0f32; 16];
+            let mut x = [0f32; 16];
+            for case in 0..400 {
+                for i in 0..16 {
+                    let v = (case * 16 + i) as f32;
+                    h[i] = -40.0 + (v * 0.0173).rem_euclid(75.0);
+                    // Blocks with no count, with counts in one half only, and in both.
+                    x[i] = match case % 3 {
+                        0 => 0.0,
+                        1 if i < 8 => ((case + i) % 3) as f32,
+                        1 => 0.0,
+                        _ => ((case * 7 + i) % 4) as f32,
+                    };
+                }
+                // SAFETY: AVX-512F, AVX2 and FMA are available (checked above).
+                unsafe { check(&h, &x) };
+            }
+        }
+    }
+}

@@ -21,10 +21,18 @@ use std::arch::x86_64::*;
 #[cfg(target_arch = "x86_64")]
 use super::fastmath::avx2_f32::{any_nonzero, poisson_softplus8};
 #[cfg(target_arch = "x86_64")]
+use super::fastmath::avx512_f32::{any_nonzero16, poisson_softplus16};
+#[cfg(target_arch = "x86_64")]
 use super::kernel32::avx2::hsum;
 
 /// Lanes per register.
 const L: usize = 8;
+
+/// The CPU has AVX-512F (besides the AVX2 and FMA every caller has checked).
+#[cfg(target_arch = "x86_64")]
+fn wide_available() -> bool {
+    std::is_x86_feature_detected!("avx512f")
+}
 
 /// The observation's coefficients in f32 (built once per minibatch).
 pub(super) struct Poisson32 {
@@ -38,6 +46,8 @@ pub(super) struct Poisson32 {
     bias: Vec<f32>,
     /// 1 on the units, 0 on the padding.
     mask: Vec<f32>,
+    /// The CPU has AVX-512F: [`Self::loglik`] runs sixteen lanes at a time (same bits).
+    wide: bool,
 }
 
 /// One trial's buffers.
@@ -81,6 +91,7 @@ impl Poisson32 {
             b: pad(b),
             bias: pad(bias),
             mask,
+            wide: wide_available(),
         }
     }
 
@@ -114,8 +125,21 @@ impl Poisson32 {
     /// # Safety
     /// The CPU must support AVX2 and FMA.
     #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn loglik(&self, s: &mut Step32, t: usize, z: &[f64], ll: &mut [f64]) {
+        if self.wide {
+            self.loglik16(s, t, z, ll)
+        } else {
+            self.loglik8(s, t, z, ll)
+        }
+    }
+
+    /// [`Self::loglik`] on eight lanes.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and FMA.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn loglik8(&self, s: &mut Step32, t: usize, z: &[f64], ll: &mut [f64]) {
         let (r, dxp) = (self.r, self.dxp);
         let k = ll.len();
         assert!(r <= 16 && z.len() >= k * r && s.dl.len() >= k * dxp);
@@ -134,6 +158,89 @@ impl Poisson32 {
             }
             let (mut acc_a, mut acc_b) = (_mm256_setzero_ps(), _mm256_setzero_ps());
             for j in (0..dxp).step_by(L) {
+                let mut ha = _mm256_loadu_ps(s.a.as_ptr().add(j));
+                let mut hb = ha;
+                for q in 0..r {
+                    let cq = _mm256_loadu_ps(self.c.as_ptr().add(q * dxp + j));
+                    ha = _mm256_fmadd_ps(cq, _mm256_set1_ps(za[q]), ha);
+                    hb = _mm256_fmadd_ps(cq, _mm256_set1_ps(zb[q]), hb);
+                }
+                let xv = _mm256_loadu_ps(x.as_ptr().add(j));
+                let nonzero = any_nonzero(xv);
+                let m = _mm256_loadu_ps(self.mask.as_ptr().add(j));
+                let (ta, da) = poisson_softplus8(ha, xv, nonzero);
+                acc_a = _mm256_fmadd_ps(ta, m, acc_a);
+                _mm256_storeu_ps(s.dl.as_mut_ptr().add(kk * dxp + j), da);
+                if pair {
+                    let (tb, db) = poisson_softplus8(hb, xv, nonzero);
+                    acc_b = _mm256_fmadd_ps(tb, m, acc_b);
+                    _mm256_storeu_ps(s.dl.as_mut_ptr().add(kb * dxp + j), db);
+                }
+            }
+            ll[kk] = f64::from(hsum(acc_a));
+            if pair {
+                ll[kb] = f64::from(hsum(acc_b));
+            }
+            kk += 2;
+        }
+    }
+
+    /// [`Self::loglik`] on sixteen lanes: the units' pairs of eight-lane blocks as one register
+    /// (a last odd block on eight lanes), ℓ summed block by block in the eight-lane order, so
+    /// that ℓ and dℓ/dη have the bits of [`Self::loglik8`].
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512F, AVX2 and FMA.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    unsafe fn loglik16(&self, s: &mut Step32, t: usize, z: &[f64], ll: &mut [f64]) {
+        let (r, dxp) = (self.r, self.dxp);
+        let k = ll.len();
+        assert!(r <= 16 && z.len() >= k * r && s.dl.len() >= k * dxp);
+        assert!(s.x.len() >= (t + 1) * dxp && s.a.len() >= dxp);
+        let x = &s.x[t * dxp..(t + 1) * dxp];
+        let wide_end = dxp / (2 * L) * (2 * L);
+        let (mut za, mut zb) = ([0.0f32; 16], [0.0f32; 16]);
+        let lo = |v: __m512| _mm512_castps512_ps256(v);
+        let hi = |v: __m512| _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v)));
+        let mut kk = 0;
+        while kk < k {
+            let pair = kk + 1 < k;
+            let kb = if pair { kk + 1 } else { kk };
+            for q in 0..r {
+                za[q] = z[kk * r + q] as f32;
+                zb[q] = z[kb * r + q] as f32;
+            }
+            let (mut acc_a, mut acc_b) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+            for j in (0..wide_end).step_by(2 * L) {
+                let mut ha = _mm512_loadu_ps(s.a.as_ptr().add(j));
+                let mut hb = ha;
+                for q in 0..r {
+                    let cq = _mm512_loadu_ps(self.c.as_ptr().add(q * dxp + j));
+                    ha = _mm512_fmadd_ps(cq, _mm512_set1_ps(za[q]), ha);
+                    hb = _mm512_fmadd_ps(cq, _mm512_set1_ps(zb[q]), hb);
+                }
+                let xv = _mm512_loadu_ps(x.as_ptr().add(j));
+                // One branch for sixteen counts: where a lane's count is zero, the branch for
+                // nonzero counts gives it the bits of the other (0 · ln λ − λ = −λ exactly).
+                let nonzero = any_nonzero16(xv);
+                let m = _mm512_loadu_ps(self.mask.as_ptr().add(j));
+                let (ta, da) = poisson_softplus16(ha, xv, nonzero);
+                let tm = _mm512_mul_ps(ta, m);
+                // fma(t, m, acc) per eight-lane block: t·m is exact where m is 0 or 1.
+                acc_a = _mm256_add_ps(lo(tm), acc_a);
+                acc_a = _mm256_add_ps(hi(tm), acc_a);
+                _mm512_storeu_ps(s.dl.as_mut_ptr().add(kk * dxp + j), da);
+                if pair {
+                    let (tb, db) = poisson_softplus16(hb, xv, nonzero);
+                    let tm = _mm512_mul_ps(tb, m);
+                    acc_b = _mm256_add_ps(lo(tm), acc_b);
+                    acc_b = _mm256_add_ps(hi(tm), acc_b);
+                    _mm512_storeu_ps(s.dl.as_mut_ptr().add(kb * dxp + j), db);
+                }
+            }
+            if wide_end < dxp {
+                let j = wide_end;
                 let mut ha = _mm256_loadu_ps(s.a.as_ptr().add(j));
                 let mut hb = ha;
                 for q in 0..r {
@@ -225,6 +332,49 @@ mod tests {
     use crate::inference::fastmath::poisson_softplus_scalar;
     use crate::inference::kernel::fma_available;
     use rand::{Rng, SeedableRng};
+
+    /// The sixteen-lane step gives the eight-lane step's bits (ℓ and dℓ/dη), for unit counts
+    /// with and without a last odd block of eight, and an odd particle count.
+    #[test]
+    fn sixteen_lanes_give_the_bits_of_eight() {
+        if !(fma_available() && wide_available()) {
+            return;
+        }
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        for (r, dx, k) in [
+            (2usize, 40usize, 64usize),
+            (3, 13, 5),
+            (1, 32, 3),
+            (2, 1, 2),
+            (4, 57, 9),
+        ] {
+            let tt = 3;
+            let b: Vec<f64> = (0..dx).map(|_| rng.gen_range(0.5..2.0)).collect();
+            let bias: Vec<f64> = (0..dx).map(|_| rng.gen_range(-3.0..0.0)).collect();
+            let bm: Vec<f64> = (0..r * dx).map(|_| rng.gen_range(-2.0..2.0)).collect();
+            let x: Vec<f64> = (0..dx * tt)
+                .map(|_| f64::from(rng.gen_range(0u32..6).saturating_sub(3)))
+                .collect();
+            let eobs: Vec<f64> = (0..dx).map(|_| rng.gen_range(-0.5..0.5)).collect();
+            let z: Vec<f64> = (0..k * r).map(|_| rng.gen_range(-8.0..8.0)).collect();
+            let p = Poisson32::new(&b, &bias, &bm, r);
+            for t in 0..tt {
+                let (mut s8, mut s16) = (p.trial(&x, tt, k), p.trial(&x, tt, k));
+                p.set_input(&eobs, &mut s8);
+                p.set_input(&eobs, &mut s16);
+                let (mut ll8, mut ll16) = (vec![0.0; k], vec![0.0; k]);
+                // SAFETY: AVX-512F, AVX2 and FMA are available (checked above).
+                unsafe {
+                    p.loglik8(&mut s8, t, &z, &mut ll8);
+                    p.loglik16(&mut s16, t, &z, &mut ll16);
+                }
+                let bits = |v: &[f64]| v.iter().map(|a| a.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&ll8), bits(&ll16), "ℓ, r {r} dx {dx} k {k} t {t}");
+                let bits32 = |v: &[f32]| v.iter().map(|a| a.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits32(&s8.dl), bits32(&s16.dl), "dℓ/dη, r {r} dx {dx}");
+            }
+        }
+    }
 
     /// The batched f32 step against the f64 formulas, particle by particle: ℓ, dz, D and G.
     #[test]
