@@ -19,6 +19,10 @@
 //! `pre (c_out × T_out) = W (c_out × c_in·k) · cols (c_in·k × T_out) + b`, with the torch weight
 //! layout `(c_out, c_in, k)` read as a row-major `c_out × (c_in·k)` matrix. The backward pass uses
 //! `dW += dpre · colsᵀ`, `dcols = Wᵀ · dpre`, then col2im and the adjoint of the padding.
+//! When at most a quarter of the first layer's padded input is nonzero (spike counts), that
+//! layer skips the zeros instead: each nonzero adds its weighted taps to the outputs it feeds,
+//! and its weight's gradient likewise (`sparse_conv_forward`, `sparse_conv_param_grad`; the first
+//! layer needs no input gradient). Only the order of the sums' nonzero terms changes.
 //! Parameters live in the project's flat `f64` vector ([`ParamLayout`]) under the reference's names.
 
 use std::any::TypeId;
@@ -574,6 +578,7 @@ impl CnnEncoder {
                 .collect();
             let is_head = layers.len() == self.convs.len() - 1;
             let n_act = if is_head { 0 } else { spec.c_out * t_out };
+            let first_hidden = layers.is_empty() && !is_head;
             max_act = max_act.max(spec.c_out * t_out).max(spec.c_in * t_layer_in);
             max_cols = max_cols.max(spec.fan_in() * t_out);
             max_padded = max_padded.max(spec.c_in * t_pad);
@@ -593,6 +598,17 @@ impl CnnEncoder {
                     EncoderActivation::Gelu => vec![F::zero(); n_act],
                     EncoderActivation::LeakyRelu => Vec::new(),
                 },
+                sparse: false,
+                nonzero: Vec::with_capacity(if first_hidden { spec.c_in * t_pad } else { 0 }),
+                by_time: vec![F::zero(); if first_hidden { n_act } else { 0 }],
+                dw_t: vec![
+                    F::zero();
+                    if first_hidden {
+                        spec.fan_in() * spec.c_out
+                    } else {
+                        0
+                    }
+                ],
             });
         }
         let t_out = lengths.last().map_or(t_in, |l| l.2);
@@ -609,6 +625,7 @@ impl CnnEncoder {
             d_cols: vec![F::zero(); max_cols],
             d_padded: vec![F::zero(); max_padded],
             grad: vec![F::zero(); self.n_local],
+            sparse_input: true,
         })
     }
 
@@ -629,12 +646,27 @@ impl CnnEncoder {
                 *dst = F::c(src);
             }
         }
+        weights.first_t.clear();
+        if self.convs.len() > 1 {
+            let spec = &self.convs[0];
+            let (c_out, fan_in) = (spec.c_out, spec.fan_in());
+            let w = &weights.values[spec.weight..spec.weight + c_out * fan_in];
+            weights.first_t.resize(fan_in * c_out, F::zero());
+            for o in 0..c_out {
+                for i in 0..fan_in {
+                    weights.first_t[i * c_out + o] = w[o * fan_in + i];
+                }
+            }
+        }
         Ok(())
     }
 
     /// The encoder's weights from the flat vector `params`, cast to `F`.
     pub fn weights<F: Real>(&self, params: &[f64]) -> Result<EncoderWeights<F>, EncoderError> {
-        let mut weights = EncoderWeights { values: Vec::new() };
+        let mut weights = EncoderWeights {
+            values: Vec::new(),
+            first_t: Vec::new(),
+        };
         self.load_weights(params, &mut weights)?;
         Ok(weights)
     }
@@ -702,25 +734,30 @@ impl CnnEncoder {
                 let prev = &before[layer - 1];
                 buffers.pad_from(&prev.out, prev.t_out);
             }
-            buffers.im2col();
             let spec = &self.convs[layer];
+            buffers.sparse =
+                layer == 0 && layer < n_hidden && ws.sparse_input && buffers.collect_sparse();
+            if !buffers.sparse {
+                buffers.im2col();
+            }
             if layer < n_hidden {
-                let LayerBuffers {
-                    cols,
-                    pre,
-                    out,
-                    cdf,
-                    t_out,
-                    ..
-                } = buffers;
-                conv_gemm(
-                    cols,
-                    spec.fan_in(),
-                    *t_out,
-                    &w[spec.weight..spec.weight + spec.c_out * spec.fan_in()],
-                    &w[spec.bias..spec.bias + spec.c_out],
-                    pre,
-                );
+                if buffers.sparse {
+                    sparse_conv_forward(
+                        buffers,
+                        &weights.first_t,
+                        &w[spec.bias..spec.bias + spec.c_out],
+                    );
+                } else {
+                    conv_gemm(
+                        &buffers.cols,
+                        spec.fan_in(),
+                        buffers.t_out,
+                        &w[spec.weight..spec.weight + spec.c_out * spec.fan_in()],
+                        &w[spec.bias..spec.bias + spec.c_out],
+                        &mut buffers.pre,
+                    );
+                }
+                let LayerBuffers { pre, out, cdf, .. } = buffers;
                 match activation {
                     EncoderActivation::Gelu => {
                         for ((o, c), &p) in out.iter_mut().zip(cdf.iter_mut()).zip(pre.iter()) {
@@ -890,7 +927,7 @@ impl CnnEncoder {
             let above = &layers[layer + 1];
             let n_in = above.c_in * above.t_in;
             above.cols_to_input_grad(d_cols, d_padded, &mut d_act[..n_in]);
-            let buffers = &layers[layer];
+            let buffers = &mut layers[layer];
             let spec = &self.convs[layer];
             // d pre = d out ⊙ act'(pre), in place.
             let d_pre = &mut d_act[..n_in];
@@ -909,7 +946,11 @@ impl CnnEncoder {
                     }
                 }
             }
-            conv_param_grad(buffers, d_pre, grad, spec.weight, spec.bias);
+            if buffers.sparse {
+                sparse_conv_param_grad(buffers, d_pre, grad, spec.weight, spec.bias);
+            } else {
+                conv_param_grad(buffers, d_pre, grad, spec.weight, spec.bias);
+            }
             if layer > 0 {
                 let n_cols = spec.fan_in() * buffers.t_out;
                 let weight = &w[spec.weight..spec.weight + spec.c_out * spec.fan_in()];
@@ -1020,6 +1061,15 @@ struct LayerBuffers<F> {
     out: Vec<F>,
     /// GELU only: Φ(pre) = 0.5 (1 + erf(pre/√2)), kept for the backward pass.
     cdf: Vec<F>,
+    /// First hidden layer only: the last forward pass ran sparse (few nonzero inputs, e.g.
+    /// spike counts), so `cols` is stale and `nonzero` lists the padded input's nonzeros.
+    sparse: bool,
+    /// (channel, padded position, value) of the padded input's nonzeros, channel-major.
+    nonzero: Vec<(u32, u32, F)>,
+    /// First hidden layer only: t_out × c_out (the pre-activation, then its adjoint, time-major).
+    by_time: Vec<F>,
+    /// First hidden layer only: c_in·k × c_out (the weight's adjoint, transposed).
+    dw_t: Vec<F>,
 }
 
 impl<F: Real> LayerBuffers<F> {
@@ -1137,6 +1187,195 @@ fn conv_param_grad<F: Real>(
     }
 }
 
+/// The first layer's input counts as sparse when at most this share of it is nonzero.
+const SPARSE_SHARE: usize = 4;
+
+impl<F: Real> LayerBuffers<F> {
+    /// Lists the padded input's nonzeros; true if they are few enough (≤ 1/[`SPARSE_SHARE`])
+    /// for the sparse pass.
+    fn collect_sparse(&mut self) -> bool {
+        self.nonzero.clear();
+        let limit = self.padded.len() / SPARSE_SHARE;
+        for c in 0..self.c_in {
+            let row = &self.padded[c * self.t_pad..(c + 1) * self.t_pad];
+            for (s, &v) in row.iter().enumerate() {
+                if v != F::zero() {
+                    if self.nonzero.len() == limit {
+                        return false;
+                    }
+                    self.nonzero.push((c as u32, s as u32, v));
+                }
+            }
+        }
+        true
+    }
+
+    /// The output steps t = s − j that padded position `s` feeds, as the range of j.
+    #[inline(always)]
+    fn taps(&self, s: usize) -> std::ops::Range<usize> {
+        let first = (s + 1).saturating_sub(self.t_out);
+        first..self.kernel.min(s + 1)
+    }
+}
+
+/// `dst += a · x`, element by element (a multiply, then an add: the same bits whatever the
+/// vector width the compiler picks).
+#[inline(always)]
+fn axpy<F: Real>(dst: &mut [F], a: F, x: &[F]) {
+    // Fixed-length chunks, so that the compiler vectorises them.
+    const CHUNK: usize = 16;
+    let mut dc = dst.chunks_exact_mut(CHUNK);
+    let mut xc = x.chunks_exact(CHUNK);
+    for (d, v) in (&mut dc).zip(&mut xc) {
+        // Through registers: local copies, which nothing else can alias.
+        let mut acc = [F::zero(); CHUNK];
+        let mut xs = [F::zero(); CHUNK];
+        acc.copy_from_slice(d);
+        xs.copy_from_slice(v);
+        for i in 0..CHUNK {
+            acc[i] += a * xs[i];
+        }
+        d.copy_from_slice(&acc);
+    }
+    for (d, &v) in dc.into_remainder().iter_mut().zip(xc.remainder()) {
+        *d += a * v;
+    }
+}
+
+/// The convolution of a sparse input (the first hidden layer on spike counts): for each
+/// nonzero padded input v at (c, s) and each tap j with t = s − j an output step,
+/// `pre[:, t] += v · W[:, c·k + j]`, time-major in `by_time`, then `pre` (c_out × t_out) from it.
+/// `first_t` is W transposed (c_in·k × c_out). Skipping the zeros changes only the order of the
+/// sum's nonzero terms against [`conv_gemm`].
+fn sparse_conv_forward<F: Real>(buffers: &mut LayerBuffers<F>, first_t: &[F], bias: &[F]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU supports AVX-512F (checked above).
+        return unsafe { sparse_conv_forward_avx512(buffers, first_t, bias) };
+    }
+    sparse_conv_forward_body(buffers, first_t, bias);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn sparse_conv_forward_avx512<F: Real>(
+    buffers: &mut LayerBuffers<F>,
+    first_t: &[F],
+    bias: &[F],
+) {
+    sparse_conv_forward_body(buffers, first_t, bias);
+}
+
+#[inline(always)]
+fn sparse_conv_forward_body<F: Real>(buffers: &mut LayerBuffers<F>, first_t: &[F], bias: &[F]) {
+    let (c_out, t_out, k) = (buffers.c_out, buffers.t_out, buffers.kernel);
+    for row in buffers.by_time.chunks_exact_mut(c_out) {
+        row.copy_from_slice(bias);
+    }
+    for &(c, s, v) in &buffers.nonzero {
+        let (c, s) = (c as usize, s as usize);
+        for j in buffers.taps(s) {
+            let t = s - j;
+            let tap = (c * k + j) * c_out;
+            axpy(
+                &mut buffers.by_time[t * c_out..(t + 1) * c_out],
+                v,
+                &first_t[tap..tap + c_out],
+            );
+        }
+    }
+    transpose(&buffers.by_time, t_out, c_out, &mut buffers.pre, false);
+}
+
+/// `dst (cols × rows) = srcᵀ` (or `+=` with `add`) for a row-major `src` (rows × cols), in
+/// tiles of 16 rows so that the strided side stays in L1.
+#[inline(always)]
+fn transpose<F: Real>(src: &[F], rows: usize, cols: usize, dst: &mut [F], add: bool) {
+    const TILE: usize = 16;
+    for r0 in (0..rows).step_by(TILE) {
+        let r1 = (r0 + TILE).min(rows);
+        for c in 0..cols {
+            let out = &mut dst[c * rows + r0..c * rows + r1];
+            for (i, d) in out.iter_mut().enumerate() {
+                let v = src[(r0 + i) * cols + c];
+                if add {
+                    *d += v;
+                } else {
+                    *d = v;
+                }
+            }
+        }
+    }
+}
+
+/// [`conv_param_grad`] after [`sparse_conv_forward`]: `dW[:, c·k + j] += v · d_pre[:, s − j]`
+/// over the nonzeros, `db += Σ_t d_pre`.
+fn sparse_conv_param_grad<F: Real>(
+    buffers: &mut LayerBuffers<F>,
+    d_pre: &[F],
+    grad: &mut [F],
+    weight: usize,
+    bias: usize,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU supports AVX-512F (checked above).
+        return unsafe { sparse_conv_param_grad_avx512(buffers, d_pre, grad, weight, bias) };
+    }
+    sparse_conv_param_grad_body(buffers, d_pre, grad, weight, bias);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn sparse_conv_param_grad_avx512<F: Real>(
+    buffers: &mut LayerBuffers<F>,
+    d_pre: &[F],
+    grad: &mut [F],
+    weight: usize,
+    bias: usize,
+) {
+    sparse_conv_param_grad_body(buffers, d_pre, grad, weight, bias);
+}
+
+#[inline(always)]
+fn sparse_conv_param_grad_body<F: Real>(
+    buffers: &mut LayerBuffers<F>,
+    d_pre: &[F],
+    grad: &mut [F],
+    weight: usize,
+    bias: usize,
+) {
+    let (c_out, t_out, k) = (buffers.c_out, buffers.t_out, buffers.kernel);
+    let fan_in = buffers.c_in * k;
+    transpose(d_pre, c_out, t_out, &mut buffers.by_time, false);
+    buffers.dw_t.fill(F::zero());
+    for &(c, s, v) in &buffers.nonzero {
+        let (c, s) = (c as usize, s as usize);
+        for j in buffers.taps(s) {
+            let t = s - j;
+            let tap = (c * k + j) * c_out;
+            axpy(
+                &mut buffers.dw_t[tap..tap + c_out],
+                v,
+                &buffers.by_time[t * c_out..(t + 1) * c_out],
+            );
+        }
+    }
+    transpose(
+        &buffers.dw_t,
+        fan_in,
+        c_out,
+        &mut grad[weight..weight + c_out * fan_in],
+        true,
+    );
+    for (g, row) in grad[bias..bias + c_out]
+        .iter_mut()
+        .zip(d_pre.chunks_exact(t_out))
+    {
+        *g += row.iter().copied().sum::<F>();
+    }
+}
+
 /// `d_cols = Wᵀ · d_pre + beta · d_cols` (c_in·k × t_out).
 fn cols_grad<F: Real>(
     buffers: &LayerBuffers<F>,
@@ -1188,6 +1427,9 @@ fn gelu_derivative<F: Real>(x: F, cdf: F) -> F {
 #[derive(Clone, Debug, PartialEq)]
 pub struct EncoderWeights<F> {
     values: Vec<F>,
+    /// The first hidden layer's weight transposed (c_in·k × c_out) for its sparse pass
+    /// ([`sparse_conv_forward`]); empty when the encoder has no hidden layer.
+    first_t: Vec<F>,
 }
 
 impl<F: Real> EncoderWeights<F> {
@@ -1213,9 +1455,18 @@ pub struct EncoderWorkspace<F> {
     d_cols: Vec<F>,
     d_padded: Vec<F>,
     grad: Vec<F>,
+    /// The first hidden layer may skip zero inputs (see [`Self::set_sparse_input`]).
+    sparse_input: bool,
 }
 
 impl<F: Real> EncoderWorkspace<F> {
+    /// Lets the first hidden layer skip the input's zeros when at most a quarter of the (padded)
+    /// input is nonzero, as with spike counts (on by default). The result differs from the
+    /// dense pass only in the order of the sums' nonzero terms.
+    pub fn set_sparse_input(&mut self, on: bool) {
+        self.sparse_input = on;
+    }
+
     /// Input length the workspace was built for.
     pub fn t_in(&self) -> usize {
         self.t_in
@@ -1480,6 +1731,89 @@ mod tests {
             CnnEncoder::from_layout(&cfg, &layout, 6, 2),
             Err(EncoderError::Layout { .. })
         ));
+    }
+
+    /// The first layer's sparse pass on spike counts against the dense one: outputs and every
+    /// parameter's gradient, in f64 and f32, for each padding location.
+    #[test]
+    fn sparse_first_layer_matches_the_dense_pass() {
+        fn check<F: Real>(location: PaddingLocation, mode: PaddingMode, tol: f64) {
+            let cfg = EncoderConfig {
+                kernel_sizes: vec![9, 5, 1],
+                channels: vec![16, 8],
+                ..config(location, mode)
+            };
+            let (dim_x, dim_z, t) = (7, 2, 40);
+            let mut layout = ParamLayout::new();
+            let encoder = CnnEncoder::push_layout(&cfg, &mut layout, dim_x, dim_z).unwrap();
+            let mut params = vec![0.0; layout.len()];
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+            encoder.init_params(&mut params, &mut rng).unwrap();
+            let weights = encoder.weights::<F>(&params).unwrap();
+            // Counts, about one bin in eight nonzero.
+            let x: Vec<F> = (0..dim_x * t)
+                .map(|_| {
+                    let u: f64 = rng.gen();
+                    F::c(if u < 0.08 {
+                        1.0
+                    } else if u < 0.12 {
+                        2.0
+                    } else {
+                        0.0
+                    })
+                })
+                .collect();
+            // Windowed padding with odd kernels shortens the output.
+            let t_out = encoder.output_len(t).unwrap();
+            let d_mean: Vec<F> = (0..dim_z * t_out)
+                .map(|_| F::c(rng.gen_range(-1.0..1.0)))
+                .collect();
+            let d_logvar: Vec<F> = (0..dim_z * t_out)
+                .map(|_| F::c(rng.gen_range(-1.0..1.0)))
+                .collect();
+            let run = |sparse: bool| {
+                let mut ws = encoder.workspace::<F>(t).unwrap();
+                ws.set_sparse_input(sparse);
+                encoder.forward(&weights, &x, t, &mut ws).unwrap();
+                assert_eq!(ws.layers[0].sparse, sparse, "{location:?} {mode:?}");
+                let mut grad = vec![0.0; layout.len()];
+                encoder
+                    .backward(&weights, &mut ws, &d_mean, &d_logvar, &mut grad)
+                    .unwrap();
+                let out: Vec<f64> = ws
+                    .mean()
+                    .iter()
+                    .chain(ws.logvar())
+                    .map(|v| v.f64())
+                    .collect();
+                (out, grad)
+            };
+            let (out_sparse, grad_sparse) = run(true);
+            let (out_dense, grad_dense) = run(false);
+            let scale = |v: &[f64]| v.iter().fold(0.0f64, |m, a| m.max(a.abs()));
+            for (what, a, b) in [
+                ("outputs", &out_sparse, &out_dense),
+                ("gradient", &grad_sparse, &grad_dense),
+            ] {
+                let s = scale(b);
+                assert!(s > 0.0);
+                for (i, (u, v)) in a.iter().zip(b.iter()).enumerate() {
+                    assert!(
+                        (u - v).abs() <= tol * s,
+                        "{location:?} {mode:?} {what}[{i}]: sparse {u} vs dense {v}"
+                    );
+                }
+            }
+        }
+        for (location, mode) in [
+            (PaddingLocation::Causal, PaddingMode::Circular),
+            (PaddingLocation::Causal, PaddingMode::Constant),
+            (PaddingLocation::Acausal, PaddingMode::Reflect),
+            (PaddingLocation::Windowed, PaddingMode::Replicate),
+        ] {
+            check::<f64>(location, mode, 1e-13);
+            check::<f32>(location, mode, 1e-5);
+        }
     }
 
     #[test]
