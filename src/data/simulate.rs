@@ -268,6 +268,24 @@ pub enum SimulatedObservation {
     },
 }
 
+impl SimulatedObservation {
+    /// The noise-free observation of a unit whose input current is `current`: the current
+    /// itself, or the Poisson rate.
+    pub fn mean(&self, current: f64) -> f64 {
+        match self {
+            SimulatedObservation::Currents { .. } => current,
+            SimulatedObservation::Poisson { gain, bias, link } => {
+                let eta = gain * current + bias;
+                match link {
+                    PoissonLink::Softplus => softplus(eta),
+                    PoissonLink::Exp => eta.exp(),
+                    PoissonLink::Relu => eta.max(0.0) + 1e-10,
+                }
+            }
+        }
+    }
+}
+
 /// The rectifying link of Poisson teacher data.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -546,13 +564,8 @@ pub fn simulate(
                         xs[i * n_time + t] =
                             current + noise_std * rng.sample::<f64, _>(StandardNormal);
                     }
-                    SimulatedObservation::Poisson { gain, bias, link } => {
-                        let eta = gain * current + bias;
-                        let rate = match link {
-                            PoissonLink::Softplus => softplus(eta),
-                            PoissonLink::Exp => eta.exp(),
-                            PoissonLink::Relu => eta.max(0.0) + 1e-10,
-                        };
+                    SimulatedObservation::Poisson { .. } => {
+                        let rate = config.observation.mean(current);
                         if let Some(rates) = rates.as_mut() {
                             rates[trial * n * n_time + i * n_time + t] = rate;
                         }

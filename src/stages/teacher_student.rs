@@ -52,6 +52,9 @@ fn default_burn_in() -> usize {
 fn default_max_lag() -> usize {
     100
 }
+fn default_location_tolerance() -> f64 {
+    0.25
+}
 
 /// Which measures are scored against a target (the others are reported only).
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -97,6 +100,11 @@ pub struct TeacherStudentParams {
     /// Scored measures.
     #[serde(default)]
     pub targets: Targets,
+    /// A teacher's stable fixed point counts as located when a student's stable point lies
+    /// within this fraction of the teacher data's spread of it, in the data space (0.25: less
+    /// than half the spacing of eight points on a ring that the data span).
+    #[serde(default = "default_location_tolerance")]
+    pub location_tolerance: f64,
     /// Phase portraits of teacher and student (rank-2 models): flow, nullclines, fixed points.
     #[serde(default)]
     pub phase_portrait: bool,
@@ -174,11 +182,134 @@ fn pearson(a: &[f64], b: &[f64]) -> f64 {
     sab / (saa * sbb).sqrt()
 }
 
+/// The spread of the teacher's noise-free observations over its long runs (√ of the summed
+/// per-channel variance): the scale of fixed-point distances in the data space. `latents` are
+/// the runs' true latents (runs × R × `total`), the first `burn_in` steps of each discarded.
+fn data_spread(
+    teacher: &crate::data::simulate::TeacherBasis,
+    observation: &SimulatedObservation,
+    latents: &[f64],
+    runs: usize,
+    total: usize,
+    burn_in: usize,
+) -> f64 {
+    let (n, r) = (teacher.n_units, teacher.rank);
+    let (mut sum, mut sum_sq) = (vec![0.0; n], vec![0.0; n]);
+    let mut count = 0.0;
+    for s in 0..runs {
+        for t in burn_in..total {
+            for i in 0..n {
+                let current: f64 = (0..r)
+                    .map(|k| teacher.u[i * r + k] * latents[(s * r + k) * total + t])
+                    .sum();
+                let o = observation.mean(current);
+                sum[i] += o;
+                sum_sq[i] += o * o;
+            }
+            count += 1.0;
+        }
+    }
+    (0..n)
+        .map(|i| (sum_sq[i] / count - (sum[i] / count).powi(2)).max(0.0))
+        .sum::<f64>()
+        .sqrt()
+}
+
+/// The teacher's stable fixed points (found in its dataset basis, so `x` = U z are its
+/// currents) placed in the data space: their noise-free observations.
+fn teacher_stable_in_data(
+    set: &FixedPointSet,
+    observation: &SimulatedObservation,
+) -> Vec<Vec<f64>> {
+    set.points
+        .iter()
+        .filter(|q| q.stability == Stability::Stable)
+        .map(|q| q.x.iter().map(|&x| observation.mean(x)).collect())
+        .collect()
+}
+
+/// The student's stable fixed points placed in the data space: its observation mean there at
+/// zero input.
+fn student_stable_in_data(
+    c: &ModelConfig,
+    pv: &crate::model::lowrank::ParamView<'_>,
+    set: &FixedPointSet,
+) -> Vec<Vec<f64>> {
+    let zero_input = vec![0.0; c.dim_u];
+    set.points
+        .iter()
+        .filter(|q| q.stability == Stability::Stable)
+        .map(|q| {
+            let mut o = vec![0.0; c.dim_x];
+            c.observation_mean(pv, &q.z, &zero_input, &mut o);
+            o
+        })
+        .collect()
+}
+
+/// Pairs each teacher point with a student point, closest pairs first (Euclidean distance in
+/// the data space; each point used once), and returns each teacher point's distance to its
+/// partner (∞ when the student has fewer points).
+fn locate(teacher: &[Vec<f64>], student: &[Vec<f64>]) -> Vec<f64> {
+    let dist = |a: &[f64], b: &[f64]| -> f64 {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).powi(2))
+            .sum::<f64>()
+            .sqrt()
+    };
+    let mut pairs: Vec<(f64, usize, usize)> = Vec::new();
+    for (i, a) in teacher.iter().enumerate() {
+        for (j, b) in student.iter().enumerate() {
+            pairs.push((dist(a, b), i, j));
+        }
+    }
+    pairs.sort_by(|x, y| x.0.total_cmp(&y.0).then(x.1.cmp(&y.1)).then(x.2.cmp(&y.2)));
+    let mut out = vec![f64::INFINITY; teacher.len()];
+    let mut used = vec![false; student.len()];
+    for (d, i, j) in pairs {
+        if out[i].is_infinite() && !used[j] {
+            out[i] = d;
+            used[j] = true;
+        }
+    }
+    out
+}
+
+/// Median of sorted values (NaN for none).
+fn median_sorted(v: &[f64]) -> f64 {
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => 0.5 * (v[n / 2 - 1] + v[n / 2]),
+    }
+}
+
 fn stable_count(set: &FixedPointSet) -> usize {
     set.points
         .iter()
         .filter(|p| p.stability == Stability::Stable)
         .count()
+}
+
+/// What a summary row's teacher, student and value columns hold.
+fn metric_note(metric: &str) -> &'static str {
+    match metric {
+        "latent_noise_std" => "true R_z; inferred (orthogonalised); relative error",
+        "acf_max_abs_diff" => "max |ACF difference| over the lags compared",
+        "period" => "periods (steps) from the ACF; relative error",
+        "mean_rate_correlation" => "mean rates; correlation of per-neuron mean rates",
+        "fixed_points" => "counts at zero input; difference",
+        "stable_fixed_points" => "stable counts; difference",
+        "stable_points_located" => {
+            "teacher's stable points; how many have a student stable point within the tolerance \
+             in the data space; difference"
+        }
+        "stable_point_distance" => {
+            "spread of the teacher's data; median distance of paired stable points; the same ÷ spread"
+        }
+        _ => "",
+    }
 }
 
 /// One row of the summary.
@@ -197,7 +328,8 @@ impl Stage for TeacherStudentStage {
     }
     fn version(&self) -> u32 {
         // 4: the traces figure's time axis is labelled in steps (it said seconds).
-        4
+        // 5: rows locating the student's stable points at the teacher's, in the data space.
+        5
     }
     fn description(&self) -> &'static str {
         "score a student against its teacher: noise recovery, autocorrelation/period, rates, fixed points → summary table, figures"
@@ -208,6 +340,12 @@ impl Stage for TeacherStudentStage {
             .map_err(|e| ParamError::new("params", e.to_string()))?;
         if p.n_runs == 0 {
             return Err(ParamError::new("n_runs", "must be ≥ 1"));
+        }
+        if !(p.location_tolerance.is_finite() && p.location_tolerance > 0.0) {
+            return Err(ParamError::new(
+                "location_tolerance",
+                format!("must be a positive number (got {})", p.location_tolerance),
+            ));
         }
         if p.max_lag == 0 || p.max_lag >= p.run_length {
             return Err(ParamError::new(
@@ -449,6 +587,64 @@ impl Stage for TeacherStudentStage {
             pass: p.targets.stable_fixed_points.then_some(st == ss),
         });
 
+        // Locations. The two models' latent bases are aligned through the space they share,
+        // the data: each fixed point is placed at its model's noise-free observation there
+        // (currents, or rates for count data) at zero input. The teacher's points come from its
+        // dataset basis (orthonormal U, V, B: z' = a z + V relu(U z + Iᵀ v + B)), the basis its
+        // simulated latents live in.
+        let basis_map = PwlMap::from_low_rank(
+            &teacher.u,
+            &teacher.v,
+            &teacher.b.iter().map(|b| -b).collect::<Vec<f64>>(),
+            teacher.decay,
+            teacher.rank,
+            crate::model::lowrank::Nonlinearity::Relu,
+        )
+        .map_err(|e| StageError::new(format!("{}: {e}", teacher_path.display())))?;
+        let tfp_basis = fp(&basis_map, &teacher_path)?;
+        if tfp_basis.points.len() != tfp.points.len() {
+            return Err(StageError::new(format!(
+                "{}: the teacher has {} fixed points in its dataset basis but {} in its map",
+                teacher_path.display(),
+                tfp_basis.points.len(),
+                tfp.points.len()
+            )));
+        }
+        let teacher_at = teacher_stable_in_data(&tfp_basis, &sim.observation);
+        let student_at = student_stable_in_data(c, &pv, &sfp);
+        let spread = data_spread(
+            &basis,
+            &sim.observation,
+            &tsim.latents,
+            p.n_runs,
+            total,
+            p.burn_in,
+        );
+        let located = locate(&teacher_at, &student_at);
+        let tol = p.location_tolerance * spread;
+        let found = located.iter().filter(|&&d| d <= tol).count();
+        // (Only for teachers with stable points: the oscillators have none.)
+        if st > 0 && spread > 0.0 {
+            rows.push(Row {
+                metric: "stable_points_located",
+                teacher: st as f64,
+                student: found as f64,
+                value: found as f64 - st as f64,
+                target: String::new(),
+                pass: None,
+            });
+            let mut rel: Vec<f64> = located.iter().map(|d| d / spread).collect();
+            rel.sort_by(f64::total_cmp);
+            rows.push(Row {
+                metric: "stable_point_distance",
+                teacher: spread,
+                student: median_sorted(&rel) * spread,
+                value: median_sorted(&rel),
+                target: String::new(),
+                pass: None,
+            });
+        }
+
         // Table.
         let n = rows.len();
         let tab = |e: crate::pipeline::table::TableError| StageError::new(e.to_string());
@@ -495,6 +691,14 @@ impl Stage for TeacherStudentStage {
                         Some(false) => "FAIL".to_string(),
                         None => String::new(),
                     })
+                    .collect::<Vec<_>>(),
+            )
+            .map_err(tab)?;
+        table
+            .push(
+                "note",
+                rows.iter()
+                    .map(|r| metric_note(r.metric).to_string())
                     .collect::<Vec<_>>(),
             )
             .map_err(tab)?;
@@ -595,27 +799,9 @@ impl Stage for TeacherStudentStage {
         if p.input_response {
             ctx.progress().message("input response");
             let latents_path = ctx.input("latents")?.to_path_buf();
-            // The simulated latents are in the teacher's dataset basis (orthonormal U, V, B:
-            // z' = a z + V relu(U z + Iᵀ v + B)), not the JSON map's m/n coordinates: its fixed
-            // points are drawn in that basis, as in the reference's Fig S6 notebook.
-            let basis_map = PwlMap::from_low_rank(
-                &teacher.u,
-                &teacher.v,
-                &teacher.b.iter().map(|b| -b).collect::<Vec<f64>>(),
-                teacher.decay,
-                teacher.rank,
-                crate::model::lowrank::Nonlinearity::Relu,
-            )
-            .map_err(|e| StageError::new(format!("{}: {e}", teacher_path.display())))?;
-            let tfp_basis = fp(&basis_map, &teacher_path)?;
-            if tfp_basis.points.len() != tfp.points.len() {
-                return Err(StageError::new(format!(
-                    "{}: the teacher has {} fixed points in its dataset basis but {} in its map",
-                    teacher_path.display(),
-                    tfp_basis.points.len(),
-                    tfp.points.len()
-                )));
-            }
+            // The simulated latents are in the teacher's dataset basis, not the JSON map's m/n
+            // coordinates: its fixed points are drawn in that basis (`tfp_basis`), as in the
+            // reference's Fig S6 notebook.
             let panels = input_response_panels(
                 c,
                 &student.params,
@@ -792,4 +978,93 @@ fn input_response_panels(
         .map(|f| (sign * f.z[0], 0.0, class(f.stability)))
         .collect();
     Ok(vec![stim, tpanel, spanel])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::simulate::TeacherBasis;
+
+    #[test]
+    fn locate_pairs_closest_first_and_each_point_once() {
+        let teacher = vec![vec![0.0, 0.0], vec![10.0, 0.0], vec![20.0, 0.0]];
+        // (0.5, 0) is closest to teacher 0, (9, 0) to teacher 1; teacher 2's nearest student
+        // point (9, 0) is taken, so it gets the far one.
+        let student = vec![vec![9.0, 0.0], vec![0.5, 0.0], vec![20.0, 30.0]];
+        let d = locate(&teacher, &student);
+        assert_eq!(d, vec![0.5, 1.0, 30.0]);
+        // Fewer student points: the unpaired teacher point is infinitely far.
+        let d = locate(&teacher, &student[..1]);
+        assert_eq!(d[1], 1.0);
+        assert!(d[0].is_infinite() && d[2].is_infinite());
+        assert_eq!(median_sorted(&[1.0, 2.0, 7.0]), 2.0);
+        assert_eq!(median_sorted(&[1.0, 2.0, 7.0, 9.0]), 4.5);
+    }
+
+    /// The teacher taken as a student of ours (M = U, n = V, h = −B, one-to-one readout of the
+    /// currents) has its stable points exactly where the teacher's are in the data space.
+    #[test]
+    fn the_teacher_as_a_student_locates_every_stable_point_at_distance_zero() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("datasets/teachers/reach_rnn.json");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let doc: Value = serde_json::from_str(&text).unwrap();
+        let teacher = TeacherBasis::from_json(&doc).unwrap();
+        let (c, params) = teacher.as_model(0.05, 0.1).unwrap();
+        let pv = c.view(&params).unwrap();
+        let opts = Options::default();
+        let smap =
+            PwlMap::from_low_rank(pv.m, pv.n, pv.h, pv.decay, c.rank, c.nonlinearity).unwrap();
+        let tmap = PwlMap::from_low_rank(
+            &teacher.u,
+            &teacher.v,
+            &teacher.b.iter().map(|b| -b).collect::<Vec<f64>>(),
+            teacher.decay,
+            teacher.rank,
+            crate::model::lowrank::Nonlinearity::Relu,
+        )
+        .unwrap();
+        let (sfp, tfp) = (
+            find_fixed_points(&smap, &opts).unwrap(),
+            find_fixed_points(&tmap, &opts).unwrap(),
+        );
+        let obs = SimulatedObservation::Currents { noise_std: 0.1 };
+        let t_at = teacher_stable_in_data(&tfp, &obs);
+        let s_at = student_stable_in_data(&c, &pv, &sfp);
+        assert_eq!(t_at.len(), 8, "the reach teacher's ring of 8 attractors");
+        let d = locate(&t_at, &s_at);
+        assert!(d.iter().all(|&v| v < 1e-9), "distances {d:?}");
+        assert_eq!(s_at.len(), 8);
+    }
+
+    #[test]
+    fn data_spread_is_the_root_of_the_summed_variances() {
+        // Two units reading one latent with weights 1 and −2; the latent alternates 1, 3
+        // (variance 1) after a burn-in step at 100.
+        let teacher = TeacherBasis {
+            n_units: 2,
+            rank: 1,
+            dim_input: 0,
+            u: vec![1.0, -2.0],
+            v: vec![0.1, 0.1],
+            b: vec![0.0, 0.0],
+            input_weights: Vec::new(),
+            decay: 0.9,
+        };
+        let latents = [100.0, 1.0, 3.0, 1.0, 3.0];
+        let obs = SimulatedObservation::Currents { noise_std: 1.0 };
+        let s = data_spread(&teacher, &obs, &latents, 1, 5, 1);
+        // Variances 1 and 4.
+        assert!((s - 5f64.sqrt()).abs() < 1e-12, "{s}");
+        // Count data: spread of the rates, not of the currents.
+        let poisson = SimulatedObservation::Poisson {
+            gain: 1.0,
+            bias: 0.0,
+            link: crate::data::simulate::PoissonLink::Exp,
+        };
+        let s = data_spread(&teacher, &poisson, &latents, 1, 5, 1);
+        let var = |a: f64, b: f64| ((a - b) / 2.0).powi(2);
+        let want = (var(1f64.exp(), 3f64.exp()) + var((-2f64).exp(), (-6f64).exp())).sqrt();
+        assert!((s - want).abs() < 1e-9 * want, "{s} vs {want}");
+    }
 }
