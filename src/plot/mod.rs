@@ -539,7 +539,9 @@ pub fn trace_panels(
                 let mut mesh = chart.configure_mesh();
                 mesh.disable_mesh()
                     .y_desc(panel.label.as_str())
-                    .y_labels(3)
+                    // Five: with three, plotters' round steps leave a narrow range (−1.8 … 1.7)
+                    // with only its 0 labelled.
+                    .y_labels(5)
                     .label_style((FONT, 12));
                 if last {
                     mesh.x_desc(x_label);
