@@ -652,11 +652,7 @@ impl CnnEncoder {
             let (c_out, fan_in) = (spec.c_out, spec.fan_in());
             let w = &weights.values[spec.weight..spec.weight + c_out * fan_in];
             weights.first_t.resize(fan_in * c_out, F::zero());
-            for o in 0..c_out {
-                for i in 0..fan_in {
-                    weights.first_t[i * c_out + o] = w[o * fan_in + i];
-                }
-            }
+            transpose(w, c_out, fan_in, &mut weights.first_t, false);
         }
         Ok(())
     }

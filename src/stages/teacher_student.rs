@@ -101,8 +101,8 @@ pub struct TeacherStudentParams {
     #[serde(default)]
     pub targets: Targets,
     /// A teacher's stable fixed point counts as located when a student's stable point lies
-    /// within this fraction of the teacher data's spread of it, in the data space (0.25: less
-    /// than half the spacing of eight points on a ring that the data span).
+    /// within this fraction of the teacher data's spread of it, in the data space (0.25: the
+    /// reach teacher's neighbouring attractors lie 0.90–1.11 spreads apart).
     #[serde(default = "default_location_tolerance")]
     pub location_tolerance: f64,
     /// Phase portraits of teacher and student (rank-2 models): flow, nullclines, fixed points.
