@@ -144,7 +144,7 @@ fn quick_profile_runs_end_to_end() {
     let cells: Vec<&str> = row.split('|').map(str::trim).collect();
     assert_eq!(cells[5], "8", "teacher's stable points: {row}");
     // Located in the data space: how many of the teacher's 8 a stable student point sits at,
-    // and the median distance (the teacher column holds the data's spread, > 0).
+    // and the median distance (the teacher column holds the radius of its stable points, > 0).
     let row = reach
         .lines()
         .find(|l| l.contains("| stable_points_located |"))
@@ -158,8 +158,8 @@ fn quick_profile_runs_end_to_end() {
         .find(|l| l.contains("| stable_point_distance |"))
         .unwrap_or_else(|| panic!("no stable_point_distance row:\n{reach}"));
     let cells: Vec<&str> = row.split('|').map(str::trim).collect();
-    let spread: f64 = cells[5].parse().unwrap();
-    assert!(spread > 0.0 && spread.is_finite(), "{row}");
+    let radius: f64 = cells[5].parse().unwrap();
+    assert!(radius > 0.0 && radius.is_finite(), "{row}");
     // Noise sweep: larger true noise → larger inferred noise.
     let t = lowrank_smc::pipeline::table::Table::read_parquet(
         &d.join("results/teacher_student/noise_summary/table.parquet"),

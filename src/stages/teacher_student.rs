@@ -101,8 +101,8 @@ pub struct TeacherStudentParams {
     #[serde(default)]
     pub targets: Targets,
     /// A teacher's stable fixed point counts as located when a student's stable point lies
-    /// within this fraction of the teacher data's spread of it, in the data space (0.25: the
-    /// reach teacher's neighbouring attractors lie 0.90–1.11 spreads apart).
+    /// within this fraction of the radius of the teacher's stable points of it, in the data
+    /// space (0.25: the reach teacher's neighbouring attractors lie 0.64–0.79 radii apart).
     #[serde(default = "default_location_tolerance")]
     pub location_tolerance: f64,
     /// Phase portraits of teacher and student (rank-2 models): flow, nullclines, fixed points.
@@ -182,36 +182,28 @@ fn pearson(a: &[f64], b: &[f64]) -> f64 {
     sab / (saa * sbb).sqrt()
 }
 
-/// The spread of the teacher's noise-free observations over its long runs (√ of the summed
-/// per-channel variance): the scale of fixed-point distances in the data space. `latents` are
-/// the runs' true latents (runs × R × `total`), the first `burn_in` steps of each discarded.
-fn data_spread(
-    teacher: &crate::data::simulate::TeacherBasis,
-    observation: &SimulatedObservation,
-    latents: &[f64],
-    runs: usize,
-    total: usize,
-    burn_in: usize,
-) -> f64 {
-    let (n, r) = (teacher.n_units, teacher.rank);
-    let (mut sum, mut sum_sq) = (vec![0.0; n], vec![0.0; n]);
-    let mut count = 0.0;
-    for s in 0..runs {
-        for t in burn_in..total {
-            for i in 0..n {
-                let current: f64 = (0..r)
-                    .map(|k| teacher.u[i * r + k] * latents[(s * r + k) * total + t])
-                    .sum();
-                let o = observation.mean(current);
-                sum[i] += o;
-                sum_sq[i] += o * o;
-            }
-            count += 1.0;
-        }
+/// The radius of a set of points: the root-mean-square distance from their centroid (0 for
+/// fewer than two). The scale of fixed-point distances in the data space: a property of the
+/// teacher alone, unlike the spread of noisy runs that visit some of its attractors.
+fn radius(points: &[Vec<f64>]) -> f64 {
+    if points.len() < 2 {
+        return 0.0;
     }
-    (0..n)
-        .map(|i| (sum_sq[i] / count - (sum[i] / count).powi(2)).max(0.0))
+    let n = points.len() as f64;
+    let dim = points[0].len();
+    let centroid: Vec<f64> = (0..dim)
+        .map(|j| points.iter().map(|p| p[j]).sum::<f64>() / n)
+        .collect();
+    (points
+        .iter()
+        .map(|p| {
+            p.iter()
+                .zip(&centroid)
+                .map(|(a, c)| (a - c).powi(2))
+                .sum::<f64>()
+        })
         .sum::<f64>()
+        / n)
         .sqrt()
 }
 
@@ -303,10 +295,11 @@ fn metric_note(metric: &str) -> &'static str {
         "stable_fixed_points" => "stable counts; difference",
         "stable_points_located" => {
             "teacher's stable points; how many have a student stable point within the tolerance \
-             in the data space; difference"
+             (× their radius) in the data space; difference"
         }
         "stable_point_distance" => {
-            "spread of the teacher's data; median distance of paired stable points; the same ÷ spread"
+            "radius of the teacher's stable points; median distance of paired stable points; \
+             the same ÷ radius"
         }
         _ => "",
     }
@@ -329,7 +322,9 @@ impl Stage for TeacherStudentStage {
     fn version(&self) -> u32 {
         // 4: the traces figure's time axis is labelled in steps (it said seconds).
         // 5: rows locating the student's stable points at the teacher's, in the data space.
-        5
+        // 6: their scale is the radius of the teacher's stable points (was the spread of
+        // noisy runs, which depends on the attractors the runs happen to visit).
+        6
     }
     fn description(&self) -> &'static str {
         "score a student against its teacher: noise recovery, autocorrelation/period, rates, fixed points → summary table, figures"
@@ -612,19 +607,12 @@ impl Stage for TeacherStudentStage {
         }
         let teacher_at = teacher_stable_in_data(&tfp_basis, &sim.observation);
         let student_at = student_stable_in_data(c, &pv, &sfp);
-        let spread = data_spread(
-            &basis,
-            &sim.observation,
-            &tsim.latents,
-            p.n_runs,
-            total,
-            p.burn_in,
-        );
+        let spread = radius(&teacher_at);
         let located = locate(&teacher_at, &student_at);
         let tol = p.location_tolerance * spread;
         let found = located.iter().filter(|&&d| d <= tol).count();
-        // (Only for teachers with stable points: the oscillators have none.)
-        if st > 0 && spread > 0.0 {
+        // (Only for teachers with two or more stable points: the oscillators have none.)
+        if spread > 0.0 {
             rows.push(Row {
                 metric: "stable_points_located",
                 teacher: st as f64,
@@ -1035,36 +1023,35 @@ mod tests {
         let d = locate(&t_at, &s_at);
         assert!(d.iter().all(|&v| v < 1e-9), "distances {d:?}");
         assert_eq!(s_at.len(), 8);
+        // The default tolerance is unambiguous on this ring: neighbouring attractors lie more
+        // than twice its 0.25 radii apart.
+        let r = radius(&t_at);
+        for (i, a) in t_at.iter().enumerate() {
+            let others: Vec<Vec<f64>> = (0..t_at.len())
+                .filter(|&j| j != i)
+                .map(|j| t_at[j].clone())
+                .collect();
+            let nearest = locate(std::slice::from_ref(a), &others)[0];
+            assert!(
+                nearest > 2.0 * default_location_tolerance() * r,
+                "point {i}: nearest neighbour {nearest} at radius {r}"
+            );
+        }
     }
 
     #[test]
-    fn data_spread_is_the_root_of_the_summed_variances() {
-        // Two units reading one latent with weights 1 and −2; the latent alternates 1, 3
-        // (variance 1) after a burn-in step at 100.
-        let teacher = TeacherBasis {
-            n_units: 2,
-            rank: 1,
-            dim_input: 0,
-            u: vec![1.0, -2.0],
-            v: vec![0.1, 0.1],
-            b: vec![0.0, 0.0],
-            input_weights: Vec::new(),
-            decay: 0.9,
-        };
-        let latents = [100.0, 1.0, 3.0, 1.0, 3.0];
-        let obs = SimulatedObservation::Currents { noise_std: 1.0 };
-        let s = data_spread(&teacher, &obs, &latents, 1, 5, 1);
-        // Variances 1 and 4.
-        assert!((s - 5f64.sqrt()).abs() < 1e-12, "{s}");
-        // Count data: spread of the rates, not of the currents.
-        let poisson = SimulatedObservation::Poisson {
-            gain: 1.0,
-            bias: 0.0,
-            link: crate::data::simulate::PoissonLink::Exp,
-        };
-        let s = data_spread(&teacher, &poisson, &latents, 1, 5, 1);
-        let var = |a: f64, b: f64| ((a - b) / 2.0).powi(2);
-        let want = (var(1f64.exp(), 3f64.exp()) + var((-2f64).exp(), (-6f64).exp())).sqrt();
-        assert!((s - want).abs() < 1e-9 * want, "{s} vs {want}");
+    fn radius_is_the_rms_distance_from_the_centroid() {
+        // A square of side 2 around (1, 1): every corner √2 from the centre.
+        let square = vec![
+            vec![0.0, 0.0],
+            vec![2.0, 0.0],
+            vec![0.0, 2.0],
+            vec![2.0, 2.0],
+        ];
+        assert!((radius(&square) - 2f64.sqrt()).abs() < 1e-15);
+        // Two points: half their distance; one point or none: 0 (no scale).
+        assert!((radius(&square[..2]) - 1.0).abs() < 1e-15);
+        assert_eq!(radius(&square[..1]), 0.0);
+        assert_eq!(radius(&[]), 0.0);
     }
 }
