@@ -607,12 +607,12 @@ impl Stage for TeacherStudentStage {
         }
         let teacher_at = teacher_stable_in_data(&tfp_basis, &sim.observation);
         let student_at = student_stable_in_data(c, &pv, &sfp);
-        let spread = radius(&teacher_at);
+        let radius_t = radius(&teacher_at);
         let located = locate(&teacher_at, &student_at);
-        let tol = p.location_tolerance * spread;
+        let tol = p.location_tolerance * radius_t;
         let found = located.iter().filter(|&&d| d <= tol).count();
         // (Only for teachers with two or more stable points: the oscillators have none.)
-        if spread > 0.0 {
+        if radius_t > 0.0 {
             rows.push(Row {
                 metric: "stable_points_located",
                 teacher: st as f64,
@@ -621,12 +621,12 @@ impl Stage for TeacherStudentStage {
                 target: String::new(),
                 pass: None,
             });
-            let mut rel: Vec<f64> = located.iter().map(|d| d / spread).collect();
+            let mut rel: Vec<f64> = located.iter().map(|d| d / radius_t).collect();
             rel.sort_by(f64::total_cmp);
             rows.push(Row {
                 metric: "stable_point_distance",
-                teacher: spread,
-                student: median_sorted(&rel) * spread,
+                teacher: radius_t,
+                student: median_sorted(&rel) * radius_t,
                 value: median_sorted(&rel),
                 target: String::new(),
                 pass: None,
