@@ -370,17 +370,44 @@ pub mod avx2 {
     }
 }
 
+/// Cephes' `expf` and `logf` constants, shared by the eight- and sixteen-lane f32 versions
+/// (which must give the same bits).
+#[cfg(target_arch = "x86_64")]
+mod cephes_f32 {
+    pub const LN2_HI: f32 = 0.693_359_4;
+    pub const LN2_LO: f32 = -2.121_944_4e-4;
+    /// 1.5 · 2²³: adding it rounds to an integer held in the low mantissa bits.
+    pub const SHIFTER: f32 = 12_582_912.0;
+    /// e^r ≈ 1 + r + r² P(r), |r| ≤ ln2/2: P's coefficients, highest degree first.
+    pub const EXP_P: [f32; 6] = [
+        1.987_569_1e-4,
+        1.398_199_9e-3,
+        8.333_452e-3,
+        4.166_579_6e-2,
+        1.666_666_5e-1,
+        0.5,
+    ];
+    /// ln(1 + f) ≈ f − f²/2 + f³ P(f), f ∈ [√½ − 1, √2 − 1): P's coefficients, highest first.
+    pub const LN_P: [f32; 9] = [
+        7.037_683_6e-2,
+        -1.151_461e-1,
+        1.167_699_9e-1,
+        -1.242_014_1e-1,
+        1.424_932_3e-1,
+        -1.666_805_8e-1,
+        2.000_071_4e-1,
+        -2.499_999_4e-1,
+        3.333_333e-1,
+    ];
+}
+
 /// The Poisson-softplus terms in single precision on eight lanes (`precision: f32`): the
 /// transcendental functions of a Poisson fit at twice the width and with shorter polynomials
 /// (Cephes' `expf` and `logf`, ≈ 1 ulp of f32). Inputs and outputs stay f64.
 #[cfg(target_arch = "x86_64")]
 pub mod avx2_f32 {
+    use super::cephes_f32::{EXP_P, LN2_HI, LN2_LO, LN_P, SHIFTER};
     use std::arch::x86_64::*;
-
-    const LN2_HI: f32 = 0.693_359_4;
-    const LN2_LO: f32 = -2.121_944_4e-4;
-    /// 1.5 · 2²³: adding it rounds to an integer held in the low mantissa bits.
-    const SHIFTER: f32 = 12_582_912.0;
 
     #[inline(always)]
     unsafe fn fma(a: __m256, b: __m256, c: __m256) -> __m256 {
@@ -403,14 +430,8 @@ pub mod avx2_f32 {
         let n = _mm256_sub_ps(shifted, splat(SHIFTER));
         let r = fma(n, splat(-LN2_LO), fma(n, splat(-LN2_HI), x));
         // Cephes expf: e^r ≈ 1 + r + r² P(r), |r| ≤ ln2/2.
-        let mut p = splat(1.987_569_1e-4);
-        for c in [
-            1.398_199_9e-3,
-            8.333_452e-3,
-            4.166_579_6e-2,
-            1.666_666_5e-1,
-            0.5,
-        ] {
+        let mut p = splat(EXP_P[0]);
+        for &c in &EXP_P[1..] {
             p = fma(p, r, splat(c));
         }
         let r2 = _mm256_mul_ps(r, r);
@@ -439,17 +460,8 @@ pub mod avx2_f32 {
         // small: f = 2m − 1; otherwise f = m − 1.
         let f = _mm256_sub_ps(_mm256_add_ps(m, _mm256_and_ps(small, m)), splat(1.0));
         let z = _mm256_mul_ps(f, f);
-        let mut p = splat(7.037_683_6e-2);
-        for c in [
-            -1.151_461e-1,
-            1.167_699_9e-1,
-            -1.242_014_1e-1,
-            1.424_932_3e-1,
-            -1.666_805_8e-1,
-            2.000_071_4e-1,
-            -2.499_999_4e-1,
-            3.333_333e-1,
-        ] {
+        let mut p = splat(LN_P[0]);
+        for &c in &LN_P[1..] {
             p = fma(p, f, splat(c));
         }
         let mut y = _mm256_mul_ps(_mm256_mul_ps(p, f), z);
@@ -659,11 +671,8 @@ pub mod avx2_f32 {
 /// the same order lane by lane, so every lane gives the bits of the eight-lane version.
 #[cfg(target_arch = "x86_64")]
 pub mod avx512_f32 {
+    use super::cephes_f32::{EXP_P, LN2_HI, LN2_LO, LN_P, SHIFTER};
     use std::arch::x86_64::*;
-
-    const LN2_HI: f32 = 0.693_359_4;
-    const LN2_LO: f32 = -2.121_944_4e-4;
-    const SHIFTER: f32 = 12_582_912.0;
 
     #[inline(always)]
     unsafe fn fma(a: __m512, b: __m512, c: __m512) -> __m512 {
@@ -685,14 +694,8 @@ pub mod avx512_f32 {
         let shifted = fma(x, splat(std::f32::consts::LOG2_E), splat(SHIFTER));
         let n = _mm512_sub_ps(shifted, splat(SHIFTER));
         let r = fma(n, splat(-LN2_LO), fma(n, splat(-LN2_HI), x));
-        let mut p = splat(1.987_569_1e-4);
-        for c in [
-            1.398_199_9e-3,
-            8.333_452e-3,
-            4.166_579_6e-2,
-            1.666_666_5e-1,
-            0.5,
-        ] {
+        let mut p = splat(EXP_P[0]);
+        for &c in &EXP_P[1..] {
             p = fma(p, r, splat(c));
         }
         let r2 = _mm512_mul_ps(r, r);
@@ -719,17 +722,8 @@ pub mod avx512_f32 {
         // small: f = 2m − 1; otherwise f = m − 1 (m + m is exact, as m + (m & mask) is).
         let f = _mm512_sub_ps(_mm512_mask_add_ps(m, small, m, m), splat(1.0));
         let z = _mm512_mul_ps(f, f);
-        let mut p = splat(7.037_683_6e-2);
-        for c in [
-            -1.151_461e-1,
-            1.167_699_9e-1,
-            -1.242_014_1e-1,
-            1.424_932_3e-1,
-            -1.666_805_8e-1,
-            2.000_071_4e-1,
-            -2.499_999_4e-1,
-            3.333_333e-1,
-        ] {
+        let mut p = splat(LN_P[0]);
+        for &c in &LN_P[1..] {
             p = fma(p, f, splat(c));
         }
         let mut y = _mm512_mul_ps(_mm512_mul_ps(p, f), z);

@@ -133,6 +133,45 @@ impl Poisson32 {
         }
     }
 
+    /// One eight-unit block at unit `j` of step `t` for particles `kk` and `kb` (the same one
+    /// when `pair` is false): η = a + Σ_q C_q z_q, the terms and dℓ/dη (stored for the reverse
+    /// pass), and the masked terms added to the accumulators.
+    ///
+    /// # Safety
+    /// Only for callers with AVX2 and FMA enabled; `j + 8 ≤ dxp`, the buffers sized as in
+    /// [`Self::loglik`].
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn block8(
+        &self,
+        s: &mut Step32,
+        t: usize,
+        j: usize,
+        (za, zb): (&[f32; 16], &[f32; 16]),
+        (kk, kb, pair): (usize, usize, bool),
+        (acc_a, acc_b): (&mut __m256, &mut __m256),
+    ) {
+        let (r, dxp) = (self.r, self.dxp);
+        let mut ha = _mm256_loadu_ps(s.a.as_ptr().add(j));
+        let mut hb = ha;
+        for q in 0..r {
+            let cq = _mm256_loadu_ps(self.c.as_ptr().add(q * dxp + j));
+            ha = _mm256_fmadd_ps(cq, _mm256_set1_ps(za[q]), ha);
+            hb = _mm256_fmadd_ps(cq, _mm256_set1_ps(zb[q]), hb);
+        }
+        let xv = _mm256_loadu_ps(s.x.as_ptr().add(t * dxp + j));
+        let nonzero = any_nonzero(xv);
+        let m = _mm256_loadu_ps(self.mask.as_ptr().add(j));
+        let (ta, da) = poisson_softplus8(ha, xv, nonzero);
+        *acc_a = _mm256_fmadd_ps(ta, m, *acc_a);
+        _mm256_storeu_ps(s.dl.as_mut_ptr().add(kk * dxp + j), da);
+        if pair {
+            let (tb, db) = poisson_softplus8(hb, xv, nonzero);
+            *acc_b = _mm256_fmadd_ps(tb, m, *acc_b);
+            _mm256_storeu_ps(s.dl.as_mut_ptr().add(kb * dxp + j), db);
+        }
+    }
+
     /// [`Self::loglik`] on eight lanes.
     ///
     /// # Safety
@@ -144,7 +183,6 @@ impl Poisson32 {
         let k = ll.len();
         assert!(r <= 16 && z.len() >= k * r && s.dl.len() >= k * dxp);
         assert!(s.x.len() >= (t + 1) * dxp && s.a.len() >= dxp);
-        let x = &s.x[t * dxp..(t + 1) * dxp];
         let (mut za, mut zb) = ([0.0f32; 16], [0.0f32; 16]);
         // Two particles at a time: two independent chains of the same operations for the
         // out-of-order core (the counts, and so the branch on them, are the same for both).
@@ -158,24 +196,14 @@ impl Poisson32 {
             }
             let (mut acc_a, mut acc_b) = (_mm256_setzero_ps(), _mm256_setzero_ps());
             for j in (0..dxp).step_by(L) {
-                let mut ha = _mm256_loadu_ps(s.a.as_ptr().add(j));
-                let mut hb = ha;
-                for q in 0..r {
-                    let cq = _mm256_loadu_ps(self.c.as_ptr().add(q * dxp + j));
-                    ha = _mm256_fmadd_ps(cq, _mm256_set1_ps(za[q]), ha);
-                    hb = _mm256_fmadd_ps(cq, _mm256_set1_ps(zb[q]), hb);
-                }
-                let xv = _mm256_loadu_ps(x.as_ptr().add(j));
-                let nonzero = any_nonzero(xv);
-                let m = _mm256_loadu_ps(self.mask.as_ptr().add(j));
-                let (ta, da) = poisson_softplus8(ha, xv, nonzero);
-                acc_a = _mm256_fmadd_ps(ta, m, acc_a);
-                _mm256_storeu_ps(s.dl.as_mut_ptr().add(kk * dxp + j), da);
-                if pair {
-                    let (tb, db) = poisson_softplus8(hb, xv, nonzero);
-                    acc_b = _mm256_fmadd_ps(tb, m, acc_b);
-                    _mm256_storeu_ps(s.dl.as_mut_ptr().add(kb * dxp + j), db);
-                }
+                self.block8(
+                    s,
+                    t,
+                    j,
+                    (&za, &zb),
+                    (kk, kb, pair),
+                    (&mut acc_a, &mut acc_b),
+                );
             }
             ll[kk] = f64::from(hsum(acc_a));
             if pair {
@@ -198,7 +226,6 @@ impl Poisson32 {
         let k = ll.len();
         assert!(r <= 16 && z.len() >= k * r && s.dl.len() >= k * dxp);
         assert!(s.x.len() >= (t + 1) * dxp && s.a.len() >= dxp);
-        let x = &s.x[t * dxp..(t + 1) * dxp];
         let wide_end = dxp / (2 * L) * (2 * L);
         let (mut za, mut zb) = ([0.0f32; 16], [0.0f32; 16]);
         let lo = |v: __m512| _mm512_castps512_ps256(v);
@@ -220,7 +247,7 @@ impl Poisson32 {
                     ha = _mm512_fmadd_ps(cq, _mm512_set1_ps(za[q]), ha);
                     hb = _mm512_fmadd_ps(cq, _mm512_set1_ps(zb[q]), hb);
                 }
-                let xv = _mm512_loadu_ps(x.as_ptr().add(j));
+                let xv = _mm512_loadu_ps(s.x.as_ptr().add(t * dxp + j));
                 // One branch for sixteen counts: where a lane's count is zero, the branch for
                 // nonzero counts gives it the bits of the other (0 · ln λ − λ = −λ exactly).
                 let nonzero = any_nonzero16(xv);
@@ -240,25 +267,14 @@ impl Poisson32 {
                 }
             }
             if wide_end < dxp {
-                let j = wide_end;
-                let mut ha = _mm256_loadu_ps(s.a.as_ptr().add(j));
-                let mut hb = ha;
-                for q in 0..r {
-                    let cq = _mm256_loadu_ps(self.c.as_ptr().add(q * dxp + j));
-                    ha = _mm256_fmadd_ps(cq, _mm256_set1_ps(za[q]), ha);
-                    hb = _mm256_fmadd_ps(cq, _mm256_set1_ps(zb[q]), hb);
-                }
-                let xv = _mm256_loadu_ps(x.as_ptr().add(j));
-                let nonzero = any_nonzero(xv);
-                let m = _mm256_loadu_ps(self.mask.as_ptr().add(j));
-                let (ta, da) = poisson_softplus8(ha, xv, nonzero);
-                acc_a = _mm256_fmadd_ps(ta, m, acc_a);
-                _mm256_storeu_ps(s.dl.as_mut_ptr().add(kk * dxp + j), da);
-                if pair {
-                    let (tb, db) = poisson_softplus8(hb, xv, nonzero);
-                    acc_b = _mm256_fmadd_ps(tb, m, acc_b);
-                    _mm256_storeu_ps(s.dl.as_mut_ptr().add(kb * dxp + j), db);
-                }
+                self.block8(
+                    s,
+                    t,
+                    wide_end,
+                    (&za, &zb),
+                    (kk, kb, pair),
+                    (&mut acc_a, &mut acc_b),
+                );
             }
             ll[kk] = f64::from(hsum(acc_a));
             if pair {

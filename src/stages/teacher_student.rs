@@ -207,6 +207,21 @@ fn radius(points: &[Vec<f64>]) -> f64 {
         .sqrt()
 }
 
+/// The teacher's map in its dataset basis (orthonormal U, V, B: z' = a z + V relu(U z + B)
+/// at zero input), the basis its simulated latents live in.
+fn dataset_basis_map(
+    teacher: &crate::data::simulate::TeacherBasis,
+) -> Result<PwlMap, crate::analysis::fixed_points::FixedPointError> {
+    PwlMap::from_low_rank(
+        &teacher.u,
+        &teacher.v,
+        &teacher.b.iter().map(|b| -b).collect::<Vec<f64>>(),
+        teacher.decay,
+        teacher.rank,
+        crate::model::lowrank::Nonlinearity::Relu,
+    )
+}
+
 /// The teacher's stable fixed points (found in its dataset basis, so `x` = U z are its
 /// currents) placed in the data space: their noise-free observations.
 fn teacher_stable_in_data(
@@ -587,15 +602,8 @@ impl Stage for TeacherStudentStage {
         // (currents, or rates for count data) at zero input. The teacher's points come from its
         // dataset basis (orthonormal U, V, B: z' = a z + V relu(U z + Iᵀ v + B)), the basis its
         // simulated latents live in.
-        let basis_map = PwlMap::from_low_rank(
-            &teacher.u,
-            &teacher.v,
-            &teacher.b.iter().map(|b| -b).collect::<Vec<f64>>(),
-            teacher.decay,
-            teacher.rank,
-            crate::model::lowrank::Nonlinearity::Relu,
-        )
-        .map_err(|e| StageError::new(format!("{}: {e}", teacher_path.display())))?;
+        let basis_map = dataset_basis_map(&teacher)
+            .map_err(|e| StageError::new(format!("{}: {e}", teacher_path.display())))?;
         let tfp_basis = fp(&basis_map, &teacher_path)?;
         if tfp_basis.points.len() != tfp.points.len() {
             return Err(StageError::new(format!(
@@ -1003,15 +1011,7 @@ mod tests {
         let opts = Options::default();
         let smap =
             PwlMap::from_low_rank(pv.m, pv.n, pv.h, pv.decay, c.rank, c.nonlinearity).unwrap();
-        let tmap = PwlMap::from_low_rank(
-            &teacher.u,
-            &teacher.v,
-            &teacher.b.iter().map(|b| -b).collect::<Vec<f64>>(),
-            teacher.decay,
-            teacher.rank,
-            crate::model::lowrank::Nonlinearity::Relu,
-        )
-        .unwrap();
+        let tmap = dataset_basis_map(&teacher).unwrap();
         let (sfp, tfp) = (
             find_fixed_points(&smap, &opts).unwrap(),
             find_fixed_points(&tmap, &opts).unwrap(),
