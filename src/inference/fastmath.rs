@@ -370,6 +370,263 @@ pub mod avx2 {
     }
 }
 
+/// [`avx2`]'s f64 functions on eight lanes (AVX-512F): the same operations in the same order
+/// lane by lane (multiply, then add; no fused multiply-add), so every lane gives the bits of
+/// the four-lane and scalar versions.
+#[cfg(target_arch = "x86_64")]
+pub mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::{LN2_HI, LN2_LO, LOG2_E};
+
+    const SHIFTER: f64 = 6_755_399_441_055_744.0;
+
+    #[inline(always)]
+    unsafe fn splat(v: f64) -> __m512d {
+        _mm512_set1_pd(v)
+    }
+
+    /// a + b·x, rounded twice as the scalar functions do.
+    #[inline(always)]
+    unsafe fn madd(a: __m512d, b: __m512d, x: __m512d) -> __m512d {
+        _mm512_add_pd(a, _mm512_mul_pd(b, x))
+    }
+
+    #[inline(always)]
+    unsafe fn pair(c0: f64, c1: f64, x: __m512d) -> __m512d {
+        madd(splat(c0), splat(c1), x)
+    }
+
+    /// As [`super::avx2::exp4`] on eight lanes.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512F.
+    #[inline(always)]
+    pub unsafe fn exp8(x: __m512d) -> __m512d {
+        let x = _mm512_min_pd(_mm512_max_pd(x, splat(-708.0)), splat(700.0));
+        let shifted = _mm512_add_pd(_mm512_mul_pd(x, splat(LOG2_E)), splat(SHIFTER));
+        let n = _mm512_sub_pd(shifted, splat(SHIFTER));
+        let r = _mm512_sub_pd(
+            _mm512_sub_pd(x, _mm512_mul_pd(n, splat(LN2_HI))),
+            _mm512_mul_pd(n, splat(LN2_LO)),
+        );
+        let r2 = _mm512_mul_pd(r, r);
+        let r4 = _mm512_mul_pd(r2, r2);
+        let r8 = _mm512_mul_pd(r4, r4);
+        let q0 = pair(1.0, 1.0, r);
+        let q1 = pair(0.5, 1.0 / 6.0, r);
+        let q2 = pair(1.0 / 24.0, 1.0 / 120.0, r);
+        let q3 = pair(1.0 / 720.0, 1.0 / 5_040.0, r);
+        let q4 = pair(1.0 / 40_320.0, 1.0 / 362_880.0, r);
+        let q5 = pair(1.0 / 3_628_800.0, 1.0 / 39_916_800.0, r);
+        let q6 = pair(1.0 / 479_001_600.0, 1.0 / 6_227_020_800.0, r);
+        let s0 = madd(q0, q1, r2);
+        let s1 = madd(q2, q3, r2);
+        let s2 = madd(q4, q5, r2);
+        let u0 = madd(s0, s1, r4);
+        let u1 = madd(s2, q6, r4);
+        let p = madd(u0, u1, r8);
+        let biased = _mm512_add_epi64(_mm512_castpd_si512(shifted), _mm512_set1_epi64(1023));
+        _mm512_mul_pd(p, _mm512_castsi512_pd(_mm512_slli_epi64::<52>(biased)))
+    }
+
+    /// As [`super::avx2::ln4`] on eight lanes.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512F.
+    #[inline(always)]
+    pub unsafe fn ln8(x: __m512d) -> __m512d {
+        let bits = _mm512_castpd_si512(x);
+        let ebits = _mm512_and_si512(_mm512_srli_epi64::<52>(bits), _mm512_set1_epi64(0x7ff));
+        let e = _mm512_sub_pd(
+            _mm512_castsi512_pd(_mm512_or_si512(
+                ebits,
+                _mm512_set1_epi64(0x4330_0000_0000_0000),
+            )),
+            splat(4_503_599_627_370_496.0),
+        );
+        let m = _mm512_castsi512_pd(_mm512_or_si512(
+            _mm512_and_si512(bits, _mm512_set1_epi64(0x000f_ffff_ffff_ffff)),
+            _mm512_set1_epi64(0x3ff0_0000_0000_0000),
+        ));
+        let big = _mm512_cmp_pd_mask::<_CMP_GT_OQ>(m, splat(std::f64::consts::SQRT_2));
+        let m = _mm512_mask_mul_pd(m, big, m, splat(0.5));
+        let k = _mm512_mask_add_pd(
+            _mm512_sub_pd(e, splat(1023.0)),
+            big,
+            _mm512_sub_pd(e, splat(1023.0)),
+            splat(1.0),
+        );
+        let f = _mm512_sub_pd(m, splat(1.0));
+        let s = _mm512_div_pd(f, _mm512_add_pd(splat(2.0), f));
+        let s2 = _mm512_mul_pd(s, s);
+        let w2 = _mm512_mul_pd(s2, s2);
+        let w4 = _mm512_mul_pd(w2, w2);
+        let w8 = _mm512_mul_pd(w4, w4);
+        let q0 = pair(1.0 / 3.0, 1.0 / 5.0, s2);
+        let q1 = pair(1.0 / 7.0, 1.0 / 9.0, s2);
+        let q2 = pair(1.0 / 11.0, 1.0 / 13.0, s2);
+        let q3 = pair(1.0 / 15.0, 1.0 / 17.0, s2);
+        let q4 = pair(1.0 / 19.0, 1.0 / 21.0, s2);
+        let u0 = madd(q0, q1, w2);
+        let u1 = madd(q2, q3, w2);
+        let p = madd(madd(u0, u1, w4), q4, w8);
+        let two = splat(2.0);
+        let log_m = _mm512_add_pd(
+            _mm512_mul_pd(two, s),
+            _mm512_mul_pd(_mm512_mul_pd(_mm512_mul_pd(two, s), s2), p),
+        );
+        _mm512_add_pd(
+            _mm512_mul_pd(k, splat(LN2_HI)),
+            _mm512_add_pd(log_m, _mm512_mul_pd(k, splat(LN2_LO))),
+        )
+    }
+
+    /// As [`super::avx2::poisson_softplus`] on eight lanes, with that function (four lanes,
+    /// then scalar) for the last fewer than eight units: the same bits.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512F and AVX2; all slices have the same length.
+    #[target_feature(enable = "avx512f,avx2")]
+    pub unsafe fn poisson_softplus(
+        eta: &[f64],
+        x: &[f64],
+        term: &mut [f64],
+        deta: &mut [f64],
+        scale: f64,
+    ) {
+        let n = eta.len();
+        let full = n / 8 * 8;
+        let one = splat(1.0);
+        let zero = _mm512_setzero_pd();
+        let twenty = splat(20.0);
+        for i in (0..full).step_by(8) {
+            let h = _mm512_loadu_pd(eta.as_ptr().add(i));
+            let xv = _mm512_loadu_pd(x.as_ptr().add(i));
+            let e = exp8(_mm512_min_pd(h, twenty));
+            let u = _mm512_add_pd(one, e);
+            let sp = _mm512_sub_pd(
+                ln8(u),
+                _mm512_div_pd(_mm512_sub_pd(_mm512_sub_pd(u, one), e), u),
+            );
+            let lin = _mm512_cmp_pd_mask::<_CMP_GT_OQ>(h, twenty);
+            let sp = _mm512_mask_blend_pd(lin, sp, h);
+            let sig = _mm512_mask_blend_pd(lin, _mm512_div_pd(e, u), one);
+            let lam = _mm512_add_pd(sp, splat(1e-6));
+            // All eight counts zero: t = −λ and d = (scale · −1) · σ, the full formula's bits.
+            let nonzero = _mm512_cmp_pd_mask::<_CMP_NEQ_UQ>(xv, zero) != 0;
+            let t = if nonzero {
+                _mm512_sub_pd(_mm512_mul_pd(xv, ln8(lam)), lam)
+            } else {
+                _mm512_sub_pd(zero, lam)
+            };
+            _mm512_storeu_pd(term.as_mut_ptr().add(i), t);
+            if scale != 0.0 {
+                let q = if nonzero {
+                    _mm512_sub_pd(_mm512_div_pd(xv, lam), one)
+                } else {
+                    splat(-1.0)
+                };
+                let d = _mm512_mul_pd(_mm512_mul_pd(splat(scale), q), sig);
+                _mm512_storeu_pd(deta.as_mut_ptr().add(i), d);
+            }
+        }
+        super::avx2::poisson_softplus(
+            &eta[full..],
+            &x[full..],
+            &mut term[full..],
+            &mut deta[full..],
+            scale,
+        );
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use std::arch::x86_64::*;
+
+        /// `exp8` and `ln8` give the scalar functions' bits over their whole ranges.
+        #[test]
+        fn exp8_and_ln8_give_the_scalar_bits() {
+            if !std::is_x86_feature_detected!("avx512f") {
+                return;
+            }
+            #[target_feature(enable = "avx512f")]
+            unsafe fn check(xs: &[f64; 8], ys: &[f64; 8]) {
+                let (mut e, mut l) = ([0f64; 8], [0f64; 8]);
+                _mm512_storeu_pd(e.as_mut_ptr(), super::exp8(_mm512_loadu_pd(xs.as_ptr())));
+                _mm512_storeu_pd(l.as_mut_ptr(), super::ln8(_mm512_loadu_pd(ys.as_ptr())));
+                for i in 0..8 {
+                    assert_eq!(
+                        e[i].to_bits(),
+                        super::super::exp(xs[i]).to_bits(),
+                        "exp({})",
+                        xs[i]
+                    );
+                    assert_eq!(
+                        l[i].to_bits(),
+                        super::super::ln(ys[i]).to_bits(),
+                        "ln({})",
+                        ys[i]
+                    );
+                }
+            }
+            let (mut xs, mut ys) = ([0f64; 8], [0f64; 8]);
+            let (mut x, mut y) = (-720.0f64, 1e-300f64);
+            while x < 720.0 {
+                for i in 0..8 {
+                    xs[i] = x;
+                    ys[i] = y;
+                    x += 0.0371;
+                    y *= 1.0123;
+                    if y > 1e300 {
+                        y = 1e-300;
+                    }
+                }
+                // SAFETY: AVX-512F checked above.
+                unsafe { check(&xs, &ys) };
+            }
+        }
+
+        /// Eight lanes give the scalar bits (η over softplus' whole range, both count paths,
+        /// lengths with every tail).
+        #[test]
+        fn eight_f64_lanes_give_the_scalar_bits() {
+            if !(std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx2"))
+            {
+                return;
+            }
+            for n in [1usize, 7, 8, 13, 40, 203] {
+                for scale in [0.7, 0.0] {
+                    let eta: Vec<f64> =
+                        (0..n).map(|i| -30.0 + 57.0 * i as f64 / n as f64).collect();
+                    let x: Vec<f64> = (0..n)
+                        .map(|i| {
+                            if (i / 8) % 2 == 0 {
+                                0.0
+                            } else {
+                                (i % 4) as f64
+                            }
+                        })
+                        .collect();
+                    let (mut t, mut d) = (vec![0.0; n], vec![0.0; n]);
+                    // SAFETY: AVX-512F and AVX2 checked above; equal lengths.
+                    unsafe { super::poisson_softplus(&eta, &x, &mut t, &mut d, scale) };
+                    for i in 0..n {
+                        let (sp, sig) = super::super::softplus_and_sigmoid(eta[i]);
+                        let lam = sp + 1e-6;
+                        let want_t = x[i] * super::super::ln(lam) - lam;
+                        assert_eq!(t[i].to_bits(), want_t.to_bits(), "term {i} of {n}");
+                        if scale != 0.0 {
+                            let want_d = scale * (x[i] / lam - 1.0) * sig;
+                            assert_eq!(d[i].to_bits(), want_d.to_bits(), "d {i} of {n}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Cephes' `expf` and `logf` constants, shared by the eight- and sixteen-lane f32 versions
 /// (which must give the same bits).
 #[cfg(target_arch = "x86_64")]

@@ -235,6 +235,8 @@ struct Ctx<'a> {
     /// f32`, Poisson likelihood with the softplus link, one-to-one readout from the currents,
     /// AVX2 + FMA.
     p32: Option<Poisson32>,
+    /// The CPU has AVX-512F: the f64 Poisson-softplus terms run on eight lanes.
+    wide_f64: bool,
     stride: usize,
     k: usize,
     n_steps: usize,
@@ -435,9 +437,12 @@ impl Ctx<'_> {
             match ob.link {
                 #[cfg(target_arch = "x86_64")]
                 ObsNonlinearity::Softplus if kernel::fma_available() => {
-                    // Eight f32 lanes under `precision: f32`, four f64 lanes otherwise.
+                    // Eight f32 lanes under `precision: f32`; f64 on eight lanes with AVX-512F,
+                    // four otherwise (the same bits).
                     let terms: fastmath::PoissonTermsFn = if self.lo.is_some() {
                         fastmath::avx2_f32::poisson_softplus
+                    } else if self.wide_f64 {
+                        fastmath::avx512::poisson_softplus
                     } else {
                         fastmath::avx2::poisson_softplus
                     };
@@ -1323,6 +1328,18 @@ fn poisson_terms(o: &mut ObsScratch, grad_scale: f64, link: impl Fn(f64) -> (f64
     }
 }
 
+/// The CPU has AVX-512F (and AVX2, which every AVX-512 CPU has).
+fn avx512_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx2")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// Σ a with four independent partial sums (vectorises; fixed order).
 #[inline(always)]
 fn sum4(a: &[f64]) -> f64 {
@@ -1508,6 +1525,7 @@ pub fn smc_vsmc(
         },
         lo: (options.precision == Precision::F32).then(|| Weights32::new(&mt, &nk, p.h)),
         p32: None,
+        wide_f64: avx512_available(),
         identity_m: kernel::frozen_identity(config, p.m),
         mt,
         nk,
