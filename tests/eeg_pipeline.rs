@@ -160,6 +160,19 @@ fn quick_profile_runs_end_to_end() {
     let cells: Vec<&str> = row.split('|').map(str::trim).collect();
     let radius: f64 = cells[5].parse().unwrap();
     assert!(radius > 0.0 && radius.is_finite(), "{row}");
+    // The student's stable points no teacher point claims: at most all of them.
+    let row = reach
+        .lines()
+        .find(|l| l.contains("| unpaired_stable_points |"))
+        .unwrap_or_else(|| panic!("no unpaired_stable_points row:\n{reach}"));
+    let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+    let unpaired: f64 = cells[6].parse().unwrap();
+    let student_stable: f64 = reach
+        .lines()
+        .find(|l| l.contains("| stable_fixed_points |"))
+        .map(|l| l.split('|').map(str::trim).nth(6).unwrap().parse().unwrap())
+        .unwrap();
+    assert!((0.0..=student_stable).contains(&unpaired), "{row}");
     // Noise sweep: larger true noise → larger inferred noise.
     let t = lowrank_smc::pipeline::table::Table::read_parquet(
         &d.join("results/teacher_student/noise_summary/table.parquet"),

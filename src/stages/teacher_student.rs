@@ -242,10 +242,20 @@ fn student_stable_in_data(
     pv: &crate::model::lowrank::ParamView<'_>,
     set: &FixedPointSet,
 ) -> Vec<Vec<f64>> {
+    student_in_data(c, pv, set, true)
+}
+
+/// The student's stable (`stable` true) or other fixed points placed in the data space.
+fn student_in_data(
+    c: &ModelConfig,
+    pv: &crate::model::lowrank::ParamView<'_>,
+    set: &FixedPointSet,
+    stable: bool,
+) -> Vec<Vec<f64>> {
     let zero_input = vec![0.0; c.dim_u];
     set.points
         .iter()
-        .filter(|q| q.stability == Stability::Stable)
+        .filter(|q| (q.stability == Stability::Stable) == stable)
         .map(|q| {
             let mut o = vec![0.0; c.dim_x];
             c.observation_mean(pv, &q.z, &zero_input, &mut o);
@@ -254,17 +264,28 @@ fn student_stable_in_data(
         .collect()
 }
 
+/// Euclidean distance.
+fn dist(a: &[f64], b: &[f64]) -> f64 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).powi(2))
+        .sum::<f64>()
+        .sqrt()
+}
+
 /// Pairs each teacher point with a student point, closest pairs first (Euclidean distance in
 /// the data space; each point used once), and returns each teacher point's distance to its
 /// partner (∞ when the student has fewer points).
 fn locate(teacher: &[Vec<f64>], student: &[Vec<f64>]) -> Vec<f64> {
-    let dist = |a: &[f64], b: &[f64]| -> f64 {
-        a.iter()
-            .zip(b)
-            .map(|(x, y)| (x - y).powi(2))
-            .sum::<f64>()
-            .sqrt()
-    };
+    pair_up(teacher, student)
+        .into_iter()
+        .map(|p| p.map_or(f64::INFINITY, |(d, _)| d))
+        .collect()
+}
+
+/// [`locate`]'s pairing: each teacher point's (distance, student index), `None` when the
+/// student ran out of points.
+fn pair_up(teacher: &[Vec<f64>], student: &[Vec<f64>]) -> Vec<Option<(f64, usize)>> {
     let mut pairs: Vec<(f64, usize, usize)> = Vec::new();
     for (i, a) in teacher.iter().enumerate() {
         for (j, b) in student.iter().enumerate() {
@@ -272,15 +293,43 @@ fn locate(teacher: &[Vec<f64>], student: &[Vec<f64>]) -> Vec<f64> {
         }
     }
     pairs.sort_by(|x, y| x.0.total_cmp(&y.0).then(x.1.cmp(&y.1)).then(x.2.cmp(&y.2)));
-    let mut out = vec![f64::INFINITY; teacher.len()];
+    let mut out = vec![None; teacher.len()];
     let mut used = vec![false; student.len()];
     for (d, i, j) in pairs {
-        if out[i].is_infinite() && !used[j] {
-            out[i] = d;
+        if out[i].is_none() && !used[j] {
+            out[i] = Some((d, j));
             used[j] = true;
         }
     }
     out
+}
+
+/// The student's stable points that no teacher point claims within `tol` (by [`pair_up`]), and
+/// each one's distance to the student's nearest unstable fixed point (∞ when it has none):
+/// an extra attractor next to a saddle is the remnant of a saddle–node pair.
+fn unpaired_stable(
+    teacher: &[Vec<f64>],
+    student: &[Vec<f64>],
+    unstable: &[Vec<f64>],
+    tol: f64,
+) -> Vec<f64> {
+    let mut claimed = vec![false; student.len()];
+    for (d, j) in pair_up(teacher, student).into_iter().flatten() {
+        if d <= tol {
+            claimed[j] = true;
+        }
+    }
+    student
+        .iter()
+        .zip(&claimed)
+        .filter(|(_, &c)| !c)
+        .map(|(a, _)| {
+            unstable
+                .iter()
+                .map(|b| dist(a, b))
+                .fold(f64::INFINITY, f64::min)
+        })
+        .collect()
 }
 
 /// Median of sorted values (NaN for none).
@@ -316,6 +365,10 @@ fn metric_note(metric: &str) -> &'static str {
             "radius of the teacher's stable points; median distance of paired stable points; \
              the same ÷ radius"
         }
+        "unpaired_stable_points" => {
+            "—; student stable points no teacher stable point claims within the tolerance; \
+             their median distance to the student's nearest unstable fixed point ÷ radius"
+        }
         _ => "",
     }
 }
@@ -339,7 +392,9 @@ impl Stage for TeacherStudentStage {
         // 5: rows locating the student's stable points at the teacher's, in the data space.
         // 6: their scale is the radius of the teacher's stable points (was the spread of
         // noisy runs, which depends on the attractors the runs happen to visit).
-        6
+        // 7: a row for the student's stable points no teacher point claims, with their
+        // distance to the nearest saddle.
+        7
     }
     fn description(&self) -> &'static str {
         "score a student against its teacher: noise recovery, autocorrelation/period, rates, fixed points → summary table, figures"
@@ -636,6 +691,20 @@ impl Stage for TeacherStudentStage {
                 teacher: radius_t,
                 student: median_sorted(&rel) * radius_t,
                 value: median_sorted(&rel),
+                target: String::new(),
+                pass: None,
+            });
+            let unstable_at = student_in_data(c, &pv, &sfp, false);
+            let mut extra: Vec<f64> = unpaired_stable(&teacher_at, &student_at, &unstable_at, tol)
+                .iter()
+                .map(|d| d / radius_t)
+                .collect();
+            extra.sort_by(f64::total_cmp);
+            rows.push(Row {
+                metric: "unpaired_stable_points",
+                teacher: f64::NAN,
+                student: extra.len() as f64,
+                value: median_sorted(&extra),
                 target: String::new(),
                 pass: None,
             });
@@ -995,6 +1064,30 @@ mod tests {
         assert!(d[0].is_infinite() && d[2].is_infinite());
         assert_eq!(median_sorted(&[1.0, 2.0, 7.0]), 2.0);
         assert_eq!(median_sorted(&[1.0, 2.0, 7.0, 9.0]), 4.5);
+    }
+
+    #[test]
+    fn unpaired_stable_points_are_those_no_teacher_point_claims_within_the_tolerance() {
+        let teacher = vec![vec![0.0, 0.0], vec![10.0, 0.0], vec![0.0, 10.0]];
+        // Two near the teacher's first two; one extra beside a saddle; one paired with the
+        // third teacher point but too far from it.
+        let student = vec![
+            vec![0.1, 0.0],
+            vec![10.0, 0.1],
+            vec![5.0, 5.0],
+            vec![0.0, 13.0],
+        ];
+        let unstable = vec![vec![5.0, 5.2], vec![20.0, 20.0]];
+        let d = unpaired_stable(&teacher, &student, &unstable, 1.0);
+        assert_eq!(d.len(), 2, "{d:?}");
+        assert!((d[0] - 0.2).abs() < 1e-12, "{d:?}");
+        assert!((d[1] - (25.0f64 + 7.8 * 7.8).sqrt()).abs() < 1e-12, "{d:?}");
+        // A wider tolerance claims the far one; no unstable points: infinitely far.
+        let d = unpaired_stable(&teacher, &student, &[], 5.0);
+        assert_eq!(d.len(), 1);
+        assert!(d[0].is_infinite());
+        // Every student point claimed: none unpaired.
+        assert!(unpaired_stable(&teacher, &student[..2], &unstable, 1.0).is_empty());
     }
 
     /// The teacher taken as a student of ours (M = U, n = V, h = −B, one-to-one readout of the
