@@ -393,7 +393,7 @@ impl Stage for TeacherStudentStage {
         // 6: their scale is the radius of the teacher's stable points (was the spread of
         // noisy runs, which depends on the attractors the runs happen to visit).
         // 7: a row for the student's stable points no teacher point claims, with their
-        // distance to the nearest saddle.
+        // distance to the nearest unstable fixed point.
         7
     }
     fn description(&self) -> &'static str {

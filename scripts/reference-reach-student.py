@@ -1,0 +1,112 @@
+#!/usr/bin/env python3
+"""Convert the paper's published reach student (mackelab/smc_rnns,
+models/students/reach_vae_new_state_dict_rnn.pkl) into a lowrank-smc model file, so that
+`lowrank-smc fixed-points` and `lowrank-smc exec teacher_student` score it beside our own
+students (README, "Setup (c), the reach ring").
+
+Usage: reference-reach-student.py STATE_DICT.pkl TEMPLATE_MODEL.h5 OUT.h5
+
+STATE_DICT.pkl: from a fetched mirror of the reference repository,
+    git --git-dir=MIRROR show HEAD:models/students/reach_vae_new_state_dict_rnn.pkl > rnn.pkl
+TEMPLATE_MODEL.h5: any `teacher_student.reach.fit` output (it supplies the config attributes:
+    R = 2, N = 60, full latent noise, one-to-one frozen readout of the currents, two inputs);
+    a one-epoch fit will do (`exec fit --set train.n_epochs=1 ...`). Its parameters are
+    overwritten.
+
+Needs numpy and h5py, not torch: the state dict is a torch zip archive (pickle + raw
+storages), read here by a minimal unpickler that rebuilds each tensor as a numpy array.
+Renames (the reference's `vi_rnn/saving.py` backward_compat): transition.AW (1,1,1,1) ->
+transition.decay_param (1,), observation.Bias (1,dx,1,1) -> (dx,), observation.B (dx,dx),
+which must be diagonal (the one-to-one readout), -> its diagonal; transition.hz must be zero
+(our model has no latent bias) and is dropped.
+"""
+import collections
+import pickle
+import shutil
+import sys
+import zipfile
+
+import h5py
+import numpy as np
+
+STORAGE_DTYPES = {
+    "FloatStorage": np.float32,
+    "DoubleStorage": np.float64,
+    "LongStorage": np.int64,
+    "IntStorage": np.int32,
+}
+
+
+def load_state_dict(path):
+    """A torch.save'd state dict as {name: numpy array}, without torch."""
+    archive = zipfile.ZipFile(path)
+    root = archive.namelist()[0].split("/")[0]
+
+    def rebuild_tensor(storage, offset, size, stride, *_):
+        size, stride = tuple(size), tuple(stride)
+        if not size:
+            return storage[offset]
+        strides = [s * storage.itemsize for s in stride]
+        view = np.lib.stride_tricks.as_strided(storage[offset:], shape=size, strides=strides)
+        return view.copy()
+
+    class Unpickler(pickle.Unpickler):
+        def find_class(self, module, name):
+            if name == "_rebuild_tensor_v2":
+                return rebuild_tensor
+            if name == "_rebuild_parameter":
+                return lambda data, requires_grad, hooks: data
+            if name == "OrderedDict":
+                return collections.OrderedDict
+            if module == "torch" and name.endswith("Storage"):
+                return name
+            return super().find_class(module, name)
+
+        def persistent_load(self, pid):
+            _, storage_type, key, _location, _numel = pid
+            if storage_type not in STORAGE_DTYPES:
+                sys.exit(f"{path}: unsupported storage type {storage_type}")
+            raw = archive.read(f"{root}/data/{key}")
+            return np.frombuffer(raw, dtype=STORAGE_DTYPES[storage_type])
+
+    return Unpickler(archive.open(f"{root}/data.pkl")).load()
+
+
+def main():
+    if len(sys.argv) != 4:
+        sys.exit(__doc__)
+    state_path, template, out = sys.argv[1:4]
+    sd = load_state_dict(state_path)
+    b = sd["observation.B"]
+    if np.abs(b - np.diag(np.diag(b))).max() != 0.0:
+        sys.exit(f"{state_path}: observation.B is not diagonal (not a one-to-one readout)")
+    hz = sd.get("transition.hz")
+    if hz is not None and np.abs(hz).max() != 0.0:
+        sys.exit(f"{state_path}: transition.hz is non-zero; our model has no latent bias")
+    params = {
+        "R_x": sd["R_x"],
+        "R_z": sd["R_z"],
+        "R_z_t0": sd["R_z_t0"],
+        "initial_state": sd["initial_state"],
+        "transition.decay_param": sd["transition.AW"].reshape(1),
+        "transition.h": sd["transition.h"],
+        "transition.n": sd["transition.n"],
+        "transition.m": sd["transition.m"],
+        "transition.Wu": sd["transition.Wu"],
+        "observation.B": np.diag(b),
+        "observation.Bias": sd["observation.Bias"].reshape(-1),
+    }
+    shutil.copy(template, out + ".partial")
+    with h5py.File(out + ".partial", "r+") as h:
+        for name, value in params.items():
+            d = h["params"]["rnn." + name]
+            if d.shape != value.shape:
+                sys.exit(f"{template}: params/rnn.{name} has shape {d.shape}, "
+                         f"the published student {value.shape}")
+            d[...] = value.astype(np.float64)
+    shutil.move(out + ".partial", out)
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
