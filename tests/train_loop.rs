@@ -261,6 +261,7 @@ fn resume_after_an_epoch_or_mid_epoch_is_bit_identical() {
                 observer: Some(&mut interrupter),
                 checkpoint: checkpoint(&path, 1),
                 interrupt: Some(&flag),
+                step_runner: None,
             },
         )
         .unwrap();

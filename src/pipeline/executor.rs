@@ -6,7 +6,10 @@
 //!   (`free / stages waiting to start`, at least one) and gets that many threads through
 //!   `ctx.threads()` / `ctx.install(..)` (and `RAYON_NUM_THREADS`/`OMP_NUM_THREADS` for
 //!   commands); the tokens come back when it ends. The sum of shares never exceeds the budget,
-//!   so parallel stages do not oversubscribe the machine.
+//!   so parallel stages do not oversubscribe the machine. A fit also borrows the tokens that
+//!   sit idle while no stage waits to start and gives them back within a minibatch once one
+//!   does (`budget`, `StageContext::install_elastic`): the last fits of a sweep grow onto the
+//!   cores the others freed.
 //! - **Crash safety.** Stages write into a staging directory; on success the executor moves
 //!   each output into the object store, writes the run-cache entry (the commit point), copies
 //!   the outputs into `results/` and records the stage in `pipeline.lock`. A failed stage
@@ -18,6 +21,7 @@ use std::path::PathBuf;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use super::budget::ThreadBudget;
 use super::cache::{assess, Action, Freshness, RunEntry, StageKey, Store, StoredOutput};
 use super::dag::{Dag, InputSource, PlannedStage};
 use super::events::{EventKind, Reporter, RunSummary, SkipReason, StageEvent};
@@ -104,6 +108,8 @@ struct Completed {
 
 enum Message {
     Event(StageEvent),
+    /// A running stage gave borrowed thread tokens back: start waiting stages.
+    Wake,
     Done {
         index: usize,
         tokens: usize,
@@ -291,11 +297,15 @@ impl Executor<'_> {
     }
 
     fn execute(&mut self, reporter: &mut dyn Reporter) -> Result<(), EngineError> {
-        let budget = self.options.jobs.max(1);
-        let mut free_tokens = budget;
+        let (sender, receiver) = mpsc::channel::<Message>();
+        let waker = std::sync::Mutex::new(sender.clone());
+        let tokens = std::sync::Arc::new(ThreadBudget::new(self.options.jobs.max(1), move || {
+            if let Ok(w) = waker.lock() {
+                let _ = w.send(Message::Wake);
+            }
+        }));
         let mut running = 0usize;
         let mut queue: VecDeque<usize> = VecDeque::new();
-        let (sender, receiver) = mpsc::channel::<Message>();
         let dag = self.dag;
         let depth = stage_depths(dag);
         let registry = self.registry;
@@ -347,7 +357,8 @@ impl Executor<'_> {
                 // Start queued stages while tokens last, deepest first (ties: queue order):
                 // a finished fit's generate/evaluate run before the next fit starts, so a long
                 // sweep reports each seed's results as it goes instead of all at the end.
-                while free_tokens > 0 {
+                tokens.set_waiting(queue.len());
+                while tokens.free() > 0 {
                     let Some(at) = (0..queue.len()).rev().max_by_key(|&q| depth[queue[q]]) else {
                         break;
                     };
@@ -364,8 +375,8 @@ impl Executor<'_> {
                         );
                         continue;
                     }
-                    let share = (free_tokens / (queue.len() + 1)).max(1);
-                    free_tokens -= share;
+                    let share = tokens.take((tokens.free() / (queue.len() + 1)).max(1));
+                    tokens.set_waiting(queue.len());
                     running += 1;
                     self.states[i] = State::Running;
                     let stage = &dag.stages[i];
@@ -375,9 +386,11 @@ impl Executor<'_> {
                         .unwrap_or_else(|| StageKey(String::new()));
                     let inputs = self.input_paths(i);
                     let sender = sender.clone();
+                    let budget = (std::sync::Arc::clone(&tokens), i);
                     scope.spawn(move || {
-                        let result =
-                            run_stage(dag, registry, store, stage, key, inputs, share, &sender);
+                        let result = run_stage(
+                            dag, registry, store, stage, key, inputs, share, budget, &sender,
+                        );
                         let _ = sender.send(Message::Done {
                             index: i,
                             tokens: share,
@@ -401,13 +414,14 @@ impl Executor<'_> {
 
                 match receiver.recv() {
                     Ok(Message::Event(event)) => reporter.event(&event),
+                    Ok(Message::Wake) => {}
                     Ok(Message::Done {
                         index,
-                        tokens,
+                        tokens: share,
                         result,
                     }) => {
                         running -= 1;
-                        free_tokens += tokens;
+                        tokens.release(index, share);
                         self.finish(index, result, reporter)?;
                     }
                     Err(_) => break,
@@ -643,6 +657,7 @@ fn run_stage(
     key: StageKey,
     inputs: BTreeMap<String, Vec<PathBuf>>,
     threads: usize,
+    (budget, index): (std::sync::Arc<ThreadBudget>, usize),
     sender: &mpsc::Sender<Message>,
 ) -> Result<Completed, String> {
     let kind = registry.get(&stage.kind).map_err(|e| e.to_string())?;
@@ -686,7 +701,8 @@ fn run_stage(
             &dag.root,
             scratch,
         )
-        .with_resume_dir(store.resume_dir(&key));
+        .with_resume_dir(store.resume_dir(&key))
+        .with_budget(budget, index);
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| kind.run(&mut ctx)));
         let summary = std::mem::take(&mut ctx.summary);
         drop(ctx);

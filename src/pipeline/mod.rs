@@ -8,6 +8,7 @@
 //! [`table`] is the one results-table type; [`compare`] puts two tables side by side.
 
 pub mod bench;
+pub mod budget;
 pub mod cache;
 pub mod compare;
 pub mod config;

@@ -351,6 +351,10 @@ pub struct StageContext<'a> {
     pub(crate) resume_dir: Option<PathBuf>,
     pub(crate) summary: BTreeMap<String, Value>,
     pool: std::sync::OnceLock<Option<rayon::ThreadPool>>,
+    /// The run's token budget and this stage's index in it (inside a pipeline run).
+    budget: Option<(std::sync::Arc<super::budget::ThreadBudget>, usize)>,
+    /// [`Self::install_elastic`]'s pools, by thread count.
+    elastic_pools: std::sync::Mutex<BTreeMap<usize, Option<std::sync::Arc<rayon::ThreadPool>>>>,
 }
 
 impl<'a> StageContext<'a> {
@@ -380,7 +384,19 @@ impl<'a> StageContext<'a> {
             resume_dir: None,
             summary: BTreeMap::new(),
             pool: std::sync::OnceLock::new(),
+            budget: None,
+            elastic_pools: std::sync::Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// Lets the stage borrow the run's idle thread tokens (the executor does, per stage).
+    pub fn with_budget(
+        mut self,
+        budget: std::sync::Arc<super::budget::ThreadBudget>,
+        index: usize,
+    ) -> Self {
+        self.budget = Some((budget, index));
+        self
     }
 
     /// Gives the stage a resume directory (the executor does, per stage key).
@@ -480,6 +496,34 @@ impl<'a> StageContext<'a> {
         match pool {
             Some(pool) => pool.install(work),
             // Could not spawn threads: run on the caller's thread (still correct, just serial).
+            None => work(),
+        }
+    }
+    /// As [`Self::install`], for work that comes in many short calls whose results do not
+    /// depend on the thread count (a fit's minibatches): each call also uses the run's tokens
+    /// that sit idle while no other stage waits to start, and gives them back once one does
+    /// ([`super::budget`]). Outside a pipeline run it is [`Self::install`].
+    pub fn install_elastic<R: Send>(&self, work: impl FnOnce() -> R + Send) -> R {
+        let Some((budget, index)) = &self.budget else {
+            return self.install(work);
+        };
+        let threads = budget.rebalance(*index, self.threads);
+        let pool = {
+            let mut pools = self.elastic_pools.lock().unwrap_or_else(|e| e.into_inner());
+            pools
+                .entry(threads)
+                .or_insert_with(|| {
+                    rayon::ThreadPoolBuilder::new()
+                        .num_threads(threads)
+                        .thread_name(|i| format!("stage-worker-{i}"))
+                        .build()
+                        .ok()
+                        .map(std::sync::Arc::new)
+                })
+                .clone()
+        };
+        match pool {
+            Some(pool) => pool.install(work),
             None => work(),
         }
     }

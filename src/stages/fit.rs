@@ -390,17 +390,19 @@ impl Stage for FitStage {
             ctx.progress()
                 .message("resuming from the last checkpoint of an interrupted run");
         }
-        let outcome = ctx.install(|| {
-            let run = RunOptions {
-                observer: Some(&mut observer),
-                checkpoint: Some(policy),
-                interrupt: None,
-            };
-            match &resuming {
-                Some(path) => resume(&objective, &source, &p.train, path, run),
-                None => train(&objective, &source, &p.train, init, run),
-            }
-        });
+        // Each minibatch runs on the stage's threads plus the run's idle ones (the last fit of a
+        // sweep grows onto the cores the others freed); the bits do not depend on how many.
+        let step_runner = |step: &mut (dyn FnMut() + Send)| ctx.install_elastic(step);
+        let run = RunOptions {
+            observer: Some(&mut observer),
+            checkpoint: Some(policy),
+            interrupt: None,
+            step_runner: Some(&step_runner),
+        };
+        let outcome = match &resuming {
+            Some(path) => resume(&objective, &source, &p.train, path, run),
+            None => train(&objective, &source, &p.train, init, run),
+        };
         // The first epoch trained now is the number the checkpoint had completed.
         let resumed_at = resuming.as_ref().map(|_| {
             observer

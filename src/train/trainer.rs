@@ -286,7 +286,14 @@ pub struct RunOptions<'a> {
     pub checkpoint: Option<CheckpointPolicy>,
     /// Set (e.g. from a Ctrl-C handler) to stop before the next minibatch.
     pub interrupt: Option<&'a AtomicBool>,
+    /// Runs each minibatch's loss and gradient (the parallel part of a step), e.g. on a
+    /// thread pool chosen per call; `None`: on the caller's pool. It must call the step once.
+    /// The results do not depend on the pool's size.
+    pub step_runner: Option<&'a StepRunner<'a>>,
 }
+
+/// See [`RunOptions::step_runner`].
+pub type StepRunner<'a> = dyn Fn(&mut (dyn FnMut() + Send)) + Sync + 'a;
 
 /// Everything needed to continue training exactly: what a checkpoint stores.
 #[derive(Clone, Debug, PartialEq)]
@@ -467,13 +474,26 @@ fn run_loop<O: Objective>(
                 lr: state.lr,
                 n_particles,
             };
-            let info = objective
-                .loss_and_grad(&state.params, &batch, &ctx, &mut grad)
-                .map_err(|source| TrainError::Objective {
-                    epoch,
-                    batch: batch_index,
-                    source,
-                })?;
+            let mut outcome = None;
+            {
+                let (params, batch, ctx, grad) = (&state.params, &batch, &ctx, &mut grad);
+                let mut step = || outcome = Some(objective.loss_and_grad(params, batch, ctx, grad));
+                match run.step_runner {
+                    Some(runner) => runner(&mut step),
+                    None => step(),
+                }
+            }
+            let Some(outcome) = outcome else {
+                return Err(TrainError::Config {
+                    field: "step_runner",
+                    problem: "did not run the minibatch's step".into(),
+                });
+            };
+            let info = outcome.map_err(|source| TrainError::Objective {
+                epoch,
+                batch: batch_index,
+                source,
+            })?;
             if let Some(what) = non_finite(info.loss, layout, &grad) {
                 break 'epochs TerminationReason::Diverged {
                     epoch,
