@@ -56,7 +56,8 @@ impl Stage for Probe {
         }
         std::thread::sleep(Duration::from_millis(sleep));
         let out = ctx.output("out")?.to_path_buf();
-        std::fs::write(&out, seen.join(",")).map_err(|e| StageError::io(&out, e))
+        let text = format!("{}\nnow {}", seen.join(","), ctx.threads_now());
+        std::fs::write(&out, text).map_err(|e| StageError::io(&out, e))
     }
 }
 
@@ -85,10 +86,10 @@ fn a_running_stage_grows_onto_the_thread_another_stage_freed() {
         std::fs::read_to_string(dir.path().join(format!("results/{name}/threads.txt"))).unwrap()
     };
     // Both started on one thread each; `long` ran on two once `short` had ended.
-    assert_eq!(read("short"), "1");
+    assert_eq!(read("short"), "1\nnow 1");
     let long = read("long");
     assert!(
-        long.starts_with("1,") && long.ends_with(",2"),
+        long.starts_with("1,") && long.ends_with(",2\nnow 2"),
         "long ran on {long}"
     );
 }
@@ -108,7 +109,9 @@ fn outside_a_pipeline_install_elastic_uses_the_stages_threads() {
         dir.path(),
         dir.path().join("scratch"),
     );
+    assert_eq!(ctx.threads_now(), 3);
     assert_eq!(ctx.install_elastic(rayon::current_num_threads), 3);
+    assert_eq!(ctx.threads_now(), 3);
 }
 
 /// A short optimal-proposal fit gives the same parameters, bit for bit, when its minibatches

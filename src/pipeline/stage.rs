@@ -353,6 +353,8 @@ pub struct StageContext<'a> {
     pool: std::sync::OnceLock<Option<rayon::ThreadPool>>,
     /// The run's token budget and this stage's index in it (inside a pipeline run).
     budget: Option<(std::sync::Arc<super::budget::ThreadBudget>, usize)>,
+    /// The threads [`Self::install_elastic`] last ran on (0: not yet).
+    last_threads: std::sync::atomic::AtomicUsize,
     /// [`Self::install_elastic`]'s pools, by thread count.
     elastic_pools: std::sync::Mutex<BTreeMap<usize, Option<std::sync::Arc<rayon::ThreadPool>>>>,
 }
@@ -385,6 +387,7 @@ impl<'a> StageContext<'a> {
             summary: BTreeMap::new(),
             pool: std::sync::OnceLock::new(),
             budget: None,
+            last_threads: std::sync::atomic::AtomicUsize::new(0),
             elastic_pools: std::sync::Mutex::new(BTreeMap::new()),
         }
     }
@@ -483,6 +486,14 @@ impl<'a> StageContext<'a> {
     pub fn threads(&self) -> usize {
         self.threads
     }
+    /// The threads the last [`Self::install_elastic`] call ran on ([`Self::threads`] before the
+    /// first): more than the share while the stage borrows idle ones.
+    pub fn threads_now(&self) -> usize {
+        match self.last_threads.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => self.threads,
+            n => n,
+        }
+    }
     /// Run `work` on a rayon pool of `threads()` threads: `par_iter` inside it stays within the
     /// stage's share, so parallel stages never oversubscribe the machine.
     pub fn install<R: Send>(&self, work: impl FnOnce() -> R + Send) -> R {
@@ -508,6 +519,8 @@ impl<'a> StageContext<'a> {
             return self.install(work);
         };
         let threads = budget.rebalance(*index, self.threads);
+        self.last_threads
+            .store(threads, std::sync::atomic::Ordering::Relaxed);
         let pool = {
             let mut pools = self.elastic_pools.lock().unwrap_or_else(|e| e.into_inner());
             pools

@@ -272,12 +272,19 @@ fn check_proposal(model: &ModelConfig, vsmc: &VsmcParams) -> Result<(), ParamErr
 struct ProgressObserver<'a> {
     progress: &'a ProgressHandle,
     records: Vec<EpochRecord>,
+    /// The stage (for the threads its last minibatch ran on).
+    ctx: &'a StageContext<'a>,
 }
 
 impl Observer for ProgressObserver<'_> {
     fn observe_epoch(&mut self, record: &EpochRecord) {
         self.progress.set_position(record.epoch as u64 + 1);
-        self.progress.message(format!("loss {:.4}", record.loss));
+        let now = self.ctx.threads_now();
+        self.progress.message(if now != self.ctx.threads() {
+            format!("loss {:.4} ({now} threads)", record.loss)
+        } else {
+            format!("loss {:.4}", record.loss)
+        });
         self.records.push(record.clone());
     }
 }
@@ -370,6 +377,7 @@ impl Stage for FitStage {
         let mut observer = ProgressObserver {
             progress,
             records: Vec::new(),
+            ctx,
         };
         // Inside a pipeline the run checkpoints every few epochs into the stage's resume
         // directory (kept across an interruption, keyed by params and inputs) and a rerun
