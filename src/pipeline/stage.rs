@@ -337,6 +337,16 @@ impl ProgressHandle {
     }
 }
 
+/// A stage's rayon pool of `threads` threads (`None` if the threads cannot be spawned: the
+/// work then runs on the caller's thread, still correct, just serial).
+fn stage_pool(threads: usize) -> Option<rayon::ThreadPool> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("stage-worker-{i}"))
+        .build()
+        .ok()
+}
+
 /// Everything a running stage may see. Built by the executor; kinds only read it.
 pub struct StageContext<'a> {
     pub(crate) name: &'a str,
@@ -355,7 +365,7 @@ pub struct StageContext<'a> {
     budget: Option<(std::sync::Arc<super::budget::ThreadBudget>, usize)>,
     /// The threads [`Self::install_elastic`] last ran on (0: not yet).
     last_threads: std::sync::atomic::AtomicUsize,
-    /// [`Self::install_elastic`]'s pools, by thread count.
+    /// [`Self::install_elastic`]'s pools larger than the share, by thread count.
     elastic_pools: std::sync::Mutex<BTreeMap<usize, Option<std::sync::Arc<rayon::ThreadPool>>>>,
 }
 
@@ -497,13 +507,7 @@ impl<'a> StageContext<'a> {
     /// Run `work` on a rayon pool of `threads()` threads: `par_iter` inside it stays within the
     /// stage's share, so parallel stages never oversubscribe the machine.
     pub fn install<R: Send>(&self, work: impl FnOnce() -> R + Send) -> R {
-        let pool = self.pool.get_or_init(|| {
-            rayon::ThreadPoolBuilder::new()
-                .num_threads(self.threads)
-                .thread_name(|i| format!("stage-worker-{i}"))
-                .build()
-                .ok()
-        });
+        let pool = self.pool.get_or_init(|| stage_pool(self.threads));
         match pool {
             Some(pool) => pool.install(work),
             // Could not spawn threads: run on the caller's thread (still correct, just serial).
@@ -521,18 +525,14 @@ impl<'a> StageContext<'a> {
         let threads = budget.rebalance(*index, self.threads);
         self.last_threads
             .store(threads, std::sync::atomic::Ordering::Relaxed);
+        if threads == self.threads {
+            return self.install(work);
+        }
         let pool = {
             let mut pools = self.elastic_pools.lock().unwrap_or_else(|e| e.into_inner());
             pools
                 .entry(threads)
-                .or_insert_with(|| {
-                    rayon::ThreadPoolBuilder::new()
-                        .num_threads(threads)
-                        .thread_name(|i| format!("stage-worker-{i}"))
-                        .build()
-                        .ok()
-                        .map(std::sync::Arc::new)
-                })
+                .or_insert_with(|| stage_pool(threads).map(std::sync::Arc::new))
                 .clone()
         };
         match pool {
