@@ -3,9 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use lowrank_smc::data::simulate::{
-    simulate, InitialLatent, SimulatedObservation, SimulationConfig, StimulusTask, TeacherBasis,
-};
+mod common;
+
 use lowrank_smc::inference::draws::Resampling;
 use lowrank_smc::inference::kernel::Precision;
 use lowrank_smc::inference::objective::{ModelWithProposal, ProposalKind, VsmcObjective};
@@ -118,30 +117,7 @@ fn outside_a_pipeline_install_elastic_uses_the_stages_threads() {
 /// alternate between pools of one and two threads.
 #[test]
 fn a_fit_is_the_same_bits_whatever_pool_each_minibatch_runs_on() {
-    let path =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets/teachers/osc_rnn.json");
-    let doc: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let mut teacher = TeacherBasis::from_json(&doc).unwrap();
-    teacher.dim_input = 0;
-    teacher.input_weights.clear();
-    let sim = simulate(
-        &teacher,
-        &StimulusTask::None,
-        &SimulationConfig {
-            n_trials: 20,
-            n_time: 40,
-            latent_noise_std: 0.2,
-            observation: SimulatedObservation::Currents { noise_std: 0.1 },
-            initial_latent: InitialLatent {
-                radius: 2.0,
-                radius_is_gaussian_scale: true,
-                reference_gaussian_phase: false,
-            },
-            filter_input: false,
-        },
-        5,
-    )
-    .unwrap();
+    let sequences = common::osc_currents(&common::osc_teacher(), 20, 40, 0.2);
     let config = ModelConfig::continuous_student();
     let model = ModelWithProposal::new(config, ProposalKind::Optimal, None).unwrap();
     let init = model.init_params(1).unwrap();
@@ -155,7 +131,7 @@ fn a_fit_is_the_same_bits_whatever_pool_each_minibatch_runs_on() {
         },
         Resampling::Systematic,
     );
-    let source = BatchSource::trials(sim.sequences).unwrap();
+    let source = BatchSource::trials(sequences).unwrap();
     let train_config = TrainConfig::new(4, 5, 1e-2, 1e-3, 1);
     let pool = |n| {
         rayon::ThreadPoolBuilder::new()

@@ -5,9 +5,8 @@
 //! toward 0.9 by at least 0.02. The decay alone is not identifiable (a z + n φ(M z) can trade
 //! decay against recurrence; only the whole map is), so only its direction is checked.
 
-use lowrank_smc::data::simulate::{
-    simulate, InitialLatent, SimulatedObservation, SimulationConfig, StimulusTask, TeacherBasis,
-};
+mod common;
+
 use lowrank_smc::inference::draws::Resampling;
 use lowrank_smc::inference::kernel::Precision;
 use lowrank_smc::inference::objective::{ModelWithProposal, ProposalKind, VsmcObjective};
@@ -19,32 +18,9 @@ use lowrank_smc::train::BatchSource;
 
 #[test]
 fn student_moves_toward_the_teachers_decay_and_noise() {
-    let path =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets/teachers/osc_rnn.json");
-    let doc: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let mut teacher = TeacherBasis::from_json(&doc).unwrap();
-    teacher.dim_input = 0;
-    teacher.input_weights.clear();
+    let teacher = common::osc_teacher();
     let (true_decay, true_noise) = (teacher.decay, 0.2);
-    let sim = simulate(
-        &teacher,
-        &StimulusTask::None,
-        &SimulationConfig {
-            n_trials: 40,
-            n_time: 75,
-            latent_noise_std: true_noise,
-            observation: SimulatedObservation::Currents { noise_std: 0.1 },
-            initial_latent: InitialLatent {
-                radius: 2.0,
-                radius_is_gaussian_scale: true,
-                reference_gaussian_phase: false,
-            },
-            filter_input: false,
-        },
-        5,
-    )
-    .unwrap();
+    let sequences = common::osc_currents(&teacher, 40, 75, true_noise);
     let config = ModelConfig::continuous_student();
     let model = ModelWithProposal::new(config.clone(), ProposalKind::Optimal, None).unwrap();
     let init = model.init_params(1).unwrap();
@@ -58,7 +34,7 @@ fn student_moves_toward_the_teachers_decay_and_noise() {
         },
         Resampling::Systematic,
     );
-    let source = BatchSource::trials(sim.sequences).unwrap();
+    let source = BatchSource::trials(sequences).unwrap();
     let out = train(
         &objective,
         &source,

@@ -235,17 +235,8 @@ fn teacher_stable_in_data(
         .collect()
 }
 
-/// The student's stable fixed points placed in the data space: its observation mean there at
-/// zero input.
-fn student_stable_in_data(
-    c: &ModelConfig,
-    pv: &crate::model::lowrank::ParamView<'_>,
-    set: &FixedPointSet,
-) -> Vec<Vec<f64>> {
-    student_in_data(c, pv, set, true)
-}
-
-/// The student's stable (`stable` true) or other fixed points placed in the data space.
+/// The student's stable (`stable` true) or other fixed points placed in the data space: its
+/// observation mean there at zero input.
 fn student_in_data(
     c: &ModelConfig,
     pv: &crate::model::lowrank::ParamView<'_>,
@@ -669,7 +660,7 @@ impl Stage for TeacherStudentStage {
             )));
         }
         let teacher_at = teacher_stable_in_data(&tfp_basis, &sim.observation);
-        let student_at = student_stable_in_data(c, &pv, &sfp);
+        let student_at = student_in_data(c, &pv, &sfp, true);
         let radius_t = radius(&teacher_at);
         let located = locate(&teacher_at, &student_at);
         let tol = p.location_tolerance * radius_t;
@@ -1111,7 +1102,7 @@ mod tests {
         );
         let obs = SimulatedObservation::Currents { noise_std: 0.1 };
         let t_at = teacher_stable_in_data(&tfp, &obs);
-        let s_at = student_stable_in_data(&c, &pv, &sfp);
+        let s_at = student_in_data(&c, &pv, &sfp, true);
         assert_eq!(t_at.len(), 8, "the reach teacher's ring of 8 attractors");
         let d = locate(&t_at, &s_at);
         assert!(d.iter().all(|&v| v < 1e-9), "distances {d:?}");
