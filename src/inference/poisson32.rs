@@ -19,9 +19,7 @@
 use std::arch::x86_64::*;
 
 #[cfg(target_arch = "x86_64")]
-use super::fastmath::avx2_f32::{any_nonzero, poisson_softplus8};
-#[cfg(target_arch = "x86_64")]
-use super::fastmath::avx512_f32::{any_nonzero16, poisson_softplus16};
+use super::fastmath::{poisson_softplus32, Lanes32};
 #[cfg(target_arch = "x86_64")]
 use super::kernel32::avx2::hsum;
 
@@ -160,13 +158,13 @@ impl Poisson32 {
             hb = _mm256_fmadd_ps(cq, _mm256_set1_ps(zb[q]), hb);
         }
         let xv = _mm256_loadu_ps(s.x.as_ptr().add(t * dxp + j));
-        let nonzero = any_nonzero(xv);
+        let nonzero = xv.any_nonzero();
         let m = _mm256_loadu_ps(self.mask.as_ptr().add(j));
-        let (ta, da) = poisson_softplus8(ha, xv, nonzero);
+        let (ta, da) = poisson_softplus32(ha, xv, nonzero);
         *acc_a = _mm256_fmadd_ps(ta, m, *acc_a);
         _mm256_storeu_ps(s.dl.as_mut_ptr().add(kk * dxp + j), da);
         if pair {
-            let (tb, db) = poisson_softplus8(hb, xv, nonzero);
+            let (tb, db) = poisson_softplus32(hb, xv, nonzero);
             *acc_b = _mm256_fmadd_ps(tb, m, *acc_b);
             _mm256_storeu_ps(s.dl.as_mut_ptr().add(kb * dxp + j), db);
         }
@@ -250,16 +248,16 @@ impl Poisson32 {
                 let xv = _mm512_loadu_ps(s.x.as_ptr().add(t * dxp + j));
                 // One branch for sixteen counts: where a lane's count is zero, the branch for
                 // nonzero counts gives it the bits of the other (0 · ln λ − λ = −λ exactly).
-                let nonzero = any_nonzero16(xv);
+                let nonzero = xv.any_nonzero();
                 let m = _mm512_loadu_ps(self.mask.as_ptr().add(j));
-                let (ta, da) = poisson_softplus16(ha, xv, nonzero);
+                let (ta, da) = poisson_softplus32(ha, xv, nonzero);
                 let tm = _mm512_mul_ps(ta, m);
                 // fma(t, m, acc) per eight-lane block: t·m is exact where m is 0 or 1.
                 acc_a = _mm256_add_ps(lo(tm), acc_a);
                 acc_a = _mm256_add_ps(hi(tm), acc_a);
                 _mm512_storeu_ps(s.dl.as_mut_ptr().add(kk * dxp + j), da);
                 if pair {
-                    let (tb, db) = poisson_softplus16(hb, xv, nonzero);
+                    let (tb, db) = poisson_softplus32(hb, xv, nonzero);
                     let tm = _mm512_mul_ps(tb, m);
                     acc_b = _mm256_add_ps(lo(tm), acc_b);
                     acc_b = _mm256_add_ps(hi(tm), acc_b);
