@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 use lowrank_smc::pipeline::cache::Store;
 use lowrank_smc::pipeline::compare::{compare, load_side, Tolerance};
@@ -263,14 +263,79 @@ fn main() -> ExitCode {
         std::env::set_var("HDF5_USE_FILE_LOCKING", "FALSE");
     }
     keep_freed_memory();
-    let cli = Cli::parse();
-    match dispatch(cli) {
+    let registry = lowrank_smc::stages::registry();
+    let matches = cli_with_kinds(&registry).get_matches();
+    let result = match direct_kind(&matches, &registry) {
+        Some((kind, sub)) => exec::ExecOptions::from_arg_matches(sub)
+            .map_err(|e| e.exit())
+            .and_then(|options| run_exec_and_print(&kind, &options, &registry)),
+        None => match Cli::from_arg_matches(&matches) {
+            Ok(cli) => dispatch(cli, &registry),
+            Err(e) => e.exit(),
+        },
+    };
+    match result {
         Ok(code) => code,
         Err(err) => {
             eprintln!("error: {err:#}");
             ExitCode::from(EXIT_FAILED)
         }
     }
+}
+
+/// Stage kinds without a direct subcommand: `command` wraps a shell command (a pipeline's
+/// business), and `bin` and `fixed_points` have their own (`bin`, `fixed-points`, with flags of
+/// their own; `exec bin` and `exec fixed_points` run the stage kinds as such).
+const NO_DIRECT_SUBCOMMAND: &[&str] = &["command", "bin", "fixed_points"];
+
+/// The command line: [`Cli`]'s subcommands and one per stage kind (`fit`, `generate`, …,
+/// with `_` written `-`), each taking [`exec::ExecOptions`] as `exec KIND` does.
+fn cli_with_kinds(registry: &Registry) -> clap::Command {
+    let mut cmd = Cli::command();
+    for stage in registry.iter() {
+        let name = stage.kind().replace('_', "-");
+        if NO_DIRECT_SUBCOMMAND.contains(&stage.kind()) || cmd.find_subcommand(&name).is_some() {
+            continue;
+        }
+        let description = stage.description();
+        let mut chars = description.chars();
+        let capitalised: String = chars
+            .next()
+            .map(|c| c.to_uppercase().chain(chars).collect())
+            .unwrap_or_default();
+        // About and help after `augment_args`, which would put ExecOptions' own doc there.
+        let sub = exec::ExecOptions::augment_args(clap::Command::new(name))
+            .about(format!(
+                "{capitalised} (the `{}` stage kind, once, on your files)",
+                stage.kind()
+            ))
+            .after_help(exec::kind_help(stage));
+        cmd = cmd.subcommand(sub);
+    }
+    cmd
+}
+
+/// The stage kind and its arguments when the subcommand is a stage kind's.
+fn direct_kind<'m>(
+    matches: &'m clap::ArgMatches,
+    registry: &Registry,
+) -> Option<(String, &'m clap::ArgMatches)> {
+    let (name, sub) = matches.subcommand()?;
+    let kind = name.replace('-', "_");
+    let is_kind = registry.get(&kind).is_ok() && !NO_DIRECT_SUBCOMMAND.contains(&kind.as_str());
+    (is_kind && Cli::command().find_subcommand(name).is_none()).then_some((kind, sub))
+}
+
+/// `exec KIND …` or `KIND …`: run it, print the outputs written.
+fn run_exec_and_print(
+    kind: &str,
+    options: &exec::ExecOptions,
+    registry: &Registry,
+) -> anyhow::Result<ExitCode> {
+    for (name, path) in exec::run_exec(kind, options, registry)? {
+        println!("{name}: {}", path.display());
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Keep freed memory in the process instead of returning it to the kernel at once.
@@ -312,8 +377,7 @@ macro_rules! try_load {
     };
 }
 
-fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
-    let registry = lowrank_smc::stages::registry();
+fn dispatch(cli: Cli, registry: &Registry) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run {
             pipeline,
@@ -346,7 +410,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 } else {
                     Box::new(PlainReporter::new(std::io::stdout(), verbose))
                 };
-            match lowrank_smc::pipeline::run(&dag, &registry, &options, reporter.as_mut()) {
+            match lowrank_smc::pipeline::run(&dag, registry, &options, reporter.as_mut()) {
                 Ok(plan) if options.dry_run => {
                     println!(
                         "dry run: {} would run, {} would be restored from the run cache, {} up to date",
@@ -459,13 +523,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             area,
             case,
             references,
-        } => run_bench(&area, case.as_deref(), &references, &registry),
-        Command::Exec(args) => {
-            for (name, path) in exec::run_exec(&args, &registry)? {
-                println!("{name}: {}", path.display());
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        } => run_bench(&area, case.as_deref(), &references, registry),
+        Command::Exec(args) => run_exec_and_print(&args.kind, &args.options, registry),
         Command::FixedPoints { model, format } => {
             use lowrank_smc::analysis::{cli, fixed_points};
             let map = cli::load_map(&model)?;

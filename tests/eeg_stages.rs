@@ -284,3 +284,95 @@ fn score_ranks_models_by_their_training_loss() {
     assert_ne!(code, 0);
     assert!(text.contains("EEG_data_smoothed.npy"), "{text}");
 }
+
+/// A stage kind as its own subcommand (`lowrank-smc fit DATA …`, `generate MODEL DATA …`):
+/// bare paths fill the kind's inputs in order, progress goes to stderr (lines when stderr is
+/// not a terminal, nothing with `--no-progress`), the paths written to stdout; one file too
+/// many or a missing input is an error that names the kind's inputs.
+#[test]
+fn stage_kinds_run_as_direct_subcommands_on_positional_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    prepare(d, &["channels=[0, 9, 32]", "max_time=1000"]);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let config = root.join("configs/fit-eeg.yaml");
+    let config = config.to_str().unwrap();
+    let small = [
+        "--set",
+        "model.dim_x=3",
+        "--set",
+        "model.n_units=16",
+        "--set",
+        "model.rank=2",
+        "--set",
+        "train.n_epochs=2",
+        "--set",
+        "windows.per_epoch=20",
+    ];
+    let run = |args: &[&str]| -> (i32, String, String) {
+        let out = Command::new(bin())
+            .current_dir(d)
+            .args(args)
+            .output()
+            .expect("binary runs");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let mut fit = vec!["fit", "data/sequences.h5", "--params", config];
+    fit.extend(small);
+    fit.extend(["--out-dir", "fitted"]);
+    let (code, stdout, stderr) = run(&fit);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("model: fitted/model.h5"), "{stdout}");
+    assert!(d.join("fitted/model.h5").is_file());
+    assert!(stderr.contains("[running]  fit"), "{stderr}");
+    assert!(stderr.contains("[done]     fit in"), "{stderr}");
+
+    // Two inputs in the kind's order (model, then data), or one named and one bare.
+    for files in [
+        ["fitted/model.h5", "data/sequences.h5"],
+        ["data=data/sequences.h5", "fitted/model.h5"],
+    ] {
+        let (code, stdout, stderr) = run(&[
+            "generate",
+            files[0],
+            files[1],
+            "--set",
+            "seed=1",
+            "--out-dir",
+            "generated",
+            "--no-progress",
+        ]);
+        assert_eq!(code, 0, "{stdout}{stderr}");
+        assert!(stdout.contains("generated/"), "{stdout}");
+        assert!(!stderr.contains("[running]"), "{stderr}");
+    }
+
+    let mut twice = vec![
+        "fit",
+        "data/sequences.h5",
+        "data/sequences.h5",
+        "--params",
+        config,
+    ];
+    twice.extend(small);
+    let (code, _, stderr) = run(&twice);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("one file too many"), "{stderr}");
+    assert!(stderr.contains("`data`"), "{stderr}");
+    let mut none = vec!["fit", "--params", config];
+    none.extend(small);
+    let (code, _, stderr) = run(&none);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("needs input `data`"), "{stderr}");
+
+    // The subcommand's help lists the inputs in order and the outputs.
+    let (code, stdout, _) = run(&["generate", "--help"]);
+    assert_eq!(code, 0);
+    let model = stdout.find("  model").expect("model listed");
+    let data = stdout.find("  data").expect("data listed");
+    assert!(model < data, "{stdout}");
+}

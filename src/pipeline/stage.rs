@@ -288,6 +288,12 @@ impl ProgressHandle {
         }
     }
 
+    /// A handle that sends `stage`'s progress to `sender` (a stage run outside the executor:
+    /// `lowrank-smc exec`).
+    pub fn reporting(stage: impl Into<String>, sender: Sender<StageEvent>) -> Self {
+        Self::new(stage.into(), Some(sender))
+    }
+
     /// A handle that reports nowhere (for unit tests of stage kinds).
     pub fn disconnected() -> Self {
         Self::new(String::new(), None)
