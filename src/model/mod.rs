@@ -6,6 +6,8 @@ pub mod real;
 pub mod sequences;
 pub mod teacher;
 
+mod skinny;
+
 pub use real::Real;
 pub use sequences::Sequences;
 
@@ -44,6 +46,20 @@ pub(crate) fn gemm<F: Real>(
         return;
     }
     if std::any::TypeId::of::<F>() == std::any::TypeId::of::<f64>() {
+        // SAFETY: F is f64 (same type, same layout).
+        let (a64, b64, c64) = unsafe {
+            (
+                std::slice::from_raw_parts(a.as_ptr() as *const f64, a.len()),
+                std::slice::from_raw_parts(b.as_ptr() as *const f64, b.len()),
+                std::slice::from_raw_parts_mut(c.as_mut_ptr() as *mut f64, c.len()),
+            )
+        };
+        let beta = beta.f64();
+        if skinny::gemm(
+            m, k, n, a64, a_strides, b64, b_strides, beta, c64, c_strides,
+        ) {
+            return;
+        }
         // SAFETY: F is f64 (same type, same layout); extents checked above.
         unsafe {
             matrixmultiply::dgemm(
@@ -57,7 +73,7 @@ pub(crate) fn gemm<F: Real>(
                 b.as_ptr() as *const f64,
                 b_strides.0,
                 b_strides.1,
-                beta.f64(),
+                beta,
                 c.as_mut_ptr() as *mut f64,
                 c_strides.0,
                 c_strides.1,
