@@ -51,9 +51,11 @@ fn us((r, c): (isize, isize)) -> (usize, usize) {
     (r as usize, c as usize)
 }
 
+/// AVX2 and FMA: the instructions of [`rows`], and the CPUs on which `matrixmultiply` runs a
+/// fused kernel (AVX-512F, or FMA with AVX2).
 #[cfg(target_arch = "x86_64")]
 fn fma_available() -> bool {
-    std::is_x86_feature_detected!("fma")
+    std::is_x86_feature_detected!("fma") && std::is_x86_feature_detected!("avx2")
 }
 
 #[cfg(not(target_arch = "x86_64"))]
