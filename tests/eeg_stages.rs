@@ -24,17 +24,22 @@ fn exec(dir: &Path, args: &[&str]) -> (i32, String) {
 
 /// `lowrank-smc ARGS…` in `dir`: exit code and stdout + stderr.
 fn cli(dir: &Path, args: &[&str]) -> (i32, String) {
+    let (code, stdout, stderr) = cli_streams(dir, args);
+    (code, format!("{stdout}{stderr}"))
+}
+
+/// `lowrank-smc ARGS…` in `dir`: exit code, stdout and stderr apart.
+fn cli_streams(dir: &Path, args: &[&str]) -> (i32, String, String) {
     let out = Command::new(bin())
         .current_dir(dir)
         .args(args)
         .output()
         .expect("binary runs");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code().unwrap_or(-1), text)
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// `exec prepare` of the shipped EEG array into `d/data/sequences.h5`, with extra `--set`s.
@@ -309,18 +314,7 @@ fn stage_kinds_run_as_direct_subcommands_on_positional_files() {
         "--set",
         "windows.per_epoch=20",
     ];
-    let run = |args: &[&str]| -> (i32, String, String) {
-        let out = Command::new(bin())
-            .current_dir(d)
-            .args(args)
-            .output()
-            .expect("binary runs");
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
+    let run = |args: &[&str]| cli_streams(d, args);
     let mut fit = vec!["fit", "data/sequences.h5", "--params", config];
     fit.extend(small);
     fit.extend(["--out-dir", "fitted"]);

@@ -42,9 +42,13 @@ pub(super) fn gemm(
     if n < 4 || sb.1 != 1 || sc.1 != 1 {
         return false;
     }
-    // SAFETY: FMA checked above.
-    unsafe { rows(m, k, n, a, sa, b, sb.0, beta, c, sc.0) };
-    true
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: AVX2 and FMA checked above.
+    unsafe {
+        rows(m, k, n, a, sa, b, sb.0, beta, c, sc.0)
+    };
+    // Elsewhere `fma_available` is false and this point is not reached.
+    cfg!(target_arch = "x86_64")
 }
 
 fn us((r, c): (isize, isize)) -> (usize, usize) {
@@ -172,23 +176,6 @@ unsafe fn rows(
             i0 += if two { 2 } else { 1 };
         }
     }
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-#[allow(clippy::too_many_arguments)]
-unsafe fn rows(
-    _m: usize,
-    _k: usize,
-    _n: usize,
-    _a: &[f64],
-    _sa: (usize, usize),
-    _b: &[f64],
-    _sb0: usize,
-    _beta: f64,
-    _c: &mut [f64],
-    _sc0: usize,
-) {
-    unreachable!("only called where FMA was detected")
 }
 
 #[cfg(test)]
