@@ -136,14 +136,21 @@ pub fn ancestors(
                 acc += *w;
                 *w = acc;
             }
-            let max = scratch.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            // The running sums of weights ≥ 0 never decrease (rounding is monotone), so the
+            // largest is the last, and so do c_j after the division.
+            let max = scratch.last().copied().unwrap_or(f64::NEG_INFINITY);
             for c in scratch.iter_mut() {
                 *c /= max;
             }
+            // bucketize(right=False): the first j with c_j ≥ pos_i. The positions increase
+            // with i, so one walk over the sorted c_j finds them all.
+            let mut j = 0;
             for (i, o) in out.iter_mut().enumerate() {
                 let pos = (u[step] + i as f64) / k as f64;
-                // bucketize(right=False): first j with c_j ≥ pos.
-                *o = scratch.partition_point(|&c| c < pos).min(k - 1);
+                while j < k && scratch[j] < pos {
+                    j += 1;
+                }
+                *o = j.min(k - 1);
             }
         }
         ResampleDraws::MultinomialUniforms(u) => {
@@ -188,6 +195,55 @@ mod tests {
             &mut a,
         );
         assert_eq!(a, [1, 3, 1, 3]);
+    }
+
+    /// The walk over the sorted sums picks what a binary search per position picks (the
+    /// reference's `bucketize`), with zero weights, ties and several draws of u.
+    #[test]
+    fn systematic_walk_equals_a_search_per_position() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+        for k in [1usize, 2, 3, 7, 64, 100] {
+            for _ in 0..50 {
+                let lw: Vec<f64> = (0..k)
+                    .map(|_| match rng.gen_range(0..if k % 2 == 0 { 2 } else { 4 }) {
+                        0 => f64::NEG_INFINITY,
+                        1 => 0.5,
+                        _ => rng.gen_range(-5.0..5.0),
+                    })
+                    .collect();
+                // u = 0 with equal weights puts positions exactly on the sums.
+                let u = vec![if rng.gen_range(0..3) == 0 {
+                    0.0
+                } else {
+                    rng.gen_range(0.0..1.0)
+                }];
+                let (mut s, mut a) = (vec![0.0; k], vec![0; k]);
+                ancestors(
+                    &lw,
+                    &ResampleDraws::Systematic(u.clone()),
+                    0,
+                    &mut s,
+                    &mut a,
+                );
+                let mut c = vec![0.0; k];
+                normalised_weights(&lw, &mut c);
+                let mut acc = 0.0;
+                for w in c.iter_mut() {
+                    acc += *w;
+                    *w = acc;
+                }
+                let max = c.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                c.iter_mut().for_each(|v| *v /= max);
+                let want: Vec<usize> = (0..k)
+                    .map(|i| {
+                        let pos = (u[0] + i as f64) / k as f64;
+                        c.partition_point(|&v| v < pos).min(k - 1)
+                    })
+                    .collect();
+                assert_eq!(a, want, "k {k}, log w {lw:?}, u {u:?}");
+            }
+        }
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! The Poisson-softplus observation term of one step, batched over the step's K particles, in
+//! The Poisson-softplus observation term of one step, batched over its K particles, in
 //! single precision: the hot loop of a Poisson fit under `precision: f32` with the one-to-one
 //! readout from the currents (the teacher–student Poisson students).
 //!
@@ -11,9 +11,14 @@
 //! Σ_k g_k dℓ_k/dη_kj s_kj with s = e_obs + Mᵀ_obs z, is e_obs ∘ D + Σ_q M_q ∘ G_q: it needs no
 //! per-particle readout at all.
 //!
-//! Units are padded to a multiple of eight with zero counts and zero coefficients, and a mask
-//! drops the padded lanes from ℓ. Everything of one step stays in f32 (K × dx values, in L1);
-//! the per-particle ℓ, dz and the per-step sums D and G go to f64 as the other f32 kernels do.
+//! The lanes run over particles, in blocks of sixteen (one AVX-512 register, or two AVX2
+//! registers with the same operations lane by lane, so both give the same bits); the units are
+//! the loop. A unit's count is then one scalar for the whole step: where it is zero (most units
+//! of most steps of spike data) the term is −λ and ln λ is never computed. ℓ_k and dz_k add up
+//! unit by unit in their lane, with no horizontal sum; D and G add up lane-wise over the blocks
+//! and then over the lanes. Particles are padded to a multiple of sixteen with z = 0 and weight 0.
+//! Everything of one step stays in f32 (dx × K values, in L1); the per-particle ℓ, dz and the
+//! per-step sums D and G go to f64 as the other f32 kernels do.
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
@@ -21,10 +26,12 @@ use std::arch::x86_64::*;
 #[cfg(target_arch = "x86_64")]
 use super::fastmath::{poisson_softplus32, Lanes32};
 #[cfg(target_arch = "x86_64")]
+use super::kernel::by_rank;
+#[cfg(target_arch = "x86_64")]
 use super::kernel32::avx2::hsum;
 
-/// Lanes per register.
-const L: usize = 8;
+/// Particles per block.
+const B: usize = 16;
 
 /// The CPU has AVX-512F (besides the AVX2 and FMA every caller has checked).
 #[cfg(target_arch = "x86_64")]
@@ -35,78 +42,67 @@ fn wide_available() -> bool {
 /// The observation's coefficients in f32 (built once per minibatch).
 pub(super) struct Poisson32 {
     dx: usize,
-    /// dx rounded up to a multiple of eight.
-    dxp: usize,
     r: usize,
-    /// C = b ∘ Mᵀ_obs, R rows of `dxp` (zero on the padding).
+    /// C = b ∘ Mᵀ_obs, R rows of `dx`.
     c: Vec<f32>,
     b: Vec<f32>,
     bias: Vec<f32>,
-    /// 1 on the units, 0 on the padding.
-    mask: Vec<f32>,
-    /// The CPU has AVX-512F: [`Self::loglik`] runs sixteen lanes at a time (same bits).
+    /// The CPU has AVX-512F: blocks are one register instead of two (same bits).
     wide: bool,
 }
 
 /// One trial's buffers.
 pub(super) struct Step32 {
-    /// a_t of the current step (`dxp`).
+    /// K rounded up to a multiple of [`B`].
+    kp: usize,
+    /// a_t of the current step (`dx`).
     a: Vec<f32>,
-    /// The counts, T rows of `dxp`.
+    /// The counts, T rows of `dx`.
     x: Vec<f32>,
-    /// dℓ_k/dη of the current step, K rows of `dxp`.
+    /// The step's particles by latent: R rows of `kp` (zero on the padding).
+    zt: Vec<f32>,
+    /// dℓ_k/dη of the current step by unit: `dx` rows of `kp`.
     dl: Vec<f32>,
-    /// D and G of the current step (`dxp`, R × `dxp`).
-    d: Vec<f32>,
-    g: Vec<f32>,
+    /// ℓ (`kp`), then the particle weights g (`kp`, zero on the padding).
+    ll: Vec<f32>,
+    gw: Vec<f32>,
+    /// dz of the current step by latent: R rows of `kp`.
+    dz: Vec<f32>,
 }
 
 impl Poisson32 {
     /// From the readout's gain `b` and `bias` (dx each) and b ∘ Mᵀ_obs (R × dx).
     pub(super) fn new(b: &[f64], bias: &[f64], bm_obs: &[f64], r: usize) -> Self {
-        let dx = b.len();
-        let dxp = dx.div_ceil(L) * L;
-        let pad = |v: &[f64]| {
-            let mut out = vec![0.0f32; dxp];
-            for (o, &a) in out.iter_mut().zip(v) {
-                *o = a as f32;
-            }
-            out
-        };
-        let mut c = vec![0.0f32; r * dxp];
-        for q in 0..r {
-            for j in 0..dx {
-                c[q * dxp + j] = bm_obs[q * dx + j] as f32;
-            }
-        }
-        let mut mask = vec![0.0f32; dxp];
-        mask[..dx].iter_mut().for_each(|m| *m = 1.0);
+        let narrow = |v: &[f64]| v.iter().map(|&a| a as f32).collect::<Vec<f32>>();
         Poisson32 {
-            dx,
-            dxp,
+            dx: b.len(),
             r,
-            c,
-            b: pad(b),
-            bias: pad(bias),
-            mask,
+            c: narrow(&bm_obs[..r * b.len()]),
+            b: narrow(b),
+            bias: narrow(bias),
             wide: wide_available(),
         }
     }
 
     /// A trial's buffers, with its counts `x` (dx × T, unit-major) for K particles.
     pub(super) fn trial(&self, x: &[f64], n_steps: usize, k: usize) -> Step32 {
-        let mut xs = vec![0.0f32; n_steps * self.dxp];
-        for j in 0..self.dx {
+        let (dx, r) = (self.dx, self.r);
+        let kp = k.div_ceil(B) * B;
+        let mut xs = vec![0.0f32; n_steps * dx];
+        for j in 0..dx {
             for t in 0..n_steps {
-                xs[t * self.dxp + j] = x[j * n_steps + t] as f32;
+                xs[t * dx + j] = x[j * n_steps + t] as f32;
             }
         }
         Step32 {
+            kp,
             a: self.bias.clone(),
             x: xs,
-            dl: vec![0.0; k * self.dxp],
-            d: vec![0.0; self.dxp],
-            g: vec![0.0; self.r * self.dxp],
+            zt: vec![0.0; r * kp],
+            dl: vec![0.0; dx * kp],
+            ll: vec![0.0; kp],
+            gw: vec![0.0; kp],
+            dz: vec![0.0; r * kp],
         }
     }
 
@@ -124,161 +120,57 @@ impl Poisson32 {
     /// The CPU must support AVX2 and FMA.
     #[cfg(target_arch = "x86_64")]
     pub(super) unsafe fn loglik(&self, s: &mut Step32, t: usize, z: &[f64], ll: &mut [f64]) {
-        if self.wide {
-            self.loglik16(s, t, z, ll)
-        } else {
-            self.loglik8(s, t, z, ll)
-        }
-    }
-
-    /// One eight-unit block at unit `j` of step `t` for particles `kk` and `kb` (the same one
-    /// when `pair` is false): η = a + Σ_q C_q z_q, the terms and dℓ/dη (stored for the reverse
-    /// pass), and the masked terms added to the accumulators.
-    ///
-    /// # Safety
-    /// Only for callers with AVX2 and FMA enabled; `j + 8 ≤ dxp`, the buffers sized as in
-    /// [`Self::loglik`].
-    #[cfg(target_arch = "x86_64")]
-    #[inline(always)]
-    unsafe fn block8(
-        &self,
-        s: &mut Step32,
-        t: usize,
-        j: usize,
-        (za, zb): (&[f32; 16], &[f32; 16]),
-        (kk, kb, pair): (usize, usize, bool),
-        (acc_a, acc_b): (&mut __m256, &mut __m256),
-    ) {
-        let (r, dxp) = (self.r, self.dxp);
-        let mut ha = _mm256_loadu_ps(s.a.as_ptr().add(j));
-        let mut hb = ha;
+        let (r, k) = (self.r, ll.len());
+        assert!(r <= 16 && z.len() >= k * r && s.kp >= k && s.x.len() >= (t + 1) * self.dx);
         for q in 0..r {
-            let cq = _mm256_loadu_ps(self.c.as_ptr().add(q * dxp + j));
-            ha = _mm256_fmadd_ps(cq, _mm256_set1_ps(za[q]), ha);
-            hb = _mm256_fmadd_ps(cq, _mm256_set1_ps(zb[q]), hb);
+            for (kk, v) in s.zt[q * s.kp..q * s.kp + k].iter_mut().enumerate() {
+                *v = z[kk * r + q] as f32;
+            }
         }
-        let xv = _mm256_loadu_ps(s.x.as_ptr().add(t * dxp + j));
-        let nonzero = xv.any_nonzero();
-        let m = _mm256_loadu_ps(self.mask.as_ptr().add(j));
-        let (ta, da) = poisson_softplus32(ha, xv, nonzero);
-        *acc_a = _mm256_fmadd_ps(ta, m, *acc_a);
-        _mm256_storeu_ps(s.dl.as_mut_ptr().add(kk * dxp + j), da);
-        if pair {
-            let (tb, db) = poisson_softplus32(hb, xv, nonzero);
-            *acc_b = _mm256_fmadd_ps(tb, m, *acc_b);
-            _mm256_storeu_ps(s.dl.as_mut_ptr().add(kb * dxp + j), db);
+        if self.wide {
+            self.loglik16(s, t)
+        } else {
+            self.loglik8(s, t)
+        }
+        for (l, &v) in ll.iter_mut().zip(&s.ll) {
+            *l = f64::from(v);
         }
     }
 
-    /// [`Self::loglik`] on eight lanes.
-    ///
-    /// # Safety
-    /// The CPU must support AVX2 and FMA.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn loglik8(&self, s: &mut Step32, t: usize, z: &[f64], ll: &mut [f64]) {
-        let (r, dxp) = (self.r, self.dxp);
-        let k = ll.len();
-        assert!(r <= 16 && z.len() >= k * r && s.dl.len() >= k * dxp);
-        assert!(s.x.len() >= (t + 1) * dxp && s.a.len() >= dxp);
-        let (mut za, mut zb) = ([0.0f32; 16], [0.0f32; 16]);
-        // Two particles at a time: two independent chains of the same operations for the
-        // out-of-order core (the counts, and so the branch on them, are the same for both).
-        let mut kk = 0;
-        while kk < k {
-            let pair = kk + 1 < k;
-            let kb = if pair { kk + 1 } else { kk };
-            for q in 0..r {
-                za[q] = z[kk * r + q] as f32;
-                zb[q] = z[kb * r + q] as f32;
-            }
-            let (mut acc_a, mut acc_b) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-            for j in (0..dxp).step_by(L) {
-                self.block8(
-                    s,
-                    t,
-                    j,
-                    (&za, &zb),
-                    (kk, kb, pair),
-                    (&mut acc_a, &mut acc_b),
-                );
-            }
-            ll[kk] = f64::from(hsum(acc_a));
-            if pair {
-                ll[kb] = f64::from(hsum(acc_b));
-            }
-            kk += 2;
-        }
+    unsafe fn loglik8(&self, s: &mut Step32, t: usize) {
+        self.loglik_blocks::<Pair>(s, t)
     }
 
-    /// [`Self::loglik`] on sixteen lanes: the units' pairs of eight-lane blocks as one register
-    /// (a last odd block on eight lanes), ℓ summed block by block in the eight-lane order, so
-    /// that ℓ and dℓ/dη have the bits of [`Self::loglik8`].
-    ///
-    /// # Safety
-    /// The CPU must support AVX-512F, AVX2 and FMA.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f,avx2,fma")]
-    unsafe fn loglik16(&self, s: &mut Step32, t: usize, z: &[f64], ll: &mut [f64]) {
-        let (r, dxp) = (self.r, self.dxp);
-        let k = ll.len();
-        assert!(r <= 16 && z.len() >= k * r && s.dl.len() >= k * dxp);
-        assert!(s.x.len() >= (t + 1) * dxp && s.a.len() >= dxp);
-        let wide_end = dxp / (2 * L) * (2 * L);
-        let (mut za, mut zb) = ([0.0f32; 16], [0.0f32; 16]);
-        let lo = |v: __m512| _mm512_castps512_ps256(v);
-        let hi = |v: __m512| _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v)));
-        let mut kk = 0;
-        while kk < k {
-            let pair = kk + 1 < k;
-            let kb = if pair { kk + 1 } else { kk };
-            for q in 0..r {
-                za[q] = z[kk * r + q] as f32;
-                zb[q] = z[kb * r + q] as f32;
+    unsafe fn loglik16(&self, s: &mut Step32, t: usize) {
+        self.loglik_blocks::<__m512>(s, t)
+    }
+
+    /// The forward step on blocks of `V` (after [`Self::loglik`] laid out the particles).
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn loglik_blocks<V: Block>(&self, s: &mut Step32, t: usize) {
+        let (r, dx, kp) = (self.r, self.dx, s.kp);
+        s.ll.fill(0.0);
+        let (zt, dl, acc) = (s.zt.as_ptr(), s.dl.as_mut_ptr(), s.ll.as_mut_ptr());
+        let mut cj = [0.0f32; 16];
+        for j in 0..dx {
+            for (q, c) in cj[..r].iter_mut().enumerate() {
+                *c = self.c[q * dx + j];
             }
-            let (mut acc_a, mut acc_b) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-            for j in (0..wide_end).step_by(2 * L) {
-                let mut ha = _mm512_loadu_ps(s.a.as_ptr().add(j));
-                let mut hb = ha;
-                for q in 0..r {
-                    let cq = _mm512_loadu_ps(self.c.as_ptr().add(q * dxp + j));
-                    ha = _mm512_fmadd_ps(cq, _mm512_set1_ps(za[q]), ha);
-                    hb = _mm512_fmadd_ps(cq, _mm512_set1_ps(zb[q]), hb);
-                }
-                let xv = _mm512_loadu_ps(s.x.as_ptr().add(t * dxp + j));
-                // One branch for sixteen counts: where a lane's count is zero, the branch for
-                // nonzero counts gives it the bits of the other (0 · ln λ − λ = −λ exactly).
-                let nonzero = xv.any_nonzero();
-                let m = _mm512_loadu_ps(self.mask.as_ptr().add(j));
-                let (ta, da) = poisson_softplus32(ha, xv, nonzero);
-                let tm = _mm512_mul_ps(ta, m);
-                // fma(t, m, acc) per eight-lane block: t·m is exact where m is 0 or 1.
-                acc_a = _mm256_add_ps(lo(tm), acc_a);
-                acc_a = _mm256_add_ps(hi(tm), acc_a);
-                _mm512_storeu_ps(s.dl.as_mut_ptr().add(kk * dxp + j), da);
-                if pair {
-                    let (tb, db) = poisson_softplus32(hb, xv, nonzero);
-                    let tm = _mm512_mul_ps(tb, m);
-                    acc_b = _mm256_add_ps(lo(tm), acc_b);
-                    acc_b = _mm256_add_ps(hi(tm), acc_b);
-                    _mm512_storeu_ps(s.dl.as_mut_ptr().add(kb * dxp + j), db);
-                }
+            let a = V::splat(s.a[j]);
+            let x = s.x[t * dx + j];
+            let xv = V::splat(x);
+            let dl_j = dl.add(j * kp);
+            // One unit's count for every particle: the branch is taken once per unit.
+            if x != 0.0 {
+                unit_blocks::<V, true>(&cj[..r], a, xv, (zt, dl_j, acc), kp);
+            } else {
+                unit_blocks::<V, false>(&cj[..r], a, xv, (zt, dl_j, acc), kp);
             }
-            if wide_end < dxp {
-                self.block8(
-                    s,
-                    t,
-                    wide_end,
-                    (&za, &zb),
-                    (kk, kb, pair),
-                    (&mut acc_a, &mut acc_b),
-                );
-            }
-            ll[kk] = f64::from(hsum(acc_a));
-            if pair {
-                ll[kb] = f64::from(hsum(acc_b));
-            }
-            kk += 2;
         }
     }
 
@@ -288,55 +180,240 @@ impl Poisson32 {
     /// # Safety
     /// The CPU must support AVX2 and FMA; [`Self::loglik`] ran for this step's particles `z`.
     #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn backward(
         &self,
         s: &mut Step32,
-        z: &[f64],
         gk: &[f64],
         dz: &mut [f64],
         d_out: &mut [f64],
         g_out: &mut [f64],
     ) {
-        let (r, dx, dxp) = (self.r, self.dx, self.dxp);
-        let k = gk.len();
-        assert!(z.len() >= k * r && dz.len() >= k * r && s.dl.len() >= k * dxp);
-        assert!(r <= 16 && d_out.len() >= dx && g_out.len() >= r * dx);
-        s.d.iter_mut().for_each(|v| *v = 0.0);
-        s.g.iter_mut().for_each(|v| *v = 0.0);
-        let mut zq = [0.0f32; 16];
-        let mut dzv = [_mm256_setzero_ps(); 16];
+        let (r, dx, k) = (self.r, self.dx, gk.len());
+        assert!(dz.len() >= k * r && s.kp >= k && d_out.len() >= dx && g_out.len() >= r * dx);
+        for (w, &g) in s.gw.iter_mut().zip(gk) {
+            *w = g as f32;
+        }
+        if self.wide {
+            self.backward16(s, d_out, g_out)
+        } else {
+            self.backward8(s, d_out, g_out)
+        }
+        let kp = s.kp;
         for kk in 0..k {
-            let g = _mm256_set1_ps(gk[kk] as f32);
-            for (q, zv) in z[kk * r..(kk + 1) * r].iter().enumerate() {
-                zq[q] = *zv as f32;
+            for q in 0..r {
+                dz[kk * r + q] += f64::from(s.dz[q * kp + kk]);
             }
-            dzv[..r].iter_mut().for_each(|v| *v = _mm256_setzero_ps());
-            let dl = &s.dl[kk * dxp..(kk + 1) * dxp];
-            for j in (0..dxp).step_by(L) {
-                let d = _mm256_mul_ps(g, _mm256_loadu_ps(dl.as_ptr().add(j)));
-                let dp = s.d.as_mut_ptr().add(j);
-                _mm256_storeu_ps(dp, _mm256_add_ps(_mm256_loadu_ps(dp), d));
-                for q in 0..r {
-                    let gp = s.g.as_mut_ptr().add(q * dxp + j);
-                    let zv = _mm256_set1_ps(zq[q]);
-                    _mm256_storeu_ps(gp, _mm256_fmadd_ps(zv, d, _mm256_loadu_ps(gp)));
-                    let cq = _mm256_loadu_ps(self.c.as_ptr().add(q * dxp + j));
-                    dzv[q] = _mm256_fmadd_ps(cq, d, dzv[q]);
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn backward8(&self, s: &mut Step32, d_out: &mut [f64], g_out: &mut [f64]) {
+        macro_rules! go {
+            ($r:literal) => {
+                self.backward_blocks::<Pair, $r>(s, d_out, g_out)
+            };
+        }
+        by_rank!(self.r, go, go!(16))
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    unsafe fn backward16(&self, s: &mut Step32, d_out: &mut [f64], g_out: &mut [f64]) {
+        macro_rules! go {
+            ($r:literal) => {
+                self.backward_blocks::<__m512, $r>(s, d_out, g_out)
+            };
+        }
+        by_rank!(self.r, go, go!(16))
+    }
+
+    /// The reverse step on blocks of `V`, for rank `R` (below 16: `R` is the rank, so that the
+    /// sums G stay in registers; 16: up to 16).
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn backward_blocks<V: Block, const R: usize>(
+        &self,
+        s: &mut Step32,
+        d_out: &mut [f64],
+        g_out: &mut [f64],
+    ) {
+        let r = if R < 16 { R } else { self.r };
+        let (dx, kp) = (self.dx, s.kp);
+        s.dz.fill(0.0);
+        let (zt, dl, gw, dzp) = (
+            s.zt.as_ptr(),
+            s.dl.as_ptr(),
+            s.gw.as_ptr(),
+            s.dz.as_mut_ptr(),
+        );
+        for j in 0..dx {
+            let mut dsum = V::zero();
+            let mut gsum = [V::zero(); R];
+            let dl_j = dl.add(j * kp);
+            for o in (0..kp).step_by(B) {
+                let d = V::load(gw.add(o)).mul(V::load(dl_j.add(o)));
+                dsum = dsum.add(d);
+                for (q, gq) in gsum[..r].iter_mut().enumerate() {
+                    *gq = V::load(zt.add(q * kp + o)).fma(d, *gq);
+                    let p = dzp.add(q * kp + o);
+                    V::splat(self.c[q * dx + j]).fma(d, V::load(p)).store(p);
                 }
             }
-            for q in 0..r {
-                dz[kk * r + q] += f64::from(hsum(dzv[q]));
+            d_out[j] += f64::from(dsum.total());
+            for (q, gq) in gsum[..r].iter().enumerate() {
+                g_out[q * dx + j] += f64::from(gq.total());
             }
         }
-        for j in 0..dx {
-            d_out[j] += f64::from(s.d[j]);
+    }
+}
+
+/// One unit of the forward step for every block of particles: η = a + Σ_q c_q z_q, the term
+/// added to ℓ's accumulators `acc` and dℓ/dη stored to `dl` (the unit's row).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn unit_blocks<V: Block, const NONZERO: bool>(
+    c: &[f32],
+    a: V,
+    xv: V,
+    (zt, dl, acc): (*const f32, *mut f32, *mut f32),
+    kp: usize,
+) {
+    for o in (0..kp).step_by(B) {
+        let mut h = a;
+        for (q, &cq) in c.iter().enumerate() {
+            h = V::splat(cq).fma(V::load(zt.add(q * kp + o)), h);
         }
-        for q in 0..r {
-            for j in 0..dx {
-                g_out[q * dx + j] += f64::from(s.g[q * dxp + j]);
-            }
-        }
+        let (term, d) = poisson_softplus32(h, xv, NONZERO);
+        d.store(dl.add(o));
+        V::load(acc.add(o)).add(term).store(acc.add(o));
+    }
+}
+
+/// Sixteen particles' lanes: load, store and their sum (the two halves of eight added lane
+/// by lane, then [`hsum`]'s tree, so that both implementations give the same bits).
+#[cfg(target_arch = "x86_64")]
+trait Block: Lanes32 {
+    unsafe fn load(p: *const f32) -> Self;
+    unsafe fn store(self, p: *mut f32);
+    unsafe fn total(self) -> f32;
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Block for __m512 {
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> Self {
+        _mm512_loadu_ps(p)
+    }
+    #[inline(always)]
+    unsafe fn store(self, p: *mut f32) {
+        _mm512_storeu_ps(p, self)
+    }
+    #[inline(always)]
+    unsafe fn total(self) -> f32 {
+        let lo = _mm512_castps512_ps256(self);
+        let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(self)));
+        hsum(_mm256_add_ps(lo, hi))
+    }
+}
+
+/// Sixteen lanes as two AVX2 registers (the lanes 0–7 and 8–15).
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+struct Pair(__m256, __m256);
+
+#[cfg(target_arch = "x86_64")]
+impl Block for Pair {
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> Self {
+        Pair(_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8)))
+    }
+    #[inline(always)]
+    unsafe fn store(self, p: *mut f32) {
+        _mm256_storeu_ps(p, self.0);
+        _mm256_storeu_ps(p.add(8), self.1);
+    }
+    #[inline(always)]
+    unsafe fn total(self) -> f32 {
+        hsum(_mm256_add_ps(self.0, self.1))
+    }
+}
+
+/// Each operation on both halves, as `__m256`'s.
+#[cfg(target_arch = "x86_64")]
+impl Lanes32 for Pair {
+    type Mask = (__m256, __m256);
+    #[inline(always)]
+    unsafe fn splat(v: f32) -> Self {
+        Pair(__m256::splat(v), __m256::splat(v))
+    }
+    #[inline(always)]
+    unsafe fn zero() -> Self {
+        Pair(__m256::zero(), __m256::zero())
+    }
+    #[inline(always)]
+    unsafe fn add(self, b: Self) -> Self {
+        Pair(self.0.add(b.0), self.1.add(b.1))
+    }
+    #[inline(always)]
+    unsafe fn sub(self, b: Self) -> Self {
+        Pair(self.0.sub(b.0), self.1.sub(b.1))
+    }
+    #[inline(always)]
+    unsafe fn mul(self, b: Self) -> Self {
+        Pair(self.0.mul(b.0), self.1.mul(b.1))
+    }
+    #[inline(always)]
+    unsafe fn div(self, b: Self) -> Self {
+        Pair(self.0.div(b.0), self.1.div(b.1))
+    }
+    #[inline(always)]
+    unsafe fn max(self, b: Self) -> Self {
+        Pair(self.0.max(b.0), self.1.max(b.1))
+    }
+    #[inline(always)]
+    unsafe fn min(self, b: Self) -> Self {
+        Pair(self.0.min(b.0), self.1.min(b.1))
+    }
+    #[inline(always)]
+    unsafe fn fma(self, b: Self, c: Self) -> Self {
+        Pair(self.0.fma(b.0, c.0), self.1.fma(b.1, c.1))
+    }
+    #[inline(always)]
+    unsafe fn gt(self, b: Self) -> Self::Mask {
+        (self.0.gt(b.0), self.1.gt(b.1))
+    }
+    #[inline(always)]
+    unsafe fn lt(self, b: Self) -> Self::Mask {
+        (self.0.lt(b.0), self.1.lt(b.1))
+    }
+    #[inline(always)]
+    unsafe fn select(m: Self::Mask, yes: Self, no: Self) -> Self {
+        Pair(
+            __m256::select(m.0, yes.0, no.0),
+            __m256::select(m.1, yes.1, no.1),
+        )
+    }
+    #[inline(always)]
+    unsafe fn add_where(self, m: Self::Mask, b: Self) -> Self {
+        Pair(self.0.add_where(m.0, b.0), self.1.add_where(m.1, b.1))
+    }
+    #[inline(always)]
+    unsafe fn sub_where(self, m: Self::Mask, b: Self) -> Self {
+        Pair(self.0.sub_where(m.0, b.0), self.1.sub_where(m.1, b.1))
+    }
+    #[inline(always)]
+    unsafe fn any_nonzero(self) -> bool {
+        self.0.any_nonzero() || self.1.any_nonzero()
+    }
+    #[inline(always)]
+    unsafe fn pow2_of_shifted(self) -> Self {
+        Pair(self.0.pow2_of_shifted(), self.1.pow2_of_shifted())
+    }
+    #[inline(always)]
+    unsafe fn frexp(self) -> (Self, Self) {
+        let ((e0, m0), (e1, m1)) = (self.0.frexp(), self.1.frexp());
+        (Pair(e0, e1), Pair(m0, m1))
     }
 }
 
@@ -347,8 +424,8 @@ mod tests {
     use crate::inference::kernel::fma_available;
     use rand::{Rng, SeedableRng};
 
-    /// The sixteen-lane step gives the eight-lane step's bits (ℓ and dℓ/dη), for unit counts
-    /// with and without a last odd block of eight, and an odd particle count.
+    /// The step on AVX-512 registers gives the bits of the step on pairs of AVX2 registers
+    /// (ℓ, dℓ/dη, dz, D and G), for particle counts with and without padding.
     #[test]
     fn sixteen_lanes_give_the_bits_of_eight() {
         if !(fma_available() && wide_available()) {
@@ -360,7 +437,7 @@ mod tests {
             (3, 13, 5),
             (1, 32, 3),
             (2, 1, 2),
-            (4, 57, 9),
+            (4, 57, 33),
         ] {
             let tt = 3;
             let b: Vec<f64> = (0..dx).map(|_| rng.gen_range(0.5..2.0)).collect();
@@ -371,21 +448,38 @@ mod tests {
                 .collect();
             let eobs: Vec<f64> = (0..dx).map(|_| rng.gen_range(-0.5..0.5)).collect();
             let z: Vec<f64> = (0..k * r).map(|_| rng.gen_range(-8.0..8.0)).collect();
+            let gk: Vec<f64> = (0..k).map(|_| rng.gen_range(0.0..0.3)).collect();
             let p = Poisson32::new(&b, &bias, &bm, r);
-            for t in 0..tt {
-                let (mut s8, mut s16) = (p.trial(&x, tt, k), p.trial(&x, tt, k));
-                p.set_input(&eobs, &mut s8);
-                p.set_input(&eobs, &mut s16);
-                let (mut ll8, mut ll16) = (vec![0.0; k], vec![0.0; k]);
+            let run = |wide: bool, t: usize| {
+                let p = Poisson32 {
+                    wide,
+                    c: p.c.clone(),
+                    b: p.b.clone(),
+                    bias: p.bias.clone(),
+                    ..p
+                };
+                let mut s = p.trial(&x, tt, k);
+                p.set_input(&eobs, &mut s);
+                let mut ll = vec![0.0; k];
+                let (mut dz, mut d, mut g) = (vec![0.0; k * r], vec![0.0; dx], vec![0.0; r * dx]);
                 // SAFETY: AVX-512F, AVX2 and FMA are available (checked above).
                 unsafe {
-                    p.loglik8(&mut s8, t, &z, &mut ll8);
-                    p.loglik16(&mut s16, t, &z, &mut ll16);
+                    p.loglik(&mut s, t, &z, &mut ll);
+                    let dl = s.dl.clone();
+                    p.backward(&mut s, &gk, &mut dz, &mut d, &mut g);
+                    (ll, dl, dz, d, g)
                 }
+            };
+            for t in 0..tt {
+                let (narrow, wide) = (run(false, t), run(true, t));
                 let bits = |v: &[f64]| v.iter().map(|a| a.to_bits()).collect::<Vec<_>>();
-                assert_eq!(bits(&ll8), bits(&ll16), "ℓ, r {r} dx {dx} k {k} t {t}");
                 let bits32 = |v: &[f32]| v.iter().map(|a| a.to_bits()).collect::<Vec<_>>();
-                assert_eq!(bits32(&s8.dl), bits32(&s16.dl), "dℓ/dη, r {r} dx {dx}");
+                let case = format!("r {r} dx {dx} k {k} t {t}");
+                assert_eq!(bits(&narrow.0), bits(&wide.0), "ℓ, {case}");
+                assert_eq!(bits32(&narrow.1), bits32(&wide.1), "dℓ/dη, {case}");
+                assert_eq!(bits(&narrow.2), bits(&wide.2), "dz, {case}");
+                assert_eq!(bits(&narrow.3), bits(&wide.3), "D, {case}");
+                assert_eq!(bits(&narrow.4), bits(&wide.4), "G, {case}");
             }
         }
     }
@@ -418,7 +512,7 @@ mod tests {
             // SAFETY: AVX2 and FMA are available (checked above).
             unsafe {
                 p.loglik(&mut s, t, &z, &mut ll);
-                p.backward(&mut s, &z, &gk, &mut dz, &mut d, &mut g);
+                p.backward(&mut s, &gk, &mut dz, &mut d, &mut g);
             }
             let (mut d_ref, mut g_ref) = (vec![0.0; dx], vec![0.0; r * dx]);
             for kk in 0..k {

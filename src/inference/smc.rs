@@ -835,14 +835,7 @@ impl Ctx<'_> {
                     // SAFETY: as for `loglik` above, which ran for these particles.
                     #[cfg(target_arch = "x86_64")]
                     unsafe {
-                        p32.backward(
-                            s32,
-                            &z[span.clone()],
-                            &gk32,
-                            &mut ea.dz[span],
-                            &mut d32,
-                            &mut ea.acc.mz,
-                        )
+                        p32.backward(s32, &gk32, &mut ea.dz[span], &mut d32, &mut ea.acc.mz)
                     };
                     for (a, &d) in ea.acc.bias.iter_mut().zip(&d32) {
                         *a += d;
@@ -1126,6 +1119,14 @@ impl Ctx<'_> {
                         dstd[set][q] += dzk[q] * eps[q];
                     }
                 }
+                if t > 0 {
+                    // The decay's adjoint, in the particle loop so that its chain of additions
+                    // runs beside the particle's other work (the order of the terms is kept).
+                    for q in 0..r {
+                        da += dmu[q] * zp[kk * r + q];
+                        dzprev[kk * r + q] = p.decay * dmu[q];
+                    }
+                }
             }
             if encoder_step {
                 for q in 0..r {
@@ -1154,12 +1155,6 @@ impl Ctx<'_> {
                 }
                 self.initial_mean_backward(vt, &dmu0, g);
             } else {
-                for kk in 0..k {
-                    for q in 0..r {
-                        da += dmu_all[kk * r + q] * zp[kk * r + q];
-                        dzprev[kk * r + q] = p.decay * dmu_all[kk * r + q];
-                    }
-                }
                 let vprev = &rec.v[(t - 1) * du..t * du];
                 let e = trial::input_current(p.wu, du, vprev, &mut ext);
                 gext.iter_mut().for_each(|v| *v = 0.0);

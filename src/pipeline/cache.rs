@@ -8,7 +8,7 @@
 //! | part      | what                                                  | why |
 //! |-----------|-------------------------------------------------------|-----|
 //! | `kind`    | the YAML `kind:`                                      | different code |
-//! | `version` | `Stage::version()`                                     | the kind's code changed what it writes |
+//! | `version` | `Stage::version_for(params)` (`Stage::version()` unless a kind says otherwise) | the kind's code changed what it writes (for these params) |
 //! | `params`  | canonical params: profile applied, `${axis}` substituted, the kind's defaults written out, keys sorted | the computation's settings |
 //! | `inputs`  | input name → content hashes of its files, in order    | the data; content, not the producer's key, so an upstream rerun that writes identical bytes does not cascade |
 //! | `outputs` | output name → file name                               | for `command` stages the file names are part of the command's contract |

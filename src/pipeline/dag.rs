@@ -360,7 +360,7 @@ pub fn resolve(
             name: stage.name.clone(),
             base: stage.base.clone(),
             kind: stage.kind.clone(),
-            version: kind.version(),
+            version: kind.version_for(&params),
             description: stage.description.clone(),
             params,
             labels: stage.labels.clone(),

@@ -68,6 +68,13 @@ pub trait Stage: Send + Sync {
     /// what the stage writes, so every cached result of this kind is recomputed.
     fn version(&self) -> u32;
 
+    /// The version for these (checked, canonical) params: [`Self::version`] unless a change
+    /// altered what only some settings write, so that only their cached results are recomputed.
+    fn version_for(&self, params: &Value) -> u32 {
+        let _ = params;
+        self.version()
+    }
+
     /// One line for `lowrank-smc kinds`.
     fn description(&self) -> &'static str {
         ""

@@ -296,6 +296,15 @@ impl Stage for FitStage {
     fn version(&self) -> u32 {
         1
     }
+    /// 2 for single-precision fits: the f32 Poisson step runs its lanes over particles since
+    /// then (ℓ summed in another order, so other rounding); f64 fits write the bits of 1.
+    fn version_for(&self, params: &Value) -> u32 {
+        if params.pointer("/vsmc/precision").and_then(Value::as_str) == Some("f32") {
+            2
+        } else {
+            self.version()
+        }
+    }
     fn description(&self) -> &'static str {
         "fit a stochastic low-rank RNN with VSMC (optimal, encoder or bootstrap proposal) → model.h5, loss curve"
     }
@@ -621,4 +630,33 @@ pub fn score_model(
         batch_losses,
         n_particles,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Only single-precision fits carry version 2 in their cache key (their Poisson step's
+    /// rounding changed); f64 fits keep version 1 and so their cached results.
+    #[test]
+    fn only_f32_fits_changed_version() {
+        let stage = FitStage;
+        let params = |vsmc: serde_json::Value| {
+            let raw = serde_json::json!({
+                "variant": "v",
+                "train": {"n_epochs": 1, "batch_size": 1, "lr": 1.0e-3, "lr_end": 1.0e-5, "seed": 1},
+                "model": {
+                    "rank": 2, "n_units": 10, "dim_x": 3, "nonlinearity": "relu",
+                    "noise_z": "full", "noise_z0": "full", "observation": "one_to_one",
+                    "readout_from": "currents", "likelihood": "gaussian",
+                },
+                "vsmc": vsmc,
+            });
+            stage.check_params(&raw).expect("valid params")
+        };
+        use serde_json::json;
+        assert_eq!(stage.version_for(&params(json!({"precision": "f32"}))), 2);
+        assert_eq!(stage.version_for(&params(json!({"precision": "f64"}))), 1);
+        assert_eq!(stage.version_for(&params(json!({}))), 1);
+    }
 }
