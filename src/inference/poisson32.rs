@@ -106,6 +106,23 @@ impl Poisson32 {
         }
     }
 
+    /// The trial's buffers have the sizes [`Self::trial`] gives them (the block loops read
+    /// and write them through raw pointers).
+    fn check_buffers(&self, s: &Step32) {
+        let (r, dx, kp) = (self.r, self.dx, s.kp);
+        assert!(
+            kp % B == 0
+                && s.a.len() >= dx
+                && s.zt.len() >= r * kp
+                && s.dl.len() >= dx * kp
+                && s.ll.len() >= kp
+                && s.gw.len() >= kp
+                && s.dz.len() >= r * kp
+                && self.c.len() >= r * dx,
+            "Poisson32: trial buffers of another shape"
+        );
+    }
+
     /// a_t = b ∘ e_obs + bias for a step with the input current `eobs` (dx).
     pub(super) fn set_input(&self, eobs: &[f64], s: &mut Step32) {
         for j in 0..self.dx {
@@ -122,6 +139,7 @@ impl Poisson32 {
     pub(super) unsafe fn loglik(&self, s: &mut Step32, t: usize, z: &[f64], ll: &mut [f64]) {
         let (r, k) = (self.r, ll.len());
         assert!(r <= 16 && z.len() >= k * r && s.kp >= k && s.x.len() >= (t + 1) * self.dx);
+        self.check_buffers(s);
         for q in 0..r {
             for (kk, v) in s.zt[q * s.kp..q * s.kp + k].iter_mut().enumerate() {
                 *v = z[kk * r + q] as f32;
@@ -190,6 +208,7 @@ impl Poisson32 {
     ) {
         let (r, dx, k) = (self.r, self.dx, gk.len());
         assert!(dz.len() >= k * r && s.kp >= k && d_out.len() >= dx && g_out.len() >= r * dx);
+        self.check_buffers(s);
         for (w, &g) in s.gw.iter_mut().zip(gk) {
             *w = g as f32;
         }
