@@ -63,8 +63,9 @@ pub(super) struct Step32 {
     zt: Vec<f32>,
     /// dℓ_k/dη of the current step by unit: `dx` rows of `kp`.
     dl: Vec<f32>,
-    /// ℓ (`kp`), then the particle weights g (`kp`, zero on the padding).
+    /// ℓ of the current step (`kp`).
     ll: Vec<f32>,
+    /// The current step's particle weights g (`kp`, zero on the padding).
     gw: Vec<f32>,
     /// dz of the current step by latent: R rows of `kp`.
     dz: Vec<f32>,
@@ -358,6 +359,17 @@ impl Block for Pair {
     }
 }
 
+/// `fn op(self, b) -> Self` for `Pair`: `op` on the low halves and on the high halves.
+#[cfg(target_arch = "x86_64")]
+macro_rules! pair_binary {
+    ($($op:ident),*) => {$(
+        #[inline(always)]
+        unsafe fn $op(self, b: Self) -> Self {
+            Pair(self.0.$op(b.0), self.1.$op(b.1))
+        }
+    )*};
+}
+
 /// Each operation on both halves, as `__m256`'s.
 #[cfg(target_arch = "x86_64")]
 impl Lanes32 for Pair {
@@ -370,30 +382,8 @@ impl Lanes32 for Pair {
     unsafe fn zero() -> Self {
         Pair(__m256::zero(), __m256::zero())
     }
-    #[inline(always)]
-    unsafe fn add(self, b: Self) -> Self {
-        Pair(self.0.add(b.0), self.1.add(b.1))
-    }
-    #[inline(always)]
-    unsafe fn sub(self, b: Self) -> Self {
-        Pair(self.0.sub(b.0), self.1.sub(b.1))
-    }
-    #[inline(always)]
-    unsafe fn mul(self, b: Self) -> Self {
-        Pair(self.0.mul(b.0), self.1.mul(b.1))
-    }
-    #[inline(always)]
-    unsafe fn div(self, b: Self) -> Self {
-        Pair(self.0.div(b.0), self.1.div(b.1))
-    }
-    #[inline(always)]
-    unsafe fn max(self, b: Self) -> Self {
-        Pair(self.0.max(b.0), self.1.max(b.1))
-    }
-    #[inline(always)]
-    unsafe fn min(self, b: Self) -> Self {
-        Pair(self.0.min(b.0), self.1.min(b.1))
-    }
+    // The lane-wise binary operations, each on both halves.
+    pair_binary!(add, sub, mul, div, max, min);
     #[inline(always)]
     unsafe fn fma(self, b: Self, c: Self) -> Self {
         Pair(self.0.fma(b.0, c.0), self.1.fma(b.1, c.1))
