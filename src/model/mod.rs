@@ -6,6 +6,7 @@ pub mod real;
 pub mod sequences;
 pub mod teacher;
 
+mod sgemm;
 mod skinny;
 
 pub use real::Real;
@@ -80,6 +81,20 @@ pub(crate) fn gemm<F: Real>(
             );
         }
     } else if std::any::TypeId::of::<F>() == std::any::TypeId::of::<f32>() {
+        // SAFETY: F is f32 (same type, same layout).
+        let (a32, b32, c32) = unsafe {
+            (
+                std::slice::from_raw_parts(a.as_ptr() as *const f32, a.len()),
+                std::slice::from_raw_parts(b.as_ptr() as *const f32, b.len()),
+                std::slice::from_raw_parts_mut(c.as_mut_ptr() as *mut f32, c.len()),
+            )
+        };
+        let beta = beta.f64() as f32;
+        if sgemm::gemm(
+            m, k, n, a32, a_strides, b32, b_strides, beta, c32, c_strides,
+        ) {
+            return;
+        }
         // SAFETY: F is f32 (same type, same layout); extents checked above.
         unsafe {
             matrixmultiply::sgemm(
