@@ -306,7 +306,7 @@ impl Ctx<'_> {
         let mut kc = vec![0.0; r];
         let mut vx = vec![0.0; dx];
         let mut diff = vec![0.0; r];
-        let mut resample_scratch = vec![0.0; k];
+        let mut resample_scratch = vec![0.0; 2 * k];
         let batched = self.packed.is_some();
         let mut phi = vec![0.0; if self.net.is_some() { k * n } else { 0 }];
         let mut y_all = vec![0.0; if batched { tt * k * r } else { 0 }];

@@ -723,7 +723,7 @@ impl Ctx<'_> {
         let (mut ln_prior, mut ln_prop) = (vec![0.0; r], vec![0.0; r]);
         // 1/σ_z² and the proposal's standard deviation per latent (encoder steps).
         let (mut prec_z, mut sd_q) = (vec![0.0; r], vec![0.0; r]);
-        let mut scratch = vec![0.0; k];
+        let mut scratch = vec![0.0; 2 * k];
         let (mut prec_e, mut mean_e, mut vq) = (vec![0.0; r], vec![0.0; r], vec![0.0; r]);
         let w = self.weights();
         let mut loss_b = 0.0;
