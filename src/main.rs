@@ -617,8 +617,12 @@ fn dispatch(cli: Cli, registry: &Registry) -> anyhow::Result<ExitCode> {
         Command::Bin(args) => run_bin(args),
         Command::Kinds => {
             for kind in registry.iter() {
+                let note = kind
+                    .version_note()
+                    .map(|n| format!(" ({n})"))
+                    .unwrap_or_default();
                 println!(
-                    "{:<16} v{:<3} {}",
+                    "{:<16} v{:<3} {}{note}",
                     kind.kind(),
                     kind.version(),
                     kind.description()

@@ -75,6 +75,12 @@ pub trait Stage: Send + Sync {
         self.version()
     }
 
+    /// Which settings [`Self::version_for`] gives another version, for `lowrank-smc kinds`
+    /// (e.g. "v2 with vsmc.precision: f32"); `None` when every setting has [`Self::version`].
+    fn version_note(&self) -> Option<&'static str> {
+        None
+    }
+
     /// One line for `lowrank-smc kinds`.
     fn description(&self) -> &'static str {
         ""

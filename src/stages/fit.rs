@@ -305,6 +305,9 @@ impl Stage for FitStage {
             self.version()
         }
     }
+    fn version_note(&self) -> Option<&'static str> {
+        Some("v2 with vsmc.precision: f32")
+    }
     fn description(&self) -> &'static str {
         "fit a stochastic low-rank RNN with VSMC (optimal, encoder or bootstrap proposal) → model.h5, loss curve"
     }
