@@ -339,7 +339,11 @@ fn kinds_lists_the_registry() {
     assert!(ran.stdout.starts_with("bin "), "{}", ran.stdout);
     assert!(ran.stdout.contains("\ncommand "), "{}", ran.stdout);
     // A kind whose version depends on its params says which settings have which.
-    let fit = ran.stdout.lines().find(|l| l.starts_with("fit ")).expect("fit listed");
+    let fit = ran
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("fit "))
+        .expect("fit listed");
     assert!(fit.starts_with("fit              v1 "), "{fit}");
     assert!(fit.ends_with(" (v2 with vsmc.precision: f32)"), "{fit}");
 }

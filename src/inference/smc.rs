@@ -1006,7 +1006,8 @@ impl Ctx<'_> {
         let mut dsd = vec![0.0; dx];
         let mut deobs = vec![0.0; dx];
         let mut wgt = vec![0.0; k];
-        let mut dzk = vec![0.0; r];
+        // Each particle's dz at this step: the observation term's plus the transition's.
+        let mut dz_step = vec![0.0; k * r];
         let mut dmu0 = vec![0.0; r];
         // Noise adjoints: d/d var and d/d std per set.
         let mut dvar = [vec![0.0; r], vec![0.0; r]];
@@ -1070,61 +1071,85 @@ impl Ctx<'_> {
             deobs.iter_mut().for_each(|v| *v = 0.0);
             let (dv_t, _) = dv.split_at_mut((t + 1) * du);
             let dv_t = &mut dv_t[t * du..];
+            // The observation term's dz of every particle (or its adjoint, already taken in
+            // the forward pass), added to the transition's from the step after.
             for kk in 0..k {
-                let gk = wgt[kk];
                 let zk = &rec.z[(t * k + kk) * r..(t * k + kk + 1) * r];
-                let mu_k = &rec.mu[(t * k + kk) * r..(t * k + kk + 1) * r];
-                let eps = &draws.eps[(t * k + kk) * r..(t * k + kk + 1) * r];
+                let dzk = &mut dz_step[kk * r..(kk + 1) * r];
                 dzk.copy_from_slice(&dz_next[kk * r..(kk + 1) * r]);
-                // Observation term (or its adjoint, already taken in the forward pass).
                 if let Some(ez) = &early_dz {
                     for (d, &e) in dzk.iter_mut().zip(&ez[(t * k + kk) * r..]) {
                         *d += e;
                     }
                 } else {
                     self.eta(zk, vt, &mut o);
-                    self.loglik(&mut o, lgamma[t], gk, &mut dsd);
-                    self.eta_backward(zk, vt, o.view(), &mut dzk, g, &mut acc, &mut deobs, dv_t);
+                    self.loglik(&mut o, lgamma[t], wgt[kk], &mut dsd);
+                    self.eta_backward(zk, vt, o.view(), dzk, g, &mut acc, &mut deobs, dv_t);
                 }
-                let dmu = &mut dmu_all[kk * r..(kk + 1) * r];
-                if encoder_step {
-                    for q in 0..r {
-                        // log N(z; μ, s_z) with s_z the clamped std embedding
-                        let [inv_s, inv_s2, inv_s3, inv_sq, pz] = step_inv[q];
-                        let diff = zk[q] - mu_k[q];
+            }
+            if encoder_step {
+                // One latent at a time, so that its sums over the particles stay in registers
+                // (each still adds its terms in the particles' order). The decay's adjoint,
+                // which adds particle by particle and latent by latent, runs beside the last
+                // latent's loop, where every latent's dμ of the particle is known.
+                for q in 0..r {
+                    // log N(z; μ, s_z) with s_z the clamped std embedding
+                    let [inv_s, inv_s2, inv_s3, inv_sq, pz] = step_inv[q];
+                    let (pe, vqq, me) = (prec_e[q], vq[q], mean_e[q]);
+                    let (mut a_std, mut a_sq, mut a_me) = (dstd[set][q], dsq[q], dme[q]);
+                    let (mut a_pz, mut a_pe, mut a_vq) = (dpz[q], dpe[q], dvq[q]);
+                    let decay_here = t > 0 && q + 1 == r;
+                    for kk in 0..k {
+                        let gk = wgt[kk];
+                        let i = (t * k + kk) * r + q;
+                        let (zq, mu, e) = (rec.z[i], rec.mu[i], draws.eps[i]);
+                        let diff = zq - mu;
                         let c = gk * diff * inv_s2;
-                        dzk[q] -= c;
-                        dmu[q] = c;
-                        dstd[set][q] += gk * (diff * diff * inv_s3 - inv_s);
+                        a_std += gk * (diff * diff * inv_s3 - inv_s);
                         // − log q = ½ε² + ln s_q + const
-                        dsq[q] += gk * inv_sq;
+                        a_sq += gk * inv_sq;
                         // z = m_q + s_q ε, m_q = (p_z μ + p_e μ_e) v_q
-                        let dmq = dzk[q];
-                        dsq[q] += dmq * eps[q];
-                        dmu[q] += dmq * pz * vq[q];
-                        dme[q] += dmq * prec_e[q] * vq[q];
-                        dpz[q] += dmq * mu_k[q] * vq[q];
-                        dpe[q] += dmq * mean_e[q] * vq[q];
-                        dvq[q] += dmq * (pz * mu_k[q] + prec_e[q] * mean_e[q]);
+                        let dmq = dz_step[kk * r + q] - c;
+                        a_sq += dmq * e;
+                        dmu_all[kk * r + q] = c + dmq * pz * vqq;
+                        a_me += dmq * pe * vqq;
+                        a_pz += dmq * mu * vqq;
+                        a_pe += dmq * me * vqq;
+                        a_vq += dmq * (pz * mu + pe * me);
+                        if decay_here {
+                            for j in kk * r..(kk + 1) * r {
+                                da += dmu_all[j] * zp[j];
+                                dzprev[j] = p.decay * dmu_all[j];
+                            }
+                        }
                     }
-                } else if self.encoder.is_some() {
-                    dmu.copy_from_slice(&dzk);
-                    for q in 0..r {
-                        let s = sc.var[q].sqrt();
-                        dvar[set][q] += dzk[q] * eps[q] / (2.0 * s);
-                    }
-                } else {
-                    dmu.copy_from_slice(&dzk);
-                    for q in 0..r {
-                        dstd[set][q] += dzk[q] * eps[q];
-                    }
+                    (dstd[set][q], dsq[q], dme[q]) = (a_std, a_sq, a_me);
+                    (dpz[q], dpe[q], dvq[q]) = (a_pz, a_pe, a_vq);
                 }
-                if t > 0 {
-                    // The decay's adjoint, in the particle loop so that its chain of additions
-                    // runs beside the particle's other work (the order of the terms is kept).
-                    for q in 0..r {
-                        da += dmu[q] * zp[kk * r + q];
-                        dzprev[kk * r + q] = p.decay * dmu[q];
+            } else {
+                for kk in 0..k {
+                    let eps = &draws.eps[(t * k + kk) * r..(t * k + kk + 1) * r];
+                    let dzk = &dz_step[kk * r..(kk + 1) * r];
+                    let dmu = &mut dmu_all[kk * r..(kk + 1) * r];
+                    dmu.copy_from_slice(dzk);
+                    if self.encoder.is_some() {
+                        // t_forward steps of the encoder path: the prior with sqrt(clamped var).
+                        for q in 0..r {
+                            let s = sc.var[q].sqrt();
+                            dvar[set][q] += dzk[q] * eps[q] / (2.0 * s);
+                        }
+                    } else {
+                        for q in 0..r {
+                            dstd[set][q] += dzk[q] * eps[q];
+                        }
+                    }
+                    if t > 0 {
+                        // The decay's adjoint, in the particle loop so that its chain of
+                        // additions runs beside the particle's other work.
+                        for q in 0..r {
+                            da += dmu[q] * zp[kk * r + q];
+                            dzprev[kk * r + q] = p.decay * dmu[q];
+                        }
                     }
                 }
             }
