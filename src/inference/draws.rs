@@ -289,6 +289,55 @@ mod tests {
         }
     }
 
+    /// Cumulative weights on, just above and just below the positions (one ulp), where the
+    /// estimate ⌊c_j K − u⌋ + 1 of n_j can be one off either way: the counted ancestors still
+    /// equal a search per position, and both corrections were needed in these cases.
+    #[test]
+    fn systematic_counts_at_the_positions_own_roundings() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(21);
+        let (mut too_high, mut too_low) = (0, 0);
+        for k in [2usize, 3, 7, 10, 64, 100, 1000] {
+            let kf = k as f64;
+            for _ in 0..200 {
+                let u = if rng.gen_range(0..4) == 0 {
+                    0.0
+                } else {
+                    rng.gen_range(0.0..1.0)
+                };
+                let pos: Vec<f64> = (0..k).map(|i| (u + i as f64) / kf).collect();
+                let mut c: Vec<f64> = (0..k)
+                    .map(|_| {
+                        let p = pos[rng.gen_range(0..k)];
+                        match rng.gen_range(0..3) {
+                            0 => p,
+                            1 => f64::from_bits(p.to_bits() + 1),
+                            _ if p > 0.0 => f64::from_bits(p.to_bits() - 1),
+                            _ => p,
+                        }
+                    })
+                    .collect();
+                c.sort_by(f64::total_cmp);
+                // The last cumulative weight, divided by itself.
+                c[k - 1] = 1.0;
+                for &cj in &c {
+                    let estimate = ((cj * kf - u).floor() + 1.0).clamp(0.0, kf) as usize;
+                    let n = pos.iter().filter(|&&p| p <= cj).count();
+                    too_high += usize::from(estimate > n);
+                    too_low += usize::from(estimate < n);
+                }
+                let want: Vec<usize> = pos
+                    .iter()
+                    .map(|&p| c.partition_point(|&v| v < p).min(k - 1))
+                    .collect();
+                let (mut got, mut scratch) = (vec![0; k], vec![0.0; k]);
+                systematic(&c, u, &mut scratch, &mut got);
+                assert_eq!(got, want, "k {k}, u {u}, c {c:?}");
+            }
+        }
+        assert!(too_high > 0 && too_low > 0, "estimates off: {too_high} high, {too_low} low");
+    }
+
     /// All weights zero (log w = −∞) make every cumulative weight NaN: the walk runs, and every
     /// ancestor is particle 0, as before the counting.
     #[test]
