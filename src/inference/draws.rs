@@ -335,7 +335,10 @@ mod tests {
                 assert_eq!(got, want, "k {k}, u {u}, c {c:?}");
             }
         }
-        assert!(too_high > 0 && too_low > 0, "estimates off: {too_high} high, {too_low} low");
+        assert!(
+            too_high > 0 && too_low > 0,
+            "estimates off: {too_high} high, {too_low} low"
+        );
     }
 
     /// All weights zero (log w = −∞) make every cumulative weight NaN: the walk runs, and every
