@@ -23,6 +23,31 @@ fn span(rows: usize, cols: usize, (row_stride, col_stride): (isize, isize)) -> u
     }
 }
 
+/// (row, column) strides as `usize` (the callers' are positive).
+fn unsigned((r, c): (isize, isize)) -> (usize, usize) {
+    (r as usize, c as usize)
+}
+
+/// The three operands of a product as slices of `T` when `F` is `T`, else `None`.
+#[allow(clippy::type_complexity)]
+fn as_type<'s, F: 'static, T: 'static>(
+    a: &'s [F],
+    b: &'s [F],
+    c: &'s mut [F],
+) -> Option<(&'s [T], &'s [T], &'s mut [T])> {
+    if std::any::TypeId::of::<F>() != std::any::TypeId::of::<T>() {
+        return None;
+    }
+    // SAFETY: F is T (same type, same layout and lengths).
+    Some(unsafe {
+        (
+            std::slice::from_raw_parts(a.as_ptr() as *const T, a.len()),
+            std::slice::from_raw_parts(b.as_ptr() as *const T, b.len()),
+            std::slice::from_raw_parts_mut(c.as_mut_ptr() as *mut T, c.len()),
+        )
+    })
+}
+
 /// `C (m × n) = A (m × k) · B (k × n) + beta · C` with positive strides (row, column), dispatching
 /// to `matrixmultiply::dgemm` / `sgemm` for f64 / f32 (single-threaded, so the summation order
 /// is fixed). The extents are checked against the slices (a panic names the operand), so the
@@ -46,15 +71,7 @@ pub(crate) fn gemm<F: Real>(
     if m == 0 || n == 0 {
         return;
     }
-    if std::any::TypeId::of::<F>() == std::any::TypeId::of::<f64>() {
-        // SAFETY: F is f64 (same type, same layout).
-        let (a64, b64, c64) = unsafe {
-            (
-                std::slice::from_raw_parts(a.as_ptr() as *const f64, a.len()),
-                std::slice::from_raw_parts(b.as_ptr() as *const f64, b.len()),
-                std::slice::from_raw_parts_mut(c.as_mut_ptr() as *mut f64, c.len()),
-            )
-        };
+    if let Some((a64, b64, c64)) = as_type::<F, f64>(a, b, c) {
         let beta = beta.f64();
         if skinny::gemm(
             m, k, n, a64, a_strides, b64, b_strides, beta, c64, c_strides,
@@ -80,15 +97,7 @@ pub(crate) fn gemm<F: Real>(
                 c_strides.1,
             );
         }
-    } else if std::any::TypeId::of::<F>() == std::any::TypeId::of::<f32>() {
-        // SAFETY: F is f32 (same type, same layout).
-        let (a32, b32, c32) = unsafe {
-            (
-                std::slice::from_raw_parts(a.as_ptr() as *const f32, a.len()),
-                std::slice::from_raw_parts(b.as_ptr() as *const f32, b.len()),
-                std::slice::from_raw_parts_mut(c.as_mut_ptr() as *mut f32, c.len()),
-            )
-        };
+    } else if let Some((a32, b32, c32)) = as_type::<F, f32>(a, b, c) {
         let beta = beta.f64() as f32;
         if sgemm::gemm(
             m, k, n, a32, a_strides, b32, b_strides, beta, c32, c_strides,

@@ -14,6 +14,9 @@
 //! which does not change its result. Other β, and CPUs without AVX-512F and FMA (on which
 //! `matrixmultiply` may run a kernel that multiplies, then adds), stay with `matrixmultiply`.
 
+#[cfg(target_arch = "x86_64")]
+use super::unsigned;
+
 /// `matrixmultiply`'s depth of a packed block for f32 (`archparam_defaults::S_KC`).
 const KC: usize = 256;
 
@@ -49,7 +52,18 @@ pub(super) fn gemm(
         return false;
     }
     #[cfg(target_arch = "x86_64")]
-    oriented(m, k, n, a, us(sa), b, us(sb), beta, c, us(sc));
+    oriented(
+        m,
+        k,
+        n,
+        a,
+        unsigned(sa),
+        b,
+        unsigned(sb),
+        beta,
+        c,
+        unsigned(sc),
+    );
     // Elsewhere `available` is false and this point is not reached.
     cfg!(target_arch = "x86_64")
 }
@@ -81,27 +95,22 @@ fn oriented(
     } else if sa.0 == 1 {
         swapped(c, a, sa.1);
     } else if n <= m {
-        let mut bt = vec![0.0f32; k * n];
-        for l in 0..k {
-            for j in 0..n {
-                bt[l * n + j] = b[l * sb.0 + j * sb.1];
-            }
-        }
+        let b_rows = row_major(k, n, b, sb);
         // SAFETY: as above.
-        unsafe { rows(m, k, n, a, sa, &bt, n, beta, c, sc) };
+        unsafe { rows(m, k, n, a, sa, &b_rows, n, beta, c, sc) };
     } else {
-        let mut at = vec![0.0f32; k * m];
-        for i in 0..m {
-            for l in 0..k {
-                at[l * m + i] = a[i * sa.0 + l * sa.1];
-            }
-        }
-        swapped(c, &at, m);
+        swapped(c, &row_major(k, m, a, (sa.1, sa.0)), m);
     }
 }
 
-fn us((r, c): (isize, isize)) -> (usize, usize) {
-    (r as usize, c as usize)
+/// A copy of the `rows × cols` matrix at `strides` in `x`, row-major.
+#[cfg(target_arch = "x86_64")]
+fn row_major(rows: usize, cols: usize, x: &[f32], strides: (usize, usize)) -> Vec<f32> {
+    let mut out = Vec::with_capacity(rows * cols);
+    for i in 0..rows {
+        out.extend((0..cols).map(|j| x[i * strides.0 + j * strides.1]));
+    }
+    out
 }
 
 /// AVX-512F and FMA: the instructions of [`rows`]; `matrixmultiply` runs its fused AVX-512

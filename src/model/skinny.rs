@@ -12,6 +12,8 @@
 //! later block added to C. Other β, and CPUs without FMA (whose kernels multiply, then add),
 //! stay with `matrixmultiply`.
 
+use super::unsigned;
+
 /// `matrixmultiply`'s depth of a packed block for f64 (`archparam_defaults::D_KC`).
 const KC: usize = 256;
 
@@ -36,7 +38,7 @@ pub(super) fn gemm(
     if k == 0 || m.min(k).min(n) > FEW || !(beta == 0.0 || beta == 1.0) || !fma_available() {
         return false;
     }
-    let (sa, sb, sc) = (us(sa), us(sb), us(sc));
+    let (sa, sb, sc) = (unsigned(sa), unsigned(sb), unsigned(sc));
     // Fewer than four columns, or B or C strided along a row (Bᵀ, Cᵀ): `matrixmultiply`,
     // which transposes them while packing. (A loop over the rows' dot products was slower.)
     if n < 4 || sb.1 != 1 || sc.1 != 1 {
@@ -49,10 +51,6 @@ pub(super) fn gemm(
     };
     // Elsewhere `fma_available` is false and this point is not reached.
     cfg!(target_arch = "x86_64")
-}
-
-fn us((r, c): (isize, isize)) -> (usize, usize) {
-    (r as usize, c as usize)
 }
 
 /// AVX2 and FMA: the instructions of [`rows`], and the CPUs on which `matrixmultiply` runs a
