@@ -426,4 +426,75 @@ mod tests {
         assert_eq!(gh, plus_one(&once[3]));
         assert_eq!(dz, plus_one(&once[5]));
     }
+
+    /// On AVX-512 the pairs of 8-unit chunks run as one 16-unit register; every output has
+    /// the bits of the 8-unit kernels, for every nonlinearity, rank 1–8, with and without the
+    /// input current, and N with no pair, pairs only, a left-over chunk and a tail.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn sixteen_units_give_the_bits_of_eight() {
+        if !(kernel::fma_available() && avx2::wide_available()) {
+            eprintln!("skipped: the CPU lacks AVX-512F");
+            return;
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(12);
+        let mut cases = 0;
+        for n in [8, 15, 16, 24, 31, 40, 47, 64, 77, 512] {
+            for r in 1..=8 {
+                let c = case(&mut rng, n, r, 7);
+                let lo = Weights32::new(&c.mt, &c.nn, &c.h);
+                for nl in NLS {
+                    for with_ext in [false, true] {
+                        let w = Weights {
+                            mt: &c.mt,
+                            n: &c.nn,
+                            h: &c.h,
+                            stride: c.st,
+                            decay: 0.8,
+                            rank: r,
+                            nonlinearity: nl,
+                            lo: Some(&lo),
+                            identity_m: false,
+                        };
+                        let ext = with_ext.then_some(c.e.as_slice());
+                        let len = (r - 1) * c.st + n;
+                        let outputs = |wide: bool| {
+                            let mut mu = vec![0.0; c.k * r];
+                            let (mut gmt, mut gn, mut gh, mut ge) =
+                                (vec![0.5; len], vec![0.5; len], vec![0.5; n], vec![0.5; n]);
+                            let (mut work, mut work32) = (Vec::new(), Vec::new());
+                            let mut dz = vec![0.5; c.k * r];
+                            let mut g = Grads {
+                                mt: &mut gmt,
+                                n: &mut gn,
+                                h: &mut gh,
+                                ext: with_ext.then_some(ge.as_mut_slice()),
+                                work: &mut work,
+                                work32: &mut work32,
+                            };
+                            // SAFETY: AVX2, FMA and AVX-512F checked above.
+                            let ran = unsafe {
+                                avx2::means_on(wide, &w, &lo, &c.z, ext, &mut mu)
+                                    && avx2::backward_on(
+                                        wide, &w, &lo, &c.z, ext, &c.dmu, &mut g, &mut dz,
+                                    )
+                            };
+                            assert!(ran, "rank {r} has a vector kernel");
+                            [mu, gmt, gn, gh, ge, dz]
+                                .map(|v| v.iter().map(|x| x.to_bits()).collect::<Vec<u64>>())
+                        };
+                        let (narrow, wide) = (outputs(false), outputs(true));
+                        for (what, (a, b)) in ["mu", "dM", "dn", "dh", "de", "dz"]
+                            .iter()
+                            .zip(wide.iter().zip(&narrow))
+                        {
+                            assert!(a == b, "{what}: N={n} R={r} {nl:?} ext={with_ext}");
+                        }
+                        cases += 1;
+                    }
+                }
+            }
+        }
+        assert_eq!(cases, 10 * 8 * 4 * 2);
+    }
 }

@@ -3,9 +3,14 @@
 //! A chunk of 8 units is one 256-bit register; the forward sums over units run in two
 //! interleaved registers per latent dimension (units `base..base+8` and `base+8..base+16`),
 //! then one 8-unit chunk if left, then the tail units in order.
+//!
+//! Where the CPU has AVX-512F, the pairs of chunks run as one 512-bit register of 16 units:
+//! each lane does the operations it did in its 8-unit chunk, and the two halves are the two
+//! interleaved accumulators, so both paths give the same bits (`sixteen_units_give_the_bits_of_eight`).
 
 use std::arch::x86_64::*;
 
+use super::super::fastmath::Lanes32;
 use super::super::kernel::{by_rank, Grads, Weights};
 use super::{act, Weights32};
 use crate::model::lowrank::Nonlinearity;
@@ -17,6 +22,11 @@ const IDENTITY: u8 = 3;
 
 /// Units per register.
 const W: usize = 8;
+
+/// The CPU has AVX-512F (besides the AVX2 and FMA every caller has checked).
+pub(super) fn wide_available() -> bool {
+    std::is_x86_feature_detected!("avx512f")
+}
 
 /// Loads 8 values at `p + at`.
 ///
@@ -72,61 +82,140 @@ pub(in crate::inference) fn hsum(v: __m256) -> f32 {
     _mm_cvtss_f32(s)
 }
 
-/// Lane-wise scalar tanh (no vector tanh in std).
+/// The 16 lanes as the two 8-unit chunks they hold (units `0..8`, `8..16`).
 #[inline]
-#[target_feature(enable = "avx2,fma")]
-fn tanh8(x: __m256) -> __m256 {
-    let mut a = [0.0f32; W];
-    // SAFETY: `a` has 8 elements.
-    unsafe { _mm256_storeu_ps(a.as_mut_ptr(), x) };
-    for v in &mut a {
-        *v = v.tanh();
+#[target_feature(enable = "avx512f,avx2,fma")]
+fn halves(v: __m512) -> [__m256; 2] {
+    [
+        _mm512_castps512_ps256(v),
+        _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v))),
+    ]
+}
+
+/// A register of units: one 8-unit chunk (`__m256`) or two (`__m512`), lane by lane the
+/// same operations.
+trait Units: Lanes32 {
+    /// Units per register.
+    const N: usize;
+    /// Loads `N` values at `p + at` (contract as [`load`]).
+    unsafe fn at(p: *const f32, at: usize) -> Self;
+    /// Stores `N` values at `p + at`.
+    unsafe fn put(self, p: *mut f32, at: usize);
+    /// Loads `N` f64 values at `p + at` rounded to f32.
+    unsafe fn at_f64(p: *const f64, at: usize) -> Self;
+    /// Adds the lanes (widened) to the f64 values at `p + at`.
+    unsafe fn add_into_f64(self, p: *mut f64, at: usize);
+    /// Lane-wise scalar tanh (no vector tanh in std).
+    unsafe fn tanh(self) -> Self;
+}
+
+impl Units for __m256 {
+    const N: usize = W;
+    #[inline(always)]
+    unsafe fn at(p: *const f32, at: usize) -> Self {
+        load(p, at)
     }
-    // SAFETY: `a` has 8 elements.
-    unsafe { _mm256_loadu_ps(a.as_ptr()) }
+    #[inline(always)]
+    unsafe fn put(self, p: *mut f32, at: usize) {
+        store(p, at, self)
+    }
+    #[inline(always)]
+    unsafe fn at_f64(p: *const f64, at: usize) -> Self {
+        load_f64(p, at)
+    }
+    #[inline(always)]
+    unsafe fn add_into_f64(self, p: *mut f64, at: usize) {
+        add_to_f64(p, at, self)
+    }
+    #[inline(always)]
+    unsafe fn tanh(self) -> Self {
+        let mut a = [0.0f32; W];
+        _mm256_storeu_ps(a.as_mut_ptr(), self);
+        for v in &mut a {
+            *v = v.tanh();
+        }
+        _mm256_loadu_ps(a.as_ptr())
+    }
+}
+
+impl Units for __m512 {
+    const N: usize = 2 * W;
+    #[inline(always)]
+    unsafe fn at(p: *const f32, at: usize) -> Self {
+        _mm512_loadu_ps(p.add(at))
+    }
+    #[inline(always)]
+    unsafe fn put(self, p: *mut f32, at: usize) {
+        _mm512_storeu_ps(p.add(at), self)
+    }
+    #[inline(always)]
+    unsafe fn at_f64(p: *const f64, at: usize) -> Self {
+        let lo = _mm512_cvtpd_ps(_mm512_loadu_pd(p.add(at)));
+        let hi = _mm512_cvtpd_ps(_mm512_loadu_pd(p.add(at + W)));
+        _mm512_castpd_ps(_mm512_insertf64x4::<1>(
+            _mm512_castps_pd(_mm512_castps256_ps512(lo)),
+            _mm256_castps_pd(hi),
+        ))
+    }
+    #[inline(always)]
+    unsafe fn add_into_f64(self, p: *mut f64, at: usize) {
+        let [lo, hi] = halves(self);
+        add_to_f64(p, at, lo);
+        add_to_f64(p, at + W, hi);
+    }
+    #[inline(always)]
+    unsafe fn tanh(self) -> Self {
+        let mut a = [0.0f32; 2 * W];
+        _mm512_storeu_ps(a.as_mut_ptr(), self);
+        for v in &mut a {
+            *v = v.tanh();
+        }
+        _mm512_loadu_ps(a.as_ptr())
+    }
+}
+
+/// 1 where `a > b`, +0 elsewhere (and NaN).
+#[inline(always)]
+unsafe fn step<V: Units>(a: V, b: V) -> V {
+    V::select(a.gt(b), V::splat(1.0), V::zero())
 }
 
 /// φ(x; h).
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-fn phi<const NL: u8>(x: __m256, h: __m256) -> __m256 {
-    let zero = _mm256_setzero_ps();
+#[inline(always)]
+unsafe fn phi<V: Units, const NL: u8>(x: V, h: V) -> V {
+    let zero = V::zero();
     match NL {
-        RELU => _mm256_max_ps(_mm256_sub_ps(x, h), zero),
-        CLIPPED => _mm256_sub_ps(
-            _mm256_max_ps(_mm256_add_ps(x, h), zero),
-            _mm256_max_ps(x, zero),
-        ),
-        TANH => tanh8(_mm256_sub_ps(x, h)),
-        _ => _mm256_sub_ps(x, h),
+        RELU => x.sub(h).max(zero),
+        CLIPPED => x.add(h).max(zero).sub(x.max(zero)),
+        TANH => x.sub(h).tanh(),
+        _ => x.sub(h),
     }
 }
 
 /// (φ, ∂φ/∂x, ∂φ/∂h).
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-fn phi_d<const NL: u8>(x: __m256, h: __m256) -> (__m256, __m256, __m256) {
-    let zero = _mm256_setzero_ps();
-    let one = _mm256_set1_ps(1.0);
+#[inline(always)]
+unsafe fn phi_d<V: Units, const NL: u8>(x: V, h: V) -> (V, V, V) {
+    let zero = V::zero();
+    let one = V::splat(1.0);
     match NL {
         RELU => {
-            let xh = _mm256_sub_ps(x, h);
-            let on = _mm256_and_ps(_mm256_cmp_ps::<_CMP_GT_OQ>(xh, zero), one);
-            (_mm256_mul_ps(xh, on), on, _mm256_sub_ps(zero, on))
+            let xh = x.sub(h);
+            let on = step(xh, zero);
+            (xh.mul(on), on, zero.sub(on))
         }
         CLIPPED => {
-            let xh = _mm256_add_ps(x, h);
-            let a = _mm256_and_ps(_mm256_cmp_ps::<_CMP_GT_OQ>(xh, zero), one);
-            let b = _mm256_and_ps(_mm256_cmp_ps::<_CMP_GT_OQ>(x, zero), one);
-            let f = _mm256_sub_ps(_mm256_max_ps(xh, zero), _mm256_max_ps(x, zero));
-            (f, _mm256_sub_ps(a, b), a)
+            let xh = x.add(h);
+            let a = step(xh, zero);
+            let b = step(x, zero);
+            let f = xh.max(zero).sub(x.max(zero));
+            (f, a.sub(b), a)
         }
         TANH => {
-            let t = tanh8(_mm256_sub_ps(x, h));
-            let d = _mm256_sub_ps(one, _mm256_mul_ps(t, t));
-            (t, d, _mm256_sub_ps(zero, d))
+            let t = x.sub(h).tanh();
+            let d = one.sub(t.mul(t));
+            (t, d, zero.sub(d))
         }
-        _ => (_mm256_sub_ps(x, h), one, _mm256_sub_ps(zero, one)),
+        _ => (x.sub(h), one, zero.sub(one)),
     }
 }
 
@@ -166,13 +255,62 @@ pub(super) fn means(
     ext: Option<&[f64]>,
     mu: &mut [f64],
 ) -> bool {
+    // SAFETY: `wide` only where the CPU has AVX-512F.
+    unsafe { means_on(wide_available(), w, lo, z, ext, mu) }
+}
+
+/// [`means`] on 16-unit registers if `wide`, 8-unit ones otherwise.
+///
+/// # Safety
+/// `wide` only where the CPU has AVX-512F.
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn means_on(
+    wide: bool,
+    w: &Weights<'_>,
+    lo: &Weights32,
+    z: &[f64],
+    ext: Option<&[f64]>,
+    mu: &mut [f64],
+) -> bool {
+    if wide {
+        return means_wide(w, lo, z, ext, mu);
+    }
     macro_rules! go {
         ($r:literal) => {
-            match code(w.nonlinearity) {
-                RELU => means_r::<$r, RELU>(w, lo, z, ext, mu),
-                CLIPPED => means_r::<$r, CLIPPED>(w, lo, z, ext, mu),
-                TANH => means_r::<$r, TANH>(w, lo, z, ext, mu),
-                _ => means_r::<$r, IDENTITY>(w, lo, z, ext, mu),
+            // SAFETY: AVX2 and FMA are enabled here; `means_r` checks the slices.
+            unsafe {
+                match code(w.nonlinearity) {
+                    RELU => means_r::<$r, RELU, false>(w, lo, z, ext, mu),
+                    CLIPPED => means_r::<$r, CLIPPED, false>(w, lo, z, ext, mu),
+                    TANH => means_r::<$r, TANH, false>(w, lo, z, ext, mu),
+                    _ => means_r::<$r, IDENTITY, false>(w, lo, z, ext, mu),
+                }
+            }
+        };
+    }
+    by_rank!(w.rank, go, return false);
+    true
+}
+
+/// [`means`] with the pairs of chunks in AVX-512 registers (same bits).
+#[target_feature(enable = "avx512f,avx2,fma")]
+fn means_wide(
+    w: &Weights<'_>,
+    lo: &Weights32,
+    z: &[f64],
+    ext: Option<&[f64]>,
+    mu: &mut [f64],
+) -> bool {
+    macro_rules! go {
+        ($r:literal) => {
+            // SAFETY: AVX-512F, AVX2 and FMA are enabled here; `means_r` checks the slices.
+            unsafe {
+                match code(w.nonlinearity) {
+                    RELU => means_r::<$r, RELU, true>(w, lo, z, ext, mu),
+                    CLIPPED => means_r::<$r, CLIPPED, true>(w, lo, z, ext, mu),
+                    TANH => means_r::<$r, TANH, true>(w, lo, z, ext, mu),
+                    _ => means_r::<$r, IDENTITY, true>(w, lo, z, ext, mu),
+                }
             }
         };
     }
@@ -191,13 +329,39 @@ pub(super) fn backward(
     g: &mut Grads<'_>,
     dz: &mut [f64],
 ) -> bool {
+    // SAFETY: `wide` only where the CPU has AVX-512F.
+    unsafe { backward_on(wide_available(), w, lo, z, ext, dmu, g, dz) }
+}
+
+/// [`backward`] on 16-unit registers if `wide`, 8-unit ones otherwise.
+///
+/// # Safety
+/// `wide` only where the CPU has AVX-512F.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn backward_on(
+    wide: bool,
+    w: &Weights<'_>,
+    lo: &Weights32,
+    z: &[f64],
+    ext: Option<&[f64]>,
+    dmu: &[f64],
+    g: &mut Grads<'_>,
+    dz: &mut [f64],
+) -> bool {
+    if wide {
+        return backward_wide(w, lo, z, ext, dmu, g, dz);
+    }
     macro_rules! go {
         ($r:literal) => {
-            match code(w.nonlinearity) {
-                RELU => back_r::<$r, RELU>(w, lo, z, ext, dmu, g, dz),
-                CLIPPED => back_r::<$r, CLIPPED>(w, lo, z, ext, dmu, g, dz),
-                TANH => back_r::<$r, TANH>(w, lo, z, ext, dmu, g, dz),
-                _ => back_r::<$r, IDENTITY>(w, lo, z, ext, dmu, g, dz),
+            // SAFETY: AVX2 and FMA are enabled here; `back_r` checks the slices.
+            unsafe {
+                match code(w.nonlinearity) {
+                    RELU => back_r::<$r, RELU, false>(w, lo, z, ext, dmu, g, dz),
+                    CLIPPED => back_r::<$r, CLIPPED, false>(w, lo, z, ext, dmu, g, dz),
+                    TANH => back_r::<$r, TANH, false>(w, lo, z, ext, dmu, g, dz),
+                    _ => back_r::<$r, IDENTITY, false>(w, lo, z, ext, dmu, g, dz),
+                }
             }
         };
     }
@@ -205,33 +369,59 @@ pub(super) fn backward(
     true
 }
 
-/// x = e + Σ_q Mᵀ[q] z_q for the 8 units at `at`.
+/// [`backward`] with the pairs of chunks in AVX-512 registers (same bits).
+#[target_feature(enable = "avx512f,avx2,fma")]
+fn backward_wide(
+    w: &Weights<'_>,
+    lo: &Weights32,
+    z: &[f64],
+    ext: Option<&[f64]>,
+    dmu: &[f64],
+    g: &mut Grads<'_>,
+    dz: &mut [f64],
+) -> bool {
+    macro_rules! go {
+        ($r:literal) => {
+            // SAFETY: AVX-512F, AVX2 and FMA are enabled here; `back_r` checks the slices.
+            unsafe {
+                match code(w.nonlinearity) {
+                    RELU => back_r::<$r, RELU, true>(w, lo, z, ext, dmu, g, dz),
+                    CLIPPED => back_r::<$r, CLIPPED, true>(w, lo, z, ext, dmu, g, dz),
+                    TANH => back_r::<$r, TANH, true>(w, lo, z, ext, dmu, g, dz),
+                    _ => back_r::<$r, IDENTITY, true>(w, lo, z, ext, dmu, g, dz),
+                }
+            }
+        };
+    }
+    by_rank!(w.rank, go, return false);
+    true
+}
+
+/// x = e + Σ_q Mᵀ[q] z_q for the `V::N` units at `at`.
 ///
 /// # Safety
 /// As [`load`], for every row pointer and `ep`.
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn currents<const R: usize>(
+#[inline(always)]
+unsafe fn currents<V: Units, const R: usize>(
     mt: &[*const f32; R],
-    zb: &[__m256; R],
+    zb: &[V; R],
     ep: Option<*const f64>,
     at: usize,
-) -> __m256 {
-    unsafe {
-        let mut x = match ep {
-            Some(e) => load_f64(e, at),
-            None => _mm256_setzero_ps(),
-        };
-        for q in 0..R {
-            x = _mm256_fmadd_ps(load(mt[q], at), zb[q], x);
-        }
-        x
+) -> V {
+    let mut x = match ep {
+        Some(e) => V::at_f64(e, at),
+        None => V::zero(),
+    };
+    for q in 0..R {
+        x = V::at(mt[q], at).fma(zb[q], x);
     }
+    x
 }
 
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-fn means_r<const R: usize, const NL: u8>(
+/// # Safety
+/// The CPU has AVX2 and FMA, and AVX-512F if `WIDE`.
+#[inline(always)]
+unsafe fn means_r<const R: usize, const NL: u8, const WIDE: bool>(
     w: &Weights<'_>,
     lo: &Weights32,
     z: &[f64],
@@ -256,34 +446,43 @@ fn means_r<const R: usize, const NL: u8>(
     let zero = _mm256_setzero_ps();
     for kk in 0..k {
         let zk = &z[kk * R..kk * R + R];
-        let mut zb = [zero; R];
-        for q in 0..R {
-            zb[q] = _mm256_set1_ps(zk[q] as f32);
-        }
+        let zb: [__m256; R] = std::array::from_fn(|q| _mm256_set1_ps(zk[q] as f32));
         let mut acc = [[zero; 2]; R];
         let mut base = 0;
-        // SAFETY (all blocks below): at + 8 ≤ full ≤ n and every row pointer has n entries
-        // (checked).
-        while base < pairs {
-            for half in 0..2 {
-                let at = base + W * half;
-                unsafe {
-                    let x = currents::<R>(&mt, &zb, ep, at);
-                    let f = phi::<NL>(x, load(hp, at));
+        // All blocks below: at + 8 (16 for a pair) ≤ full ≤ n and every row pointer has n
+        // entries (checked).
+        if WIDE {
+            let zw: [__m512; R] = std::array::from_fn(|q| _mm512_set1_ps(zk[q] as f32));
+            let mut wide = [_mm512_setzero_ps(); R];
+            while base < pairs {
+                let x = currents::<__m512, R>(&mt, &zw, ep, base);
+                let f = phi::<__m512, NL>(x, __m512::at(hp, base));
+                for q in 0..R {
+                    wide[q] = __m512::at(nn[q], base).fma(f, wide[q]);
+                }
+                base += 2 * W;
+            }
+            for q in 0..R {
+                acc[q] = halves(wide[q]);
+            }
+        } else {
+            while base < pairs {
+                for half in 0..2 {
+                    let at = base + W * half;
+                    let x = currents::<__m256, R>(&mt, &zb, ep, at);
+                    let f = phi::<__m256, NL>(x, load(hp, at));
                     for q in 0..R {
-                        acc[q][half] = _mm256_fmadd_ps(load(nn[q], at), f, acc[q][half]);
+                        acc[q][half] = load(nn[q], at).fma(f, acc[q][half]);
                     }
                 }
+                base += 2 * W;
             }
-            base += 2 * W;
         }
         if base < full {
-            unsafe {
-                let x = currents::<R>(&mt, &zb, ep, base);
-                let f = phi::<NL>(x, load(hp, base));
-                for q in 0..R {
-                    acc[q][0] = _mm256_fmadd_ps(load(nn[q], base), f, acc[q][0]);
-                }
+            let x = currents::<__m256, R>(&mt, &zb, ep, base);
+            let f = phi::<__m256, NL>(x, load(hp, base));
+            for q in 0..R {
+                acc[q][0] = load(nn[q], base).fma(f, acc[q][0]);
             }
         }
         let mut tail = [0.0f32; R];
@@ -304,9 +503,76 @@ fn means_r<const R: usize, const NL: u8>(
     }
 }
 
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-fn back_r<const R: usize, const NL: u8>(
+/// Passes A and B of the reverse pass for the `V::N` units at `base`: per particle φ and
+/// dL/dx (stored to `dxp + base·k + kk·V::N`, the block's rows particle by particle), then
+/// the sums over the particles of the gradients of h, the input current, n and Mᵀ.
+///
+/// # Safety
+/// `base + V::N ≤ n`; the pointers as in [`back_r`], `fp` with room for `V::N · k` values.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn back_block<V: Units, const R: usize, const NL: u8>(
+    base: usize,
+    k: usize,
+    (mt, nn): (&[*const f32; R], &[*const f32; R]),
+    (hp, ep): (*const f32, Option<*const f64>),
+    (zfp, dfp): (*const f32, *const f32),
+    (dxp, fp): (*mut f32, *mut f32),
+    (gmt, gn): (&[*mut f64; R], &[*mut f64; R]),
+    (ghp, gep): (*mut f64, Option<*mut f64>),
+) {
+    let zero = V::zero();
+    let h = V::at(hp, base);
+    let e = match ep {
+        Some(e) => V::at_f64(e, base),
+        None => zero,
+    };
+    // Pass A: per particle, φ and dL/dx of the block (and the h, input sums).
+    let mut agh = zero;
+    let mut age = zero;
+    for kk in 0..k {
+        let mut x = e;
+        let mut dr = zero;
+        for q in 0..R {
+            let zq = V::splat(*zfp.add(kk * R + q));
+            let dq = V::splat(*dfp.add(kk * R + q));
+            x = V::at(mt[q], base).fma(zq, x);
+            dr = V::at(nn[q], base).fma(dq, dr);
+        }
+        let (f, dfdx, dfdh) = phi_d::<V, NL>(x, h);
+        agh = dr.fma(dfdh, agh);
+        let dxu = dr.mul(dfdx);
+        dxu.put(dxp, base * k + kk * V::N);
+        f.put(fp, kk * V::N);
+        age = age.add(dxu);
+    }
+    // Pass B: the outer-product sums of n and M over the particles.
+    let mut agmt = [zero; R];
+    let mut agn = [zero; R];
+    for kk in 0..k {
+        let f = V::at(fp, kk * V::N);
+        let dxu = V::at(dxp, base * k + kk * V::N);
+        for q in 0..R {
+            let zq = V::splat(*zfp.add(kk * R + q));
+            let dq = V::splat(*dfp.add(kk * R + q));
+            agn[q] = dq.fma(f, agn[q]);
+            agmt[q] = dxu.fma(zq, agmt[q]);
+        }
+    }
+    for q in 0..R {
+        agmt[q].add_into_f64(gmt[q], base);
+        agn[q].add_into_f64(gn[q], base);
+    }
+    agh.add_into_f64(ghp, base);
+    if let Some(ge) = gep {
+        age.add_into_f64(ge, base);
+    }
+}
+
+/// # Safety
+/// The CPU has AVX2 and FMA, and AVX-512F if `WIDE`.
+#[inline(always)]
+unsafe fn back_r<const R: usize, const NL: u8, const WIDE: bool>(
     w: &Weights<'_>,
     lo: &Weights32,
     z: &[f64],
@@ -326,14 +592,16 @@ fn back_r<const R: usize, const NL: u8>(
     assert!(g.mt.len() >= len && g.n.len() >= len && g.h.len() == n);
     assert!(g.ext.as_deref().is_none_or(|e| e.len() == n));
     let k = z.len() / R;
-    // Workspace: dL/dx chunk-major ([chunk of 8][k][8]) for the full chunks, then [k][tail],
-    // then φ of one chunk for the K particles, then z and dL/dμ rounded to f32 (K × R each).
-    let need = k * n + W * k + 2 * k * R;
+    // Workspace: dL/dx block by block for the full chunks (a block of `b` units at `base`
+    // holds [k][b] from base·k: 16-unit blocks for the pairs of chunks when `WIDE`, 8-unit
+    // chunks otherwise), then [k][tail], then φ of one block for the K particles, then z and
+    // dL/dμ rounded to f32 (K × R each).
+    let need = k * n + 2 * W * k + 2 * k * R;
     if g.work32.len() < need {
         g.work32.resize(need, 0.0);
     }
     {
-        let (zf, df) = g.work32[k * n + W * k..need].split_at_mut(k * R);
+        let (zf, df) = g.work32[k * n + 2 * W * k..need].split_at_mut(k * R);
         for (a, b) in zf.iter_mut().zip(z) {
             *a = *b as f32;
         }
@@ -342,6 +610,7 @@ fn back_r<const R: usize, const NL: u8>(
         }
     }
     let full = n / W * W;
+    let pairs = n / (2 * W) * (2 * W);
     let zero = _mm256_setzero_ps();
     let mut mt = [std::ptr::null::<f32>(); R];
     let mut nn = [std::ptr::null::<f32>(); R];
@@ -358,61 +627,38 @@ fn back_r<const R: usize, const NL: u8>(
     let ghp = g.h.as_mut_ptr();
     let gep = g.ext.as_deref_mut().map(|e| e.as_mut_ptr());
     let wp = g.work32.as_mut_ptr();
-    // SAFETY: the workspace has k·n + 8k + 2kR entries (resized above).
-    let fp = unsafe { wp.add(k * n) };
-    // SAFETY: as above.
-    let (zfp, dfp) = unsafe { (wp.add(k * n + W * k), wp.add(k * n + W * k + k * R)) };
+    // The workspace has k·n + 16k + 2kR entries (resized above).
+    let fp = wp.add(k * n);
+    let (zfp, dfp) = (wp.add(k * n + 2 * W * k), wp.add(k * n + 2 * W * k + k * R));
     let mut base = 0;
-    while base < full {
-        // SAFETY: base + 8 ≤ full ≤ n, every row pointer has n entries and the workspace
-        // k·n + 8k (all checked above).
-        unsafe {
-            let h = load(hp, base);
-            let e = match ep {
-                Some(e) => load_f64(e, base),
-                None => zero,
-            };
-            // Pass A: per particle, φ and dL/dx of the chunk (and the h, input sums).
-            let mut agh = zero;
-            let mut age = zero;
-            for kk in 0..k {
-                let mut x = e;
-                let mut dr = zero;
-                for q in 0..R {
-                    let zq = _mm256_broadcast_ss(&*zfp.add(kk * R + q));
-                    let dq = _mm256_broadcast_ss(&*dfp.add(kk * R + q));
-                    x = _mm256_fmadd_ps(load(mt[q], base), zq, x);
-                    dr = _mm256_fmadd_ps(load(nn[q], base), dq, dr);
-                }
-                let (f, dfdx, dfdh) = phi_d::<NL>(x, h);
-                agh = _mm256_fmadd_ps(dr, dfdh, agh);
-                let dxu = _mm256_mul_ps(dr, dfdx);
-                store(wp, (base / W * k + kk) * W, dxu);
-                store(fp, kk * W, f);
-                age = _mm256_add_ps(age, dxu);
-            }
-            // Pass B: the outer-product sums of n and M over the particles.
-            let mut agmt = [zero; R];
-            let mut agn = [zero; R];
-            for kk in 0..k {
-                let f = load(fp, kk * W);
-                let dxu = load(wp, (base / W * k + kk) * W);
-                for q in 0..R {
-                    let zq = _mm256_broadcast_ss(&*zfp.add(kk * R + q));
-                    let dq = _mm256_broadcast_ss(&*dfp.add(kk * R + q));
-                    agn[q] = _mm256_fmadd_ps(dq, f, agn[q]);
-                    agmt[q] = _mm256_fmadd_ps(dxu, zq, agmt[q]);
-                }
-            }
-            for q in 0..R {
-                add_to_f64(gmt[q], base, agmt[q]);
-                add_to_f64(gn[q], base, agn[q]);
-            }
-            add_to_f64(ghp, base, agh);
-            if let Some(ge) = gep {
-                add_to_f64(ge, base, age);
-            }
+    // Every block: base + its width ≤ full ≤ n, every row pointer has n entries and the
+    // workspace k·n + 16k (all checked above).
+    if WIDE {
+        while base < pairs {
+            back_block::<__m512, R, NL>(
+                base,
+                k,
+                (&mt, &nn),
+                (hp, ep),
+                (zfp, dfp),
+                (wp, fp),
+                (&gmt, &gn),
+                (ghp, gep),
+            );
+            base += 2 * W;
         }
+    }
+    while base < full {
+        back_block::<__m256, R, NL>(
+            base,
+            k,
+            (&mt, &nn),
+            (hp, ep),
+            (zfp, dfp),
+            (wp, fp),
+            (&gmt, &gn),
+            (ghp, gep),
+        );
         base += W;
     }
     for i in full..n {
@@ -445,30 +691,39 @@ fn back_r<const R: usize, const NL: u8>(
             g.mt[q * st + i] += gm[q] as f64;
         }
     }
-    // dL/dz_k = Mᵀ-rows · dL/dx_k (all R rows at once: 2R independent accumulator chains).
+    // dL/dz_k = Mᵀ-rows · dL/dx_k (all R rows at once: 2R independent accumulator chains, or
+    // R registers of both when `WIDE`).
     let wp = g.work32.as_ptr();
-    let pairs = n / (2 * W) * (2 * W);
     for kk in 0..k {
         let mut acc = [[zero; 2]; R];
         let mut base = 0;
-        // SAFETY (both blocks): as above.
-        while base < pairs {
-            unsafe {
-                let d0 = load(wp, (base / W * k + kk) * W);
-                let d1 = load(wp, ((base / W + 1) * k + kk) * W);
+        if WIDE {
+            let mut wide = [_mm512_setzero_ps(); R];
+            while base < pairs {
+                let d = __m512::at(wp, base * k + kk * 2 * W);
                 for q in 0..R {
-                    acc[q][0] = _mm256_fmadd_ps(load(mt[q], base), d0, acc[q][0]);
-                    acc[q][1] = _mm256_fmadd_ps(load(mt[q], base + W), d1, acc[q][1]);
+                    wide[q] = __m512::at(mt[q], base).fma(d, wide[q]);
                 }
+                base += 2 * W;
             }
-            base += 2 * W;
+            for q in 0..R {
+                acc[q] = halves(wide[q]);
+            }
+        } else {
+            while base < pairs {
+                let d0 = load(wp, base * k + kk * W);
+                let d1 = load(wp, (base + W) * k + kk * W);
+                for q in 0..R {
+                    acc[q][0] = load(mt[q], base).fma(d0, acc[q][0]);
+                    acc[q][1] = load(mt[q], base + W).fma(d1, acc[q][1]);
+                }
+                base += 2 * W;
+            }
         }
         if base < full {
-            unsafe {
-                let d0 = load(wp, (base / W * k + kk) * W);
-                for q in 0..R {
-                    acc[q][0] = _mm256_fmadd_ps(load(mt[q], base), d0, acc[q][0]);
-                }
+            let d0 = load(wp, base * k + kk * W);
+            for q in 0..R {
+                acc[q][0] = load(mt[q], base).fma(d0, acc[q][0]);
             }
         }
         for q in 0..R {
