@@ -1652,14 +1652,21 @@ pub fn smc_vsmc(
                 grad.len()
             )));
         }
+        // The trials' gradients summed in the trials' order for each parameter, the
+        // parameters in chunks across the threads (the same bits as one loop).
         let mut total = vec![0.0; n_total];
-        for (_, g) in &results {
-            if let Some(gv) = g {
-                for (t, v) in total.iter_mut().zip(gv) {
-                    *t += v;
+        let trial_grads: Vec<&[f64]> = results.iter().filter_map(|(_, g)| g.as_deref()).collect();
+        const CHUNK: usize = 8192;
+        total
+            .par_chunks_mut(CHUNK)
+            .enumerate()
+            .for_each(|(c, out)| {
+                for gv in &trial_grads {
+                    for (t, v) in out.iter_mut().zip(&gv[c * CHUNK..]) {
+                        *t += v;
+                    }
                 }
-            }
-        }
+            });
         for b in layout.blocks() {
             if !b.trainable {
                 for v in &mut total[b.range()] {
@@ -1673,12 +1680,22 @@ pub fn smc_vsmc(
     }
     let n_alpha = (nb * n_filter * r) as f64;
     let mean_alpha = results.iter().map(|(rec, _)| rec.alpha_sum).sum::<f64>() / n_alpha;
+    let (mut log_w, mut ancestors, mut particles) = (
+        Vec::with_capacity(nb),
+        Vec::with_capacity(nb),
+        Vec::with_capacity(nb),
+    );
+    for (rec, _) in results {
+        log_w.push(rec.log_w);
+        ancestors.push(rec.anc);
+        particles.push(rec.z);
+    }
     Ok(VsmcOutput {
         loss,
         log_likelihood,
-        log_w: results.iter().map(|(rec, _)| rec.log_w.clone()).collect(),
-        ancestors: results.iter().map(|(rec, _)| rec.anc.clone()).collect(),
-        particles: results.into_iter().map(|(rec, _)| rec.z).collect(),
+        log_w,
+        ancestors,
+        particles,
         mean_alpha,
     })
 }

@@ -2,6 +2,7 @@
 //! `torch.nn.utils.clip_grad_norm_` (SPEC §2.10).
 
 use super::params::ParamLayout;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 /// RAdam hyper-parameters; the defaults are torch's (betas (0.9, 0.999), eps 1e-8, no weight decay).
@@ -83,12 +84,9 @@ impl RAdamConfig {
         };
         let sqrt_bc2 = bias_correction2.sqrt();
         let weight1 = 1.0 - beta1;
-        for block in layout.blocks().iter().filter(|b| b.trainable) {
-            let range = block.range();
-            let p = &mut params[range.clone()];
-            let g = &grad[range.clone()];
-            let m = &mut state.exp_avg[range.clone()];
-            let v = &mut state.exp_avg_sq[range];
+        // Each parameter on its own: the large blocks (the encoder's) in chunks across the
+        // threads, with the same bits as one loop.
+        let update = |p: &mut [f64], g: &[f64], m: &mut [f64], v: &mut [f64]| {
             for i in 0..p.len() {
                 let mut gi = g[i];
                 if self.weight_decay != 0.0 {
@@ -114,6 +112,23 @@ impl RAdamConfig {
                     None => p[i] -= m_hat * lr,
                 }
             }
+        };
+        const CHUNK: usize = 8192;
+        for block in layout.blocks().iter().filter(|b| b.trainable) {
+            let range = block.range();
+            let p = &mut params[range.clone()];
+            let g = &grad[range.clone()];
+            let m = &mut state.exp_avg[range.clone()];
+            let v = &mut state.exp_avg_sq[range];
+            if p.len() <= CHUNK {
+                update(p, g, m, v);
+                continue;
+            }
+            p.par_chunks_mut(CHUNK)
+                .zip(g.par_chunks(CHUNK))
+                .zip(m.par_chunks_mut(CHUNK))
+                .zip(v.par_chunks_mut(CHUNK))
+                .for_each(|(((p, g), m), v)| update(p, g, m, v));
         }
     }
 }
