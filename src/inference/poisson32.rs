@@ -159,20 +159,23 @@ impl Poisson32 {
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
     unsafe fn loglik8(&self, s: &mut Step32, t: usize) {
-        self.loglik_blocks::<Pair>(s, t)
+        self.loglik_blocks::<Pair<__m256>, Pair<__m256>>(s, t)
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f,avx2,fma")]
     unsafe fn loglik16(&self, s: &mut Step32, t: usize) {
-        self.loglik_blocks::<__m512>(s, t)
+        // Two registers at a time: their dependency chains interleave (same bits).
+        self.loglik_blocks::<Pair<__m512>, __m512>(s, t)
     }
 
-    /// The forward step on blocks of `V` (after [`Self::loglik`] laid out the particles).
+    /// The forward step on blocks of `P` and then, for the particles left, of `V` (after
+    /// [`Self::loglik`] laid out the particles).
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
-    unsafe fn loglik_blocks<V: Block>(&self, s: &mut Step32, t: usize) {
+    unsafe fn loglik_blocks<P: Block, V: Block>(&self, s: &mut Step32, t: usize) {
         let (r, dx, kp) = (self.r, self.dx, s.kp);
+        let kw = kp / P::WIDTH * P::WIDTH;
         s.ll.fill(0.0);
         let (zt, dl, acc) = (s.zt.as_ptr(), s.dl.as_mut_ptr(), s.ll.as_mut_ptr());
         let mut cj = [0.0f32; 16];
@@ -185,10 +188,13 @@ impl Poisson32 {
             let xv = V::splat(x);
             let dl_j = dl.add(j * kp);
             // One unit's count for every particle: the branch is taken once per unit.
+            let io = (zt, dl_j, acc);
             if x != 0.0 {
-                unit_blocks::<V, true>(&cj[..r], a, xv, (zt, dl_j, acc), kp);
+                unit_blocks::<P, true>(&cj[..r], (P::splat(s.a[j]), P::splat(x)), io, 0..kw, kp);
+                unit_blocks::<V, true>(&cj[..r], (a, xv), io, kw..kp, kp);
             } else {
-                unit_blocks::<V, false>(&cj[..r], a, xv, (zt, dl_j, acc), kp);
+                unit_blocks::<P, false>(&cj[..r], (P::splat(s.a[j]), P::splat(x)), io, 0..kw, kp);
+                unit_blocks::<V, false>(&cj[..r], (a, xv), io, kw..kp, kp);
             }
         }
     }
@@ -231,7 +237,7 @@ impl Poisson32 {
     unsafe fn backward8(&self, s: &mut Step32, d_out: &mut [f64], g_out: &mut [f64]) {
         macro_rules! go {
             ($r:literal) => {
-                self.backward_blocks::<Pair, $r>(s, d_out, g_out)
+                self.backward_blocks::<Pair<__m256>, $r>(s, d_out, g_out)
             };
         }
         by_rank!(self.r, go, go!(16))
@@ -252,7 +258,7 @@ impl Poisson32 {
     /// sums G stay in registers; 16: up to 16).
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
-    unsafe fn backward_blocks<V: Block, const R: usize>(
+    unsafe fn backward_blocks<V: Summed, const R: usize>(
         &self,
         s: &mut Step32,
         d_out: &mut [f64],
@@ -288,18 +294,19 @@ impl Poisson32 {
     }
 }
 
-/// One unit of the forward step for every block of particles: η = a + Σ_q c_q z_q, the term
-/// added to ℓ's accumulators `acc` and dℓ/dη stored to `dl` (the unit's row).
+/// One unit of the forward step for the blocks of particles in `span` (a multiple of
+/// `V::WIDTH` long, particles `kp` apart per latent): η = a + Σ_q c_q z_q, the term added to
+/// ℓ's accumulators `acc` and dℓ/dη stored to `dl` (the unit's row).
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 unsafe fn unit_blocks<V: Block, const NONZERO: bool>(
     c: &[f32],
-    a: V,
-    xv: V,
+    (a, xv): (V, V),
     (zt, dl, acc): (*const f32, *mut f32, *mut f32),
+    span: std::ops::Range<usize>,
     kp: usize,
 ) {
-    for o in (0..kp).step_by(B) {
+    for o in span.step_by(V::WIDTH) {
         let mut h = a;
         for (q, &cq) in c.iter().enumerate() {
             h = V::splat(cq).fma(V::load(zt.add(q * kp + o)), h);
@@ -314,13 +321,21 @@ unsafe fn unit_blocks<V: Block, const NONZERO: bool>(
 /// by lane, then [`hsum`]'s tree, so that both implementations give the same bits).
 #[cfg(target_arch = "x86_64")]
 trait Block: Lanes32 {
+    /// Particles per block.
+    const WIDTH: usize;
     unsafe fn load(p: *const f32) -> Self;
     unsafe fn store(self, p: *mut f32);
+}
+
+/// A block of [`B`] lanes whose sum the reverse pass takes.
+#[cfg(target_arch = "x86_64")]
+trait Summed: Block {
     unsafe fn total(self) -> f32;
 }
 
 #[cfg(target_arch = "x86_64")]
 impl Block for __m512 {
+    const WIDTH: usize = B;
     #[inline(always)]
     unsafe fn load(p: *const f32) -> Self {
         _mm512_loadu_ps(p)
@@ -329,6 +344,10 @@ impl Block for __m512 {
     unsafe fn store(self, p: *mut f32) {
         _mm512_storeu_ps(p, self)
     }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Summed for __m512 {
     #[inline(always)]
     unsafe fn total(self) -> f32 {
         let lo = _mm512_castps512_ps256(self);
@@ -337,29 +356,49 @@ impl Block for __m512 {
     }
 }
 
-/// Sixteen lanes as two AVX2 registers (the lanes 0–7 and 8–15).
+/// Two registers as one block: `Pair<__m256>` is sixteen lanes as two AVX2 registers (the
+/// lanes 0–7 and 8–15), `Pair<__m512>` two blocks of sixteen side by side.
 #[cfg(target_arch = "x86_64")]
 #[derive(Clone, Copy)]
-struct Pair(__m256, __m256);
+struct Pair<H>(H, H);
 
+/// One AVX2 register: the halves of `Pair<__m256>`.
 #[cfg(target_arch = "x86_64")]
-impl Block for Pair {
+impl Block for __m256 {
+    const WIDTH: usize = 8;
     #[inline(always)]
     unsafe fn load(p: *const f32) -> Self {
-        Pair(_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8)))
+        _mm256_loadu_ps(p)
     }
     #[inline(always)]
     unsafe fn store(self, p: *mut f32) {
-        _mm256_storeu_ps(p, self.0);
-        _mm256_storeu_ps(p.add(8), self.1);
+        _mm256_storeu_ps(p, self)
     }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl<H: Block> Block for Pair<H> {
+    const WIDTH: usize = 2 * H::WIDTH;
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> Self {
+        Pair(H::load(p), H::load(p.add(H::WIDTH)))
+    }
+    #[inline(always)]
+    unsafe fn store(self, p: *mut f32) {
+        self.0.store(p);
+        self.1.store(p.add(H::WIDTH));
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Summed for Pair<__m256> {
     #[inline(always)]
     unsafe fn total(self) -> f32 {
         hsum(_mm256_add_ps(self.0, self.1))
     }
 }
 
-/// `fn op(self, b) -> Self` for `Pair`: `op` on the low halves and on the high halves.
+/// `fn op(self, b) -> Self` for `Pair`: `op` on the first halves and on the second halves.
 #[cfg(target_arch = "x86_64")]
 macro_rules! pair_binary {
     ($($op:ident),*) => {$(
@@ -370,17 +409,17 @@ macro_rules! pair_binary {
     )*};
 }
 
-/// Each operation on both halves, as `__m256`'s.
+/// Each operation on both halves, as `H`'s.
 #[cfg(target_arch = "x86_64")]
-impl Lanes32 for Pair {
-    type Mask = (__m256, __m256);
+impl<H: Lanes32> Lanes32 for Pair<H> {
+    type Mask = (H::Mask, H::Mask);
     #[inline(always)]
     unsafe fn splat(v: f32) -> Self {
-        Pair(__m256::splat(v), __m256::splat(v))
+        Pair(H::splat(v), H::splat(v))
     }
     #[inline(always)]
     unsafe fn zero() -> Self {
-        Pair(__m256::zero(), __m256::zero())
+        Pair(H::zero(), H::zero())
     }
     // The lane-wise binary operations, each on both halves.
     pair_binary!(add, sub, mul, div, max, min);
@@ -398,10 +437,7 @@ impl Lanes32 for Pair {
     }
     #[inline(always)]
     unsafe fn select(m: Self::Mask, yes: Self, no: Self) -> Self {
-        Pair(
-            __m256::select(m.0, yes.0, no.0),
-            __m256::select(m.1, yes.1, no.1),
-        )
+        Pair(H::select(m.0, yes.0, no.0), H::select(m.1, yes.1, no.1))
     }
     #[inline(always)]
     unsafe fn add_where(self, m: Self::Mask, b: Self) -> Self {
@@ -433,8 +469,9 @@ mod tests {
     use crate::inference::kernel::fma_available;
     use rand::{Rng, SeedableRng};
 
-    /// The step on AVX-512 registers gives the bits of the step on pairs of AVX2 registers
-    /// (ℓ, dℓ/dη, dz, D and G), for particle counts with and without padding.
+    /// The step on AVX-512 registers (two at a time, then one) gives the bits of the step on
+    /// pairs of AVX2 registers (ℓ, dℓ/dη, dz, D and G), for particle counts with and without
+    /// padding, with and without a left-over sixteen.
     #[test]
     fn sixteen_lanes_give_the_bits_of_eight() {
         if !(fma_available() && wide_available()) {
@@ -447,6 +484,8 @@ mod tests {
             (1, 32, 3),
             (2, 1, 2),
             (4, 57, 33),
+            (2, 40, 100),
+            (3, 21, 32),
         ] {
             let tt = 3;
             let b: Vec<f64> = (0..dx).map(|_| rng.gen_range(0.5..2.0)).collect();
