@@ -86,7 +86,32 @@ impl RAdamConfig {
         let weight1 = 1.0 - beta1;
         // Each parameter on its own: the large blocks (the encoder's) in chunks across the
         // threads, with the same bits as one loop.
+        let eps = self.eps;
         let update = |p: &mut [f64], g: &[f64], m: &mut [f64], v: &mut [f64]| {
+            if self.weight_decay == 0.0 && weight1 < 0.5 {
+                // The common case (every shipped config) without branches in the loop, so
+                // that it runs on vector lanes (the same operations in the same order).
+                let lanes = p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut());
+                match rect {
+                    Some(rect) => {
+                        for (((p, &gi), m), v) in lanes {
+                            *m += weight1 * (gi - *m);
+                            *v = *v * beta2 + (1.0 - beta2) * gi * gi;
+                            let m_hat = *m / bias_correction1;
+                            let adaptive_lr = sqrt_bc2 / (v.sqrt() + eps);
+                            *p -= m_hat * lr * adaptive_lr * rect;
+                        }
+                    }
+                    None => {
+                        for (((p, &gi), m), v) in lanes {
+                            *m += weight1 * (gi - *m);
+                            *v = *v * beta2 + (1.0 - beta2) * gi * gi;
+                            *p -= *m / bias_correction1 * lr;
+                        }
+                    }
+                }
+                return;
+            }
             for i in 0..p.len() {
                 let mut gi = g[i];
                 if self.weight_decay != 0.0 {
