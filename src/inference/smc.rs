@@ -1089,16 +1089,13 @@ impl Ctx<'_> {
             }
             if encoder_step {
                 // One latent at a time, so that its sums over the particles stay in registers
-                // (each still adds its terms in the particles' order). The decay's adjoint,
-                // which adds particle by particle and latent by latent, runs beside the last
-                // latent's loop, where every latent's dμ of the particle is known.
+                // (each still adds its terms in the particles' order).
                 for q in 0..r {
                     // log N(z; μ, s_z) with s_z the clamped std embedding
                     let [inv_s, inv_s2, inv_s3, inv_sq, pz] = step_inv[q];
                     let (pe, vqq, me) = (prec_e[q], vq[q], mean_e[q]);
                     let (mut a_std, mut a_sq, mut a_me) = (dstd[set][q], dsq[q], dme[q]);
                     let (mut a_pz, mut a_pe, mut a_vq) = (dpz[q], dpe[q], dvq[q]);
-                    let decay_here = t > 0 && q + 1 == r;
                     for kk in 0..k {
                         let gk = wgt[kk];
                         let i = (t * k + kk) * r + q;
@@ -1116,15 +1113,21 @@ impl Ctx<'_> {
                         a_pz += dmq * mu * vqq;
                         a_pe += dmq * me * vqq;
                         a_vq += dmq * (pz * mu + pe * me);
-                        if decay_here {
-                            for j in kk * r..(kk + 1) * r {
-                                da += dmu_all[j] * zp[j];
-                                dzprev[j] = p.decay * dmu_all[j];
-                            }
-                        }
                     }
                     (dstd[set][q], dsq[q], dme[q]) = (a_std, a_sq, a_me);
                     (dpz[q], dpe[q], dvq[q]) = (a_pz, a_pe, a_vq);
+                }
+                if t > 0 {
+                    // The decay's adjoint, particle by particle and latent by latent, once
+                    // every latent's dμ is known: a loop of its own, so that its sum stays in
+                    // a register (beside the last latent's loop it went to the stack and
+                    // back per term).
+                    let mut a_da = da;
+                    for ((dm, zj), dzp) in dmu_all.iter().zip(&zp).zip(dzprev.iter_mut()) {
+                        a_da += dm * zj;
+                        *dzp = p.decay * dm;
+                    }
+                    da = a_da;
                 }
             } else {
                 for kk in 0..k {
