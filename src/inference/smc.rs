@@ -1073,15 +1073,16 @@ impl Ctx<'_> {
             let dv_t = &mut dv_t[t * du..];
             // The observation term's dz of every particle (or its adjoint, already taken in
             // the forward pass), added to the transition's from the step after.
-            for kk in 0..k {
-                let zk = &rec.z[(t * k + kk) * r..(t * k + kk + 1) * r];
-                let dzk = &mut dz_step[kk * r..(kk + 1) * r];
-                dzk.copy_from_slice(&dz_next[kk * r..(kk + 1) * r]);
-                if let Some(ez) = &early_dz {
-                    for (d, &e) in dzk.iter_mut().zip(&ez[(t * k + kk) * r..]) {
-                        *d += e;
-                    }
-                } else {
+            if let Some(ez) = &early_dz {
+                let ez = &ez[t * k * r..(t + 1) * k * r];
+                for ((d, &next), &e) in dz_step.iter_mut().zip(&dz_next).zip(ez) {
+                    *d = next + e;
+                }
+            } else {
+                for kk in 0..k {
+                    let zk = &rec.z[(t * k + kk) * r..(t * k + kk + 1) * r];
+                    let dzk = &mut dz_step[kk * r..(kk + 1) * r];
+                    dzk.copy_from_slice(&dz_next[kk * r..(kk + 1) * r]);
                     self.eta(zk, vt, &mut o);
                     self.loglik(&mut o, lgamma[t], wgt[kk], &mut dsd);
                     self.eta_backward(zk, vt, o.view(), dzk, g, &mut acc, &mut deobs, dv_t);
