@@ -265,7 +265,7 @@ impl Ctx<'_> {
             // SAFETY: the CPU supports AVX2 and FMA (checked just above).
             return unsafe { self.forward_avx2(x, u, draws) };
         }
-        self.forward_impl(x, u, draws)
+        self.forward_impl::<0>(x, u, draws)
     }
 
     /// [`Self::forward_impl`] compiled for AVX2 (wider vectors for the observation loops;
@@ -273,13 +273,26 @@ impl Ctx<'_> {
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
     unsafe fn forward_avx2(&self, x: &[f64], u: &[f64], draws: &TrialDraws) -> TrialRecord {
-        self.forward_impl(x, u, draws)
+        match self.c.rank {
+            1 => self.forward_impl::<1>(x, u, draws),
+            2 => self.forward_impl::<2>(x, u, draws),
+            3 => self.forward_impl::<3>(x, u, draws),
+            _ => self.forward_impl::<0>(x, u, draws),
+        }
     }
 
+    /// The forward pass; `R` > 0 is the rank known at compile time (the per-particle loops
+    /// over the latents unrolled; the same operations in the same order), 0 any rank.
     #[inline(always)]
-    fn forward_impl(&self, x: &[f64], u: &[f64], draws: &TrialDraws) -> TrialRecord {
+    fn forward_impl<const R: usize>(
+        &self,
+        x: &[f64],
+        u: &[f64],
+        draws: &TrialDraws,
+    ) -> TrialRecord {
+        debug_assert!(R == 0 || R == self.c.rank);
         let (r, dx, du, k, tt) = (
-            self.c.rank,
+            if R > 0 { R } else { self.c.rank },
             self.c.dim_x,
             self.c.dim_u,
             self.k,
@@ -550,7 +563,7 @@ impl Ctx<'_> {
             unsafe { self.backward_avx2(x, rec, draws, scale, offsets, grad, adj) };
             return;
         }
-        self.backward_impl(x, rec, draws, scale, offsets, grad, adj);
+        self.backward_impl::<0>(x, rec, draws, scale, offsets, grad, adj);
     }
 
     /// [`Self::backward_impl`] compiled for AVX2 (as [`Self::forward_avx2`]).
@@ -567,12 +580,18 @@ impl Ctx<'_> {
         grad: &mut [f64],
         adj: &mut DerivedAdjoint,
     ) {
-        self.backward_impl(x, rec, draws, scale, offsets, grad, adj);
+        match self.c.rank {
+            1 => self.backward_impl::<1>(x, rec, draws, scale, offsets, grad, adj),
+            2 => self.backward_impl::<2>(x, rec, draws, scale, offsets, grad, adj),
+            3 => self.backward_impl::<3>(x, rec, draws, scale, offsets, grad, adj),
+            _ => self.backward_impl::<0>(x, rec, draws, scale, offsets, grad, adj),
+        }
     }
 
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
-    fn backward_impl(
+    /// The reverse pass; `R` as in [`Self::forward_impl`].
+    fn backward_impl<const R: usize>(
         &self,
         x: &[f64],
         rec: &TrialRecord,
@@ -582,8 +601,9 @@ impl Ctx<'_> {
         grad: &mut [f64],
         adj: &mut DerivedAdjoint,
     ) {
+        debug_assert!(R == 0 || R == self.c.rank);
         let (r, dx, du, k, tt, n) = (
-            self.c.rank,
+            if R > 0 { R } else { self.c.rank },
             self.c.dim_x,
             self.c.dim_u,
             self.k,
