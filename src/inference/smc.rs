@@ -640,7 +640,7 @@ impl Ctx<'_> {
             // SAFETY: the CPU supports AVX2 and FMA (checked just above).
             return unsafe { self.forward_avx2(x, u, draws, ws, early) };
         }
-        self.forward_impl(x, u, draws, ws, early)
+        self.forward_impl::<0>(x, u, draws, ws, early)
     }
 
     /// [`Self::forward_impl`] compiled for AVX2 (wider vectors for the observation loops; no
@@ -655,11 +655,18 @@ impl Ctx<'_> {
         ws: Option<&mut EncoderWs>,
         early: Option<(&mut [f64], f64)>,
     ) -> Result<TrialRecord, VsmcError> {
-        self.forward_impl(x, u, draws, ws, early)
+        match self.c.rank {
+            1 => self.forward_impl::<1>(x, u, draws, ws, early),
+            2 => self.forward_impl::<2>(x, u, draws, ws, early),
+            3 => self.forward_impl::<3>(x, u, draws, ws, early),
+            _ => self.forward_impl::<0>(x, u, draws, ws, early),
+        }
     }
 
+    /// The forward pass; `R` > 0 is the rank known at compile time (the per-particle loops
+    /// over the latents unrolled; the same operations in the same order), 0 any rank.
     #[inline(always)]
-    fn forward_impl(
+    fn forward_impl<const R: usize>(
         &self,
         x: &[f64],
         u: &[f64],
@@ -667,8 +674,9 @@ impl Ctx<'_> {
         ws: Option<&mut EncoderWs>,
         mut early: Option<(&mut [f64], f64)>,
     ) -> Result<TrialRecord, VsmcError> {
+        debug_assert!(R == 0 || R == self.c.rank);
         let (r, dx, du, k, tt, n) = (
-            self.c.rank,
+            if R > 0 { R } else { self.c.rank },
             self.c.dim_x,
             self.c.dim_u,
             self.k,
@@ -937,7 +945,7 @@ impl Ctx<'_> {
             unsafe { self.backward_avx2(x, rec, draws, scale, g, d_mean, d_logvar) };
             return;
         }
-        self.backward_impl(x, rec, draws, scale, g, d_mean, d_logvar);
+        self.backward_impl::<0>(x, rec, draws, scale, g, d_mean, d_logvar);
     }
 
     /// [`Self::backward_impl`] compiled for AVX2 (as [`Self::forward_avx2`]).
@@ -954,12 +962,18 @@ impl Ctx<'_> {
         d_mean: &mut [f64],
         d_logvar: &mut [f64],
     ) {
-        self.backward_impl(x, rec, draws, scale, g, d_mean, d_logvar);
+        match self.c.rank {
+            1 => self.backward_impl::<1>(x, rec, draws, scale, g, d_mean, d_logvar),
+            2 => self.backward_impl::<2>(x, rec, draws, scale, g, d_mean, d_logvar),
+            3 => self.backward_impl::<3>(x, rec, draws, scale, g, d_mean, d_logvar),
+            _ => self.backward_impl::<0>(x, rec, draws, scale, g, d_mean, d_logvar),
+        }
     }
 
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
-    fn backward_impl(
+    /// The reverse pass; `R` as in [`Self::forward_impl`].
+    fn backward_impl<const R: usize>(
         &self,
         x: &[f64],
         rec: &mut TrialRecord,
@@ -969,8 +983,9 @@ impl Ctx<'_> {
         d_mean: &mut [f64],
         d_logvar: &mut [f64],
     ) {
+        debug_assert!(R == 0 || R == self.c.rank);
         let (r, dx, du, k, tt, n) = (
-            self.c.rank,
+            if R > 0 { R } else { self.c.rank },
             self.c.dim_x,
             self.c.dim_u,
             self.k,
