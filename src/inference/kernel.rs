@@ -891,6 +891,82 @@ mod tests {
         }
     }
 
+    /// On AVX-512 a chunk of 8 units runs as one register; every output has the bits of the
+    /// 4-unit kernels, for every nonlinearity, rank 1–8, with and without the input current,
+    /// and N below a chunk, whole chunks only and chunks with a tail.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn eight_units_give_the_bits_of_four() {
+        if !(fma_available() && avx2::wide_available()) {
+            eprintln!("skipped: the CPU lacks AVX-512F");
+            return;
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(13);
+        let mut cases = 0;
+        for n in [5, 8, 20, 37, 64, 150] {
+            for r in 1..=8 {
+                for nl in [
+                    Nonlinearity::Relu,
+                    Nonlinearity::ClippedRelu,
+                    Nonlinearity::Tanh,
+                    Nonlinearity::Identity,
+                ] {
+                    for with_ext in [false, true] {
+                        let k = 6;
+                        let (mt, nm) = (random(&mut rng, r * n), random(&mut rng, r * n));
+                        let (h, e) = (random(&mut rng, n), random(&mut rng, n));
+                        let (z, dmu) = (random(&mut rng, k * r), random(&mut rng, k * r));
+                        let ext = with_ext.then_some(e.as_slice());
+                        let w = Weights {
+                            mt: &mt,
+                            n: &nm,
+                            h: &h,
+                            stride: n,
+                            decay: 0.9,
+                            rank: r,
+                            nonlinearity: nl,
+                            lo: None,
+                            identity_m: false,
+                        };
+                        let outputs = |wide: bool| {
+                            let mut mu = vec![0.0; k * r];
+                            // SAFETY: AVX2, FMA and AVX-512F checked above.
+                            let ran = unsafe { avx2::means_on(wide, &w, &z, ext, &mut mu) };
+                            let back: BackFn = if wide {
+                                |w, z, ext, dmu, g, dz| {
+                                    // SAFETY: as above.
+                                    assert!(unsafe {
+                                        avx2::backward_on(true, w, z, ext, dmu, g, dz)
+                                    });
+                                }
+                            } else {
+                                |w, z, ext, dmu, g, dz| {
+                                    // SAFETY: as above.
+                                    assert!(unsafe {
+                                        avx2::backward_on(false, w, z, ext, dmu, g, dz)
+                                    });
+                                }
+                            };
+                            assert!(ran, "rank {r} has a vector kernel");
+                            let (gmt, gn, gh, ge, dz) = run_backward(back, &w, &z, ext, &dmu);
+                            [mu, gmt, gn, gh, ge, dz]
+                                .map(|v| v.iter().map(|x| x.to_bits()).collect::<Vec<u64>>())
+                        };
+                        let (four, eight) = (outputs(false), outputs(true));
+                        for (what, (a, b)) in ["mu", "dM", "dn", "dh", "de", "dz"]
+                            .iter()
+                            .zip(eight.iter().zip(&four))
+                        {
+                            assert!(a == b, "{what}: N={n} R={r} {nl:?} ext={with_ext}");
+                        }
+                        cases += 1;
+                    }
+                }
+            }
+        }
+        assert_eq!(cases, 6 * 8 * 4 * 2);
+    }
+
     /// With M = I the identity shortcut of the wide kernels gives the same bits as multiplying
     /// by I (means, ∂n, ∂h, ∂e, ∂z) and leaves ∂M untouched.
     #[test]

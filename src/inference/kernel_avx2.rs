@@ -3,7 +3,9 @@
 //! Same arithmetic, in the same order, as the portable kernels with fused multiply-adds
 //! (`F = true`): a chunk of [`LANES`] = 8 units is two 256-bit registers (lo, hi), lane l
 //! accumulates unit `base + l`, and the horizontal sum is the portable `hsum`. The tests check
-//! that both give bit-identical results.
+//! that both give bit-identical results. Where the CPU has AVX-512F, a chunk is one 512-bit
+//! register whose halves are (lo, hi), lane by lane the same operations
+//! (`eight_units_give_the_bits_of_four`).
 
 use std::arch::x86_64::*;
 
@@ -50,61 +52,187 @@ fn check(w: &Weights<'_>, r: usize, z: &[f64], ext: Option<&[f64]>) {
     );
 }
 
-/// Lane-wise scalar tanh (no vector tanh in std).
+/// The CPU has AVX-512F (besides the AVX2 and FMA every caller has checked).
+pub(super) fn wide_available() -> bool {
+    std::is_x86_feature_detected!("avx512f")
+}
+
+/// The 8 lanes as the two 4-unit halves they hold (units `0..4`, `4..8`).
 #[inline]
-#[target_feature(enable = "avx2,fma")]
-fn tanh4(x: __m256d) -> __m256d {
-    let mut a = [0.0f64; 4];
-    // SAFETY: `a` has 4 elements.
-    unsafe { _mm256_storeu_pd(a.as_mut_ptr(), x) };
-    for v in &mut a {
-        *v = v.tanh();
+#[target_feature(enable = "avx512f,avx2,fma")]
+fn halves(v: __m512d) -> (__m256d, __m256d) {
+    (_mm512_castpd512_pd256(v), _mm512_extractf64x4_pd::<1>(v))
+}
+
+/// A register of units: 4 (`__m256d`) or one whole chunk of [`LANES`] = 8 (`__m512d`, the
+/// chunk's two 256-bit halves side by side), lane by lane the same operations.
+trait Units: Copy {
+    /// Units per register.
+    const N: usize;
+    unsafe fn zero() -> Self;
+    unsafe fn splat(v: f64) -> Self;
+    /// Loads `N` values at `p + at` (contract as [`load`]).
+    unsafe fn at(p: *const f64, at: usize) -> Self;
+    /// Stores `N` values at `p + at`.
+    unsafe fn put(self, p: *mut f64, at: usize);
+    unsafe fn add(self, b: Self) -> Self;
+    unsafe fn sub(self, b: Self) -> Self;
+    unsafe fn mul(self, b: Self) -> Self;
+    /// `b` where `self` is NaN (`maxpd`).
+    unsafe fn max(self, b: Self) -> Self;
+    /// self · b + c, rounded once.
+    unsafe fn fma(self, b: Self, c: Self) -> Self;
+    /// 1 where `self > b`, +0 elsewhere (and NaN).
+    unsafe fn step(self, b: Self) -> Self;
+    /// Lane-wise scalar tanh (no vector tanh in std).
+    unsafe fn tanh(self) -> Self;
+}
+
+impl Units for __m256d {
+    const N: usize = 4;
+    #[inline(always)]
+    unsafe fn zero() -> Self {
+        _mm256_setzero_pd()
     }
-    // SAFETY: `a` has 4 elements.
-    unsafe { _mm256_loadu_pd(a.as_ptr()) }
+    #[inline(always)]
+    unsafe fn splat(v: f64) -> Self {
+        _mm256_set1_pd(v)
+    }
+    #[inline(always)]
+    unsafe fn at(p: *const f64, at: usize) -> Self {
+        load(p, at)
+    }
+    #[inline(always)]
+    unsafe fn put(self, p: *mut f64, at: usize) {
+        store(p, at, self)
+    }
+    #[inline(always)]
+    unsafe fn add(self, b: Self) -> Self {
+        _mm256_add_pd(self, b)
+    }
+    #[inline(always)]
+    unsafe fn sub(self, b: Self) -> Self {
+        _mm256_sub_pd(self, b)
+    }
+    #[inline(always)]
+    unsafe fn mul(self, b: Self) -> Self {
+        _mm256_mul_pd(self, b)
+    }
+    #[inline(always)]
+    unsafe fn max(self, b: Self) -> Self {
+        _mm256_max_pd(self, b)
+    }
+    #[inline(always)]
+    unsafe fn fma(self, b: Self, c: Self) -> Self {
+        _mm256_fmadd_pd(self, b, c)
+    }
+    #[inline(always)]
+    unsafe fn step(self, b: Self) -> Self {
+        _mm256_and_pd(_mm256_cmp_pd::<_CMP_GT_OQ>(self, b), _mm256_set1_pd(1.0))
+    }
+    #[inline(always)]
+    unsafe fn tanh(self) -> Self {
+        let mut a = [0.0f64; 4];
+        _mm256_storeu_pd(a.as_mut_ptr(), self);
+        for v in &mut a {
+            *v = v.tanh();
+        }
+        _mm256_loadu_pd(a.as_ptr())
+    }
+}
+
+impl Units for __m512d {
+    const N: usize = LANES;
+    #[inline(always)]
+    unsafe fn zero() -> Self {
+        _mm512_setzero_pd()
+    }
+    #[inline(always)]
+    unsafe fn splat(v: f64) -> Self {
+        _mm512_set1_pd(v)
+    }
+    #[inline(always)]
+    unsafe fn at(p: *const f64, at: usize) -> Self {
+        _mm512_loadu_pd(p.add(at))
+    }
+    #[inline(always)]
+    unsafe fn put(self, p: *mut f64, at: usize) {
+        _mm512_storeu_pd(p.add(at), self)
+    }
+    #[inline(always)]
+    unsafe fn add(self, b: Self) -> Self {
+        _mm512_add_pd(self, b)
+    }
+    #[inline(always)]
+    unsafe fn sub(self, b: Self) -> Self {
+        _mm512_sub_pd(self, b)
+    }
+    #[inline(always)]
+    unsafe fn mul(self, b: Self) -> Self {
+        _mm512_mul_pd(self, b)
+    }
+    #[inline(always)]
+    unsafe fn max(self, b: Self) -> Self {
+        _mm512_max_pd(self, b)
+    }
+    #[inline(always)]
+    unsafe fn fma(self, b: Self, c: Self) -> Self {
+        _mm512_fmadd_pd(self, b, c)
+    }
+    #[inline(always)]
+    unsafe fn step(self, b: Self) -> Self {
+        _mm512_maskz_mov_pd(
+            _mm512_cmp_pd_mask::<_CMP_GT_OQ>(self, b),
+            _mm512_set1_pd(1.0),
+        )
+    }
+    #[inline(always)]
+    unsafe fn tanh(self) -> Self {
+        let mut a = [0.0f64; LANES];
+        _mm512_storeu_pd(a.as_mut_ptr(), self);
+        for v in &mut a {
+            *v = v.tanh();
+        }
+        _mm512_loadu_pd(a.as_ptr())
+    }
 }
 
 /// φ(x; h).
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-fn phi<const NL: u8>(x: __m256d, h: __m256d) -> __m256d {
-    let zero = _mm256_setzero_pd();
+#[inline(always)]
+unsafe fn phi<V: Units, const NL: u8>(x: V, h: V) -> V {
+    let zero = V::zero();
     match NL {
-        RELU => _mm256_max_pd(_mm256_sub_pd(x, h), zero),
-        CLIPPED => _mm256_sub_pd(
-            _mm256_max_pd(_mm256_add_pd(x, h), zero),
-            _mm256_max_pd(x, zero),
-        ),
-        TANH => tanh4(_mm256_sub_pd(x, h)),
-        _ => _mm256_sub_pd(x, h),
+        RELU => x.sub(h).max(zero),
+        CLIPPED => x.add(h).max(zero).sub(x.max(zero)),
+        TANH => x.sub(h).tanh(),
+        _ => x.sub(h),
     }
 }
 
 /// (φ, ∂φ/∂x, ∂φ/∂h).
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-fn phi_d<const NL: u8>(x: __m256d, h: __m256d) -> (__m256d, __m256d, __m256d) {
-    let zero = _mm256_setzero_pd();
-    let one = _mm256_set1_pd(1.0);
+#[inline(always)]
+unsafe fn phi_d<V: Units, const NL: u8>(x: V, h: V) -> (V, V, V) {
+    let zero = V::zero();
+    let one = V::splat(1.0);
     match NL {
         RELU => {
-            let xh = _mm256_sub_pd(x, h);
-            let on = _mm256_and_pd(_mm256_cmp_pd::<_CMP_GT_OQ>(xh, zero), one);
-            (_mm256_mul_pd(xh, on), on, _mm256_sub_pd(zero, on))
+            let xh = x.sub(h);
+            let on = xh.step(zero);
+            (xh.mul(on), on, zero.sub(on))
         }
         CLIPPED => {
-            let xh = _mm256_add_pd(x, h);
-            let a = _mm256_and_pd(_mm256_cmp_pd::<_CMP_GT_OQ>(xh, zero), one);
-            let b = _mm256_and_pd(_mm256_cmp_pd::<_CMP_GT_OQ>(x, zero), one);
-            let f = _mm256_sub_pd(_mm256_max_pd(xh, zero), _mm256_max_pd(x, zero));
-            (f, _mm256_sub_pd(a, b), a)
+            let xh = x.add(h);
+            let a = xh.step(zero);
+            let b = x.step(zero);
+            let f = xh.max(zero).sub(x.max(zero));
+            (f, a.sub(b), a)
         }
         TANH => {
-            let t = tanh4(_mm256_sub_pd(x, h));
-            let d = _mm256_sub_pd(one, _mm256_mul_pd(t, t));
-            (t, d, _mm256_sub_pd(zero, d))
+            let t = x.sub(h).tanh();
+            let d = one.sub(t.mul(t));
+            (t, d, zero.sub(d))
         }
-        _ => (_mm256_sub_pd(x, h), one, _mm256_sub_pd(zero, one)),
+        _ => (x.sub(h), one, zero.sub(one)),
     }
 }
 
@@ -143,13 +271,55 @@ fn code(nl: Nonlinearity) -> u8 {
 /// Transition means (see [`super::means`]); `false` when the rank has no AVX2 kernel.
 #[target_feature(enable = "avx2,fma")]
 pub(super) fn means(w: &Weights<'_>, z: &[f64], ext: Option<&[f64]>, mu: &mut [f64]) -> bool {
+    // SAFETY: `wide` only where the CPU has AVX-512F.
+    unsafe { means_on(wide_available(), w, z, ext, mu) }
+}
+
+/// [`means`] on whole 8-unit chunks in AVX-512 registers if `wide`, on 4-unit halves
+/// otherwise (the same bits).
+///
+/// # Safety
+/// `wide` only where the CPU has AVX-512F.
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn means_on(
+    wide: bool,
+    w: &Weights<'_>,
+    z: &[f64],
+    ext: Option<&[f64]>,
+    mu: &mut [f64],
+) -> bool {
+    if wide {
+        return means_wide(w, z, ext, mu);
+    }
     macro_rules! go {
         ($r:literal) => {
-            match code(w.nonlinearity) {
-                RELU => means_r::<$r, RELU>(w, z, ext, mu),
-                CLIPPED => means_r::<$r, CLIPPED>(w, z, ext, mu),
-                TANH => means_r::<$r, TANH>(w, z, ext, mu),
-                _ => means_r::<$r, IDENTITY>(w, z, ext, mu),
+            // SAFETY: AVX2 and FMA are enabled here; `means_r` checks the slices.
+            unsafe {
+                match code(w.nonlinearity) {
+                    RELU => means_r::<$r, RELU, false>(w, z, ext, mu),
+                    CLIPPED => means_r::<$r, CLIPPED, false>(w, z, ext, mu),
+                    TANH => means_r::<$r, TANH, false>(w, z, ext, mu),
+                    _ => means_r::<$r, IDENTITY, false>(w, z, ext, mu),
+                }
+            }
+        };
+    }
+    by_rank!(w.rank, go, return false);
+    true
+}
+
+#[target_feature(enable = "avx512f,avx2,fma")]
+fn means_wide(w: &Weights<'_>, z: &[f64], ext: Option<&[f64]>, mu: &mut [f64]) -> bool {
+    macro_rules! go {
+        ($r:literal) => {
+            // SAFETY: AVX-512F, AVX2 and FMA are enabled here; `means_r` checks the slices.
+            unsafe {
+                match code(w.nonlinearity) {
+                    RELU => means_r::<$r, RELU, true>(w, z, ext, mu),
+                    CLIPPED => means_r::<$r, CLIPPED, true>(w, z, ext, mu),
+                    TANH => means_r::<$r, TANH, true>(w, z, ext, mu),
+                    _ => means_r::<$r, IDENTITY, true>(w, z, ext, mu),
+                }
             }
         };
     }
@@ -168,13 +338,38 @@ pub(super) fn backward(
     g: &mut Grads<'_>,
     dz: &mut [f64],
 ) -> bool {
+    // SAFETY: `wide` only where the CPU has AVX-512F.
+    unsafe { backward_on(wide_available(), w, z, ext, dmu, g, dz) }
+}
+
+/// [`backward`] on 8-unit AVX-512 registers if `wide`, 4-unit ones otherwise (the same
+/// bits).
+///
+/// # Safety
+/// `wide` only where the CPU has AVX-512F.
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn backward_on(
+    wide: bool,
+    w: &Weights<'_>,
+    z: &[f64],
+    ext: Option<&[f64]>,
+    dmu: &[f64],
+    g: &mut Grads<'_>,
+    dz: &mut [f64],
+) -> bool {
+    if wide {
+        return backward_wide(w, z, ext, dmu, g, dz);
+    }
     macro_rules! go {
         ($r:literal) => {
-            match code(w.nonlinearity) {
-                RELU => back_r::<$r, RELU>(w, z, ext, dmu, g, dz),
-                CLIPPED => back_r::<$r, CLIPPED>(w, z, ext, dmu, g, dz),
-                TANH => back_r::<$r, TANH>(w, z, ext, dmu, g, dz),
-                _ => back_r::<$r, IDENTITY>(w, z, ext, dmu, g, dz),
+            // SAFETY: AVX2 and FMA are enabled here; `back_r` checks the slices.
+            unsafe {
+                match code(w.nonlinearity) {
+                    RELU => back_r::<$r, RELU, false>(w, z, ext, dmu, g, dz),
+                    CLIPPED => back_r::<$r, CLIPPED, false>(w, z, ext, dmu, g, dz),
+                    TANH => back_r::<$r, TANH, false>(w, z, ext, dmu, g, dz),
+                    _ => back_r::<$r, IDENTITY, false>(w, z, ext, dmu, g, dz),
+                }
             }
         };
     }
@@ -182,9 +377,57 @@ pub(super) fn backward(
     true
 }
 
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-fn means_r<const R: usize, const NL: u8>(
+#[target_feature(enable = "avx512f,avx2,fma")]
+fn backward_wide(
+    w: &Weights<'_>,
+    z: &[f64],
+    ext: Option<&[f64]>,
+    dmu: &[f64],
+    g: &mut Grads<'_>,
+    dz: &mut [f64],
+) -> bool {
+    macro_rules! go {
+        ($r:literal) => {
+            // SAFETY: AVX-512F, AVX2 and FMA are enabled here; `back_r` checks the slices.
+            unsafe {
+                match code(w.nonlinearity) {
+                    RELU => back_r::<$r, RELU, true>(w, z, ext, dmu, g, dz),
+                    CLIPPED => back_r::<$r, CLIPPED, true>(w, z, ext, dmu, g, dz),
+                    TANH => back_r::<$r, TANH, true>(w, z, ext, dmu, g, dz),
+                    _ => back_r::<$r, IDENTITY, true>(w, z, ext, dmu, g, dz),
+                }
+            }
+        };
+    }
+    by_rank!(w.rank, go, return false);
+    true
+}
+
+/// x = e + Σ_q Mᵀ[q] z_q for the `V::N` units at `at`.
+///
+/// # Safety
+/// As [`load`], for every row pointer and `ep`.
+#[inline(always)]
+unsafe fn currents<V: Units, const R: usize>(
+    mt: &[*const f64; R],
+    zb: &[V; R],
+    ep: Option<*const f64>,
+    at: usize,
+) -> V {
+    let mut x = match ep {
+        Some(e) => V::at(e, at),
+        None => V::zero(),
+    };
+    for q in 0..R {
+        x = V::at(mt[q], at).fma(zb[q], x);
+    }
+    x
+}
+
+/// # Safety
+/// The CPU has AVX2 and FMA, and AVX-512F if `WIDE`.
+#[inline(always)]
+unsafe fn means_r<const R: usize, const NL: u8, const WIDE: bool>(
     w: &Weights<'_>,
     z: &[f64],
     ext: Option<&[f64]>,
@@ -206,31 +449,39 @@ fn means_r<const R: usize, const NL: u8>(
     let ep = ext.map(|e| e.as_ptr());
     for kk in 0..k {
         let zk = &z[kk * R..kk * R + R];
-        let mut zb = [_mm256_setzero_pd(); R];
-        for q in 0..R {
-            zb[q] = _mm256_set1_pd(zk[q]);
-        }
-        let mut acc = [[_mm256_setzero_pd(); 2]; R];
+        let mut acc = [(_mm256_setzero_pd(), _mm256_setzero_pd()); R];
         let mut base = 0;
-        while base < full {
-            for half in 0..2 {
-                let at = base + 4 * half;
-                // SAFETY: at + 4 ≤ full ≤ n and every row pointer has n entries (checked).
-                unsafe {
-                    let mut x = match ep {
-                        Some(e) => load(e, at),
-                        None => _mm256_setzero_pd(),
-                    };
-                    for q in 0..R {
-                        x = _mm256_fmadd_pd(load(mt[q], at), zb[q], x);
-                    }
-                    let f = phi::<NL>(x, load(hp, at));
-                    for q in 0..R {
-                        acc[q][half] = _mm256_fmadd_pd(load(nn[q], at), f, acc[q][half]);
-                    }
+        // All blocks below: at + 4 (8 for a chunk) ≤ full ≤ n and every row pointer has n
+        // entries (checked).
+        if WIDE {
+            let zb: [__m512d; R] = std::array::from_fn(|q| _mm512_set1_pd(zk[q]));
+            let mut chunk = [_mm512_setzero_pd(); R];
+            while base < full {
+                let x = currents::<__m512d, R>(&mt, &zb, ep, base);
+                let f = phi::<__m512d, NL>(x, __m512d::at(hp, base));
+                for q in 0..R {
+                    chunk[q] = __m512d::at(nn[q], base).fma(f, chunk[q]);
                 }
+                base += LANES;
             }
-            base += LANES;
+            for q in 0..R {
+                acc[q] = halves(chunk[q]);
+            }
+        } else {
+            let zb: [__m256d; R] = std::array::from_fn(|q| _mm256_set1_pd(zk[q]));
+            while base < full {
+                let lo = currents::<__m256d, R>(&mt, &zb, ep, base);
+                let f = phi::<__m256d, NL>(lo, load(hp, base));
+                for q in 0..R {
+                    acc[q].0 = load(nn[q], base).fma(f, acc[q].0);
+                }
+                let hi = currents::<__m256d, R>(&mt, &zb, ep, base + 4);
+                let f = phi::<__m256d, NL>(hi, load(hp, base + 4));
+                for q in 0..R {
+                    acc[q].1 = load(nn[q], base + 4).fma(f, acc[q].1);
+                }
+                base += LANES;
+            }
         }
         let mut tail = [0.0f64; R];
         for i in full..n {
@@ -244,14 +495,81 @@ fn means_r<const R: usize, const NL: u8>(
             }
         }
         for q in 0..R {
-            mu[kk * R + q] = w.decay.mul_add(zk[q], hsum(acc[q][0], acc[q][1]) + tail[q]);
+            mu[kk * R + q] = w.decay.mul_add(zk[q], hsum(acc[q].0, acc[q].1) + tail[q]);
         }
     }
 }
 
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-fn back_r<const R: usize, const NL: u8>(
+/// Passes A and B of the reverse pass for the `V::N` units at `base`: per particle φ and
+/// dL/dx (stored to `dxp + base·k + kk·V::N`, the block's rows particle by particle), then the
+/// sums over the particles added to the gradients of h, the input current, n and Mᵀ.
+///
+/// # Safety
+/// `base + V::N ≤ n`; the pointers as in [`back_r`], `fp` with room for `V::N · k` values.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn back_block<V: Units, const R: usize, const NL: u8>(
+    base: usize,
+    (z, dmu): (&[f64], &[f64]),
+    (mt, nn): (&[*const f64; R], &[*const f64; R]),
+    (hp, ep): (*const f64, Option<*const f64>),
+    (dxp, fp): (*mut f64, *mut f64),
+    (gmt, gn): (&[*mut f64; R], &[*mut f64; R]),
+    (ghp, gep): (*mut f64, Option<*mut f64>),
+) {
+    let k = z.len() / R;
+    let zero = V::zero();
+    let h = V::at(hp, base);
+    let e = match ep {
+        Some(e) => V::at(e, base),
+        None => zero,
+    };
+    // Pass A: per particle, φ and dL/dx of the block (and the h, input sums).
+    let mut agh = V::at(ghp, base);
+    let mut age = zero;
+    for kk in 0..k {
+        let mut x = e;
+        let mut dr = zero;
+        for q in 0..R {
+            x = V::at(mt[q], base).fma(V::splat(z[kk * R + q]), x);
+            dr = V::at(nn[q], base).fma(V::splat(dmu[kk * R + q]), dr);
+        }
+        let (f, dfdx, dfdh) = phi_d::<V, NL>(x, h);
+        agh = dr.fma(dfdh, agh);
+        let dxu = dr.mul(dfdx);
+        dxu.put(dxp, base * k + kk * V::N);
+        f.put(fp, kk * V::N);
+        age = age.add(dxu);
+    }
+    // Pass B: the outer-product sums of n and M over the particles.
+    let mut agmt = [zero; R];
+    let mut agn = [zero; R];
+    for q in 0..R {
+        agmt[q] = V::at(gmt[q], base);
+        agn[q] = V::at(gn[q], base);
+    }
+    for kk in 0..k {
+        let f = V::at(fp, kk * V::N);
+        let dxu = V::at(dxp, base * k + kk * V::N);
+        for q in 0..R {
+            agn[q] = V::splat(dmu[kk * R + q]).fma(f, agn[q]);
+            agmt[q] = dxu.fma(V::splat(z[kk * R + q]), agmt[q]);
+        }
+    }
+    for q in 0..R {
+        agmt[q].put(gmt[q], base);
+        agn[q].put(gn[q], base);
+    }
+    agh.put(ghp, base);
+    if let Some(ge) = gep {
+        V::at(ge, base).add(age).put(ge, base);
+    }
+}
+
+/// # Safety
+/// The CPU has AVX2 and FMA, and AVX-512F if `WIDE`.
+#[inline(always)]
+unsafe fn back_r<const R: usize, const NL: u8, const WIDE: bool>(
     w: &Weights<'_>,
     z: &[f64],
     ext: Option<&[f64]>,
@@ -270,10 +588,11 @@ fn back_r<const R: usize, const NL: u8>(
     assert!(g.mt.len() >= len && g.n.len() >= len && g.h.len() == n);
     assert!(g.ext.as_deref().is_none_or(|e| e.len() == n));
     let k = z.len() / R;
-    // Workspace: dL/dx chunk-major ([chunk of 4][k][4]) for the full chunks, then [k][tail],
-    // then φ of one chunk for the K particles.
-    if g.work.len() < k * n + 4 * k {
-        g.work.resize(k * n + 4 * k, 0.0);
+    // Workspace: dL/dx block by block for the full chunks (a block of `b` units at `base`
+    // holds [k][b] from base·k: whole 8-unit chunks when `WIDE`, 4-unit halves otherwise),
+    // then [k][tail], then φ of one block for the K particles.
+    if g.work.len() < k * n + LANES * k {
+        g.work.resize(k * n + LANES * k, 0.0);
     }
     let full = n / LANES * LANES;
     let mut mt = [std::ptr::null::<f64>(); R];
@@ -291,62 +610,28 @@ fn back_r<const R: usize, const NL: u8>(
     let ghp = g.h.as_mut_ptr();
     let gep = g.ext.as_deref_mut().map(|e| e.as_mut_ptr());
     let wp = g.work.as_mut_ptr();
-    // SAFETY: the workspace has k·n + 4k entries (resized above).
-    let fp = unsafe { wp.add(k * n) };
-    let zero = _mm256_setzero_pd();
+    // The workspace has k·n + 8k entries (resized above).
+    let fp = wp.add(k * n);
+    // Every block: base + its width ≤ full ≤ n, every row pointer has n entries and the
+    // workspace k·n + 8k (all checked above). No sums over units here: any chunking gives
+    // the same per-unit results.
     let mut base = 0;
     while base < full {
-        // SAFETY: base + 4 ≤ full ≤ n, every row pointer has n entries and the workspace
-        // k rows of `st` ≥ n (all checked above).
-        unsafe {
-            let h = load(hp, base);
-            let e = match ep {
-                Some(e) => load(e, base),
-                None => zero,
-            };
-            // Pass A: per particle, φ and dL/dx of the chunk (and the h, input sums).
-            let mut agh = load(ghp, base);
-            let mut age = zero;
-            for kk in 0..k {
-                let mut x = e;
-                let mut dr = zero;
-                for q in 0..R {
-                    x = _mm256_fmadd_pd(load(mt[q], base), _mm256_set1_pd(z[kk * R + q]), x);
-                    dr = _mm256_fmadd_pd(load(nn[q], base), _mm256_set1_pd(dmu[kk * R + q]), dr);
-                }
-                let (f, dfdx, dfdh) = phi_d::<NL>(x, h);
-                agh = _mm256_fmadd_pd(dr, dfdh, agh);
-                let dxu = _mm256_mul_pd(dr, dfdx);
-                store(wp, (base / 4 * k + kk) * 4, dxu);
-                store(fp, kk * 4, f);
-                age = _mm256_add_pd(age, dxu);
-            }
-            // Pass B: the outer-product sums of n and M over the particles.
-            let mut agmt = [zero; R];
-            let mut agn = [zero; R];
-            for q in 0..R {
-                agmt[q] = load(gmt[q], base);
-                agn[q] = load(gn[q], base);
-            }
-            for kk in 0..k {
-                let f = load(fp, kk * 4);
-                let dxu = load(wp, (base / 4 * k + kk) * 4);
-                for q in 0..R {
-                    agn[q] = _mm256_fmadd_pd(_mm256_set1_pd(dmu[kk * R + q]), f, agn[q]);
-                    agmt[q] = _mm256_fmadd_pd(dxu, _mm256_set1_pd(z[kk * R + q]), agmt[q]);
-                }
-            }
-            for q in 0..R {
-                store(gmt[q], base, agmt[q]);
-                store(gn[q], base, agn[q]);
-            }
-            store(ghp, base, agh);
-            if let Some(ge) = gep {
-                store(ge, base, _mm256_add_pd(load(ge, base), age));
-            }
+        let io = (
+            (z, dmu),
+            (&mt, &nn),
+            (hp, ep),
+            (wp, fp),
+            (&gmt, &gn),
+            (ghp, gep),
+        );
+        if WIDE {
+            back_block::<__m512d, R, NL>(base, io.0, io.1, io.2, io.3, io.4, io.5);
+            base += LANES;
+        } else {
+            back_block::<__m256d, R, NL>(base, io.0, io.1, io.2, io.3, io.4, io.5);
+            base += 4;
         }
-        // No sums over units here: any chunking gives the same per-unit results.
-        base += 4;
     }
     for i in full..n {
         for kk in 0..k {
@@ -371,22 +656,34 @@ fn back_r<const R: usize, const NL: u8>(
             }
         }
     }
-    // dL/dz_k = Mᵀ-rows · dL/dx_k (all R rows at once: 2R independent accumulator chains)
+    // dL/dz_k = Mᵀ-rows · dL/dx_k (all R rows at once: 2R independent accumulator chains, or
+    // R registers of both when `WIDE`).
     let wp = g.work.as_ptr();
     for kk in 0..k {
-        let mut acc = [[zero; 2]; R];
+        let mut acc = [(_mm256_setzero_pd(), _mm256_setzero_pd()); R];
         let mut base = 0;
-        while base < full {
-            // SAFETY: as above.
-            unsafe {
-                let d0 = load(wp, (base / 4 * k + kk) * 4);
-                let d1 = load(wp, ((base / 4 + 1) * k + kk) * 4);
+        if WIDE {
+            let mut chunk = [_mm512_setzero_pd(); R];
+            while base < full {
+                let d = __m512d::at(wp, base * k + kk * LANES);
                 for q in 0..R {
-                    acc[q][0] = _mm256_fmadd_pd(load(mt[q], base), d0, acc[q][0]);
-                    acc[q][1] = _mm256_fmadd_pd(load(mt[q], base + 4), d1, acc[q][1]);
+                    chunk[q] = __m512d::at(mt[q], base).fma(d, chunk[q]);
                 }
+                base += LANES;
             }
-            base += LANES;
+            for q in 0..R {
+                acc[q] = halves(chunk[q]);
+            }
+        } else {
+            while base < full {
+                let d0 = load(wp, base * k + kk * 4);
+                let d1 = load(wp, (base + 4) * k + kk * 4);
+                for q in 0..R {
+                    acc[q].0 = load(mt[q], base).fma(d0, acc[q].0);
+                    acc[q].1 = load(mt[q], base + 4).fma(d1, acc[q].1);
+                }
+                base += LANES;
+            }
         }
         for q in 0..R {
             let mut tail = 0.0;
@@ -394,7 +691,7 @@ fn back_r<const R: usize, const NL: u8>(
                 tail =
                     w.mt[q * st + i].mul_add(g.work[full * k + kk * (n - full) + (i - full)], tail);
             }
-            dz[kk * R + q] += hsum(acc[q][0], acc[q][1]) + tail;
+            dz[kk * R + q] += hsum(acc[q].0, acc[q].1) + tail;
         }
     }
 }
