@@ -236,6 +236,51 @@ mod tests {
         assert!(moves[5] < 0.5, "rectified step {}", moves[5]);
     }
 
+    /// The update without weight decay (vector lanes, a large block in chunks across the
+    /// threads) gives the bits of torch's formulas written out per element, through both the
+    /// momentum-only and the rectified steps; the frozen block stays.
+    #[test]
+    fn vector_update_has_the_bits_of_the_formulas() {
+        use rand::{Rng, SeedableRng};
+        let mut layout = ParamLayout::new();
+        layout.push("small", &[5], true);
+        layout.push("frozen", &[3], false);
+        layout.push("large", &[20_011], true);
+        let n = layout.len();
+        let config = RAdamConfig::default();
+        let (b1, b2, eps) = (config.beta1, config.beta2, config.eps);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(4);
+        let mut params: Vec<f64> = (0..n).map(|_| rng.gen_range(-1.0..1.0)).collect();
+        let mut expected = params.clone();
+        let (mut m, mut v) = (vec![0.0; n], vec![0.0; n]);
+        let mut state = RAdamState::new(n);
+        for step in 1..=8 {
+            let grad: Vec<f64> = (0..n).map(|_| rng.gen_range(-2.0..2.0)).collect();
+            let lr = 0.01 * step as f64;
+            config.step(&layout, &mut params, &grad, lr, &mut state);
+            let t = f64::from(step);
+            let (bc1, bc2) = (1.0 - b1.powf(t), 1.0 - b2.powf(t));
+            let rho_inf = 2.0 / (1.0 - b2) - 1.0;
+            let rho_t = rho_inf - 2.0 * t * b2.powf(t) / bc2;
+            let rect = ((rho_t - 4.0) * (rho_t - 2.0) * rho_inf
+                / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t))
+                .sqrt();
+            for i in (0..5).chain(8..n) {
+                let g = grad[i];
+                m[i] += (1.0 - b1) * (g - m[i]);
+                v[i] = v[i] * b2 + (1.0 - b2) * g * g;
+                let m_hat = m[i] / bc1;
+                expected[i] -= if rho_t > 5.0 {
+                    m_hat * lr * (bc2.sqrt() / (v[i].sqrt() + eps)) * rect
+                } else {
+                    m_hat * lr
+                };
+            }
+            let bits = |x: &[f64]| x.iter().map(|a| a.to_bits()).collect::<Vec<u64>>();
+            assert!(bits(&params) == bits(&expected), "step {step}");
+        }
+    }
+
     #[test]
     fn clipping_scales_to_max_norm_and_ignores_frozen() {
         let layout = layout();
