@@ -588,9 +588,9 @@ impl Ctx<'_> {
         }
     }
 
+    /// The reverse pass; `R` as in [`Self::forward_impl`].
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
-    /// The reverse pass; `R` as in [`Self::forward_impl`].
     fn backward_impl<const R: usize>(
         &self,
         x: &[f64],
