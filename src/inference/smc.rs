@@ -1671,21 +1671,14 @@ pub fn smc_vsmc(
                 grad.len()
             )));
         }
-        // The trials' gradients summed in the trials' order for each parameter, the
-        // parameters in chunks across the threads (the same bits as one loop).
         let mut total = vec![0.0; n_total];
-        let trial_grads: Vec<&[f64]> = results.iter().filter_map(|(_, g)| g.as_deref()).collect();
-        const CHUNK: usize = 8192;
-        total
-            .par_chunks_mut(CHUNK)
-            .enumerate()
-            .for_each(|(c, out)| {
-                for gv in &trial_grads {
-                    for (t, v) in out.iter_mut().zip(&gv[c * CHUNK..]) {
-                        *t += v;
-                    }
+        for (_, g) in &results {
+            if let Some(gv) = g {
+                for (t, v) in total.iter_mut().zip(gv) {
+                    *t += v;
                 }
-            });
+            }
+        }
         for b in layout.blocks() {
             if !b.trainable {
                 for v in &mut total[b.range()] {

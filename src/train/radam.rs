@@ -2,7 +2,6 @@
 //! `torch.nn.utils.clip_grad_norm_` (SPEC §2.10).
 
 use super::params::ParamLayout;
-use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 /// RAdam hyper-parameters; the defaults are torch's (betas (0.9, 0.999), eps 1e-8, no weight decay).
@@ -84,8 +83,6 @@ impl RAdamConfig {
         };
         let sqrt_bc2 = bias_correction2.sqrt();
         let weight1 = 1.0 - beta1;
-        // Each parameter on its own: the large blocks (the encoder's) in chunks across the
-        // threads, with the same bits as one loop.
         let eps = self.eps;
         let update = |p: &mut [f64], g: &[f64], m: &mut [f64], v: &mut [f64]| {
             if self.weight_decay == 0.0 && weight1 < 0.5 {
@@ -138,22 +135,14 @@ impl RAdamConfig {
                 }
             }
         };
-        const CHUNK: usize = 8192;
         for block in layout.blocks().iter().filter(|b| b.trainable) {
             let range = block.range();
-            let p = &mut params[range.clone()];
-            let g = &grad[range.clone()];
-            let m = &mut state.exp_avg[range.clone()];
-            let v = &mut state.exp_avg_sq[range];
-            if p.len() <= CHUNK {
-                update(p, g, m, v);
-                continue;
-            }
-            p.par_chunks_mut(CHUNK)
-                .zip(g.par_chunks(CHUNK))
-                .zip(m.par_chunks_mut(CHUNK))
-                .zip(v.par_chunks_mut(CHUNK))
-                .for_each(|(((p, g), m), v)| update(p, g, m, v));
+            update(
+                &mut params[range.clone()],
+                &grad[range.clone()],
+                &mut state.exp_avg[range.clone()],
+                &mut state.exp_avg_sq[range],
+            );
         }
     }
 }
@@ -236,9 +225,9 @@ mod tests {
         assert!(moves[5] < 0.5, "rectified step {}", moves[5]);
     }
 
-    /// The update without weight decay (vector lanes, a large block in chunks across the
-    /// threads) gives the bits of torch's formulas written out per element, through both the
-    /// momentum-only and the rectified steps; the frozen block stays.
+    /// The update without weight decay (on vector lanes) gives the bits of torch's formulas
+    /// written out per element, through both the momentum-only and the rectified steps; the
+    /// frozen block stays.
     #[test]
     fn vector_update_has_the_bits_of_the_formulas() {
         use rand::{Rng, SeedableRng};
