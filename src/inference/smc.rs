@@ -1671,13 +1671,23 @@ pub fn smc_vsmc(
                 grad.len()
             )));
         }
+        // The trials' gradients summed in the trials' order for each parameter. Long
+        // vectors (the CNN encoder's) in chunks of parameters across the threads, with the
+        // same bits as one loop.
         let mut total = vec![0.0; n_total];
-        for (_, g) in &results {
-            if let Some(gv) = g {
-                for (t, v) in total.iter_mut().zip(gv) {
+        let trial_grads: Vec<&[f64]> = results.iter().filter_map(|(_, g)| g.as_deref()).collect();
+        const CHUNK: usize = 16_384;
+        let add_chunk = |(c, out): (usize, &mut [f64])| {
+            for gv in &trial_grads {
+                for (t, v) in out.iter_mut().zip(&gv[c * CHUNK..]) {
                     *t += v;
                 }
             }
+        };
+        if n_total >= 4 * CHUNK {
+            total.par_chunks_mut(CHUNK).enumerate().for_each(add_chunk);
+        } else {
+            total.chunks_mut(CHUNK).enumerate().for_each(add_chunk);
         }
         for b in layout.blocks() {
             if !b.trainable {
