@@ -60,6 +60,56 @@ macro_rules! by_rank {
 // Shared with the f32 kernels (`kernel32_avx2.rs`).
 pub(super) use by_rank;
 
+/// The nonlinearity as the vector kernels' const parameter (`kernel_avx2.rs`,
+/// `kernel32_avx2.rs`).
+#[cfg(target_arch = "x86_64")]
+pub(super) const NL_RELU: u8 = 0;
+#[cfg(target_arch = "x86_64")]
+pub(super) const NL_CLIPPED: u8 = 1;
+#[cfg(target_arch = "x86_64")]
+pub(super) const NL_TANH: u8 = 2;
+#[cfg(target_arch = "x86_64")]
+pub(super) const NL_IDENTITY: u8 = 3;
+
+/// [`Nonlinearity`] → its `NL_*` code.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+pub(super) fn nl_code(nl: Nonlinearity) -> u8 {
+    match nl {
+        Nonlinearity::Relu => NL_RELU,
+        Nonlinearity::ClippedRelu => NL_CLIPPED,
+        Nonlinearity::Tanh => NL_TANH,
+        Nonlinearity::Identity => NL_IDENTITY,
+    }
+}
+
+/// The vector kernels' dispatch: `$f::<R, NL, $wide> $args` with the rank `$w.rank` (1–8) and
+/// the code of the nonlinearity `$w.nonlinearity` as consts; `true` when it ran, `false` for
+/// other ranks.
+#[cfg(target_arch = "x86_64")]
+macro_rules! by_rank_and_nl {
+    ($w:expr, $f:ident, $wide:literal, $args:tt) => {
+        by_rank_and_nl!(@ranks $w, $f, $wide, $args, [1 2 3 4 5 6 7 8])
+    };
+    (@ranks $w:expr, $f:ident, $wide:literal, $args:tt, [$($r:literal)*]) => {{
+        use $crate::inference::kernel::{nl_code, NL_CLIPPED, NL_IDENTITY, NL_RELU, NL_TANH};
+        match $w.rank {
+            $($r => {
+                match nl_code($w.nonlinearity) {
+                    NL_RELU => $f::<$r, NL_RELU, $wide> $args,
+                    NL_CLIPPED => $f::<$r, NL_CLIPPED, $wide> $args,
+                    NL_TANH => $f::<$r, NL_TANH, $wide> $args,
+                    _ => $f::<$r, NL_IDENTITY, $wide> $args,
+                }
+                true
+            })*
+            _ => false,
+        }
+    }};
+}
+#[cfg(target_arch = "x86_64")]
+pub(super) use by_rank_and_nl;
+
 #[cfg(target_arch = "x86_64")]
 #[path = "kernel_avx2.rs"]
 mod avx2;

@@ -11,14 +11,9 @@
 use std::arch::x86_64::*;
 
 use super::super::fastmath::Lanes32;
-use super::super::kernel::{by_rank, Grads, Weights};
+use super::super::kernel::{by_rank_and_nl, Grads, Weights};
+use super::super::kernel::{NL_CLIPPED as CLIPPED, NL_RELU as RELU, NL_TANH as TANH};
 use super::{act, Weights32};
-use crate::model::lowrank::Nonlinearity;
-
-const RELU: u8 = 0;
-const CLIPPED: u8 = 1;
-const TANH: u8 = 2;
-const IDENTITY: u8 = 3;
 
 /// Units per register.
 const W: usize = 8;
@@ -219,16 +214,6 @@ unsafe fn phi_d<V: Units, const NL: u8>(x: V, h: V) -> (V, V, V) {
     }
 }
 
-#[inline]
-fn code(nl: Nonlinearity) -> u8 {
-    match nl {
-        Nonlinearity::Relu => RELU,
-        Nonlinearity::ClippedRelu => CLIPPED,
-        Nonlinearity::Tanh => TANH,
-        Nonlinearity::Identity => IDENTITY,
-    }
-}
-
 /// The slice lengths the kernels rely on (a mismatch is a bug in the caller, so it panics
 /// rather than reading out of bounds).
 fn check(w: &Weights<'_>, lo: &Weights32, r: usize, z: &[f64], ext: Option<&[f64]>) {
@@ -275,21 +260,8 @@ pub(super) unsafe fn means_on(
     if wide {
         return means_wide(w, lo, z, ext, mu);
     }
-    macro_rules! go {
-        ($r:literal) => {
-            // SAFETY: AVX2 and FMA are enabled here; `means_r` checks the slices.
-            unsafe {
-                match code(w.nonlinearity) {
-                    RELU => means_r::<$r, RELU, false>(w, lo, z, ext, mu),
-                    CLIPPED => means_r::<$r, CLIPPED, false>(w, lo, z, ext, mu),
-                    TANH => means_r::<$r, TANH, false>(w, lo, z, ext, mu),
-                    _ => means_r::<$r, IDENTITY, false>(w, lo, z, ext, mu),
-                }
-            }
-        };
-    }
-    by_rank!(w.rank, go, return false);
-    true
+    // SAFETY: AVX2 and FMA are enabled here; `means_r` checks the slices.
+    unsafe { by_rank_and_nl!(w, means_r, false, (w, lo, z, ext, mu)) }
 }
 
 /// [`means`] with the pairs of chunks in AVX-512 registers (same bits).
@@ -301,21 +273,8 @@ fn means_wide(
     ext: Option<&[f64]>,
     mu: &mut [f64],
 ) -> bool {
-    macro_rules! go {
-        ($r:literal) => {
-            // SAFETY: AVX-512F, AVX2 and FMA are enabled here; `means_r` checks the slices.
-            unsafe {
-                match code(w.nonlinearity) {
-                    RELU => means_r::<$r, RELU, true>(w, lo, z, ext, mu),
-                    CLIPPED => means_r::<$r, CLIPPED, true>(w, lo, z, ext, mu),
-                    TANH => means_r::<$r, TANH, true>(w, lo, z, ext, mu),
-                    _ => means_r::<$r, IDENTITY, true>(w, lo, z, ext, mu),
-                }
-            }
-        };
-    }
-    by_rank!(w.rank, go, return false);
-    true
+    // SAFETY: AVX-512F, AVX2 and FMA are enabled here; `means_r` checks the slices.
+    unsafe { by_rank_and_nl!(w, means_r, true, (w, lo, z, ext, mu)) }
 }
 
 /// Reverse pass; `false` when the rank has no vector kernel.
@@ -352,21 +311,8 @@ pub(super) unsafe fn backward_on(
     if wide {
         return backward_wide(w, lo, z, ext, dmu, g, dz);
     }
-    macro_rules! go {
-        ($r:literal) => {
-            // SAFETY: AVX2 and FMA are enabled here; `back_r` checks the slices.
-            unsafe {
-                match code(w.nonlinearity) {
-                    RELU => back_r::<$r, RELU, false>(w, lo, z, ext, dmu, g, dz),
-                    CLIPPED => back_r::<$r, CLIPPED, false>(w, lo, z, ext, dmu, g, dz),
-                    TANH => back_r::<$r, TANH, false>(w, lo, z, ext, dmu, g, dz),
-                    _ => back_r::<$r, IDENTITY, false>(w, lo, z, ext, dmu, g, dz),
-                }
-            }
-        };
-    }
-    by_rank!(w.rank, go, return false);
-    true
+    // SAFETY: AVX2 and FMA are enabled here; `back_r` checks the slices.
+    unsafe { by_rank_and_nl!(w, back_r, false, (w, lo, z, ext, dmu, g, dz)) }
 }
 
 /// [`backward`] with the pairs of chunks in AVX-512 registers (same bits).
@@ -380,21 +326,8 @@ fn backward_wide(
     g: &mut Grads<'_>,
     dz: &mut [f64],
 ) -> bool {
-    macro_rules! go {
-        ($r:literal) => {
-            // SAFETY: AVX-512F, AVX2 and FMA are enabled here; `back_r` checks the slices.
-            unsafe {
-                match code(w.nonlinearity) {
-                    RELU => back_r::<$r, RELU, true>(w, lo, z, ext, dmu, g, dz),
-                    CLIPPED => back_r::<$r, CLIPPED, true>(w, lo, z, ext, dmu, g, dz),
-                    TANH => back_r::<$r, TANH, true>(w, lo, z, ext, dmu, g, dz),
-                    _ => back_r::<$r, IDENTITY, true>(w, lo, z, ext, dmu, g, dz),
-                }
-            }
-        };
-    }
-    by_rank!(w.rank, go, return false);
-    true
+    // SAFETY: AVX-512F, AVX2 and FMA are enabled here; `back_r` checks the slices.
+    unsafe { by_rank_and_nl!(w, back_r, true, (w, lo, z, ext, dmu, g, dz)) }
 }
 
 /// x = e + Σ_q Mᵀ[q] z_q for the `V::N` units at `at`.

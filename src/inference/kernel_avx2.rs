@@ -9,13 +9,10 @@
 
 use std::arch::x86_64::*;
 
+use super::super::fastmath::Lanes64;
 use super::{Grads, Weights, LANES};
+use super::{NL_CLIPPED as CLIPPED, NL_RELU as RELU, NL_TANH as TANH};
 use crate::model::lowrank::Nonlinearity;
-
-const RELU: u8 = 0;
-const CLIPPED: u8 = 1;
-const TANH: u8 = 2;
-const IDENTITY: u8 = 3;
 
 /// Loads 4 values at `p + at`.
 ///
@@ -26,13 +23,6 @@ const IDENTITY: u8 = 3;
 #[target_feature(enable = "avx2,fma")]
 unsafe fn load(p: *const f64, at: usize) -> __m256d {
     unsafe { _mm256_loadu_pd(p.add(at)) }
-}
-
-/// Stores 4 values at `p + at` (same contract as [`load`]).
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn store(p: *mut f64, at: usize, v: __m256d) {
-    unsafe { _mm256_storeu_pd(p.add(at), v) }
 }
 
 /// The slice lengths the kernels rely on (checked once per call; a mismatch is a bug in the
@@ -65,135 +55,53 @@ fn halves(v: __m512d) -> (__m256d, __m256d) {
 }
 
 /// A register of units: 4 (`__m256d`) or one whole chunk of [`LANES`] = 8 (`__m512d`, the
-/// chunk's two 256-bit halves side by side), lane by lane the same operations.
-trait Units: Copy {
-    /// Units per register.
-    const N: usize;
-    unsafe fn zero() -> Self;
-    unsafe fn splat(v: f64) -> Self;
+/// chunk's two 256-bit halves side by side), lane by lane the same operations: `fastmath`'s
+/// lanes with what the kernels add to them.
+trait Units: Lanes64 {
+    #[inline(always)]
+    unsafe fn zero() -> Self {
+        Self::splat(0.0)
+    }
     /// Loads `N` values at `p + at` (contract as [`load`]).
-    unsafe fn at(p: *const f64, at: usize) -> Self;
+    #[inline(always)]
+    unsafe fn at(p: *const f64, at: usize) -> Self {
+        Self::load(p.add(at))
+    }
     /// Stores `N` values at `p + at`.
-    unsafe fn put(self, p: *mut f64, at: usize);
-    unsafe fn add(self, b: Self) -> Self;
-    unsafe fn sub(self, b: Self) -> Self;
-    unsafe fn mul(self, b: Self) -> Self;
-    /// `b` where `self` is NaN (`maxpd`).
-    unsafe fn max(self, b: Self) -> Self;
+    #[inline(always)]
+    unsafe fn put(self, p: *mut f64, at: usize) {
+        self.store(p.add(at))
+    }
     /// self · b + c, rounded once.
     unsafe fn fma(self, b: Self, c: Self) -> Self;
     /// 1 where `self > b`, +0 elsewhere (and NaN).
-    unsafe fn step(self, b: Self) -> Self;
+    #[inline(always)]
+    unsafe fn step(self, b: Self) -> Self {
+        Self::select(self.gt(b), Self::splat(1.0), Self::zero())
+    }
     /// Lane-wise scalar tanh (no vector tanh in std).
-    unsafe fn tanh(self) -> Self;
+    #[inline(always)]
+    unsafe fn tanh(self) -> Self {
+        let mut a = [0.0f64; LANES];
+        self.store(a.as_mut_ptr());
+        for v in &mut a[..Self::N] {
+            *v = v.tanh();
+        }
+        Self::load(a.as_ptr())
+    }
 }
 
 impl Units for __m256d {
-    const N: usize = 4;
-    #[inline(always)]
-    unsafe fn zero() -> Self {
-        _mm256_setzero_pd()
-    }
-    #[inline(always)]
-    unsafe fn splat(v: f64) -> Self {
-        _mm256_set1_pd(v)
-    }
-    #[inline(always)]
-    unsafe fn at(p: *const f64, at: usize) -> Self {
-        load(p, at)
-    }
-    #[inline(always)]
-    unsafe fn put(self, p: *mut f64, at: usize) {
-        store(p, at, self)
-    }
-    #[inline(always)]
-    unsafe fn add(self, b: Self) -> Self {
-        _mm256_add_pd(self, b)
-    }
-    #[inline(always)]
-    unsafe fn sub(self, b: Self) -> Self {
-        _mm256_sub_pd(self, b)
-    }
-    #[inline(always)]
-    unsafe fn mul(self, b: Self) -> Self {
-        _mm256_mul_pd(self, b)
-    }
-    #[inline(always)]
-    unsafe fn max(self, b: Self) -> Self {
-        _mm256_max_pd(self, b)
-    }
     #[inline(always)]
     unsafe fn fma(self, b: Self, c: Self) -> Self {
         _mm256_fmadd_pd(self, b, c)
     }
-    #[inline(always)]
-    unsafe fn step(self, b: Self) -> Self {
-        _mm256_and_pd(_mm256_cmp_pd::<_CMP_GT_OQ>(self, b), _mm256_set1_pd(1.0))
-    }
-    #[inline(always)]
-    unsafe fn tanh(self) -> Self {
-        let mut a = [0.0f64; 4];
-        _mm256_storeu_pd(a.as_mut_ptr(), self);
-        for v in &mut a {
-            *v = v.tanh();
-        }
-        _mm256_loadu_pd(a.as_ptr())
-    }
 }
 
 impl Units for __m512d {
-    const N: usize = LANES;
-    #[inline(always)]
-    unsafe fn zero() -> Self {
-        _mm512_setzero_pd()
-    }
-    #[inline(always)]
-    unsafe fn splat(v: f64) -> Self {
-        _mm512_set1_pd(v)
-    }
-    #[inline(always)]
-    unsafe fn at(p: *const f64, at: usize) -> Self {
-        _mm512_loadu_pd(p.add(at))
-    }
-    #[inline(always)]
-    unsafe fn put(self, p: *mut f64, at: usize) {
-        _mm512_storeu_pd(p.add(at), self)
-    }
-    #[inline(always)]
-    unsafe fn add(self, b: Self) -> Self {
-        _mm512_add_pd(self, b)
-    }
-    #[inline(always)]
-    unsafe fn sub(self, b: Self) -> Self {
-        _mm512_sub_pd(self, b)
-    }
-    #[inline(always)]
-    unsafe fn mul(self, b: Self) -> Self {
-        _mm512_mul_pd(self, b)
-    }
-    #[inline(always)]
-    unsafe fn max(self, b: Self) -> Self {
-        _mm512_max_pd(self, b)
-    }
     #[inline(always)]
     unsafe fn fma(self, b: Self, c: Self) -> Self {
         _mm512_fmadd_pd(self, b, c)
-    }
-    #[inline(always)]
-    unsafe fn step(self, b: Self) -> Self {
-        _mm512_maskz_mov_pd(
-            _mm512_cmp_pd_mask::<_CMP_GT_OQ>(self, b),
-            _mm512_set1_pd(1.0),
-        )
-    }
-    #[inline(always)]
-    unsafe fn tanh(self) -> Self {
-        let mut a = [0.0f64; LANES];
-        _mm512_storeu_pd(a.as_mut_ptr(), self);
-        for v in &mut a {
-            *v = v.tanh();
-        }
-        _mm512_loadu_pd(a.as_ptr())
     }
 }
 
@@ -258,16 +166,6 @@ fn phi_scalar<const NL: u8>(x: f64, h: f64) -> (f64, f64, f64) {
     }
 }
 
-#[inline]
-fn code(nl: Nonlinearity) -> u8 {
-    match nl {
-        Nonlinearity::Relu => RELU,
-        Nonlinearity::ClippedRelu => CLIPPED,
-        Nonlinearity::Tanh => TANH,
-        Nonlinearity::Identity => IDENTITY,
-    }
-}
-
 /// Transition means (see [`super::means`]); `false` when the rank has no AVX2 kernel.
 #[target_feature(enable = "avx2,fma")]
 pub(super) fn means(w: &Weights<'_>, z: &[f64], ext: Option<&[f64]>, mu: &mut [f64]) -> bool {
@@ -291,40 +189,14 @@ pub(super) unsafe fn means_on(
     if wide {
         return means_wide(w, z, ext, mu);
     }
-    macro_rules! go {
-        ($r:literal) => {
-            // SAFETY: AVX2 and FMA are enabled here; `means_r` checks the slices.
-            unsafe {
-                match code(w.nonlinearity) {
-                    RELU => means_r::<$r, RELU, false>(w, z, ext, mu),
-                    CLIPPED => means_r::<$r, CLIPPED, false>(w, z, ext, mu),
-                    TANH => means_r::<$r, TANH, false>(w, z, ext, mu),
-                    _ => means_r::<$r, IDENTITY, false>(w, z, ext, mu),
-                }
-            }
-        };
-    }
-    by_rank!(w.rank, go, return false);
-    true
+    // SAFETY: AVX2 and FMA are enabled here; `means_r` checks the slices.
+    unsafe { by_rank_and_nl!(w, means_r, false, (w, z, ext, mu)) }
 }
 
 #[target_feature(enable = "avx512f,avx2,fma")]
 fn means_wide(w: &Weights<'_>, z: &[f64], ext: Option<&[f64]>, mu: &mut [f64]) -> bool {
-    macro_rules! go {
-        ($r:literal) => {
-            // SAFETY: AVX-512F, AVX2 and FMA are enabled here; `means_r` checks the slices.
-            unsafe {
-                match code(w.nonlinearity) {
-                    RELU => means_r::<$r, RELU, true>(w, z, ext, mu),
-                    CLIPPED => means_r::<$r, CLIPPED, true>(w, z, ext, mu),
-                    TANH => means_r::<$r, TANH, true>(w, z, ext, mu),
-                    _ => means_r::<$r, IDENTITY, true>(w, z, ext, mu),
-                }
-            }
-        };
-    }
-    by_rank!(w.rank, go, return false);
-    true
+    // SAFETY: AVX-512F, AVX2 and FMA are enabled here; `means_r` checks the slices.
+    unsafe { by_rank_and_nl!(w, means_r, true, (w, z, ext, mu)) }
 }
 
 /// Reverse of [`means`] (see [`super::means_backward`]); `false` when the rank has no AVX2
@@ -360,21 +232,8 @@ pub(super) unsafe fn backward_on(
     if wide {
         return backward_wide(w, z, ext, dmu, g, dz);
     }
-    macro_rules! go {
-        ($r:literal) => {
-            // SAFETY: AVX2 and FMA are enabled here; `back_r` checks the slices.
-            unsafe {
-                match code(w.nonlinearity) {
-                    RELU => back_r::<$r, RELU, false>(w, z, ext, dmu, g, dz),
-                    CLIPPED => back_r::<$r, CLIPPED, false>(w, z, ext, dmu, g, dz),
-                    TANH => back_r::<$r, TANH, false>(w, z, ext, dmu, g, dz),
-                    _ => back_r::<$r, IDENTITY, false>(w, z, ext, dmu, g, dz),
-                }
-            }
-        };
-    }
-    by_rank!(w.rank, go, return false);
-    true
+    // SAFETY: AVX2 and FMA are enabled here; `back_r` checks the slices.
+    unsafe { by_rank_and_nl!(w, back_r, false, (w, z, ext, dmu, g, dz)) }
 }
 
 #[target_feature(enable = "avx512f,avx2,fma")]
@@ -386,21 +245,8 @@ fn backward_wide(
     g: &mut Grads<'_>,
     dz: &mut [f64],
 ) -> bool {
-    macro_rules! go {
-        ($r:literal) => {
-            // SAFETY: AVX-512F, AVX2 and FMA are enabled here; `back_r` checks the slices.
-            unsafe {
-                match code(w.nonlinearity) {
-                    RELU => back_r::<$r, RELU, true>(w, z, ext, dmu, g, dz),
-                    CLIPPED => back_r::<$r, CLIPPED, true>(w, z, ext, dmu, g, dz),
-                    TANH => back_r::<$r, TANH, true>(w, z, ext, dmu, g, dz),
-                    _ => back_r::<$r, IDENTITY, true>(w, z, ext, dmu, g, dz),
-                }
-            }
-        };
-    }
-    by_rank!(w.rank, go, return false);
-    true
+    // SAFETY: AVX-512F, AVX2 and FMA are enabled here; `back_r` checks the slices.
+    unsafe { by_rank_and_nl!(w, back_r, true, (w, z, ext, dmu, g, dz)) }
 }
 
 /// x = e + Σ_q Mᵀ[q] z_q for the `V::N` units at `at`.
