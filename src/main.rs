@@ -874,13 +874,13 @@ fn run_bench(
             .map(ToString::to_string)
             .collect(),
         "train" => {
-            let eeg = Path::new("datasets/eeg/EEG_data_smoothed.npy");
+            let eeg = lowrank_smc::inference::bench::bundled("datasets/eeg/EEG_data_smoothed.npy");
             let recording = || {
                 use lowrank_smc::stages::prepare::{prepare_sequences, ArrayLayout, PrepareParams};
                 eeg.is_file()
                     .then(|| {
                         prepare_sequences(
-                            eeg,
+                            &eeg,
                             &PrepareParams {
                                 layout: ArrayLayout::TimeByChannel,
                                 zscore: false,

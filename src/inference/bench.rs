@@ -258,11 +258,27 @@ pub fn bench_train_continuous(repeats: usize, precision: Precision) -> TrainBenc
     }
 }
 
+/// A file the repository ships (`datasets/…`): under the working directory when it is there,
+/// else in the source tree this binary was built from, so `bench` measures the same data
+/// wherever it runs from.
+pub fn bundled(relative: &str) -> std::path::PathBuf {
+    let here = std::path::PathBuf::from(relative);
+    if here.exists() {
+        return here;
+    }
+    let built_from = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(relative);
+    if built_from.exists() {
+        built_from
+    } else {
+        here
+    }
+}
+
 /// 400 trials × 200 steps simulated from `datasets/teachers/osc_rnn_poisson.json` as the
 /// pipeline's `ts.poisson.simulate` does (R_z = 0.2, spikes ~ Poisson(softplus(4 U z − 3))).
 fn poisson_teacher_data() -> Option<Sequences<f64>> {
     use crate::data::simulate::*;
-    let text = std::fs::read_to_string("datasets/teachers/osc_rnn_poisson.json").ok()?;
+    let text = std::fs::read_to_string(bundled("datasets/teachers/osc_rnn_poisson.json")).ok()?;
     let doc: serde_json::Value = serde_json::from_str(&text).ok()?;
     let mut basis = TeacherBasis::from_json(&doc).ok()?;
     basis.dim_input = 0;

@@ -19,6 +19,9 @@
 //! `pre (c_out × T_out) = W (c_out × c_in·k) · cols (c_in·k × T_out) + b`, with the torch weight
 //! layout `(c_out, c_in, k)` read as a row-major `c_out × (c_in·k)` matrix. The backward pass uses
 //! `dW += dpre · colsᵀ`, `dcols = Wᵀ · dpre`, then col2im and the adjoint of the padding.
+//! In f32 on CPUs with AVX-512F the two products that read `cols` read its rows in place from the
+//! padded input instead (row c·k + j starts at padded[c, j]; [`super::sgemm::gemm_listed`]): the
+//! same products, bit for bit, without the c_in·k × T_out copy.
 //! When at most a quarter of the first layer's padded input is nonzero (spike counts), that
 //! layer skips the zeros instead: each nonzero adds its weighted taps to the outputs it feeds,
 //! and its weight's gradient likewise (`sparse_conv_forward`, `sparse_conv_param_grad`; the first
@@ -31,7 +34,7 @@ use rand::Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::{gemm, Real};
+use super::{gemm, gemm_listed, listed_available, Listed, Real, Strided};
 use crate::train::ParamLayout;
 
 /// Errors from configuring or running the CNN encoder.
@@ -592,6 +595,10 @@ impl CnnEncoder {
                 src_index,
                 padded: vec![F::zero(); spec.c_in * t_pad],
                 cols: vec![F::zero(); spec.fan_in() * t_out],
+                in_place: in_place_planned::<F>(spec.fan_in(), t_out),
+                row_starts: (0..spec.fan_in())
+                    .map(|i| (i / spec.kernel) * t_pad + i % spec.kernel)
+                    .collect(),
                 pre: vec![F::zero(); n_act],
                 out: vec![F::zero(); n_act],
                 cdf: match self.config.activation {
@@ -733,7 +740,7 @@ impl CnnEncoder {
             let spec = &self.convs[layer];
             buffers.sparse =
                 layer == 0 && layer < n_hidden && ws.sparse_input && buffers.collect_sparse();
-            if !buffers.sparse {
+            if !buffers.sparse && !buffers.in_place {
                 buffers.im2col();
             }
             if layer < n_hidden {
@@ -745,7 +752,12 @@ impl CnnEncoder {
                     );
                 } else {
                     conv_gemm(
-                        &buffers.cols,
+                        ColsRef::of(
+                            &buffers.cols,
+                            &buffers.padded,
+                            &buffers.row_starts,
+                            buffers.in_place,
+                        ),
                         spec.fan_in(),
                         buffers.t_out,
                         &w[spec.weight..spec.weight + spec.c_out * spec.fan_in()],
@@ -770,7 +782,7 @@ impl CnnEncoder {
                 }
             } else {
                 conv_gemm(
-                    &buffers.cols,
+                    buffers.source(),
                     spec.fan_in(),
                     buffers.t_out,
                     &w[spec.weight..spec.weight + spec.c_out * spec.fan_in()],
@@ -779,7 +791,7 @@ impl CnnEncoder {
                 );
                 match self.logvar_head {
                     LogvarHead::Conv { weight, bias } => conv_gemm(
-                        &buffers.cols,
+                        buffers.source(),
                         spec.fan_in(),
                         buffers.t_out,
                         &w[weight..weight + spec.c_out * spec.fan_in()],
@@ -1049,8 +1061,13 @@ struct LayerBuffers<F> {
     src_index: Vec<u32>,
     /// Padded input (c_in × t_pad).
     padded: Vec<F>,
-    /// im2col matrix (c_in·k × t_out): cols[(c·k + j), t] = padded[c, t + j].
+    /// im2col matrix (c_in·k × t_out): cols[(c·k + j), t] = padded[c, t + j]. Unused (never
+    /// written) when `in_place`.
     cols: Vec<F>,
+    /// The products read the im2col matrix's rows in place from `padded` (f32 with AVX-512F;
+    /// [`gemm_listed`]), at the starts `row_starts[c·k + j] = c·t_pad + j`.
+    in_place: bool,
+    row_starts: Vec<usize>,
     /// Pre-activation (c_out × t_out); empty for the heads.
     pre: Vec<F>,
     /// Activation output (c_out × t_out); empty for the heads.
@@ -1126,9 +1143,42 @@ impl<F: Real> LayerBuffers<F> {
     }
 }
 
+/// Layers whose depth (c_in·k) or length (t_out) is below this keep the im2col copy (the
+/// in-place kernel is not checked against `matrixmultiply` for shallower products).
+const IN_PLACE_MIN: usize = 4;
+
+/// A layer of depth `fan_in` (c_in·k) and `t_out` outputs runs its products in place.
+fn in_place_planned<F: Real>(fan_in: usize, t_out: usize) -> bool {
+    listed_available::<F>() && fan_in >= IN_PLACE_MIN && t_out >= IN_PLACE_MIN
+}
+
+/// The im2col matrix a product reads: the copy in `cols`, or its rows in place in the padded
+/// input (with their starts).
+#[derive(Clone, Copy)]
+enum ColsRef<'a, F> {
+    Copied(&'a [F]),
+    InPlace(&'a [F], &'a [usize]),
+}
+
+impl<'a, F> ColsRef<'a, F> {
+    fn of(cols: &'a [F], padded: &'a [F], starts: &'a [usize], in_place: bool) -> Self {
+        if in_place {
+            ColsRef::InPlace(padded, starts)
+        } else {
+            ColsRef::Copied(cols)
+        }
+    }
+}
+
+impl<F: Real> LayerBuffers<F> {
+    fn source(&self) -> ColsRef<'_, F> {
+        ColsRef::of(&self.cols, &self.padded, &self.row_starts, self.in_place)
+    }
+}
+
 /// `target (c_out × t_out) = W (c_out × fan_in) · cols (fan_in × t_out) + b`.
 fn conv_gemm<F: Real>(
-    cols: &[F],
+    cols: ColsRef<'_, F>,
     fan_in: usize,
     t_out: usize,
     weight: &[F],
@@ -1139,6 +1189,24 @@ fn conv_gemm<F: Real>(
     for (row, &b) in target.chunks_exact_mut(t_out).zip(bias) {
         row.fill(b);
     }
+    let copy;
+    let cols = match cols {
+        ColsRef::InPlace(padded, starts) => {
+            if gemm_listed(
+                (c_out, fan_in, t_out),
+                (weight, Strided(fan_in), 1),
+                (padded, Listed(starts)),
+                F::one(),
+                target,
+                (Strided(t_out), 1),
+            ) {
+                return;
+            }
+            copy = copy_rows(padded, starts, t_out);
+            &copy[..]
+        }
+        ColsRef::Copied(cols) => cols,
+    };
     gemm(
         c_out,
         fan_in,
@@ -1153,6 +1221,15 @@ fn conv_gemm<F: Real>(
     );
 }
 
+/// The im2col matrix (rows × `len`) copied from its rows in place (the fallback of an in-place
+/// product that [`gemm_listed`] declines, which the layers' plans avoid).
+fn copy_rows<F: Real>(padded: &[F], starts: &[usize], len: usize) -> Vec<F> {
+    starts
+        .iter()
+        .flat_map(|&s| padded[s..s + len].iter().copied())
+        .collect()
+}
+
 /// Parameter gradient of one convolution: `dW += d_pre · colsᵀ`, `db += Σ_t d_pre`.
 fn conv_param_grad<F: Real>(
     buffers: &LayerBuffers<F>,
@@ -1163,18 +1240,44 @@ fn conv_param_grad<F: Real>(
 ) {
     let (c_out, t_out) = (buffers.c_out, buffers.t_out);
     let fan_in = buffers.c_in * buffers.kernel;
-    gemm(
-        c_out,
-        t_out,
-        fan_in,
-        d_pre,
-        (t_out as isize, 1),
-        &buffers.cols,
-        (1, t_out as isize),
-        F::one(),
-        &mut grad[weight..weight + c_out * fan_in],
-        (fan_in as isize, 1),
-    );
+    let dw = &mut grad[weight..weight + c_out * fan_in];
+    let copy;
+    let cols = match buffers.source() {
+        ColsRef::InPlace(padded, starts) => {
+            // dWᵀ (fan_in × c_out) += cols · d_preᵀ, as `gemm` orients this product: the same
+            // fused multiply-adds in the same order.
+            let mut d_pre_t = vec![F::zero(); t_out * c_out];
+            transpose(d_pre, c_out, t_out, &mut d_pre_t, false);
+            if gemm_listed(
+                (fan_in, t_out, c_out),
+                (padded, Listed(starts), 1),
+                (&d_pre_t, Strided(c_out)),
+                F::one(),
+                dw,
+                (Strided(1), fan_in),
+            ) {
+                None
+            } else {
+                copy = copy_rows(padded, starts, t_out);
+                Some(&copy[..])
+            }
+        }
+        ColsRef::Copied(cols) => Some(cols),
+    };
+    if let Some(cols) = cols {
+        gemm(
+            c_out,
+            t_out,
+            fan_in,
+            d_pre,
+            (t_out as isize, 1),
+            cols,
+            (1, t_out as isize),
+            F::one(),
+            dw,
+            (fan_in as isize, 1),
+        );
+    }
     for (g, row) in grad[bias..bias + c_out]
         .iter_mut()
         .zip(d_pre.chunks_exact(t_out))
@@ -1456,6 +1559,15 @@ pub struct EncoderWorkspace<F> {
 }
 
 impl<F: Real> EncoderWorkspace<F> {
+    /// Tests: the products of every layer read the im2col copy (`false`) or, where planned, the
+    /// padded input in place (`true`, the default).
+    #[cfg(test)]
+    fn set_in_place(&mut self, on: bool) {
+        for layer in &mut self.layers {
+            layer.in_place = on && in_place_planned::<F>(layer.row_starts.len(), layer.t_out);
+        }
+    }
+
     /// Lets the first hidden layer skip the input's zeros when at most a quarter of the (padded)
     /// input is nonzero, as with spike counts (on by default). The result differs from the
     /// dense pass only in the order of the sums' nonzero terms.
@@ -1809,6 +1921,68 @@ mod tests {
         ] {
             check::<f64>(location, mode, 1e-13);
             check::<f32>(location, mode, 1e-5);
+        }
+    }
+
+    /// The convolutions' products read in place from the padded input give the bits of the
+    /// products of the im2col copy: outputs and every parameter's gradient, for kernels of 1–11
+    /// taps, each padding and two lengths (column remainders in the kernel's masked vectors).
+    #[test]
+    fn in_place_products_give_the_bits_of_im2col() {
+        if !listed_available::<f32>() {
+            eprintln!("no AVX-512F: the products read the im2col copy, nothing to compare");
+            return;
+        }
+        for (location, mode) in [
+            (PaddingLocation::Causal, PaddingMode::Circular),
+            (PaddingLocation::Causal, PaddingMode::Constant),
+            (PaddingLocation::Acausal, PaddingMode::Reflect),
+            (PaddingLocation::Windowed, PaddingMode::Replicate),
+        ] {
+            for t in [37, 200] {
+                let cfg = EncoderConfig {
+                    kernel_sizes: vec![11, 5, 1],
+                    channels: vec![24, 16],
+                    ..config(location, mode)
+                };
+                let (dim_x, dim_z) = (9, 3);
+                let mut layout = ParamLayout::new();
+                let encoder = CnnEncoder::push_layout(&cfg, &mut layout, dim_x, dim_z).unwrap();
+                let mut params = vec![0.0; layout.len()];
+                let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(t as u64);
+                encoder.init_params(&mut params, &mut rng).unwrap();
+                let weights = encoder.weights::<f32>(&params).unwrap();
+                let x: Vec<f32> = (0..dim_x * t).map(|_| rng.gen_range(-1.0..1.0)).collect();
+                let t_out = encoder.output_len(t).unwrap();
+                let d: Vec<f32> = (0..2 * dim_z * t_out)
+                    .map(|_| rng.gen_range(-1.0..1.0))
+                    .collect();
+                let run = |in_place: bool| {
+                    let mut ws = encoder.workspace::<f32>(t).unwrap();
+                    ws.set_sparse_input(false);
+                    ws.set_in_place(in_place);
+                    assert_eq!(ws.layers.iter().any(|l| l.in_place), in_place);
+                    encoder.forward(&weights, &x, t, &mut ws).unwrap();
+                    let mut grad = vec![0.0; layout.len()];
+                    let (d_mean, d_logvar) = d.split_at(dim_z * t_out);
+                    encoder
+                        .backward(&weights, &mut ws, d_mean, d_logvar, &mut grad)
+                        .unwrap();
+                    let bits = |v: &[f32]| v.iter().map(|a| a.to_bits()).collect::<Vec<_>>();
+                    let hidden: Vec<u32> =
+                        ws.layers[..2].iter().flat_map(|l| bits(&l.out)).collect();
+                    (bits(ws.mean()), bits(ws.logvar()), hidden, grad)
+                };
+                let (copied, in_place) = (run(false), run(true));
+                let what = format!("{location:?} {mode:?} T = {t}");
+                assert_eq!(copied.0, in_place.0, "{what}: means");
+                assert_eq!(copied.1, in_place.1, "{what}: log-variances");
+                assert_eq!(copied.2, in_place.2, "{what}: hidden activations");
+                for (i, (a, b)) in copied.3.iter().zip(&in_place.3).enumerate() {
+                    assert_eq!(a.to_bits(), b.to_bits(), "{what}: gradient[{i}] {a} vs {b}");
+                }
+                assert!(copied.3.iter().any(|&g| g != 0.0));
+            }
         }
     }
 

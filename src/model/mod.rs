@@ -7,6 +7,7 @@ pub mod sequences;
 pub mod teacher;
 
 mod sgemm;
+pub(crate) use sgemm::{Listed, RowStarts, Strided};
 mod skinny;
 
 pub use real::Real;
@@ -46,6 +47,31 @@ fn as_type<'s, F: 'static, T: 'static>(
             std::slice::from_raw_parts_mut(c.as_mut_ptr() as *mut T, c.len()),
         )
     })
+}
+
+/// Products whose operands' rows start where tables say ([`sgemm::gemm_listed`]) run for f32 on
+/// CPUs with AVX-512F and FMA.
+pub(crate) fn listed_available<F: Real>() -> bool {
+    std::any::TypeId::of::<F>() == std::any::TypeId::of::<f32>() && sgemm::available()
+}
+
+/// [`sgemm::gemm_listed`] when `F` is f32: `false` (nothing done) otherwise or where that
+/// declines.
+#[allow(clippy::type_complexity)]
+pub(crate) fn gemm_listed<F: Real, RA: RowStarts, RB: RowStarts, RC: RowStarts>(
+    dims: (usize, usize, usize),
+    (a, ra, sa1): (&[F], RA, usize),
+    (b, rb): (&[F], RB),
+    beta: F,
+    c: &mut [F],
+    (rc, sc1): (RC, usize),
+) -> bool {
+    match as_type::<F, f32>(a, b, c) {
+        Some((a, b, c)) => {
+            sgemm::gemm_listed(dims, (a, ra, sa1), (b, rb), beta.f64() as f32, c, (rc, sc1))
+        }
+        None => false,
+    }
 }
 
 /// `C (m × n) = A (m × k) · B (k × n) + beta · C` with positive strides (row, column), dispatching

@@ -87,20 +87,128 @@ fn oriented(
     // Cᵀ (n × m) = Bᵀ (n × k) · Aᵀ (k × m), Aᵀ given as rows of stride `sat0`.
     let swapped = |c: &mut [f32], at: &[f32], sat0: usize| {
         // SAFETY: AVX-512F and FMA checked by `gemm`; extents checked by `rows`.
-        unsafe { rows(n, k, m, b, (sb.1, sb.0), at, sat0, beta, c, (sc.1, sc.0)) }
+        unsafe {
+            rows(
+                n,
+                k,
+                m,
+                b,
+                (Strided(sb.1), sb.0),
+                at,
+                Strided(sat0),
+                beta,
+                c,
+                (Strided(sc.1), sc.0),
+            )
+        }
     };
     if sb.1 == 1 {
         // SAFETY: as above.
-        unsafe { rows(m, k, n, a, sa, b, sb.0, beta, c, sc) };
+        unsafe {
+            rows(
+                m,
+                k,
+                n,
+                a,
+                (Strided(sa.0), sa.1),
+                b,
+                Strided(sb.0),
+                beta,
+                c,
+                (Strided(sc.0), sc.1),
+            )
+        };
     } else if sa.0 == 1 {
         swapped(c, a, sa.1);
     } else if n <= m {
         let b_rows = row_major(k, n, b, sb);
         // SAFETY: as above.
-        unsafe { rows(m, k, n, a, sa, &b_rows, n, beta, c, sc) };
+        unsafe {
+            rows(
+                m,
+                k,
+                n,
+                a,
+                (Strided(sa.0), sa.1),
+                &b_rows,
+                Strided(n),
+                beta,
+                c,
+                (Strided(sc.0), sc.1),
+            )
+        };
     } else {
         swapped(c, &row_major(k, m, a, (sa.1, sa.0)), m);
     }
+}
+
+/// Where each row of an operand starts, in elements from the start of its slice.
+pub(crate) trait RowStarts: Copy {
+    /// The start of row `i`.
+    fn start(self, i: usize) -> usize;
+    /// The largest start of rows `0..n` (`n ≥ 1`; a listed operand must list them all).
+    fn last(self, n: usize) -> usize;
+}
+
+/// Rows `stride` elements apart.
+#[derive(Clone, Copy)]
+pub(crate) struct Strided(pub usize);
+
+impl RowStarts for Strided {
+    #[inline(always)]
+    fn start(self, i: usize) -> usize {
+        i * self.0
+    }
+    fn last(self, n: usize) -> usize {
+        (n - 1) * self.0
+    }
+}
+
+/// Rows that start where a table says: the rows of an im2col matrix read in place from the
+/// padded input (row c·k + j starts at c·t_pad + j), without the copy.
+#[derive(Clone, Copy)]
+pub(crate) struct Listed<'a>(pub &'a [usize]);
+
+impl RowStarts for Listed<'_> {
+    #[inline(always)]
+    fn start(self, i: usize) -> usize {
+        // SAFETY: `rows` checks `last(n)` first, which asserts the table covers every row read.
+        unsafe { *self.0.get_unchecked(i) }
+    }
+    fn last(self, n: usize) -> usize {
+        assert!(
+            n <= self.0.len(),
+            "sgemm: row table shorter than the operand"
+        );
+        self.0[..n].iter().copied().max().unwrap_or(0)
+    }
+}
+
+/// C = A · B + βC (m × k · k × n) for β ∈ {0, 1}, with the rows of A and C where `ra` and `rc`
+/// say (their columns `sa1` and `sc1` apart) and B's contiguous rows where `rb` says; `false`
+/// (nothing done) without
+/// AVX-512F and FMA, for another β or an empty product. The same bits as [`gemm`] on the same matrices.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm_listed<RA: RowStarts, RB: RowStarts, RC: RowStarts>(
+    (m, k, n): (usize, usize, usize),
+    (a, ra, sa1): (&[f32], RA, usize),
+    (b, rb): (&[f32], RB),
+    beta: f32,
+    c: &mut [f32],
+    (rc, sc1): (RC, usize),
+) -> bool {
+    if !(beta == 0.0 || beta == 1.0) || !available() {
+        return false;
+    }
+    if m == 0 || n == 0 || k == 0 {
+        return false;
+    }
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: AVX-512F and FMA checked above; `rows` checks every extent.
+    unsafe {
+        rows(m, k, n, a, (ra, sa1), b, rb, beta, c, (rc, sc1))
+    };
+    cfg!(target_arch = "x86_64")
 }
 
 /// A copy of the `rows × cols` matrix at `strides` in `x`, row-major.
@@ -131,27 +239,27 @@ pub(super) fn available() -> bool {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,fma")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn rows(
+unsafe fn rows<RA: RowStarts, RB: RowStarts, RC: RowStarts>(
     m: usize,
     k: usize,
     n: usize,
     a: &[f32],
-    sa: (usize, usize),
+    (ra, sa1): (RA, usize),
     b: &[f32],
-    sb0: usize,
+    rb: RB,
     beta: f32,
     c: &mut [f32],
-    sc: (usize, usize),
+    (rc, sc1): (RC, usize),
 ) {
     use std::arch::x86_64::*;
     // Bounds: the last element each pointer below reaches.
     assert!(
-        (m - 1) * sa.0 + (k - 1) * sa.1 < a.len(),
+        ra.last(m) + (k - 1) * sa1 < a.len(),
         "sgemm: A out of bounds"
     );
-    assert!((k - 1) * sb0 + n - 1 < b.len(), "sgemm: B out of bounds");
+    assert!(rb.last(k) + n - 1 < b.len(), "sgemm: B out of bounds");
     assert!(
-        (m - 1) * sc.0 + (n - 1) * sc.1 < c.len(),
+        rc.last(m) + (n - 1) * sc1 < c.len(),
         "sgemm: C out of bounds"
     );
     let (ap, bp, cp) = (a.as_ptr(), b.as_ptr(), c.as_mut_ptr());
@@ -159,10 +267,10 @@ unsafe fn rows(
     /// Rows i0..i0 + R, columns j0..j0 + 16 W (the last vector's lanes under `last`).
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn tile<const R: usize, const W: usize>(
-        (ap, sa): (*const f32, (usize, usize)),
-        (bp, sb0): (*const f32, usize),
-        (cp, sc): (*mut f32, (usize, usize)),
+    unsafe fn tile<RA: RowStarts, RB: RowStarts, RC: RowStarts, const R: usize, const W: usize>(
+        (ap, ra, sa1): (*const f32, RA, usize),
+        (bp, rb): (*const f32, RB),
+        (cp, rc, sc1): (*mut f32, RC, usize),
         k: usize,
         i0: usize,
         j0: usize,
@@ -174,13 +282,15 @@ unsafe fn rows(
         while l0 < k {
             let l1 = k.min(l0 + KC);
             let mut acc = [[_mm512_setzero_ps(); W]; R];
+            let a_row: [*const f32; R] = std::array::from_fn(|r| ap.add(ra.start(i0 + r)));
             for l in l0..l1 {
                 let mut bv = [_mm512_setzero_ps(); W];
+                let b_row = bp.add(rb.start(l) + j0);
                 for (w, v) in bv.iter_mut().enumerate() {
-                    *v = _mm512_maskz_loadu_ps(mask(w), bp.add(l * sb0 + j0 + 16 * w));
+                    *v = _mm512_maskz_loadu_ps(mask(w), b_row.add(16 * w));
                 }
                 for (r, row) in acc.iter_mut().enumerate() {
-                    let av = _mm512_set1_ps(*ap.add((i0 + r) * sa.0 + l * sa.1));
+                    let av = _mm512_set1_ps(*a_row[r].add(l * sa1));
                     for (s, &v) in row.iter_mut().zip(&bv) {
                         *s = _mm512_fmadd_ps(av, v, *s);
                     }
@@ -189,66 +299,54 @@ unsafe fn rows(
             // The first block of β = 0 is written; every other block is added to C.
             let assign = l0 == 0 && !read_c;
             for (r, row) in acc.iter().enumerate() {
+                let c_row = cp.add(rc.start(i0 + r));
                 for (w, &v) in row.iter().enumerate() {
-                    let (i, j) = (i0 + r, j0 + 16 * w);
+                    let j = j0 + 16 * w;
                     let v = if assign {
                         v
                     } else {
-                        _mm512_add_ps(load_c(cp, sc, i, j, mask(w)), v)
+                        _mm512_add_ps(load_c(c_row, sc1, j, mask(w)), v)
                     };
-                    store_c(cp, sc, i, j, mask(w), v);
+                    store_c(c_row, sc1, j, mask(w), v);
                 }
             }
             l0 = l1;
         }
     }
 
-    /// C[i][j..j + 16] under `mask` (zeros elsewhere).
+    /// Entries j..j + 16 of the row of C at `c_row` under `mask` (zeros elsewhere).
     #[inline(always)]
-    unsafe fn load_c(
-        cp: *mut f32,
-        sc: (usize, usize),
-        i: usize,
-        j: usize,
-        mask: __mmask16,
-    ) -> __m512 {
-        if sc.1 == 1 {
-            _mm512_maskz_loadu_ps(mask, cp.add(i * sc.0 + j))
+    unsafe fn load_c(c_row: *mut f32, sc1: usize, j: usize, mask: __mmask16) -> __m512 {
+        if sc1 == 1 {
+            _mm512_maskz_loadu_ps(mask, c_row.add(j))
         } else {
             let mut t = [0.0f32; 16];
             for (q, v) in t.iter_mut().enumerate() {
                 if mask & (1 << q) != 0 {
-                    *v = *cp.add(i * sc.0 + (j + q) * sc.1);
+                    *v = *c_row.add((j + q) * sc1);
                 }
             }
             _mm512_loadu_ps(t.as_ptr())
         }
     }
 
-    /// Stores the lanes of `v` under `mask` to C[i][j..j + 16].
+    /// Stores the lanes of `v` under `mask` to entries j..j + 16 of the row of C at `c_row`.
     #[inline(always)]
-    unsafe fn store_c(
-        cp: *mut f32,
-        sc: (usize, usize),
-        i: usize,
-        j: usize,
-        mask: __mmask16,
-        v: __m512,
-    ) {
-        if sc.1 == 1 {
-            _mm512_mask_storeu_ps(cp.add(i * sc.0 + j), mask, v);
+    unsafe fn store_c(c_row: *mut f32, sc1: usize, j: usize, mask: __mmask16, v: __m512) {
+        if sc1 == 1 {
+            _mm512_mask_storeu_ps(c_row.add(j), mask, v);
         } else {
             let mut t = [0.0f32; 16];
             _mm512_storeu_ps(t.as_mut_ptr(), v);
             for (q, &x) in t.iter().enumerate() {
                 if mask & (1 << q) != 0 {
-                    *cp.add(i * sc.0 + (j + q) * sc.1) = x;
+                    *c_row.add((j + q) * sc1) = x;
                 }
             }
         }
     }
 
-    let (aa, bb, cc) = ((ap, sa), (bp, sb0), (cp, sc));
+    let (aa, bb, cc) = ((ap, ra, sa1), (bp, rb), (cp, rc, sc1));
     let read_c = beta != 0.0;
     let mut j0 = 0;
     while j0 < n {
@@ -267,9 +365,9 @@ unsafe fn rows(
             macro_rules! go {
                 ($r:literal) => {
                     if wide {
-                        tile::<$r, 2>(aa, bb, cc, k, i0, j0, last, read_c)
+                        tile::<RA, RB, RC, $r, 2>(aa, bb, cc, k, i0, j0, last, read_c)
                     } else {
-                        tile::<$r, 1>(aa, bb, cc, k, i0, j0, last, read_c)
+                        tile::<RA, RB, RC, $r, 1>(aa, bb, cc, k, i0, j0, last, read_c)
                     }
                 };
             }
