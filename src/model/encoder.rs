@@ -20,7 +20,7 @@
 //! layout `(c_out, c_in, k)` read as a row-major `c_out × (c_in·k)` matrix. The backward pass uses
 //! `dW += dpre · colsᵀ`, `dcols = Wᵀ · dpre`, then col2im and the adjoint of the padding.
 //! In f32 on CPUs with AVX-512F the two products that read `cols` read its rows in place from the
-//! padded input instead (row c·k + j starts at padded[c, j]; [`super::sgemm::gemm_listed`]): the
+//! padded input instead (row c·k + j starts at padded[c, j]; `sgemm::gemm_listed`): the
 //! same products, bit for bit, without the c_in·k × T_out copy.
 //! When at most a quarter of the first layer's padded input is nonzero (spike counts), that
 //! layer skips the zeros instead: each nonzero adds its weighted taps to the outputs it feeds,
@@ -34,7 +34,7 @@ use rand::Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::{gemm, gemm_listed, listed_available, Listed, Real, Strided};
+use super::{gelu_lanes, gemm, gemm_listed, listed_available, Listed, Real, Strided};
 use crate::train::ParamLayout;
 
 /// Errors from configuring or running the CNN encoder.
@@ -768,9 +768,11 @@ impl CnnEncoder {
                 let LayerBuffers { pre, out, cdf, .. } = buffers;
                 match activation {
                     EncoderActivation::Gelu => {
-                        for ((o, c), &p) in out.iter_mut().zip(cdf.iter_mut()).zip(pre.iter()) {
-                            *c = gelu_cdf(p);
-                            *o = p * *c;
+                        if !gelu_lanes(pre, out, cdf) {
+                            for ((o, c), &p) in out.iter_mut().zip(cdf.iter_mut()).zip(pre.iter()) {
+                                *c = gelu_cdf(p);
+                                *o = p * *c;
+                            }
                         }
                     }
                     EncoderActivation::LeakyRelu => {

@@ -6,6 +6,7 @@ pub mod real;
 pub mod sequences;
 pub mod teacher;
 
+mod erf32;
 mod sgemm;
 pub(crate) use sgemm::{Listed, RowStarts, Strided};
 mod skinny;
@@ -47,6 +48,19 @@ fn as_type<'s, F: 'static, T: 'static>(
             std::slice::from_raw_parts_mut(c.as_mut_ptr() as *mut T, c.len()),
         )
     })
+}
+
+/// The exact GELU `out = pre · Φ(pre)`, `cdf = Φ(pre)` on sixteen lanes when `F` is f32 and the
+/// CPU has AVX-512F, with the bits of the scalar `libm::erff` formula ([`erf32`]); `false`
+/// (nothing done) otherwise.
+pub(crate) fn gelu_lanes<F: Real>(pre: &[F], out: &mut [F], cdf: &mut [F]) -> bool {
+    match as_type::<F, f32>(pre, &[], out) {
+        Some((pre, _, out)) => match as_type::<F, f32>(&[], &[], cdf) {
+            Some((_, _, cdf)) => erf32::gelu(pre, out, cdf),
+            None => false,
+        },
+        None => false,
+    }
 }
 
 /// Products whose operands' rows start where tables say ([`sgemm::gemm_listed`]) run for f32 on
