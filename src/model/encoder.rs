@@ -34,7 +34,9 @@ use rand::Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::{gelu_lanes, gemm, gemm_listed, listed_available, Listed, Real, Strided};
+use super::{
+    gelu_grad_lanes, gelu_lanes, gemm, gemm_listed, listed_available, Listed, Real, Strided,
+};
 use crate::train::ParamLayout;
 
 /// Errors from configuring or running the CNN encoder.
@@ -943,8 +945,10 @@ impl CnnEncoder {
             let d_pre = &mut d_act[..n_in];
             match self.config.activation {
                 EncoderActivation::Gelu => {
-                    for ((d, &p), &c) in d_pre.iter_mut().zip(&buffers.pre).zip(&buffers.cdf) {
-                        *d *= gelu_derivative(p, c);
+                    if !gelu_grad_lanes(d_pre, &buffers.pre, &buffers.cdf) {
+                        for ((d, &p), &c) in d_pre.iter_mut().zip(&buffers.pre).zip(&buffers.cdf) {
+                            *d *= gelu_derivative(p, c);
+                        }
                     }
                 }
                 EncoderActivation::LeakyRelu => {

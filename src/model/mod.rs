@@ -63,6 +63,16 @@ pub(crate) fn gelu_lanes<F: Real>(pre: &[F], out: &mut [F], cdf: &mut [F]) -> bo
     }
 }
 
+/// `d *= GELU′(pre)` (from `cdf` = Φ(pre)) on sixteen lanes when `F` is f32, the CPU has
+/// AVX-512F and `exp` is glibc's, with the bits of the scalar formula ([`erf32`]); `false`
+/// (nothing done) otherwise.
+pub(crate) fn gelu_grad_lanes<F: Real>(d: &mut [F], pre: &[F], cdf: &[F]) -> bool {
+    match as_type::<F, f32>(pre, cdf, d) {
+        Some((pre, cdf, d)) => erf32::gelu_grad(d, pre, cdf),
+        None => false,
+    }
+}
+
 /// Products whose operands' rows start where tables say ([`sgemm::gemm_listed`]) run for f32 on
 /// CPUs with AVX-512F and FMA.
 pub(crate) fn listed_available<F: Real>() -> bool {
