@@ -1204,7 +1204,7 @@ fn conv_gemm<F: Real>(
                 (padded, Listed(starts)),
                 F::one(),
                 target,
-                (Strided(t_out), 1),
+                (t_out, 1),
             ) {
                 return;
             }
@@ -1260,7 +1260,7 @@ fn conv_param_grad<F: Real>(
                 (&d_pre_t, Strided(c_out)),
                 F::one(),
                 dw,
-                (Strided(1), fan_in),
+                (1, fan_in),
             ) {
                 None
             } else {

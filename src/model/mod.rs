@@ -82,17 +82,17 @@ pub(crate) fn listed_available<F: Real>() -> bool {
 /// [`sgemm::gemm_listed`] when `F` is f32: `false` (nothing done) otherwise or where that
 /// declines.
 #[allow(clippy::type_complexity)]
-pub(crate) fn gemm_listed<F: Real, RA: RowStarts, RB: RowStarts, RC: RowStarts>(
+pub(crate) fn gemm_listed<F: Real, RA: RowStarts, RB: RowStarts>(
     dims: (usize, usize, usize),
     (a, ra, sa1): (&[F], RA, usize),
     (b, rb): (&[F], RB),
     beta: F,
     c: &mut [F],
-    (rc, sc1): (RC, usize),
+    sc: (usize, usize),
 ) -> bool {
     match as_type::<F, f32>(a, b, c) {
         Some((a, b, c)) => {
-            sgemm::gemm_listed(dims, (a, ra, sa1), (b, rb), beta.f64() as f32, c, (rc, sc1))
+            sgemm::gemm_listed(dims, (a, ra, sa1), (b, rb), beta.f64() as f32, c, sc)
         }
         None => false,
     }

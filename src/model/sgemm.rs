@@ -98,7 +98,7 @@ fn oriented(
                 Strided(sat0),
                 beta,
                 c,
-                (Strided(sc.1), sc.0),
+                (sc.1, sc.0),
             )
         }
     };
@@ -115,7 +115,7 @@ fn oriented(
                 Strided(sb.0),
                 beta,
                 c,
-                (Strided(sc.0), sc.1),
+                sc,
             )
         };
     } else if sa.0 == 1 {
@@ -134,7 +134,7 @@ fn oriented(
                 Strided(n),
                 beta,
                 c,
-                (Strided(sc.0), sc.1),
+                sc,
             )
         };
     } else {
@@ -145,8 +145,11 @@ fn oriented(
 /// Where each row of an operand starts, in elements from the start of its slice.
 pub(crate) trait RowStarts: Copy {
     /// The start of row `i`.
-    fn start(self, i: usize) -> usize;
-    /// The largest start of rows `0..n` (`n ≥ 1`; a listed operand must list them all).
+    ///
+    /// # Safety
+    /// `i < n` for an `n` that [`last`](Self::last) returned for.
+    unsafe fn start(self, i: usize) -> usize;
+    /// The largest start of rows `0..n` (`n ≥ 1`; panics if a table lists fewer rows).
     fn last(self, n: usize) -> usize;
 }
 
@@ -156,7 +159,7 @@ pub(crate) struct Strided(pub usize);
 
 impl RowStarts for Strided {
     #[inline(always)]
-    fn start(self, i: usize) -> usize {
+    unsafe fn start(self, i: usize) -> usize {
         i * self.0
     }
     fn last(self, n: usize) -> usize {
@@ -171,8 +174,8 @@ pub(crate) struct Listed<'a>(pub &'a [usize]);
 
 impl RowStarts for Listed<'_> {
     #[inline(always)]
-    fn start(self, i: usize) -> usize {
-        // SAFETY: `rows` checks `last(n)` first, which asserts the table covers every row read.
+    unsafe fn start(self, i: usize) -> usize {
+        // SAFETY: the caller's `i` is below an `n` that `last` checked against the table.
         unsafe { *self.0.get_unchecked(i) }
     }
     fn last(self, n: usize) -> usize {
@@ -184,18 +187,17 @@ impl RowStarts for Listed<'_> {
     }
 }
 
-/// C = A · B + βC (m × k · k × n) for β ∈ {0, 1}, with the rows of A and C where `ra` and `rc`
-/// say (their columns `sa1` and `sc1` apart) and B's contiguous rows where `rb` says; `false`
-/// (nothing done) without
-/// AVX-512F and FMA, for another β or an empty product. The same bits as [`gemm`] on the same matrices.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn gemm_listed<RA: RowStarts, RB: RowStarts, RC: RowStarts>(
+/// C (m × n, strides `sc`) = A · B + βC for β ∈ {0, 1}, with A's rows where `ra` says (their
+/// columns `sa1` apart) and B's contiguous rows where `rb` says: the same bits as [`gemm`] on
+/// the same matrices. `false` (nothing done) without AVX-512F and FMA, for another β or an
+/// empty product.
+pub(crate) fn gemm_listed<RA: RowStarts, RB: RowStarts>(
     (m, k, n): (usize, usize, usize),
     (a, ra, sa1): (&[f32], RA, usize),
     (b, rb): (&[f32], RB),
     beta: f32,
     c: &mut [f32],
-    (rc, sc1): (RC, usize),
+    sc: (usize, usize),
 ) -> bool {
     if !(beta == 0.0 || beta == 1.0) || !available() {
         return false;
@@ -206,7 +208,7 @@ pub(crate) fn gemm_listed<RA: RowStarts, RB: RowStarts, RC: RowStarts>(
     #[cfg(target_arch = "x86_64")]
     // SAFETY: AVX-512F and FMA checked above; `rows` checks every extent.
     unsafe {
-        rows(m, k, n, a, (ra, sa1), b, rb, beta, c, (rc, sc1))
+        rows(m, k, n, a, (ra, sa1), b, rb, beta, c, sc)
     };
     cfg!(target_arch = "x86_64")
 }
@@ -239,7 +241,7 @@ pub(super) fn available() -> bool {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,fma")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn rows<RA: RowStarts, RB: RowStarts, RC: RowStarts>(
+unsafe fn rows<RA: RowStarts, RB: RowStarts>(
     m: usize,
     k: usize,
     n: usize,
@@ -249,7 +251,7 @@ unsafe fn rows<RA: RowStarts, RB: RowStarts, RC: RowStarts>(
     rb: RB,
     beta: f32,
     c: &mut [f32],
-    (rc, sc1): (RC, usize),
+    sc: (usize, usize),
 ) {
     use std::arch::x86_64::*;
     // Bounds: the last element each pointer below reaches.
@@ -259,7 +261,7 @@ unsafe fn rows<RA: RowStarts, RB: RowStarts, RC: RowStarts>(
     );
     assert!(rb.last(k) + n - 1 < b.len(), "sgemm: B out of bounds");
     assert!(
-        rc.last(m) + (n - 1) * sc1 < c.len(),
+        (m - 1) * sc.0 + (n - 1) * sc.1 < c.len(),
         "sgemm: C out of bounds"
     );
     let (ap, bp, cp) = (a.as_ptr(), b.as_ptr(), c.as_mut_ptr());
@@ -267,10 +269,10 @@ unsafe fn rows<RA: RowStarts, RB: RowStarts, RC: RowStarts>(
     /// Rows i0..i0 + R, columns j0..j0 + 16 W (the last vector's lanes under `last`).
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn tile<RA: RowStarts, RB: RowStarts, RC: RowStarts, const R: usize, const W: usize>(
+    unsafe fn tile<RA: RowStarts, RB: RowStarts, const R: usize, const W: usize>(
         (ap, ra, sa1): (*const f32, RA, usize),
         (bp, rb): (*const f32, RB),
-        (cp, rc, sc1): (*mut f32, RC, usize),
+        (cp, sc): (*mut f32, (usize, usize)),
         k: usize,
         i0: usize,
         j0: usize,
@@ -299,15 +301,15 @@ unsafe fn rows<RA: RowStarts, RB: RowStarts, RC: RowStarts>(
             // The first block of β = 0 is written; every other block is added to C.
             let assign = l0 == 0 && !read_c;
             for (r, row) in acc.iter().enumerate() {
-                let c_row = cp.add(rc.start(i0 + r));
+                let c_row = cp.add((i0 + r) * sc.0);
                 for (w, &v) in row.iter().enumerate() {
                     let j = j0 + 16 * w;
                     let v = if assign {
                         v
                     } else {
-                        _mm512_add_ps(load_c(c_row, sc1, j, mask(w)), v)
+                        _mm512_add_ps(load_c(c_row, sc.1, j, mask(w)), v)
                     };
-                    store_c(c_row, sc1, j, mask(w), v);
+                    store_c(c_row, sc.1, j, mask(w), v);
                 }
             }
             l0 = l1;
@@ -346,7 +348,7 @@ unsafe fn rows<RA: RowStarts, RB: RowStarts, RC: RowStarts>(
         }
     }
 
-    let (aa, bb, cc) = ((ap, ra, sa1), (bp, rb), (cp, rc, sc1));
+    let (aa, bb, cc) = ((ap, ra, sa1), (bp, rb), (cp, sc));
     let read_c = beta != 0.0;
     let mut j0 = 0;
     while j0 < n {
@@ -365,9 +367,9 @@ unsafe fn rows<RA: RowStarts, RB: RowStarts, RC: RowStarts>(
             macro_rules! go {
                 ($r:literal) => {
                     if wide {
-                        tile::<RA, RB, RC, $r, 2>(aa, bb, cc, k, i0, j0, last, read_c)
+                        tile::<RA, RB, $r, 2>(aa, bb, cc, k, i0, j0, last, read_c)
                     } else {
-                        tile::<RA, RB, RC, $r, 1>(aa, bb, cc, k, i0, j0, last, read_c)
+                        tile::<RA, RB, $r, 1>(aa, bb, cc, k, i0, j0, last, read_c)
                     }
                 };
             }
