@@ -39,9 +39,21 @@ pub(super) fn gemm(
         return false;
     }
     let (sa, sb, sc) = (unsigned(sa), unsigned(sb), unsigned(sc));
-    // Fewer than four columns, or B or C strided along a row (Bᵀ, Cᵀ): `matrixmultiply`,
-    // which transposes them while packing. (A loop over the rows' dot products was slower.)
-    if n < 4 || sb.1 != 1 || sc.1 != 1 {
+    if n < 4 {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: AVX2 and FMA checked above.
+        unsafe {
+            match n {
+                1 => narrow::<1>(m, k, a, sa, b, sb, beta, c, sc),
+                2 => narrow::<2>(m, k, a, sa, b, sb, beta, c, sc),
+                _ => narrow::<3>(m, k, a, sa, b, sb, beta, c, sc),
+            }
+        };
+        return cfg!(target_arch = "x86_64");
+    }
+    // B or C strided along a row (Bᵀ, Cᵀ): `matrixmultiply`, which transposes them while
+    // packing.
+    if sb.1 != 1 || sc.1 != 1 {
         return false;
     }
     #[cfg(target_arch = "x86_64")]
@@ -63,6 +75,73 @@ fn fma_available() -> bool {
 #[cfg(not(target_arch = "x86_64"))]
 fn fma_available() -> bool {
     false
+}
+
+/// Fewer than four columns (N), any strides: up to four rows × N columns of scalar sums at a
+/// time, 4N independent chains of fused multiply-adds per step of the depth (one row's N chains
+/// alone were latency-bound and slower than `matrixmultiply`).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn narrow<const N: usize>(
+    m: usize,
+    k: usize,
+    a: &[f64],
+    sa: (usize, usize),
+    b: &[f64],
+    sb: (usize, usize),
+    beta: f64,
+    c: &mut [f64],
+    sc: (usize, usize),
+) {
+    // Bounds: the last element each pointer below reaches.
+    assert!((m - 1) * sa.0 + (k - 1) * sa.1 < a.len());
+    assert!((k - 1) * sb.0 + (N - 1) * sb.1 < b.len());
+    assert!((m - 1) * sc.0 + (N - 1) * sc.1 < c.len());
+    let (ap, bp, cp) = (a.as_ptr(), b.as_ptr(), c.as_mut_ptr());
+    /// Rows i0..i0 + G from the depth block [l0, l1).
+    #[inline(always)]
+    unsafe fn rows_of<const G: usize, const N: usize>(
+        (ap, sa): (*const f64, (usize, usize)),
+        (bp, sb): (*const f64, (usize, usize)),
+        (cp, sc): (*mut f64, (usize, usize)),
+        i0: usize,
+        (l0, l1): (usize, usize),
+        assign: bool,
+    ) {
+        let mut acc = [[0.0f64; N]; G];
+        for l in l0..l1 {
+            let bv: [f64; N] = std::array::from_fn(|j| *bp.add(l * sb.0 + j * sb.1));
+            for (r, row) in acc.iter_mut().enumerate() {
+                let av = *ap.add((i0 + r) * sa.0 + l * sa.1);
+                for (s, &v) in row.iter_mut().zip(&bv) {
+                    *s = av.mul_add(v, *s);
+                }
+            }
+        }
+        for (r, row) in acc.iter().enumerate() {
+            for (j, &s) in row.iter().enumerate() {
+                let p = cp.add((i0 + r) * sc.0 + j * sc.1);
+                *p = if assign { s } else { *p + s };
+            }
+        }
+    }
+    let (aa, bb, cc) = ((ap, sa), (bp, sb), (cp, sc));
+    for (block, l0) in (0..k).step_by(KC).enumerate() {
+        let ls = (l0, k.min(l0 + KC));
+        let assign = block == 0 && beta == 0.0;
+        let mut i0 = 0;
+        while i0 < m {
+            let g = (m - i0).min(4);
+            match g {
+                4 => rows_of::<4, N>(aa, bb, cc, i0, ls, assign),
+                3 => rows_of::<3, N>(aa, bb, cc, i0, ls, assign),
+                2 => rows_of::<2, N>(aa, bb, cc, i0, ls, assign),
+                _ => rows_of::<1, N>(aa, bb, cc, i0, ls, assign),
+            }
+            i0 += g;
+        }
+    }
 }
 
 /// B and C contiguous along a row: two rows of C × sixteen columns at a time in registers
@@ -181,8 +260,9 @@ mod tests {
     use rand::{Rng, SeedableRng};
 
     /// The skinny products give `matrixmultiply`'s bits: both β, depths across the block size,
-    /// every column remainder (16, 4, 1 at a time), an odd row, a transposed A; B or C
-    /// transposed and fewer than four columns go to `matrixmultiply`.
+    /// every column remainder (16, 4, 1 at a time), an odd row, a transposed A; fewer than four
+    /// columns with any layout (row remainders of 1–3), more columns only with B row-major
+    /// (a transposed B goes to `matrixmultiply`).
     #[test]
     fn skinny_products_give_the_bits_of_matrixmultiply() {
         if !super::fma_available() {
@@ -200,6 +280,10 @@ mod tests {
             (7, 257, 5),
             (1, 1, 1),
             (9, 3, 70),
+            (12801, 20, 2),
+            (2, 12800, 2),
+            (5, 700, 3),
+            (3, 5, 1),
         ];
         let mut handled = 0;
         for &(m, k, n) in &shapes {
@@ -256,6 +340,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(handled, 24, "cases that took the skinny path");
+        // Four columns or more: 6 shapes × β × Aᵀ, B row-major; fewer: 8 shapes × 8 layouts.
+        assert_eq!(handled, 6 * 4 + 8 * 8, "cases that took the skinny path");
     }
 }
