@@ -78,8 +78,8 @@ fn fma_available() -> bool {
 }
 
 /// Fewer than four columns (N), any strides: up to four rows × N columns of scalar sums at a
-/// time, 4N independent chains of fused multiply-adds per step of the depth (one row's N chains
-/// alone were latency-bound and slower than `matrixmultiply`).
+/// time, 4N independent chains of fused multiply-adds per step of the depth (an earlier loop
+/// over one row's dot products at a time had measured slower than `matrixmultiply`).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
