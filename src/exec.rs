@@ -289,9 +289,18 @@ pub fn run_exec(
 ) -> anyhow::Result<Vec<(String, PathBuf)>> {
     let stage = registry.get(kind).map_err(|e| anyhow::anyhow!("{e}"))?;
     let raw = build_params(args)?;
-    let params = stage
-        .check_params(&raw)
-        .map_err(|e| anyhow::anyhow!("params of `{kind}`: {e}"))?;
+    let params = stage.check_params(&raw).map_err(|e| {
+        let e = e.to_string();
+        // A one-off run with too few params: say where complete ones come from.
+        let hint = if e.contains("missing field") {
+            "\n  hint: give the params as a file (`--params FILE`, YAML or JSON; `lowrank-smc \
+             show STAGE` prints a pipeline stage's, and `configs/` holds examples) or one by one \
+             (`--set KEY=VALUE`)"
+        } else {
+            ""
+        };
+        anyhow::anyhow!("params of `{kind}`: {e}{hint}")
+    })?;
     let expected = stage.expected_inputs(&params);
     let inputs = resolve_inputs(kind, &args.files, &args.inputs, expected.as_deref())?;
     if let Some(expected) = &expected {

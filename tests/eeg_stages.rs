@@ -362,6 +362,17 @@ fn stage_kinds_run_as_direct_subcommands_on_positional_files() {
     let (code, _, stderr) = run(&none);
     assert_ne!(code, 0);
     assert!(stderr.contains("needs input `data`"), "{stderr}");
+    // Without params: which field is missing, and where complete params come from.
+    let (code, _, stderr) = run(&["fit", "data/sequences.h5"]);
+    assert_ne!(code, 0);
+    assert!(
+        stderr.contains("params of `fit`: missing field"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("--params FILE") && stderr.contains("show STAGE"),
+        "{stderr}"
+    );
 
     // The subcommand's help lists the inputs in order and the outputs.
     let (code, stdout, _) = run(&["generate", "--help"]);
