@@ -1107,16 +1107,9 @@ impl<F: Real> LayerBuffers<F> {
         }
     }
 
-    /// cols[(c·k + j), :] = padded[c, j .. j + t_out].
+    /// cols[(c·k + j), :] = padded[c, j .. j + t_out] (row c·k + j starts at `row_starts`).
     fn im2col(&mut self) {
-        let (k, t_out, t_pad) = (self.kernel, self.t_out, self.t_pad);
-        for c in 0..self.c_in {
-            let src = &self.padded[c * t_pad..(c + 1) * t_pad];
-            for j in 0..k {
-                let row = c * k + j;
-                self.cols[row * t_out..(row + 1) * t_out].copy_from_slice(&src[j..j + t_out]);
-            }
-        }
+        fill_rows(&mut self.cols, &self.padded, &self.row_starts, self.t_out);
     }
 
     /// Adjoint of im2col and padding: `d_input (c_in × t_in) = unpadᵀ(col2im(d_cols))`.
@@ -1227,13 +1220,19 @@ fn conv_gemm<F: Real>(
     );
 }
 
-/// The im2col matrix (rows × `len`) copied from its rows in place (the fallback of an in-place
-/// product that [`gemm_listed`] declines, which the layers' plans avoid).
+/// The im2col matrix (one row of `len` per start) copied into `cols` from its rows in `padded`.
+fn fill_rows<F: Real>(cols: &mut [F], padded: &[F], starts: &[usize], len: usize) {
+    for (row, &s) in cols.chunks_exact_mut(len).zip(starts) {
+        row.copy_from_slice(&padded[s..s + len]);
+    }
+}
+
+/// A new copy of the im2col matrix (the fallback of an in-place product that [`gemm_listed`]
+/// declines, which the layers' plans avoid).
 fn copy_rows<F: Real>(padded: &[F], starts: &[usize], len: usize) -> Vec<F> {
-    starts
-        .iter()
-        .flat_map(|&s| padded[s..s + len].iter().copied())
-        .collect()
+    let mut cols = vec![F::zero(); starts.len() * len];
+    fill_rows(&mut cols, padded, starts, len);
+    cols
 }
 
 /// Parameter gradient of one convolution: `dW += d_pre · colsᵀ`, `db += Σ_t d_pre`.
@@ -1515,16 +1514,19 @@ fn erf<F: Real>(x: F) -> F {
     }
 }
 
+/// 1/√(2π), the normal density's factor in the GELU's derivative.
+pub(super) const INV_SQRT_2PI: f64 = 0.398_942_280_401_432_7;
+
 /// Φ(x) = 0.5 · (1 + erf(x / √2)); exact GELU as torch is x · Φ(x).
 #[inline]
-fn gelu_cdf<F: Real>(x: F) -> F {
+pub(super) fn gelu_cdf<F: Real>(x: F) -> F {
     F::c(0.5) * (F::one() + erf(x * F::c(std::f64::consts::FRAC_1_SQRT_2)))
 }
 
 /// d GELU / dx as torch: Φ(x) + x · exp(−x²/2) / √(2π), given `cdf` = Φ(x).
 #[inline]
-fn gelu_derivative<F: Real>(x: F, cdf: F) -> F {
-    let pdf = (F::c(-0.5) * x * x).exp() * F::c(0.398_942_280_401_432_7);
+pub(super) fn gelu_derivative<F: Real>(x: F, cdf: F) -> F {
+    let pdf = (F::c(-0.5) * x * x).exp() * F::c(INV_SQRT_2PI);
     cdf + x * pdf
 }
 

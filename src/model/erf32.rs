@@ -12,6 +12,8 @@
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
+use super::encoder::{gelu_cdf, gelu_derivative, INV_SQRT_2PI};
+
 /// AVX-512F: the lanes below run.
 #[cfg(target_arch = "x86_64")]
 pub(super) fn available() -> bool {
@@ -24,7 +26,8 @@ pub(super) fn available() -> bool {
 }
 
 /// `cdf[i] = 0.5 · (1 + erff(pre[i] · (1/√2 as f32)))`, `out[i] = pre[i] · cdf[i]` for equal
-/// lengths, with the bits of the scalar formula; `false` (nothing done) without AVX-512F.
+/// lengths, with the bits of the encoder's scalar [`gelu_cdf`]; `false` (nothing done) without
+/// AVX-512F.
 pub(super) fn gelu(pre: &[f32], out: &mut [f32], cdf: &mut [f32]) -> bool {
     if !available() || out.len() != pre.len() || cdf.len() != pre.len() {
         return false;
@@ -38,7 +41,7 @@ pub(super) fn gelu(pre: &[f32], out: &mut [f32], cdf: &mut [f32]) -> bool {
 }
 
 /// `d[i] *= cdf[i] + pre[i] · exp(−0.5 · pre[i] · pre[i]) · (1/√(2π) as f32)` (the GELU's
-/// derivative from the forward pass's Φ) with the bits of the scalar formula, whose `f32::exp`
+/// derivative from the forward pass's Φ) with the bits of the encoder's [`gelu_derivative`], whose `f32::exp`
 /// is glibc's `expf` (its FMA version on these CPUs; [`expf_glibc16`]); `false` (nothing done)
 /// without AVX-512F or off glibc.
 pub(super) fn gelu_grad(d: &mut [f32], pre: &[f32], cdf: &[f32]) -> bool {
@@ -57,22 +60,13 @@ pub(super) fn gelu_grad(d: &mut [f32], pre: &[f32], cdf: &[f32]) -> bool {
     cfg!(target_arch = "x86_64")
 }
 
-/// 1/√(2π) rounded to f32, as the scalar `F::c(0.398_942_280_401_432_7)`.
-const INV_SQRT_2PI: f32 = 0.398_942_280_401_432_7_f64 as f32;
-
-/// The scalar derivative of one element (also the vector's remainder).
-#[inline]
-pub(super) fn gelu_grad_scalar(p: f32, cdf: f32) -> f32 {
-    let pdf = (-0.5 * p * p).exp() * INV_SQRT_2PI;
-    cdf + p * pdf
-}
-
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,fma")]
 unsafe fn gelu_grad16(d: &mut [f32], pre: &[f32], cdf: &[f32]) {
     let n = d.len();
     let full = n - n % 16;
-    let (minus_half, inv) = (_mm512_set1_ps(-0.5), _mm512_set1_ps(INV_SQRT_2PI));
+    // The scalar formula's constants, rounded to f32 as its `F::c` does.
+    let (minus_half, inv) = (_mm512_set1_ps(-0.5), _mm512_set1_ps(INV_SQRT_2PI as f32));
     let mut i = 0;
     while i < full {
         let p = _mm512_loadu_ps(pre.as_ptr().add(i));
@@ -84,7 +78,7 @@ unsafe fn gelu_grad16(d: &mut [f32], pre: &[f32], cdf: &[f32]) {
         i += 16;
     }
     for j in full..n {
-        d[j] *= gelu_grad_scalar(pre[j], cdf[j]);
+        d[j] *= gelu_derivative(pre[j], cdf[j]);
     }
 }
 
@@ -169,13 +163,6 @@ const EXP2F_TABLE: [u64; 32] = [
 /// 1/√2 rounded to f32, as the scalar `F::c(FRAC_1_SQRT_2)`.
 const INV_SQRT2: f32 = std::f64::consts::FRAC_1_SQRT_2 as f32;
 
-/// The scalar formula of one element (also the vector's remainder).
-#[inline]
-pub(super) fn gelu_scalar(p: f32) -> (f32, f32) {
-    let c = 0.5 * (1.0 + libm::erff(p * INV_SQRT2));
-    (p * c, c)
-}
-
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn gelu16(pre: &[f32], out: &mut [f32], cdf: &mut [f32]) {
@@ -195,7 +182,8 @@ unsafe fn gelu16(pre: &[f32], out: &mut [f32], cdf: &mut [f32]) {
         i += 16;
     }
     for j in full..n {
-        (out[j], cdf[j]) = gelu_scalar(pre[j]);
+        cdf[j] = gelu_cdf(pre[j]);
+        out[j] = pre[j] * cdf[j];
     }
 }
 
@@ -518,7 +506,7 @@ mod tests {
     #[test]
     fn gelu_grad_has_the_bits_of_the_scalar_formula() {
         let pre: Vec<f32> = (0..1000).map(|i| (i as f32 - 500.0) * 0.0373).collect();
-        let cdf: Vec<f32> = pre.iter().map(|&p| gelu_scalar(p).1).collect();
+        let cdf: Vec<f32> = pre.iter().map(|&p| gelu_cdf(p)).collect();
         let d0: Vec<f32> = (0..1000)
             .map(|i| ((i * 7919) % 1000) as f32 * 1e-3 - 0.5)
             .collect();
@@ -528,7 +516,7 @@ mod tests {
             return;
         }
         for i in 0..1000 {
-            let want = d0[i] * gelu_grad_scalar(pre[i], cdf[i]);
+            let want = d0[i] * gelu_derivative(pre[i], cdf[i]);
             assert_eq!(d[i].to_bits(), want.to_bits(), "{}", pre[i]);
         }
     }
@@ -543,7 +531,8 @@ mod tests {
             return;
         }
         for (i, &p) in pre.iter().enumerate() {
-            let (o, c) = gelu_scalar(p);
+            let c = gelu_cdf(p);
+            let o = p * c;
             assert_eq!(
                 (out[i].to_bits(), cdf[i].to_bits()),
                 (o.to_bits(), c.to_bits()),
