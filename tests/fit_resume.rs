@@ -1,6 +1,7 @@
 //! A pipeline `fit` killed mid-run (SIGKILL, no chance to clean up) continues from its last
-//! periodic checkpoint when the pipeline is run again, and ends with exactly the parameters of
-//! an uninterrupted run; the resume state is removed once the outputs are committed.
+//! periodic checkpoint when the pipeline is run again, and ends with exactly the model file of
+//! an uninterrupted run; the resume state is removed once the outputs are committed. A forced
+//! rerun writes the same model bytes, so the stages that read the model stay cached.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -26,7 +27,18 @@ stages:
     inputs: {data: "prep:sequences"}
 "#;
 
+const DOWNSTREAM: &str = r#"
+  - name: points
+    kind: fixed_points
+    params: {model_name: tiny}
+    inputs: {model: "fit:model"}
+"#;
+
 fn project() -> tempfile::TempDir {
+    project_with(PIPELINE)
+}
+
+fn project_with(pipeline: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("data")).unwrap();
     std::fs::copy(
@@ -34,7 +46,7 @@ fn project() -> tempfile::TempDir {
         dir.path().join("data/eeg.npy"),
     )
     .unwrap();
-    std::fs::write(dir.path().join("pipeline.yaml"), PIPELINE).unwrap();
+    std::fs::write(dir.path().join("pipeline.yaml"), pipeline).unwrap();
     dir
 }
 
@@ -143,4 +155,31 @@ fn killed_fit_resumes_to_the_uninterrupted_result() {
         assert_eq!(na, nb);
         assert_eq!(va, vb, "{na} differs after resuming");
     }
+    // Not only the parameters: the whole file (optimiser state, loss curve; no wall times).
+    assert!(
+        std::fs::read(d.join("results/fit/model.h5")).unwrap()
+            == std::fs::read(whole.path().join("results/fit/model.h5")).unwrap(),
+        "the resumed run's model.h5 differs from the uninterrupted run's"
+    );
+}
+
+#[test]
+fn a_forced_fit_rerun_leaves_the_stages_reading_its_model_cached() {
+    let short = PIPELINE.replace("n_epochs: 1500", "n_epochs: 20");
+    let project = project_with(&format!("{short}{DOWNSTREAM}"));
+    let d = project.path();
+    let first = run(d, &["run", "--no-progress"]);
+    assert!(first.contains("[done]     points in"), "{first}");
+    let model = std::fs::read(d.join("results/fit/model.h5")).unwrap();
+    let loss_curve = std::fs::read(d.join("results/fit/loss_curve.parquet")).unwrap();
+
+    let forced = run(d, &["run", "--no-progress", "--stage", "fit", "--force"]);
+    assert!(forced.contains("[done]     fit in"), "{forced}");
+    assert!(std::fs::read(d.join("results/fit/model.h5")).unwrap() == model);
+    // The wall times live in the loss curve table, which did change.
+    assert!(std::fs::read(d.join("results/fit/loss_curve.parquet")).unwrap() != loss_curve);
+    let again = run(d, &["run", "--no-progress"]);
+    assert!(!again.contains("[running]"), "{again}");
+    let status = run(d, &["status"]);
+    assert!(!status.contains("stale"), "{status}");
 }

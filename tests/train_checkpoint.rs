@@ -1,8 +1,8 @@
 //! Checkpoint files: plain-HDF5 readability, round trip, and clear errors for bad files.
 
 use lowrank_smc::train::{
-    load_checkpoint, load_params, save_checkpoint, CheckpointMeta, EpochRecord, ParamLayout,
-    TrainConfig, TrainError, TrainState,
+    load_checkpoint, load_params, save_checkpoint, save_model, CheckpointMeta, EpochRecord,
+    ParamLayout, TrainConfig, TrainError, TrainState,
 };
 use std::path::PathBuf;
 
@@ -124,6 +124,42 @@ fn checkpoint_round_trips_and_is_plain_hdf5() {
     let alpha = alpha.read_raw::<f64>().unwrap();
     assert_eq!(alpha[0], 0.0);
     assert!(alpha[1].is_nan());
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn a_model_file_has_no_wall_times_so_the_same_state_gives_the_same_bytes() {
+    let dir = temp_dir("model");
+    let layout = layout();
+    let mut state = state(&layout);
+    // A finished run: its epoch clock is reset.
+    state.epoch_seconds = 0.0;
+    let mut slower = state.clone();
+    slower.records.iter_mut().for_each(|r| r.seconds *= 3.0);
+    let (a, b) = (dir.join("a.h5"), dir.join("b.h5"));
+    save_model(&a, &layout, &state, &meta()).unwrap();
+    save_model(&b, &layout, &slower, &meta()).unwrap();
+    assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
+    // A checkpoint keeps them (a resumed run's loss curve needs them).
+    let (c, d) = (dir.join("c.h5"), dir.join("d.h5"));
+    save_checkpoint(&c, &layout, &state, &meta()).unwrap();
+    save_checkpoint(&d, &layout, &slower, &meta()).unwrap();
+    assert_ne!(std::fs::read(&c).unwrap(), std::fs::read(&d).unwrap());
+
+    let file = hdf5::File::open(&a).unwrap();
+    assert!(!file.link_exists("loss_curve/seconds"));
+    assert!(file.link_exists("loss_curve/loss"));
+    // Read back, the times are NaN and everything else is the state.
+    let loaded = load_checkpoint(&a, &layout).unwrap();
+    assert!(loaded.state.records.iter().all(|r| r.seconds.is_nan()));
+    assert_eq!(loaded.state.params, state.params);
+    assert_eq!(loaded.state.optimizer, state.optimizer);
+    assert_eq!(loaded.state.records.len(), state.records.len());
+    for (g, e) in loaded.state.records.iter().zip(&state.records) {
+        assert_eq!((g.epoch, g.loss, g.lr), (e.epoch, e.loss, e.lr));
+        assert_eq!(g.diagnostics, e.diagnostics);
+    }
+    assert_eq!(loaded.meta, meta());
     std::fs::remove_dir_all(&dir).ok();
 }
 

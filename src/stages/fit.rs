@@ -47,7 +47,7 @@ use crate::train::trainer::{
     resume, train, CheckpointPolicy, EpochRecord, Observer, RunOptions, TerminationReason,
     TrainConfig,
 };
-use crate::train::{load_checkpoint, BatchSource};
+use crate::train::{load_checkpoint, save_model, BatchSource, Objective};
 
 /// Epochs between the checkpoints a pipeline fit keeps to resume from after an interruption.
 const RESUME_EVERY_EPOCHS: usize = 10;
@@ -454,13 +454,16 @@ impl Stage for FitStage {
                  params.train.lr or raise vsmc.n_particles{kept}"
             )));
         }
-        if checkpoint_path != model_path {
-            std::fs::copy(&checkpoint_path, &model_path)
-                .map_err(|e| StageError::io(&checkpoint_path, e))?;
-        }
-        if !model_path.is_file() {
+        if !checkpoint_path.is_file() {
             return Err(StageError::new("training ended without writing the model"));
         }
+        // The model is the final checkpoint without its wall-clock times, so a rerun that learns
+        // the same parameters writes the same bytes and the stages reading it stay cached.
+        let layout = objective.layout();
+        let last = load_checkpoint(&checkpoint_path, layout)
+            .map_err(|e| StageError::new(e.to_string()))?;
+        save_model(&model_path, layout, &last.state, &last.meta)
+            .map_err(|e| StageError::new(e.to_string()))?;
         let records = &outcome.state.records;
         let tab = |e: crate::pipeline::table::TableError| StageError::new(e.to_string());
         let mut table = Table::new()

@@ -12,6 +12,11 @@
 //! - `loss_curve/{epoch, loss, lr, seconds}` and `loss_curve/diagnostics/<name>` (NaN where an
 //!   epoch lacks that diagnostic), attribute `loss_curve/diagnostics@names` (JSON list, in order).
 //!
+//! A finished fit's `model.h5` ([`save_model`]) has the same layout without the wall-clock
+//! times: no `loss_curve/seconds` (read back as NaN) and `progress@epoch_seconds` = 0. So a rerun
+//! that learns the same parameters writes the same bytes, and the stages that read the model stay
+//! cached; the times are in the fit's `loss_curve` table.
+//!
 //! Files are written to `<path>.tmp` and renamed, so a crash never leaves a half-written checkpoint.
 
 use super::error::TrainError;
@@ -173,6 +178,27 @@ pub fn save_checkpoint(
     state: &TrainState,
     meta: &CheckpointMeta,
 ) -> Result<(), TrainError> {
+    save(path, layout, state, meta, WallTimes::Kept)
+}
+
+/// Writes a finished fit's model like [`save_checkpoint`], but without the wall-clock times
+/// (module docs): the same state always gives the same bytes.
+pub fn save_model(
+    path: &Path,
+    layout: &ParamLayout,
+    state: &TrainState,
+    meta: &CheckpointMeta,
+) -> Result<(), TrainError> {
+    save(path, layout, state, meta, WallTimes::Left)
+}
+
+fn save(
+    path: &Path,
+    layout: &ParamLayout,
+    state: &TrainState,
+    meta: &CheckpointMeta,
+    times: WallTimes,
+) -> Result<(), TrainError> {
     if state.params.len() != layout.len()
         || state.optimizer.exp_avg.len() != layout.len()
         || state.optimizer.exp_avg_sq.len() != layout.len()
@@ -193,11 +219,18 @@ pub fn save_checkpoint(
         })?;
     }
     let tmp = temp_path(path);
-    write_file(&tmp, layout, state, meta)?;
+    write_file(&tmp, layout, state, meta, times)?;
     std::fs::rename(&tmp, path).map_err(|source| TrainError::Io {
         path: path.to_path_buf(),
         source,
     })
+}
+
+/// Whether a file records how long the epochs took.
+#[derive(Clone, Copy, PartialEq)]
+enum WallTimes {
+    Kept,
+    Left,
 }
 
 fn write_file(
@@ -205,6 +238,7 @@ fn write_file(
     layout: &ParamLayout,
     state: &TrainState,
     meta: &CheckpointMeta,
+    times: WallTimes,
 ) -> Result<(), TrainError> {
     let ctx = Ctx { path: tmp };
     let file = ctx.h5("file (create)", hdf5::File::create(tmp))?;
@@ -258,7 +292,11 @@ fn write_file(
     ctx.write_u64(&progress, "epoch", state.epoch as u64)?;
     ctx.write_u64(&progress, "batch", state.batch as u64)?;
     ctx.write_f64(&progress, "epoch_loss_sum", state.epoch_loss_sum)?;
-    ctx.write_f64(&progress, "epoch_seconds", state.epoch_seconds)?;
+    let epoch_seconds = match times {
+        WallTimes::Kept => state.epoch_seconds,
+        WallTimes::Left => 0.0,
+    };
+    ctx.write_f64(&progress, "epoch_seconds", epoch_seconds)?;
     ctx.write_f64(&progress, "best_loss", state.best_loss)?;
     ctx.write_u64(
         &progress,
@@ -281,11 +319,14 @@ fn write_file(
     let n = records.len();
     let epochs: Vec<u64> = records.iter().map(|r| r.epoch as u64).collect();
     ctx.write_array(&curve, "epoch", "loss_curve/epoch", &[n], &epochs)?;
-    for (name, column) in [
+    let mut columns = vec![
         ("loss", records.iter().map(|r| r.loss).collect::<Vec<_>>()),
         ("lr", records.iter().map(|r| r.lr).collect()),
-        ("seconds", records.iter().map(|r| r.seconds).collect()),
-    ] {
+    ];
+    if times == WallTimes::Kept {
+        columns.push(("seconds", records.iter().map(|r| r.seconds).collect()));
+    }
+    for (name, column) in columns {
         ctx.write_array(&curve, name, &format!("loss_curve/{name}"), &[n], &column)?;
     }
     let diagnostics = ctx.h5("loss_curve/diagnostics", curve.create_group("diagnostics"))?;
@@ -432,7 +473,13 @@ pub fn load_checkpoint(path: &Path, layout: &ParamLayout) -> Result<Checkpoint, 
         }
         Ok(values)
     };
-    let (loss, lrs, seconds) = (column("loss")?, column("lr")?, column("seconds")?);
+    let (loss, lrs) = (column("loss")?, column("lr")?);
+    // A finished model (`save_model`) stores no times.
+    let seconds = if curve.link_exists("seconds") {
+        column("seconds")?
+    } else {
+        vec![f64::NAN; n]
+    };
     let diagnostics_group = ctx.h5("loss_curve/diagnostics", curve.group("diagnostics"))?;
     let diagnostic_names = read_names(&ctx, &diagnostics_group, "loss_curve/diagnostics@names")?;
     let mut diagnostic_columns = Vec::new();

@@ -11,7 +11,9 @@ pub mod schedule;
 pub mod trainer;
 
 pub use batches::{empty_batch, step_seed, BatchItem, BatchSource, EpochPlan};
-pub use checkpoint::{load_checkpoint, load_params, save_checkpoint, Checkpoint, CheckpointMeta};
+pub use checkpoint::{
+    load_checkpoint, load_params, save_checkpoint, save_model, Checkpoint, CheckpointMeta,
+};
 pub use error::{ObjectiveError, TrainError};
 pub use objective::{Objective, StepContext, StepInfo};
 pub use observers::{loss_curve_table, LineLogger};
