@@ -145,9 +145,11 @@ enum Command {
     Bench {
         /// The area to benchmark.
         area: String,
-        /// Only the cases whose name contains this text (e.g. `--case "N=512 R=3"`).
-        #[arg(long)]
-        case: Option<String>,
+        /// Only the cases whose name contains this text (e.g. `--case "N=512 R=3"`); repeatable,
+        /// a case runs when its name contains any of them. `bench train` and `bench
+        /// fixed-points` only: the other areas always run all their cases.
+        #[arg(long = "case", value_name = "TEXT")]
+        cases: Vec<String>,
         /// `bench train` only: the reference's seconds per epoch for a case, measured on this
         /// machine (e.g. by `scripts/reference-bench.py`), in place of the stated figure;
         /// repeatable. CASE starts a case key: eeg, continuous, poisson, full-rank 30, …
@@ -521,9 +523,9 @@ fn dispatch(cli: Cli, registry: &Registry) -> anyhow::Result<ExitCode> {
         }
         Command::Bench {
             area,
-            case,
+            cases,
             references,
-        } => run_bench(&area, case.as_deref(), &references, registry),
+        } => run_bench(&area, &cases, &references, registry),
         Command::Exec(args) => run_exec_and_print(&args.kind, &args.options, registry),
         Command::FixedPoints { model, format } => {
             use lowrank_smc::analysis::{cli, fixed_points};
@@ -851,12 +853,31 @@ fn parse_references(given: &[String]) -> anyhow::Result<Vec<(String, f64)>> {
 
 fn run_bench(
     area: &str,
-    case: Option<&str>,
+    cases: &[String],
     references: &[String],
     registry: &Registry,
 ) -> anyhow::Result<ExitCode> {
     if !references.is_empty() && area != "train" {
         anyhow::bail!("--reference applies to `bench train` only (got `bench {area}`)");
+    }
+    if !cases.is_empty() && BENCH_AREAS.contains(&area) && !matches!(area, "train" | "fixed-points")
+    {
+        anyhow::bail!(
+            "--case selects cases of `bench train` and `bench fixed-points`; `bench {area}` \
+             always runs all of its cases"
+        );
+    }
+    if area == "train" {
+        use lowrank_smc::inference::bench::TRAIN_CASE_KEYS;
+        if let Some(unknown) = cases.iter().find(|c| {
+            let c = c.to_lowercase();
+            !TRAIN_CASE_KEYS.iter().any(|k| k.contains(&c))
+        }) {
+            anyhow::bail!(
+                "--case `{unknown}`: no `bench train` case contains it (cases: {})",
+                TRAIN_CASE_KEYS.join(", ")
+            );
+        }
     }
     let references = parse_references(references)?;
     let lines: Vec<String> = match area {
@@ -895,14 +916,26 @@ fn run_bench(
                     .flatten()
             };
             // Long cases: print each line as soon as it is measured.
-            lowrank_smc::inference::bench::bench_train(recording, case, &references, &mut |line| {
-                println!("{line}")
-            });
+            lowrank_smc::inference::bench::bench_train(
+                recording,
+                cases,
+                &references,
+                &mut |line| println!("{line}"),
+            );
             Vec::new()
         }
         "fixed-points" => {
             // Long cases: print each line as soon as it is measured.
-            lowrank_smc::analysis::cli::bench_fixed_points(case, &mut |line| println!("{line}"));
+            let ran = lowrank_smc::analysis::cli::bench_fixed_points(cases, &mut |line| {
+                println!("{line}")
+            });
+            if ran == 0 {
+                anyhow::bail!(
+                    "--case {}: no `bench fixed-points` case contains it (`bench fixed-points` \
+                     without --case lists them all)",
+                    cases.join(", ")
+                );
+            }
             Vec::new()
         }
         "ingest" => lowrank_smc::data::bench::bench_ingest(),

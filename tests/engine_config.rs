@@ -220,11 +220,46 @@ fn missing_pipeline_file_and_bad_flags() {
             &["bench", "engine", "--reference", "eeg=1"],
             "applies to `bench train` only",
         ),
+        // So is `--case`: it must select something, in an area that has cases to select.
+        (
+            &["bench", "train", "--case", "poisson", "--case", "gpu"],
+            "--case `gpu`: no `bench train` case contains it",
+        ),
+        (
+            &["bench", "metrics", "--case", "dstsp"],
+            "`bench metrics` always runs all of its cases",
+        ),
+        (
+            &["bench", "fixed-points", "--case", "N=4096"],
+            "no `bench fixed-points` case contains it",
+        ),
     ] {
         let ran = project.run(args);
         assert_ne!(ran.code, 0, "{args:?}");
         assert!(ran.stderr.contains(says), "{args:?}: {}", ran.stderr);
     }
+    // Repeated, `--case` runs the cases of each.
+    let two = project.run(&[
+        "bench",
+        "fixed-points",
+        "--case",
+        "reach teacher",
+        "--case",
+        "N=128 R=2",
+    ]);
+    assert_eq!(two.code, 0, "{}", two.text());
+    let lines: Vec<&str> = two.stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{}", two.stdout);
+    assert!(
+        lines[0].starts_with("fixed-points reach teacher"),
+        "{}",
+        two.stdout
+    );
+    assert!(
+        lines[1].starts_with("fixed-points random clipped relu N=128 R=2:"),
+        "{}",
+        two.stdout
+    );
 }
 
 #[test]

@@ -208,10 +208,15 @@ pub fn random_clipped(n: usize, rank: usize, seed: u64) -> PwlMap {
         .expect("random map is valid")
 }
 
-/// `bench fixed-points`: one line per case (those whose name contains `filter`), handed to
-/// `out` as soon as it is measured.
-pub fn bench_fixed_points(filter: Option<&str>, out: &mut dyn FnMut(String)) {
-    let wanted = |name: &str| filter.is_none_or(|f| name.contains(f));
+/// `bench fixed-points`: one line per case (all, or those whose name contains one of
+/// `filters`), handed to `out` as soon as it is measured. Returns how many cases it ran.
+pub fn bench_fixed_points(filters: &[String], out: &mut dyn FnMut(String)) -> usize {
+    let ran = std::cell::Cell::new(0usize);
+    let wanted = |name: &str| {
+        let yes = filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str()));
+        ran.set(ran.get() + usize::from(yes));
+        yes
+    };
     let reach: Value = serde_json::from_str(include_str!(
         "../../tests/fixtures/fixed_points/reach_rnn.json"
     ))
@@ -290,4 +295,5 @@ pub fn bench_fixed_points(filter: Option<&str>, out: &mut dyn FnMut(String)) {
             Err(e) => out(format!("scaling plot not written: {e}")),
         }
     }
+    ran.get()
 }

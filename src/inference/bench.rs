@@ -396,7 +396,7 @@ pub fn apply_reference(line: &mut TrainBenchLine, key: &str, given: &[(String, f
 /// reference code timed on this machine by `scripts/reference-bench.py`.
 pub fn bench_train(
     recording: impl FnOnce() -> Option<Sequences<f64>>,
-    filter: Option<&str>,
+    filters: &[String],
     references: &[(String, f64)],
     out: &mut dyn FnMut(String),
 ) {
@@ -406,8 +406,9 @@ pub fn bench_train(
     };
     // Case keys "eeg f64", "eeg f32", "full-rank 30 f64", "full-rank 128 f64", "continuous
     // f64", …: `--case eeg` runs both precisions, `--case full-rank` both baselines, `--case
-    // f32` every f32 case (case-insensitive).
-    let wanted = |key: &str| filter.is_none_or(|f| key.contains(&f.to_lowercase()));
+    // f32` every f32 case (case-insensitive); several filters run the cases of any of them.
+    let wanted =
+        |key: &str| filters.is_empty() || filters.iter().any(|f| key.contains(&f.to_lowercase()));
     let mut recording = Some(recording);
     let mut eeg_data = None;
     for precision in [Precision::F64, Precision::F32] {
