@@ -288,7 +288,19 @@ pub fn run_exec(
     registry: &Registry,
 ) -> anyhow::Result<Vec<(String, PathBuf)>> {
     let stage = registry.get(kind).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let raw = build_params(args)?;
+    let mut raw = build_params(args)?;
+    // Params the input files settle and the user left out (`fit`: the data's dimensions). The
+    // inputs are placed by the params as given; a file that cannot be placed is reported
+    // below, once the params are checked.
+    let expected = stage.expected_inputs(&raw);
+    if let Ok(given) = resolve_inputs(kind, &args.files, &args.inputs, expected.as_deref()) {
+        let filled = stage
+            .params_from_inputs(&mut raw, &given)
+            .map_err(|e| anyhow::anyhow!("{kind}: {e}"))?;
+        for line in filled {
+            eprintln!("{kind}: {line}");
+        }
+    }
     let params = stage.check_params(&raw).map_err(|e| {
         let e = e.to_string();
         // A one-off run with too few params: say where complete ones come from.

@@ -325,6 +325,52 @@ fn stage_kinds_run_as_direct_subcommands_on_positional_files() {
     assert!(stderr.contains("[running]  fit"), "{stderr}");
     assert!(stderr.contains("[done]     fit in"), "{stderr}");
 
+    // Params without the data's dimensions: a one-off fit takes them from the data and says
+    // so; the model it writes has them.
+    let mut open: serde_json::Value =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(config).unwrap()).unwrap();
+    let model = open["model"].as_object_mut().unwrap();
+    assert!(model.remove("dim_x").is_some());
+    assert!(model.remove("dim_u").is_none());
+    std::fs::write(d.join("open.json"), open.to_string()).unwrap();
+    let mut fit = vec!["fit", "data/sequences.h5", "--params", "open.json"];
+    fit.extend(
+        small
+            .chunks(2)
+            .filter(|set| !set[1].starts_with("model.dim_x"))
+            .flatten(),
+    );
+    fit.extend(["--out-dir", "from-data"]);
+    let (code, stdout, stderr) = run(&fit);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        stderr.contains("fit: model.dim_x = 3, from data/sequences.h5"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("fit: model.dim_u = 0"), "{stderr}");
+    // `generate` checks the model's dimensions against the data's.
+    let (code, stdout, stderr) = run(&[
+        "generate",
+        "from-data/model.h5",
+        "data/sequences.h5",
+        "--set",
+        "seed=1",
+        "--out-dir",
+        "from-data-generated",
+        "--no-progress",
+    ]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    // Given and wrong, the dimension is an error that says what to set.
+    let mut wrong = vec!["fit", "data/sequences.h5", "--params", "open.json"];
+    wrong.extend(["--set", "model.dim_x=5", "--set", "model.rank=2"]);
+    wrong.extend(["--set", "model.n_units=16", "--set", "train.n_epochs=1"]);
+    let (code, _, stderr) = run(&wrong);
+    assert_ne!(code, 0);
+    assert!(
+        stderr.contains("dim_x = 3") && stderr.contains("hint: set model.dim_x: 3"),
+        "{stderr}"
+    );
+
     // Two inputs in the kind's order (model, then data), or one named and one bare.
     for files in [
         ["fitted/model.h5", "data/sequences.h5"],

@@ -110,6 +110,13 @@ pub struct RunSummary {
     pub failed: usize,
     /// Stages not run because of a failure.
     pub blocked: usize,
+    /// The run's wall time, from taking the project lock to the last stage's end.
+    pub wall: Option<Duration>,
+    /// The CPU time (user + system) over the same span: all threads, and `command` stages'
+    /// child processes.
+    pub cpu: Option<Duration>,
+    /// Each stage that ran, with its wall time, in the order they finished.
+    pub stage_times: Vec<(String, Duration)>,
 }
 
 impl RunSummary {
@@ -126,9 +133,76 @@ impl RunSummary {
             _ => {}
         }
     }
+    /// Count one event of `stage`, keeping the wall time of a stage that ran.
+    pub fn record_stage(&mut self, stage: &str, event: &EventKind) {
+        self.record(event);
+        if let EventKind::Finished { elapsed, .. } = event {
+            self.stage_times.push((stage.to_string(), *elapsed));
+        }
+    }
     /// True when no stage failed.
     pub fn success(&self) -> bool {
         self.failed == 0
+    }
+    /// Where the time went, when stages ran: the run's wall and CPU time, the stages' times
+    /// summed, and the longest stages — e.g. `time: 2 h 11 min wall, 4 h 02 min CPU; stages
+    /// 4 h 05 min summed over 70; longest: a.fit[seed=1] 31 min 02 s, …`.
+    pub fn timing(&self) -> Option<String> {
+        let wall = self.wall?;
+        if self.stage_times.is_empty() {
+            return None;
+        }
+        let mut line = format!("time: {} wall", format_duration(wall));
+        if let Some(cpu) = self.cpu {
+            line.push_str(&format!(", {} CPU", format_duration(cpu)));
+        }
+        let summed: Duration = self.stage_times.iter().map(|(_, t)| *t).sum();
+        let n = self.stage_times.len();
+        line.push_str(&format!(
+            "; stages {} summed over {n}",
+            format_duration(summed)
+        ));
+        if n > 1 {
+            let mut longest: Vec<&(String, Duration)> = self.stage_times.iter().collect();
+            longest.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+            let shown: Vec<String> = longest
+                .iter()
+                .take(LONGEST_SHOWN)
+                .map(|(name, t)| format!("{name} {}", format_duration(*t)))
+                .collect();
+            line.push_str(&format!("; longest: {}", shown.join(", ")));
+        }
+        Some(line)
+    }
+}
+
+/// How many of the longest stages the run's closing time line names.
+const LONGEST_SHOWN: usize = 3;
+
+/// CPU time (user + system) this process has used so far, all its threads and the child
+/// processes it has waited for (`command` stages); `None` where the platform does not say.
+pub fn process_cpu_time() -> Option<Duration> {
+    #[cfg(unix)]
+    {
+        fn usage(who: libc::c_int) -> Option<Duration> {
+            let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+            // SAFETY: getrusage writes a complete `rusage` through the pointer on success.
+            if unsafe { libc::getrusage(who, usage.as_mut_ptr()) } != 0 {
+                return None;
+            }
+            // SAFETY: initialised by the successful call above.
+            let usage = unsafe { usage.assume_init() };
+            let secs = |t: libc::timeval| {
+                Duration::from_secs(t.tv_sec.max(0) as u64)
+                    + Duration::from_micros(t.tv_usec.max(0) as u64)
+            };
+            Some(secs(usage.ru_utime) + secs(usage.ru_stime))
+        }
+        Some(usage(libc::RUSAGE_SELF)? + usage(libc::RUSAGE_CHILDREN).unwrap_or_default())
+    }
+    #[cfg(not(unix))]
+    {
+        None
     }
 }
 
@@ -225,6 +299,9 @@ impl<W: Write> Reporter for PlainReporter<W> {
 
     fn finish(&mut self, summary: &RunSummary) {
         let _ = writeln!(self.out, "{summary}");
+        if let Some(timing) = summary.timing() {
+            let _ = writeln!(self.out, "{timing}");
+        }
         let _ = self.out.flush();
     }
 }
@@ -340,6 +417,9 @@ impl Reporter for BarReporter {
         self.overall.finish_and_clear();
         let _ = self.multi.clear();
         println!("{summary}");
+        if let Some(timing) = summary.timing() {
+            println!("{timing}");
+        }
     }
 }
 
@@ -350,9 +430,17 @@ pub fn format_duration(elapsed: Duration) -> String {
         format!("{:.0} ms", secs * 1000.0)
     } else if secs < 60.0 {
         format!("{secs:.2} s")
-    } else {
+    } else if secs < 3600.0 {
         let whole = elapsed.as_secs();
         format!("{} min {:02} s", whole / 60, whole % 60)
+    } else {
+        let whole = elapsed.as_secs();
+        format!(
+            "{} h {:02} min {:02} s",
+            whole / 3600,
+            whole / 60 % 60,
+            whole % 60
+        )
     }
 }
 
@@ -403,5 +491,63 @@ mod tests {
         assert_eq!(format_duration(Duration::from_millis(45)), "45 ms");
         assert_eq!(format_duration(Duration::from_millis(1234)), "1.23 s");
         assert_eq!(format_duration(Duration::from_secs(123)), "2 min 03 s");
+        assert_eq!(
+            format_duration(Duration::from_secs(7865)),
+            "2 h 11 min 05 s"
+        );
+    }
+
+    #[test]
+    fn timing_names_the_longest_stages() {
+        let mut summary = RunSummary::default();
+        for (name, secs) in [("a", 5), ("b", 700), ("c", 90), ("d", 3700)] {
+            summary.record_stage(
+                name,
+                &EventKind::Finished {
+                    elapsed: Duration::from_secs(secs),
+                    note: None,
+                },
+            );
+        }
+        summary.record_stage(
+            "e",
+            &EventKind::Skipped {
+                reason: SkipReason::UpToDate,
+            },
+        );
+        assert_eq!(summary.timing(), None, "no wall time, no line");
+        summary.wall = Some(Duration::from_secs(4000));
+        summary.cpu = Some(Duration::from_secs(7000));
+        assert_eq!(
+            summary.timing().as_deref(),
+            Some(
+                "time: 1 h 06 min 40 s wall, 1 h 56 min 40 s CPU; stages 1 h 14 min 55 s summed \
+                 over 4; longest: d 1 h 01 min 40 s, b 11 min 40 s, c 1 min 30 s"
+            )
+        );
+        let mut out = Vec::new();
+        PlainReporter::new(&mut out, false).finish(&summary);
+        let text = String::from_utf8(out).unwrap_or_default();
+        assert!(text.starts_with("4 ran, 0 restored from cache, 1 up to date"));
+        assert!(text.ends_with("c 1 min 30 s\n"), "{text}");
+        let nothing_ran = RunSummary {
+            wall: Some(Duration::from_secs(1)),
+            ..RunSummary::default()
+        };
+        assert_eq!(nothing_ran.timing(), None);
+    }
+
+    #[test]
+    fn cpu_time_grows_with_work() {
+        let Some(before) = process_cpu_time() else {
+            return;
+        };
+        let mut x = 0u64;
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_millis(50) {
+            x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+        }
+        let after = process_cpu_time().unwrap_or_default();
+        assert!(after > before, "{before:?} → {after:?}");
     }
 }

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use super::budget::ThreadBudget;
 use super::cache::{assess, Action, Freshness, RunEntry, StageKey, Store, StoredOutput};
 use super::dag::{Dag, InputSource, PlannedStage};
-use super::events::{EventKind, Reporter, RunSummary, SkipReason, StageEvent};
+use super::events::{process_cpu_time, EventKind, Reporter, RunSummary, SkipReason, StageEvent};
 use super::hash::FileHashCache;
 use super::lockfile::{InputRecord, LockEntry, LockFile, LockFileError, OutputRecord};
 use super::plan::{input_records, known_outputs};
@@ -175,6 +175,8 @@ pub fn run(
         );
     })
     .map_err(io_err("taking the project lock"))?;
+    let started = Instant::now();
+    let cpu_at_start = process_cpu_time();
     // Read state only under the lock: a run that finished while we waited changed it.
     let mut lock = LockFile::load(&lock_file)?;
     lock.profile = dag.profile.clone();
@@ -206,8 +208,12 @@ pub fn run(
         // A full run: forget stages that are no longer in the pipeline.
         lock.stages.retain(|name, _| dag.get(name).is_some());
     }
-    let summary = executor.summary.clone();
+    let mut summary = executor.summary.clone();
     drop(executor);
+    summary.wall = Some(started.elapsed());
+    summary.cpu = process_cpu_time()
+        .zip(cpu_at_start)
+        .map(|(now, then)| now.saturating_sub(then));
     lock.save(&lock_file)
         .map_err(io_err(format!("writing {}", lock_file.display())))?;
     let _ = memo.save(&store.memo_path());
@@ -292,7 +298,7 @@ struct Executor<'a> {
 
 impl Executor<'_> {
     fn emit(&mut self, reporter: &mut dyn Reporter, stage: &str, kind: EventKind) {
-        self.summary.record(&kind);
+        self.summary.record_stage(stage, &kind);
         reporter.event(&StageEvent::now(stage, kind));
     }
 

@@ -101,6 +101,19 @@ pub trait Stage: Send + Sync {
         None
     }
 
+    /// A one-off run (`exec`, the direct subcommands) may leave out params that its input
+    /// files settle (`fit`: `model.dim_x` and `model.dim_u`, the data's dimensions): write them
+    /// into `params` before they are checked, and return a line per param filled, for the
+    /// user. Pipelines never call this: their params are written out in full, so that a
+    /// stage's key says everything it computed with. `inputs` are as the user gave them.
+    fn params_from_inputs(
+        &self,
+        _params: &mut Value,
+        _inputs: &BTreeMap<String, Vec<PathBuf>>,
+    ) -> Result<Vec<String>, StageError> {
+        Ok(Vec::new())
+    }
+
     /// Whether YAML `outputs:` may add outputs this kind does not declare (the `command` kind).
     fn accepts_extra_outputs(&self) -> bool {
         false

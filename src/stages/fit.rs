@@ -25,7 +25,8 @@
 //! as they are (omit `windows`). Training stops early with an error naming the epoch if the
 //! loss diverges (NaN); the last good parameters are not written as a result.
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -338,18 +339,54 @@ impl Stage for FitStage {
     fn expected_inputs(&self, _params: &Value) -> Option<Vec<InputSpec>> {
         Some(vec![InputSpec::required("data")])
     }
+    /// `model.dim_x` and `model.dim_u` left out (or null) of a one-off fit's params: the data's.
+    fn params_from_inputs(
+        &self,
+        params: &mut Value,
+        inputs: &BTreeMap<String, Vec<PathBuf>>,
+    ) -> Result<Vec<String>, StageError> {
+        let Some(model) = params.get_mut("model").and_then(Value::as_object_mut) else {
+            return Ok(Vec::new());
+        };
+        let open: Vec<&str> = ["dim_x", "dim_u"]
+            .into_iter()
+            .filter(|key| model.get(*key).is_none_or(Value::is_null))
+            .collect();
+        let Some(path) = inputs.get("data").and_then(|files| files.first()) else {
+            return Ok(Vec::new());
+        };
+        if open.is_empty() {
+            return Ok(Vec::new());
+        }
+        let data = read_sequences(path).map_err(|e| StageError::new(e.to_string()))?;
+        let mut said = Vec::new();
+        for key in open {
+            let value = if key == "dim_x" {
+                data.dim_x
+            } else {
+                data.dim_u
+            };
+            model.insert(key.into(), value.into());
+            said.push(format!("model.{key} = {value}, from {}", path.display()));
+        }
+        Ok(said)
+    }
     fn run(&self, ctx: &mut StageContext<'_>) -> Result<(), StageError> {
         let p: FitParams = ctx.params_as()?;
         let data_path = ctx.input("data")?.to_path_buf();
         let data = read_sequences(&data_path).map_err(|e| StageError::new(e.to_string()))?;
         if data.dim_x != p.model.dim_x || data.dim_u != p.model.dim_u {
             return Err(StageError::new(format!(
-                "{} has dim_x = {}, dim_u = {}, but params.model says dim_x = {}, dim_u = {}",
+                "{} has dim_x = {}, dim_u = {}, but params.model says dim_x = {}, dim_u = {} \
+                 (hint: set model.dim_x: {} and model.dim_u: {}; a one-off `fit` takes them \
+                 from the data when the params leave them out)",
                 data_path.display(),
                 data.dim_x,
                 data.dim_u,
                 p.model.dim_x,
-                p.model.dim_u
+                p.model.dim_u,
+                data.dim_x,
+                data.dim_u
             )));
         }
         let data_source = read_attr(&data_path, "data_source")
