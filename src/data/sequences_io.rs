@@ -199,9 +199,18 @@ pub fn read_attr(path: &Path, name: &str) -> Result<Option<String>, SequencesIoE
     Ok(Some(v.as_str().to_string()))
 }
 
-/// Read `x` (and `u` when present) from `path`. `x` may be 3-D (n, dim_x, T) or 2-D
-/// (dim_x, T) for one recording. NaN/Inf is an error naming the position.
-pub fn read_sequences(path: &Path) -> Result<Sequences<f64>, SequencesIoError> {
+/// A sequences file opened and its shapes checked, before any values are read.
+struct Opened {
+    x: hdf5::Dataset,
+    /// `u` and its dim_u, when the file has inputs.
+    u: Option<(hdf5::Dataset, usize)>,
+    /// (n_sequences, dim_x, T).
+    shape: (usize, usize, usize),
+}
+
+/// Open `path` and check the shapes of `x` (3-D (n, dim_x, T) or 2-D (dim_x, T)) and of `u`
+/// against it.
+fn open_checked(path: &Path) -> Result<Opened, SequencesIoError> {
     if !path.is_file() {
         return Err(SequencesIoError::Io {
             file: path.to_path_buf(),
@@ -240,9 +249,7 @@ pub fn read_sequences(path: &Path) -> Result<Sequences<f64>, SequencesIoError> {
             message: format!("empty shape {shape:?}"),
         });
     }
-    let x: Vec<f64> = h5(path, "x", xds.read_raw::<f64>())?;
-    check_finite(path, "x", &x, (n, d, t))?;
-    let (dim_u, u) = match f.dataset("u") {
+    let u = match f.dataset("u") {
         Ok(uds) => {
             let us = uds.shape();
             let du = match us.as_slice() {
@@ -258,11 +265,37 @@ pub fn read_sequences(path: &Path) -> Result<Sequences<f64>, SequencesIoError> {
                     })
                 }
             };
+            Some((uds, du))
+        }
+        Err(_) => None,
+    };
+    Ok(Opened {
+        x: xds,
+        u,
+        shape: (n, d, t),
+    })
+}
+
+/// The (dim_x, dim_u) of the sequences file `path`, from its shapes alone (no values read).
+pub fn read_dims(path: &Path) -> Result<(usize, usize), SequencesIoError> {
+    let opened = open_checked(path)?;
+    Ok((opened.shape.1, opened.u.map_or(0, |(_, du)| du)))
+}
+
+/// Read `x` (and `u` when present) from `path`. `x` may be 3-D (n, dim_x, T) or 2-D
+/// (dim_x, T) for one recording. NaN/Inf is an error naming the position.
+pub fn read_sequences(path: &Path) -> Result<Sequences<f64>, SequencesIoError> {
+    let opened = open_checked(path)?;
+    let (n, d, t) = opened.shape;
+    let x: Vec<f64> = h5(path, "x", opened.x.read_raw::<f64>())?;
+    check_finite(path, "x", &x, (n, d, t))?;
+    let (dim_u, u) = match opened.u {
+        Some((uds, du)) => {
             let u: Vec<f64> = h5(path, "u", uds.read_raw::<f64>())?;
             check_finite(path, "u", &u, (n, du, t))?;
             (du, u)
         }
-        Err(_) => (0, Vec::new()),
+        None => (0, Vec::new()),
     };
     Ok(Sequences {
         n_sequences: n,
@@ -293,6 +326,7 @@ mod tests {
         write_sequences(&p, &seq, &[("data_source", "simulated".into())]).unwrap();
         let back = read_sequences(&p).unwrap();
         assert_eq!(back, seq);
+        assert_eq!(read_dims(&p).unwrap(), (3, 1));
         assert_eq!(
             read_attr(&p, "data_source").unwrap().as_deref(),
             Some("simulated")

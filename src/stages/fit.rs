@@ -31,7 +31,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::data::sequences_io::{read_attr, read_sequences};
+use crate::data::sequences_io::{read_attr, read_dims, read_sequences};
 use crate::inference::draws::Resampling;
 use crate::inference::kernel::Precision;
 use crate::inference::objective::{ModelWithProposal, ProposalKind, VsmcObjective};
@@ -358,14 +358,11 @@ impl Stage for FitStage {
         if open.is_empty() {
             return Ok(Vec::new());
         }
-        let data = read_sequences(path).map_err(|e| StageError::new(e.to_string()))?;
+        // The shapes only: `run` reads the values.
+        let (dim_x, dim_u) = read_dims(path).map_err(|e| StageError::new(e.to_string()))?;
         let mut said = Vec::new();
         for key in open {
-            let value = if key == "dim_x" {
-                data.dim_x
-            } else {
-                data.dim_u
-            };
+            let value = if key == "dim_x" { dim_x } else { dim_u };
             model.insert(key.into(), value.into());
             said.push(format!("model.{key} = {value}, from {}", path.display()));
         }
