@@ -293,9 +293,10 @@ pub fn run_exec(
     // inputs are placed by the params as given; a file that cannot be placed is reported
     // below, once the params are checked.
     let expected = stage.expected_inputs(&raw);
-    if let Ok(given) = resolve_inputs(kind, &args.files, &args.inputs, expected.as_deref()) {
+    let placed = resolve_inputs(kind, &args.files, &args.inputs, expected.as_deref());
+    if let Ok(given) = &placed {
         let filled = stage
-            .params_from_inputs(&mut raw, &given)
+            .params_from_inputs(&mut raw, given)
             .map_err(|e| anyhow::anyhow!("{kind}: {e}"))?;
         for line in filled {
             eprintln!("{kind}: {line}");
@@ -311,7 +312,13 @@ pub fn run_exec(
         } else {
             ""
         };
-        anyhow::anyhow!("params of `{kind}`: {e}{hint}")
+        // The files could not be placed either (and so did not fill what they could): say
+        // so too, so that one correction does not lead to the next error.
+        let files = match &placed {
+            Err(p) => format!("\n  and the input files: {p:#}"),
+            Ok(_) => String::new(),
+        };
+        anyhow::anyhow!("params of `{kind}`: {e}{hint}{files}")
     })?;
     let expected = stage.expected_inputs(&params);
     let inputs = resolve_inputs(kind, &args.files, &args.inputs, expected.as_deref())?;

@@ -403,6 +403,22 @@ fn stage_kinds_run_as_direct_subcommands_on_positional_files() {
     assert_ne!(code, 0);
     assert!(stderr.contains("one file too many"), "{stderr}");
     assert!(stderr.contains("`data`"), "{stderr}");
+    // With open dimensions as well (which the misplaced files cannot fill), both are said.
+    let mut twice_open = vec![
+        "fit",
+        "data/sequences.h5",
+        "data/sequences.h5",
+        "--params",
+        "open.json",
+    ];
+    twice_open.extend(["--set", "model.rank=2", "--set", "model.n_units=16"]);
+    let (code, _, stderr) = run(&twice_open);
+    assert_ne!(code, 0);
+    assert!(
+        stderr.contains("missing field `dim_x`")
+            && stderr.contains("and the input files: `data/sequences.h5`: one file too many"),
+        "{stderr}"
+    );
     let mut none = vec!["fit", "--params", config];
     none.extend(small);
     let (code, _, stderr) = run(&none);

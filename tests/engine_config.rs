@@ -260,6 +260,16 @@ fn missing_pipeline_file_and_bad_flags() {
         "{}",
         two.stdout
     );
+    // A `bench train` line names its case so that the same text selects it again.
+    let one = project.run(&["bench", "train", "--case", "Continuous F64"]);
+    assert_eq!(one.code, 0, "{}", one.text());
+    let lines: Vec<&str> = one.stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "{}", one.stdout);
+    assert!(
+        lines[0].starts_with("train continuous f64 (teacher–student, R=2, N=20, K=64"),
+        "{}",
+        one.stdout
+    );
 }
 
 #[test]

@@ -106,7 +106,7 @@ pub fn bench_train_full_rank(
     let best = eeg_epoch(recording, Some(dz), repeats, Precision::F64);
     TrainBenchLine {
         case: format!(
-            "train full-rank f64 (dz={dz}, K=10, 500×50 EEG windows, batch 10, {} threads)",
+            "train full-rank {dz} f64 (dz={dz}, K=10, 500×50 EEG windows, batch 10, {} threads)",
             rayon::current_num_threads()
         ),
         seconds_per_epoch: best,
@@ -247,7 +247,7 @@ pub fn bench_train_continuous(repeats: usize, precision: Precision) -> TrainBenc
     };
     TrainBenchLine {
         case: format!(
-            "train continuous teacher-student {} (R=2, N=20, K=64, 200×75, optimal, {} threads)",
+            "train continuous {} (teacher–student, R=2, N=20, K=64, 200×75, optimal, {} threads)",
             name(precision),
             rayon::current_num_threads()
         ),
@@ -353,7 +353,7 @@ pub fn bench_train_poisson(repeats: usize, precision: Precision) -> TrainBenchLi
     };
     TrainBenchLine {
         case: format!(
-            "train Poisson teacher-student {} (R=2, N=40, CNN encoder, K=64, 400×200 {source}, {} threads)",
+            "train poisson {} (teacher–student, R=2, N=40, CNN encoder, K=64, 400×200 {source}, {} threads)",
             name(precision),
             rayon::current_num_threads()
         ),
