@@ -26,7 +26,9 @@ fn tmpdir(tag: &str) -> PathBuf {
 }
 
 fn python() -> Option<PathBuf> {
-    std::env::var_os("LOWRANK_SMC_PYTHON").map(PathBuf::from)
+    std::env::var_os("LOWRANK_SMC_PYTHON")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
 }
 
 /// The configured Python, or `None` after saying the pynwb test is skipped.

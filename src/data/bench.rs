@@ -145,7 +145,7 @@ pub fn bench_ingest() -> Vec<String> {
 
 /// pynwb + numpy on the same file: (seconds, total count), when a Python is configured.
 fn reference_seconds(file: &Path) -> Option<(f64, f64)> {
-    let py = std::env::var_os("LOWRANK_SMC_PYTHON")?;
+    let py = std::env::var_os("LOWRANK_SMC_PYTHON").filter(|p| !p.is_empty())?;
     let out = std::process::Command::new(py)
         .arg("-c")
         .arg(REFERENCE)
