@@ -68,6 +68,8 @@ fn quick_profile_runs_end_to_end() {
         "results/teacher_student/osc/eval/proposal=bootstrap,seed=1/traces.png",
         "results/teacher_student/poisson/fit/seed=1/model.h5",
         "results/teacher_student/reach/eval/seed=1/summary.md",
+        "results/teacher_student/reach/eval/seed=1/phase_teacher.png",
+        "results/teacher_student/osc/eval/proposal=optimal,seed=1/phase_student.png",
         "results/teacher_student/rdm/simulate/latents.png",
         "results/teacher_student/rdm/eval/seed=1/input_response.png",
         "results/teachers/reach/teacher.json",

@@ -802,9 +802,13 @@ pub struct PhasePortrait {
     pub nullclines: [Vec<Segment>; 2],
     /// Fixed points.
     pub points: Vec<(f64, f64, PointClass)>,
+    /// Trajectories drawn over the flow (legend label, colour index, points), e.g. a noisy
+    /// run of the model and where its noise-free dynamics settle.
+    pub paths: Vec<PanelLine>,
 }
 
-/// A phase portrait (flow arrows, nullclines, fixed points by stability), PNG + SVG.
+/// A phase portrait (flow arrows, nullclines, trajectories, fixed points by stability), PNG +
+/// SVG.
 pub fn phase_portrait(
     stem: &Path,
     title: &str,
@@ -874,6 +878,20 @@ pub fn phase_portrait(
                         });
                         first = false;
                     }
+                }
+            }
+            for (label, colour, points) in &fig.paths {
+                let colour = PALETTE[*colour % PALETTE.len()];
+                let s = chart
+                    .draw_series(std::iter::once(PathElement::new(
+                        points.clone(),
+                        colour.stroke_width(1),
+                    )))
+                    .map_err(draw_err($path))?;
+                if !label.is_empty() {
+                    s.label(label.as_str()).legend(move |(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2))
+                    });
                 }
             }
             let black = RGBColor(0, 0, 0);

@@ -36,7 +36,7 @@ use crate::pipeline::stage::{
     canonical_params, InputSpec, OutputSpec, ParamError, Stage, StageContext, StageError,
 };
 use crate::pipeline::table::{Column, Table, TableError};
-use crate::plot::{line_plot, phase_portrait, PhasePortrait, PointClass, Series};
+use crate::plot::{line_plot, phase_portrait, PanelLine, PhasePortrait, PointClass, Series};
 
 /// A fixed-point method.
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
@@ -375,7 +375,7 @@ impl Stage for FixedPointsStage {
             move_into(ctx, &fig.svg, "figure_budget_svg")?;
         }
         if p.phase_portrait {
-            let portrait = portrait_data(&map, &exact, p.portrait_range, p.portrait_grid);
+            let portrait = portrait_data(&map, &exact, p.portrait_range, p.portrait_grid, &[]);
             let fig = phase_portrait(
                 &ctx.scratch_dir().join("phase_portrait"),
                 &format!(
@@ -585,42 +585,63 @@ impl CurveRows {
     }
 }
 
-/// Flow arrows, nullclines (marching squares on Δz = F(z) − z) and the fixed points.
+/// Flow arrows, nullclines (marching squares on Δz = F(z) − z) and the fixed points. With
+/// `runs` (trajectories to draw over the flow, e.g. a noisy run of the model), the portrait
+/// also draws where the noise-free dynamics from the origin settle (a limit cycle, say; not
+/// drawn when they settle on a point), and its automatic range covers the runs too.
 pub(crate) fn portrait_data(
     map: &PwlMap,
     set: &FixedPointSet,
     range: Option<[f64; 4]>,
     grid: usize,
+    runs: &[PanelLine],
 ) -> PhasePortrait {
+    let finite = |z: &[f64]| z.iter().all(|v| v.is_finite() && v.abs() < 1e6);
+    // Runs of 3000 noise-free steps from the origin and from next to each fixed point; their
+    // last 2000 states show where the dynamics settle (a limit cycle has one unstable point
+    // inside it). The origin's last 300 states are the settled path drawn with `runs`.
+    let mut starts: Vec<Vec<f64>> = vec![vec![0.0, 0.0]];
+    for point in &set.points {
+        let scale = 1e-3 * (1.0 + point.z[0].abs().max(point.z[1].abs()));
+        starts.push(vec![point.z[0] + scale, point.z[1] - scale]);
+    }
+    let mut settled: Vec<Vec<f64>> = Vec::new();
+    let mut settled_path: Vec<(f64, f64)> = Vec::new();
+    for (s, start) in starts.into_iter().enumerate() {
+        let mut z = start;
+        for step in 0..3000 {
+            z = map.apply(&z);
+            if !finite(&z) {
+                break;
+            }
+            if step >= 1000 {
+                settled.push(z.clone());
+            }
+            if s == 0 && step >= 2700 {
+                settled_path.push((z[0], z[1]));
+            }
+        }
+    }
     let [x0, x1, y0, y1] = range.unwrap_or_else(|| {
-        // The fixed points and where the noise-free dynamics settle (a limit cycle has one
-        // unstable point inside it): runs of 3000 steps from next to each fixed point and
-        // from the origin, their last 2000 states.
+        // The fixed points, where the noise-free dynamics settle and the runs.
         let (mut lo, mut hi) = ([f64::INFINITY; 2], [f64::NEG_INFINITY; 2]);
         let mut include = |z: &[f64]| {
-            if z.iter().all(|v| v.is_finite() && v.abs() < 1e6) {
+            if finite(z) {
                 for q in 0..2 {
                     lo[q] = lo[q].min(z[q]);
                     hi[q] = hi[q].max(z[q]);
                 }
             }
         };
-        let mut starts: Vec<Vec<f64>> = vec![vec![0.0, 0.0]];
         for point in &set.points {
             include(&point.z);
-            let scale = 1e-3 * (1.0 + point.z[0].abs().max(point.z[1].abs()));
-            starts.push(vec![point.z[0] + scale, point.z[1] - scale]);
         }
-        for start in starts {
-            let mut z = start;
-            for step in 0..3000 {
-                z = map.apply(&z);
-                if !z.iter().all(|v| v.is_finite() && v.abs() < 1e6) {
-                    break;
-                }
-                if step >= 1000 {
-                    include(&z);
-                }
+        for z in &settled {
+            include(z);
+        }
+        for (_, _, points) in runs {
+            for &(x, y) in points {
+                include(&[x, y]);
             }
         }
         if !lo[0].is_finite() || !lo[1].is_finite() {
@@ -630,6 +651,20 @@ pub(crate) fn portrait_data(
         let pad = 0.25 * span;
         [lo[0] - pad, hi[0] + pad, lo[1] - pad, hi[1] + pad]
     });
+    let mut paths: Vec<PanelLine> = Vec::new();
+    if !runs.is_empty() {
+        let extent = |pts: &[(f64, f64)], f: fn(&(f64, f64)) -> f64| {
+            let v = pts.iter().map(f);
+            v.clone().fold(f64::NEG_INFINITY, f64::max) - v.fold(f64::INFINITY, f64::min)
+        };
+        let moving = settled_path.len() > 1
+            && extent(&settled_path, |p| p.0).max(extent(&settled_path, |p| p.1))
+                > 1e-3 * (x1 - x0).max(y1 - y0);
+        paths.extend(runs.iter().cloned());
+        if moving {
+            paths.push(("noise-free, settled".to_string(), 7, settled_path));
+        }
+    }
     let delta = |x: f64, y: f64| {
         let f = map.apply(&[x, y]);
         (f[0] - x, f[1] - y)
@@ -723,5 +758,6 @@ pub(crate) fn portrait_data(
         arrows,
         nullclines,
         points,
+        paths,
     }
 }

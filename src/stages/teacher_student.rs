@@ -374,6 +374,9 @@ struct Row {
     pass: Option<bool>,
 }
 
+/// Steps of a spontaneous run drawn over a phase portrait (1.5 periods of the oscillator).
+const PHASE_RUN_STEPS: usize = 75;
+
 impl Stage for TeacherStudentStage {
     fn kind(&self) -> &'static str {
         "teacher_student"
@@ -385,7 +388,9 @@ impl Stage for TeacherStudentStage {
         // noisy runs, which depends on the attractors the runs happen to visit).
         // 7: a row for the student's stable points no teacher point claims, with their
         // distance to the nearest unstable fixed point.
-        7
+        // 8: the phase portraits draw a noisy run and the settled noise-free dynamics over
+        // the flow; the teacher's is in its dataset basis (was the JSON map's m/n coordinates).
+        8
     }
     fn description(&self) -> &'static str {
         "score a student against its teacher: noise recovery, autocorrelation/period, rates, fixed points → summary table, figures"
@@ -514,8 +519,10 @@ impl Stage for TeacherStudentStage {
             .map(|s| s.to_vec())
             .unwrap_or_else(|| vec![0.0; c.rank]);
         let mut student_x = Vec::with_capacity(p.n_runs * c.dim_x * p.run_length);
+        // The first run's latents (R × run_length), drawn over the student's phase portrait.
+        let mut student_z = Vec::new();
         for s in 0..p.n_runs {
-            let (_, obs) = c
+            let (z, obs) = c
                 .generate(
                     &student.params,
                     &z0,
@@ -525,6 +532,9 @@ impl Stage for TeacherStudentStage {
                 )
                 .map_err(|e| StageError::new(e.to_string()))?;
             student_x.extend_from_slice(&obs);
+            if s == 0 {
+                student_z = z;
+            }
         }
         if student_x.iter().any(|v| !v.is_finite()) {
             return Err(StageError::new(format!(
@@ -815,18 +825,37 @@ impl Stage for TeacherStudentStage {
         let png = ctx.output("traces")?.to_path_buf();
         std::fs::rename(&fig.png, &png).map_err(|e| StageError::io(&png, e))?;
         if p.phase_portrait {
-            for (map, set, who, out) in [
+            // Each model's flow in the basis of its own latents: the teacher's dataset basis
+            // (where its simulated latents live), the student's z; over it the first
+            // spontaneous run's first steps after the burn-in.
+            let shown = p.run_length.min(PHASE_RUN_STEPS);
+            let r_t = basis.rank;
+            let teacher_run: Vec<(f64, f64)> = (0..shown)
+                .map(|t| {
+                    let at = |q: usize| tsim.latents[q * total + p.burn_in + t];
+                    (at(0), at(1.min(r_t.saturating_sub(1))))
+                })
+                .collect();
+            let student_run: Vec<(f64, f64)> = (0..shown.min(student_z.len() / c.rank.max(1)))
+                .map(|t| {
+                    let at = |q: usize| student_z[q * p.run_length + t];
+                    (at(0), at(1.min(c.rank.saturating_sub(1))))
+                })
+                .collect();
+            for (map, set, who, out, run) in [
                 (
-                    &tmap,
-                    &tfp,
+                    &basis_map,
+                    &tfp_basis,
                     format!("teacher {teacher_name}"),
                     "phase_teacher",
+                    teacher_run,
                 ),
                 (
                     &smap,
                     &sfp,
                     format!("student (seed {})", p.seed),
                     "phase_student",
+                    student_run,
                 ),
             ] {
                 if map.rank != 2 {
@@ -835,7 +864,8 @@ impl Stage for TeacherStudentStage {
                         map.rank
                     )));
                 }
-                let data = super::fixed_points::portrait_data(map, set, None, 25);
+                let runs = [(format!("a noisy run, {shown} steps"), 0, run)];
+                let data = super::fixed_points::portrait_data(map, set, None, 25, &runs);
                 let fig = crate::plot::phase_portrait(
                     &ctx.scratch_dir().join(out),
                     &format!(
@@ -1079,6 +1109,51 @@ mod tests {
         assert!(d[0].is_infinite());
         // Every student point claimed: none unpaired.
         assert!(unpaired_stable(&teacher, &student[..2], &unstable, 1.0).is_empty());
+    }
+
+    /// A phase portrait with a run drawn over it: the oscillator teacher's noise-free dynamics
+    /// settle on a limit cycle around its one (unstable) fixed point, which is drawn with the
+    /// run, and the range covers the run; the reach teacher's settle on a point, which is not
+    /// drawn. Without runs nothing is drawn over the flow (the `fixed_points` stage's figure).
+    #[test]
+    fn phase_portraits_draw_the_run_and_a_limit_cycle_but_not_a_settled_point() {
+        let basis_map = |name: &str| {
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("datasets/teachers")
+                .join(name);
+            let doc: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+            let map = dataset_basis_map(&TeacherBasis::from_json(&doc).unwrap()).unwrap();
+            let set = find_fixed_points(&map, &Options::default()).unwrap();
+            (map, set)
+        };
+        let run = vec![(0.0, 0.0), (9.0, -7.0)];
+        let runs = [("a run".to_string(), 0, run)];
+        let (osc, osc_fp) = basis_map("osc_rnn.json");
+        assert_eq!(osc_fp.points.len(), 1);
+        let fig = crate::stages::fixed_points::portrait_data(&osc, &osc_fp, None, 5, &runs);
+        assert_eq!(fig.paths.len(), 2, "the run and the limit cycle");
+        assert_eq!(fig.paths[0], runs[0]);
+        let cycle = &fig.paths[1].2;
+        assert_eq!(cycle.len(), 300);
+        // On the cycle: every state away from the fixed point, and the cycle is the map's.
+        let fp = &osc_fp.points[0].z;
+        for &(x, y) in cycle {
+            assert!((x - fp[0]).hypot(y - fp[1]) > 0.1, "({x}, {y})");
+        }
+        let next = osc.apply(&[cycle[0].0, cycle[0].1]);
+        assert_eq!((next[0], next[1]), cycle[1]);
+        assert!(
+            fig.x_range.0 < 0.0 && fig.x_range.1 > 9.0,
+            "{:?}",
+            fig.x_range
+        );
+        assert!(fig.y_range.0 < -7.0, "{:?}", fig.y_range);
+        let bare = crate::stages::fixed_points::portrait_data(&osc, &osc_fp, None, 5, &[]);
+        assert!(bare.paths.is_empty());
+        assert!(bare.x_range.1 < 9.0, "{:?}", bare.x_range);
+        let (reach, reach_fp) = basis_map("reach_rnn.json");
+        let fig = crate::stages::fixed_points::portrait_data(&reach, &reach_fp, None, 5, &runs);
+        assert_eq!(fig.paths, runs.to_vec(), "settled on a point: only the run");
     }
 
     /// The teacher taken as a student of ours (M = U, n = V, h = −B, one-to-one readout of the
