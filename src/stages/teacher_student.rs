@@ -33,7 +33,7 @@ use crate::analysis::fixed_points::{find_fixed_points, FixedPointSet, Options, P
 use crate::data::sequences_io::read_attr;
 use crate::data::simulate::{simulate, SimulatedObservation, SimulationConfig, StimulusTask};
 use crate::metrics::rates::autocorrelation;
-use crate::model::lowrank::{noise_cholesky, ModelConfig};
+use crate::model::lowrank::{noise_cholesky, ModelConfig, Observation};
 use crate::pipeline::stage::{
     canonical_params, InputSpec, OutputSpec, ParamError, Stage, StageContext, StageError,
 };
@@ -138,6 +138,35 @@ pub fn orthogonalised_noise_std(c: &ModelConfig, params: &[f64]) -> Result<Vec<f
     let pl = proj * l;
     let cov = &pl * pl.transpose();
     Ok((0..r).map(|i| cov[(i, i)].max(0.0).sqrt()).collect())
+}
+
+/// The latent noise a student with a learnt readout gain (one-to-one, `B` trained: the
+/// Poisson students) infers, in its teacher's units. Such a student can scale its latents up
+/// and its gains b down (b ∘ M z is all the data see), so its orthogonalised noise is only
+/// defined up to that scale. What the data do fix is the noise of the rates' argument
+/// η = b ∘ M z (the observed units' rows of M): the mean of the R standard deviations of η's
+/// noise along its principal directions (the singular values of diag(b) M L, L the noise's
+/// Cholesky factor), divided by the teacher's gain g (η = g U z + bias), is the noise std the
+/// teacher's latents would need for the same η noise. For the teacher (U orthonormal, all
+/// units observed) it is R_z itself.
+pub fn gain_matched_noise_std(
+    c: &ModelConfig,
+    params: &[f64],
+    teacher_gain: f64,
+) -> Result<f64, String> {
+    let p = c.view(params).map_err(|e| e.to_string())?;
+    let (r, dx) = (c.rank, c.dim_x);
+    if dx > c.n_units || p.b.len() < dx || teacher_gain == 0.0 || !teacher_gain.is_finite() {
+        return Err(format!(
+            "gain-matched noise needs a one-to-one readout of at most N units and a non-zero \
+             teacher gain (dim_x = {dx}, N = {}, gain = {teacher_gain})",
+            c.n_units
+        ));
+    }
+    let bm = nalgebra::DMatrix::from_fn(dx, r, |j, q| p.b[j] * p.m[j * r + q]);
+    let l = nalgebra::DMatrix::from_row_slice(r, r, &noise_cholesky(c.noise_z, p.r_z, r));
+    let sv = (bm * l).singular_values();
+    Ok(sv.iter().sum::<f64>() / r as f64 / teacher_gain.abs())
 }
 
 /// Mean over runs and channels of the autocorrelation (`x`: runs × channels × T).
@@ -343,6 +372,10 @@ fn stable_count(set: &FixedPointSet) -> usize {
 fn metric_note(metric: &str) -> &'static str {
     match metric {
         "latent_noise_std" => "true R_z; inferred (orthogonalised); relative error",
+        "latent_noise_std_gain_matched" => {
+            "true R_z; inferred, from the noise of the learnt readout's argument b ∘ M z ÷ the \
+             teacher's gain; relative error"
+        }
         "acf_max_abs_diff" => "max |ACF difference| over the lags compared",
         "period" => "periods (steps) from the ACF; relative error",
         "mean_rate_correlation" => "mean rates; correlation of per-neuron mean rates",
@@ -390,6 +423,7 @@ impl Stage for TeacherStudentStage {
         // distance to the nearest unstable fixed point.
         // 8: the phase portraits draw a noisy run and the settled noise-free dynamics over
         // the flow; the teacher's is in its dataset basis (was the JSON map's m/n coordinates).
+        // A `latent_noise_std_gain_matched` row for students with a learnt readout gain.
         8
     }
     fn description(&self) -> &'static str {
@@ -486,6 +520,26 @@ impl Stage for TeacherStudentStage {
                 .unwrap_or_default(),
             pass: p.targets.noise_rel_error.map(|t| rel.abs() <= t),
         });
+
+        // A learnt readout gain trades scale with the latents: the noise in the teacher's
+        // units, through the rates' argument.
+        if c.train_observation && c.observation == Observation::OneToOne {
+            let gain = match sim.observation {
+                SimulatedObservation::Poisson { gain, .. } => gain,
+                SimulatedObservation::Currents { .. } => 1.0,
+            };
+            let matched = gain_matched_noise_std(c, &student.params, gain)
+                .map_err(|e| StageError::new(format!("{}: {e}", model_path.display())))?;
+            let rel = (matched - truth) / truth;
+            rows.push(Row {
+                metric: "latent_noise_std_gain_matched",
+                teacher: truth,
+                student: matched,
+                value: rel,
+                target: String::new(),
+                pass: None,
+            });
+        }
 
         // Spontaneous dynamics: long runs without input.
         ctx.progress().message("long runs");
@@ -1109,6 +1163,42 @@ mod tests {
         assert!(d[0].is_infinite());
         // Every student point claimed: none unpaired.
         assert!(unpaired_stable(&teacher, &student[..2], &unstable, 1.0).is_empty());
+    }
+
+    /// The gain-matched noise of the teacher taken as a student with its own gain is its
+    /// R_z; scaling the student's latents up by s and its gains down by s (the same data)
+    /// leaves it unchanged, while the orthogonalised noise grows by s.
+    #[test]
+    fn gain_matched_noise_is_the_teachers_and_blind_to_the_gain_latent_scale() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("datasets/teachers/osc_rnn_poisson.json");
+        let doc: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let teacher = TeacherBasis::from_json(&doc).unwrap();
+        let (c, mut params) = teacher.as_model(0.2, 0.1).unwrap();
+        let layout = c.layout();
+        let block = |name: &str| layout.get(name).unwrap().range();
+        for b in &mut params[block("rnn.observation.B")] {
+            *b = 4.0;
+        }
+        let matched = gain_matched_noise_std(&c, &params, 4.0).unwrap();
+        // U is orthonormal to the JSON's single precision.
+        assert!((matched - 0.2).abs() < 1e-6, "{matched}");
+        let ortho = orthogonalised_noise_std(&c, &params).unwrap();
+        let s = 3.0;
+        let mut scaled = params.clone();
+        for v in &mut scaled[block("rnn.observation.B")] {
+            *v /= s;
+        }
+        for v in &mut scaled[block("rnn.transition.m")] {
+            *v *= s;
+        }
+        let again = gain_matched_noise_std(&c, &scaled, 4.0).unwrap();
+        assert!((again - matched).abs() < 1e-9, "{again} vs {matched}");
+        let ortho_scaled = orthogonalised_noise_std(&c, &scaled).unwrap();
+        for (a, b) in ortho.iter().zip(&ortho_scaled) {
+            assert!((b / a - s).abs() < 1e-9, "{a} → {b}");
+        }
+        assert!(gain_matched_noise_std(&c, &params, 0.0).is_err());
     }
 
     /// A phase portrait with a run drawn over it: the oscillator teacher's noise-free dynamics
