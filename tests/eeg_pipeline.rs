@@ -223,14 +223,14 @@ fn quick_profile_runs_end_to_end() {
     );
     assert_eq!(code, 0, "{text}");
     assert!(
-        text.contains("9 values checked against targets:") && text.contains("≤ 0.1"),
+        text.contains("10 values checked against targets:") && text.contains("≤ 0.1"),
         "{text}"
     );
     let verdicts = text
         .lines()
         .filter(|l| l.ends_with("| pass |") || l.ends_with("| FAIL |"))
         .count();
-    assert_eq!(verdicts, 9, "{text}");
+    assert_eq!(verdicts, 10, "{text}");
 }
 
 /// `--profile paper-no128` is the paper DAG without the dz = 128 baseline: the dz = 30 and
