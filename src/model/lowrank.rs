@@ -711,6 +711,39 @@ impl ModelConfig {
     }
 }
 
+/// The thin SVD of a low-rank product A B (A: N × R, B: R × M, R ≤ N, M), singular values
+/// largest first: (U (N × R, orthonormal columns), s (R), Uₖᵀ K (R × M) = diag(s) Vᵀ).
+///
+/// Computed from R × R problems: A = Q R_A (Householder QR), K = R_A B, and the symmetric
+/// eigendecomposition K Kᵀ = Uₖ diag(s²) Uₖᵀ, so U = Q Uₖ. Not nalgebra's `svd(true, …)`:
+/// with singular vectors requested it returns wrong singular values for some matrices, the
+/// rank-deficient N × N products of low-rank RNNs among them (dimforge/nalgebra#1172; a
+/// 40-unit rank-2 student gave 2.3631 for a singular value of 2.3537, and U S Vᵀ missed J by
+/// 5 % of its norm). Squaring K loses relative accuracy only in singular values below ≈ 1e-8 of
+/// the largest, which only a degenerate direction has.
+pub fn low_rank_svd(
+    a: &nalgebra::DMatrix<f64>,
+    b: &nalgebra::DMatrix<f64>,
+) -> (nalgebra::DMatrix<f64>, Vec<f64>, nalgebra::DMatrix<f64>) {
+    let r = a.ncols();
+    assert!(
+        b.nrows() == r && a.nrows() >= r,
+        "low_rank_svd: A (N × R), B (R × M)"
+    );
+    let qr = a.clone().qr();
+    let (q, ra) = (qr.q(), qr.r());
+    let k = &ra * b;
+    let eig = nalgebra::SymmetricEigen::new(&k * k.transpose());
+    let mut order: Vec<usize> = (0..r).collect();
+    order.sort_by(|&i, &j| eig.eigenvalues[j].total_cmp(&eig.eigenvalues[i]));
+    let uk = nalgebra::DMatrix::from_fn(r, r, |i, c| eig.eigenvectors[(i, order[c])]);
+    let s = order
+        .iter()
+        .map(|&i| eig.eigenvalues[i].max(0.0).sqrt())
+        .collect();
+    (&q * &uk, s, uk.transpose() * k)
+}
+
 /// Cholesky factor (row-major R × R) of a noise parameter (SPEC §1.4); diag/scalar give diagonal.
 pub fn noise_cholesky(kind: NoiseKind, raw: &[f64], dim: usize) -> Vec<f64> {
     let mut l = vec![0.0; dim * dim];
@@ -966,6 +999,55 @@ pub fn softplus(x: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The thin SVD of A B against an independent route, the eigendecomposition of the N × N
+    /// J Jᵀ: the same singular values; U orthonormal; U · (Uₖᵀ K) rebuilds J. Cases: the
+    /// all-ones 3 × 5 product of dimforge/nalgebra#1172 (σ = √15) and random rank-2 and
+    /// rank-3 products of 40 and 60 units.
+    #[test]
+    fn low_rank_svd_rebuilds_the_product_with_its_singular_values() {
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        let mut cases = vec![(
+            nalgebra::DMatrix::from_element(3, 1, 1.0),
+            nalgebra::DMatrix::from_element(1, 5, 1.0),
+        )];
+        for (n, r) in [(40, 2), (60, 3), (40, 2)] {
+            let a = nalgebra::DMatrix::from_fn(n, r, |_, _| rng.sample::<f64, _>(StandardNormal));
+            let b = nalgebra::DMatrix::from_fn(r, n, |_, _| rng.sample::<f64, _>(StandardNormal));
+            cases.push((a, b));
+        }
+        for (a, b) in cases {
+            let r = a.ncols();
+            let j = &a * &b;
+            let (u, s, svt) = low_rank_svd(&a, &b);
+            let scale = j.norm();
+            assert!((&u * &svt - &j).norm() < 1e-12 * scale, "U S Vᵀ ≠ J");
+            let utu = u.transpose() * &u;
+            assert!((utu - nalgebra::DMatrix::identity(r, r)).norm() < 1e-12);
+            let mut eig: Vec<f64> = nalgebra::SymmetricEigen::new(&j * j.transpose())
+                .eigenvalues
+                .iter()
+                .map(|&l| l.max(0.0).sqrt())
+                .collect();
+            eig.sort_by(|x, y| y.total_cmp(x));
+            for q in 0..r {
+                assert!(
+                    (s[q] - eig[q]).abs() < 1e-10 * scale,
+                    "σ{q}: {} vs {}",
+                    s[q],
+                    eig[q]
+                );
+                // Rows of Uₖᵀ K have the singular values as their norms.
+                assert!((svt.row(q).norm() - s[q]).abs() < 1e-10 * scale);
+            }
+            assert!(s.windows(2).all(|w| w[0] >= w[1]), "{s:?}");
+        }
+        let (_, s, _) = low_rank_svd(
+            &nalgebra::DMatrix::from_element(3, 1, 1.0),
+            &nalgebra::DMatrix::from_element(1, 5, 1.0),
+        );
+        assert!((s[0] - 15f64.sqrt()).abs() < 1e-12, "{s:?}");
+    }
 
     #[test]
     fn eeg_parameter_count_is_the_papers() {

@@ -748,23 +748,17 @@ impl Teacher {
         let alpha = self.alpha();
         let m = &self.params[lay.m()];
         let nn = &self.params[lay.nn()];
-        let w = nalgebra::DMatrix::from_fn(n, n, |i, j| {
-            (0..r).map(|q| m[i * r + q] * nn[q * n + j]).sum::<f64>() * alpha / n as f64
-        });
-        let svd = w.svd(true, true);
-        // nalgebra does not sort singular values: order them, largest first.
-        let mut idx: Vec<usize> = (0..svd.singular_values.len()).collect();
-        idx.sort_by(|&a, &b| svd.singular_values[b].total_cmp(&svd.singular_values[a]));
-        let (Some(uu), Some(vt)) = (svd.u.as_ref(), svd.v_t.as_ref()) else {
-            return (vec![0.0; n * r], vec![0.0; r * n]);
-        };
+        // W's thin SVD from its factors (`low_rank_svd`; nalgebra's SVD of the N × N W can
+        // return wrong singular values), largest first.
+        let a = nalgebra::DMatrix::from_row_slice(n, r, m);
+        let b = nalgebra::DMatrix::from_fn(r, n, |q, j| nn[q * n + j] * alpha / n as f64);
+        let (uu, _, sv) = crate::model::lowrank::low_rank_svd(&a, &b);
         let mut u = vec![0.0; n * r];
         let mut v = vec![0.0; r * n];
-        for (q, &k) in idx.iter().take(r).enumerate() {
-            let s = svd.singular_values[k];
+        for q in 0..r {
             for i in 0..n {
-                u[i * r + q] = uu[(i, k)];
-                v[q * n + i] = s * vt[(k, i)];
+                u[i * r + q] = uu[(i, q)];
+                v[q * n + i] = sv[(q, i)];
             }
         }
         (u, v)
@@ -864,6 +858,49 @@ mod tests {
             3,
         )
         .unwrap()
+    }
+
+    /// The dataset basis of a teacher with random weights: U orthonormal, U V = m (n α / N),
+    /// the rows of V ordered by their norms (the singular values), largest first.
+    #[test]
+    fn orth_basis_factors_the_recurrent_weights() {
+        let mut t = small(TeacherTask::Sine {
+            dur: 12,
+            n_cycles: 1.0,
+            n_trials: 2,
+        });
+        let mut rng = ChaCha8Rng::seed_from_u64(4);
+        for v in t.params.iter_mut() {
+            *v += rng.sample::<f64, _>(StandardNormal);
+        }
+        let lay = t.layout();
+        let (n, r, alpha) = (lay.n, lay.r, t.alpha());
+        let (m, nn) = (&t.params[lay.m()], &t.params[lay.nn()]);
+        let (u, v) = t.orth_basis();
+        for i in 0..n {
+            for j in 0..n {
+                let w: f64 =
+                    (0..r).map(|q| m[i * r + q] * nn[q * n + j]).sum::<f64>() * alpha / n as f64;
+                let uv: f64 = (0..r).map(|q| u[i * r + q] * v[q * n + j]).sum();
+                assert!((w - uv).abs() < 1e-12, "W[{i},{j}] = {w}, UV = {uv}");
+            }
+        }
+        for p in 0..r {
+            for q in 0..r {
+                let dot: f64 = (0..n).map(|i| u[i * r + p] * u[i * r + q]).sum();
+                assert!((dot - f64::from(u8::from(p == q))).abs() < 1e-12);
+            }
+        }
+        let norms: Vec<f64> = (0..r)
+            .map(|q| {
+                v[q * n..(q + 1) * n]
+                    .iter()
+                    .map(|x| x * x)
+                    .sum::<f64>()
+                    .sqrt()
+            })
+            .collect();
+        assert!(norms.windows(2).all(|w| w[0] >= w[1]), "{norms:?}");
     }
 
     /// Central differences against the backward pass, every parameter, each task (so the

@@ -33,7 +33,7 @@ use crate::analysis::fixed_points::{find_fixed_points, FixedPointSet, Options, P
 use crate::data::sequences_io::read_attr;
 use crate::data::simulate::{simulate, SimulatedObservation, SimulationConfig, StimulusTask};
 use crate::metrics::rates::autocorrelation;
-use crate::model::lowrank::{noise_cholesky, ModelConfig, Observation};
+use crate::model::lowrank::{low_rank_svd, noise_cholesky, ModelConfig, Observation};
 use crate::pipeline::stage::{
     canonical_params, InputSpec, OutputSpec, ParamError, Stage, StageContext, StageError,
 };
@@ -128,11 +128,9 @@ pub fn orthogonalised_noise_std(c: &ModelConfig, params: &[f64]) -> Result<Vec<f
     let (n, r) = (c.n_units, c.rank);
     let m = nalgebra::DMatrix::from_row_slice(n, r, p.m);
     let nn = nalgebra::DMatrix::from_row_slice(r, n, p.n);
-    let j = &m * &nn;
-    let svd = j.svd(true, false);
-    let u = svd.u.ok_or("SVD failed")?;
-    // Columns of U in decreasing singular value order (nalgebra sorts them).
-    let ur = u.columns(0, r).into_owned();
+    // The first R left singular vectors of J = M N, largest first (`low_rank_svd`: not
+    // nalgebra's SVD of the N × N J, which can be wrong).
+    let (ur, _, _) = low_rank_svd(&m, &nn);
     let proj = ur.transpose() * &m;
     let l = nalgebra::DMatrix::from_row_slice(r, r, &noise_cholesky(c.noise_z, p.r_z, r));
     let pl = proj * l;
@@ -424,7 +422,9 @@ impl Stage for TeacherStudentStage {
         // 8: the phase portraits draw a noisy run and the settled noise-free dynamics over
         // the flow; the teacher's is in its dataset basis (was the JSON map's m/n coordinates).
         // A `latent_noise_std_gain_matched` row for students with a learnt readout gain.
-        8
+        // 9: the orthogonalised noise from `low_rank_svd` (nalgebra's SVD of the N × N
+        // J = M N could return wrong singular values and vectors).
+        9
     }
     fn description(&self) -> &'static str {
         "score a student against its teacher: noise recovery, autocorrelation/period, rates, fixed points → summary table, figures"

@@ -45,7 +45,9 @@ impl Stage for TeacherTrainStage {
         "teacher_train"
     }
     fn version(&self) -> u32 {
-        1
+        // 2: the JSON's dataset basis from `low_rank_svd` (nalgebra's SVD of the N × N
+        // weights could return wrong singular values, so U V missed W).
+        2
     }
     fn description(&self) -> &'static str {
         "train a teacher RNN (sine / reach / RDM task) from scratch → teacher JSON, loss curve, outputs vs targets"
