@@ -163,8 +163,12 @@ pub fn gain_matched_noise_std(
     }
     let bm = nalgebra::DMatrix::from_fn(dx, r, |j, q| p.b[j] * p.m[j * r + q]);
     let l = nalgebra::DMatrix::from_row_slice(r, r, &noise_cholesky(c.noise_z, p.r_z, r));
-    let sv = (bm * l).singular_values();
-    Ok(sv.iter().sum::<f64>() / r as f64 / teacher_gain.abs())
+    // Singular values of the tall dx × R product from its R × R Gram matrix (not nalgebra's
+    // SVD; see `low_rank_svd`).
+    let a = bm * l;
+    let gram = nalgebra::SymmetricEigen::new(a.transpose() * &a);
+    let sv: f64 = gram.eigenvalues.iter().map(|&e| e.max(0.0).sqrt()).sum();
+    Ok(sv / r as f64 / teacher_gain.abs())
 }
 
 /// Mean over runs and channels of the autocorrelation (`x`: runs × channels × T).
