@@ -1169,6 +1169,47 @@ mod tests {
         assert!(unpaired_stable(&teacher, &student[..2], &unstable, 1.0).is_empty());
     }
 
+    /// The orthogonalised noise of random 40-unit rank-2 students against the same formula
+    /// with J's left singular vectors from an independent route (the eigenvectors of the
+    /// N × N J Jᵀ): equal. With nalgebra's SVD of J (kinds ≤ 8) the first case, one of those
+    /// where that SVD is wrong (dimforge/nalgebra#1172), was off.
+    #[test]
+    fn orthogonalised_noise_uses_the_true_singular_vectors() {
+        use rand::{Rng, SeedableRng};
+        let mut c = crate::model::lowrank::ModelConfig::continuous_student();
+        c.n_units = 40;
+        c.dim_x = 40;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+        for _ in 0..4 {
+            let mut params = c.init_params(1).unwrap();
+            let layout = c.layout();
+            for name in ["rnn.transition.m", "rnn.transition.n", "rnn.R_z"] {
+                for v in &mut params[layout.get(name).unwrap().range()] {
+                    *v = rng.sample::<f64, _>(rand_distr::StandardNormal);
+                }
+            }
+            let got = orthogonalised_noise_std(&c, &params).unwrap();
+            let p = c.view(&params).unwrap();
+            let m = nalgebra::DMatrix::from_row_slice(40, 2, p.m);
+            let j = &m * nalgebra::DMatrix::from_row_slice(2, 40, p.n);
+            let eig = nalgebra::SymmetricEigen::new(&j * j.transpose());
+            let mut order: Vec<usize> = (0..40).collect();
+            order.sort_by(|&a, &b| eig.eigenvalues[b].total_cmp(&eig.eigenvalues[a]));
+            let ur = nalgebra::DMatrix::from_fn(40, 2, |i, q| eig.eigenvectors[(i, order[q])]);
+            let l = nalgebra::DMatrix::from_row_slice(2, 2, &noise_cholesky(c.noise_z, p.r_z, 2));
+            let pl = ur.transpose() * &m * l;
+            let cov = &pl * pl.transpose();
+            for q in 0..2 {
+                let want = cov[(q, q)].sqrt();
+                assert!(
+                    (got[q] - want).abs() < 1e-9 * want,
+                    "{q}: {} vs {want}",
+                    got[q]
+                );
+            }
+        }
+    }
+
     /// The gain-matched noise of the teacher taken as a student with its own gain is its
     /// R_z; scaling the student's latents up by s and its gains down by s (the same data)
     /// leaves it unchanged, while the orthogonalised noise grows by s.
