@@ -430,17 +430,14 @@ pub fn format_duration(elapsed: Duration) -> String {
         format!("{:.0} ms", secs * 1000.0)
     } else if secs < 60.0 {
         format!("{secs:.2} s")
-    } else if secs < 3600.0 {
-        let whole = elapsed.as_secs();
-        format!("{} min {:02} s", whole / 60, whole % 60)
     } else {
         let whole = elapsed.as_secs();
-        format!(
-            "{} h {:02} min {:02} s",
-            whole / 3600,
-            whole / 60 % 60,
-            whole % 60
-        )
+        let (h, min, s) = (whole / 3600, whole / 60 % 60, whole % 60);
+        if h == 0 {
+            format!("{min} min {s:02} s")
+        } else {
+            format!("{h} h {min:02} min {s:02} s")
+        }
     }
 }
 

@@ -163,12 +163,8 @@ pub fn gain_matched_noise_std(
     }
     let bm = nalgebra::DMatrix::from_fn(dx, r, |j, q| p.b[j] * p.m[j * r + q]);
     let l = nalgebra::DMatrix::from_row_slice(r, r, &noise_cholesky(c.noise_z, p.r_z, r));
-    // Singular values of the tall dx × R product from its R × R Gram matrix (not nalgebra's
-    // SVD; see `low_rank_svd`).
-    let a = bm * l;
-    let gram = nalgebra::SymmetricEigen::new(a.transpose() * &a);
-    let sv: f64 = gram.eigenvalues.iter().map(|&e| e.max(0.0).sqrt()).sum();
-    Ok(sv / r as f64 / teacher_gain.abs())
+    let (_, sv, _) = low_rank_svd(&bm, &l);
+    Ok(sv.iter().sum::<f64>() / r as f64 / teacher_gain.abs())
 }
 
 /// Mean over runs and channels of the autocorrelation (`x`: runs × channels × T).
@@ -887,33 +883,26 @@ impl Stage for TeacherStudentStage {
             // (where its simulated latents live), the student's z; over it the first
             // spontaneous run's first steps after the burn-in.
             let shown = p.run_length.min(PHASE_RUN_STEPS);
-            let r_t = basis.rank;
-            let teacher_run: Vec<(f64, f64)> = (0..shown)
-                .map(|t| {
-                    let at = |q: usize| tsim.latents[q * total + p.burn_in + t];
-                    (at(0), at(1.min(r_t.saturating_sub(1))))
-                })
-                .collect();
-            let student_run: Vec<(f64, f64)> = (0..shown.min(student_z.len() / c.rank.max(1)))
-                .map(|t| {
-                    let at = |q: usize| student_z[q * p.run_length + t];
-                    (at(0), at(1.min(c.rank.saturating_sub(1))))
-                })
-                .collect();
-            for (map, set, who, out, run) in [
+            // The first `shown` steps from `start` of latents stored as rows of `row` steps.
+            let first_steps = |z: &[f64], row: usize, start: usize| -> Vec<(f64, f64)> {
+                (0..shown)
+                    .map(|t| (z[start + t], z[row + start + t]))
+                    .collect()
+            };
+            for (map, set, who, out, (z, row, start)) in [
                 (
                     &basis_map,
                     &tfp_basis,
                     format!("teacher {teacher_name}"),
                     "phase_teacher",
-                    teacher_run,
+                    (&tsim.latents[..], total, p.burn_in),
                 ),
                 (
                     &smap,
                     &sfp,
                     format!("student (seed {})", p.seed),
                     "phase_student",
-                    student_run,
+                    (&student_z[..], p.run_length, 0),
                 ),
             ] {
                 if map.rank != 2 {
@@ -922,6 +911,7 @@ impl Stage for TeacherStudentStage {
                         map.rank
                     )));
                 }
+                let run = first_steps(z, row, start);
                 let runs = [(format!("a noisy run, {shown} steps"), 0, run)];
                 let data = super::fixed_points::portrait_data(map, set, None, 25, &runs);
                 let fig = crate::plot::phase_portrait(
