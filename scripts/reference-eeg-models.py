@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Convert the paper's 20 published EEG models (mackelab/smc_rnns, models/sweep_eeg_rs) into
 lowrank-smc model files, so they run through `lowrank-smc exec generate` / `exec evaluate` /
-`score` beside our own fits (README, "The training copy").
+`score` beside our own fits (docs/results.md, "The training copy").
 
 Usage: reference-eeg-models.py SMC_RNNS_CHECKOUT TEMPLATE_MODEL.h5 OUT_DIR
 

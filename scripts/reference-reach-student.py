@@ -2,7 +2,7 @@
 """Convert the paper's published reach student (mackelab/smc_rnns,
 models/students/reach_vae_new_state_dict_rnn.pkl) into a lowrank-smc model file, so that
 `lowrank-smc fixed-points` and `lowrank-smc exec teacher_student` score it beside our own
-students (README, "Setup (c), the reach ring").
+students (docs/results.md, "Setup (c), the reach ring").
 
 Usage: reference-reach-student.py STATE_DICT.pkl TEMPLATE_MODEL.h5 OUT.h5
 
