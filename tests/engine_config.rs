@@ -390,7 +390,12 @@ fn kinds_lists_the_registry() {
         .find(|l| l.starts_with("fit "))
         .expect("fit listed");
     assert!(fit.starts_with("fit              v1 "), "{fit}");
-    assert!(fit.ends_with(" (v2 with vsmc.precision: f32)"), "{fit}");
+    assert!(
+        fit.ends_with(
+            " (v3 with vsmc.proposal: optimal and rank < min(dim_x, 16); else v2 with vsmc.precision: f32)"
+        ),
+        "{fit}"
+    );
 }
 
 #[test]

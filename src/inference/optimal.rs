@@ -138,6 +138,13 @@ impl Transposed {
 /// From this latent dimension on, a step's proposal products run as K × R × R GEMMs.
 const BATCHED_MIN_RANK: usize = 16;
 
+/// Whether a model's Gaussian observation term runs on R-dimensional sums ([`ObsStep`]):
+/// below [`BATCHED_MIN_RANK`] and with fewer latents than channels. Such fits round
+/// differently from before that form (the `fit` stage's version 3).
+pub fn reduces_observation(rank: usize, dim_x: usize) -> bool {
+    rank < BATCHED_MIN_RANK && rank < dim_x
+}
+
 /// The full-rank transition μ = a z + W φ(z; h) (M the frozen identity, no inputs, f64) of a
 /// step's K particles as products against W packed once per call: Wᵀ forward, W in reverse.
 struct PackedNet {
@@ -195,6 +202,9 @@ struct Ctx<'a> {
     /// With `packed`, for the full-rank baseline in f64: its transition as packed products
     /// (instead of the low-rank kernels' per-particle loops).
     net: Option<PackedNet>,
+    /// G = B W Bᵀ (R × R, W = diag 1/σ_x²) when the observation term runs on R-dimensional
+    /// sums ([`ObsStep`]: unbatched and R < dx); `None`: residuals of all dx channels.
+    obs_g: Option<Vec<f64>>,
     stride: usize,
     k: usize,
     n_steps: usize,
@@ -313,7 +323,8 @@ impl Ctx<'_> {
         let mut mu0 = vec![0.0; r];
         let w = self.weights();
         let mut cvec = vec![0.0; dx];
-        let mut res = vec![0.0; k * dx];
+        let mut res = vec![0.0; if self.obs_g.is_some() { 0 } else { k * dx }];
+        let mut obs = ObsStep::new(r, dx);
         let mut y = vec![0.0; r];
         let tr = &self.tr;
         let mut kc = vec![0.0; r];
@@ -408,9 +419,12 @@ impl Ctx<'_> {
                     row_times_acc(&mut zk[j..], &lt[j * r + j..(j + 1) * r], e);
                 }
             }
-            // Residuals c − Bᵀz of the K particles: one K × R by R × dx product.
             let zt = &z[t * k * r..(t + 1) * k * r];
-            if let Some(pk) = &self.packed {
+            if self.obs_g.is_some() {
+                obs.centre(zt, None, r);
+                obs.prepare(&d.be, &d.inv_var, &cvec, r);
+            } else if let Some(pk) = &self.packed {
+                // Residuals c − Bᵀz of the K particles: one K × R by R × dx product.
                 pk.be.mul(k, zt, r, false, &mut res, dx);
             } else {
                 let rdx = (dx as isize, 1);
@@ -445,8 +459,11 @@ impl Ctx<'_> {
                 let mu_k = &mu[kk * r..(kk + 1) * r];
                 let zk = &z[(t * k + kk) * r..(t * k + kk + 1) * r];
                 // Observation log-likelihood.
-                let mut ll =
-                    -0.5 * weighted_sq_norm(&res[kk * dx..(kk + 1) * dx], &d.inv_var) + d.obs_const;
+                let sq = match &self.obs_g {
+                    Some(g) => obs.sq_norm(g, zk, &mut diff, r),
+                    None => weighted_sq_norm(&res[kk * dx..(kk + 1) * dx], &d.inv_var),
+                };
+                let mut ll = -0.5 * sq + d.obs_const;
                 if filtering {
                     let yk = if batched {
                         &y_all[(t * k + kk) * r..(t * k + kk + 1) * r]
@@ -644,7 +661,8 @@ impl Ctx<'_> {
         // over all T·K particles (GEMMs) instead of T·K rank-1 updates.
         let tk = tt * k;
         let mut w_all = vec![0.0; tk];
-        let mut dm_all = vec![0.0; tk * dx]; // [t][k][j]: first Bᵀz, then dm
+        let reduced = self.obs_g.is_some();
+        let mut dm_all = vec![0.0; if reduced { 0 } else { tk * dx }]; // [t][k][j]: Bᵀz, then dm
         let mut dz_obs = vec![0.0; tk * r];
         let mut dvx_all = vec![0.0; tt * dx];
         // Per particle of the reverse sweep: dL/dz (final) and dL/dy, for the adjoints of the
@@ -658,30 +676,99 @@ impl Ctx<'_> {
         let (mut dphi_dx, mut dphi_dh) = (vec![0.0; kn], vec![0.0; kn]);
         let tr = &self.tr;
         let (rr, rdx) = ((r as isize, 1), (dx as isize, 1));
-        gemm(tk, r, dx, &rec.z, rr, &d.be, rdx, 0.0, &mut dm_all, rdx);
-        for t in 0..tt {
-            // g_t^k = scale · softmax_k(log w_t)/T  (d scale·Loss_b / d log w)
-            let lw = &rec.log_w[t * k..(t + 1) * k];
-            let lse = logsumexp(lw);
-            let vt = &rec.v[t * du..(t + 1) * du];
-            self.obs_offset(x, vt, t, currents, &mut vx, &mut cvec);
-            let dvx_t = &mut dvx_all[t * dx..(t + 1) * dx];
-            for kk in 0..k {
-                let g = scale * (lw[kk] - lse).exp() / tt as f64;
-                w_all[t * k + kk] = g;
-                let dm = &mut dm_all[(t * k + kk) * dx..(t * k + kk + 1) * dx];
+        if let Some(gm) = &self.obs_g {
+            // The same adjoints from R-dimensional sums ([`ObsStep`]), centred on the weighted
+            // mean of the step's particles. With d_k = z_k − z₀, res_k = r₀ − Bᵀd_k and the
+            // step's sums S = Σ g_k, D1 = Σ g_k d_k, D2 = Σ g_k d_k d_kᵀ:
+            // Σ_k g_k res_kj² = S r₀ⱼ² − 2 r₀ⱼ bⱼ·D1 + bⱼᵀ D2 bⱼ,
+            // Σ_k dm_kj = wⱼ (S r₀ⱼ − bⱼ·D1),
+            // Σ_k z_kq dm_kj = z₀q Σ_k dm_kj + wⱼ (r₀ⱼ D1_q − (D2 bⱼ)_q),
+            // dz_obs_k = B dm_k = g_k (h₀ − G d_k).
+            let mut obs = ObsStep::new(r, dx);
+            let mut p = vec![0.0; k];
+            let (mut d1, mut d2) = (vec![0.0; r], vec![0.0; r * r]);
+            let (mut dk, mut e) = (vec![0.0; r], vec![0.0; r]);
+            for t in 0..tt {
+                let lw = &rec.log_w[t * k..(t + 1) * k];
+                let lse = logsumexp(lw);
+                let vt = &rec.v[t * du..(t + 1) * du];
+                self.obs_offset(x, vt, t, currents, &mut vx, &mut cvec);
+                for (pk, &l) in p.iter_mut().zip(lw) {
+                    *pk = (l - lse).exp();
+                }
+                let zt = &rec.z[t * k * r..(t + 1) * k * r];
+                obs.centre(zt, Some(&p), r);
+                obs.prepare(&d.be, &d.inv_var, &cvec, r);
+                let mut s = 0.0;
+                d1.iter_mut().for_each(|v| *v = 0.0);
+                d2.iter_mut().for_each(|v| *v = 0.0);
+                for (kk, zk) in zt.chunks_exact(r).enumerate() {
+                    let g = scale * p[kk] / tt as f64;
+                    w_all[t * k + kk] = g;
+                    s += g;
+                    for q in 0..r {
+                        dk[q] = zk[q] - obs.z0[q];
+                    }
+                    let dzo = &mut dz_obs[(t * k + kk) * r..(t * k + kk + 1) * r];
+                    for q in 0..r {
+                        let gd = g * dk[q];
+                        d1[q] += gd;
+                        let mut gdk = 0.0;
+                        for pp in 0..r {
+                            d2[q * r + pp] += gd * dk[pp];
+                            gdk += gm[q * r + pp] * dk[pp];
+                        }
+                        dzo[q] = g * (obs.h0[q] - gdk);
+                    }
+                }
+                let dvx_t = &mut dvx_all[t * dx..(t + 1) * dx];
                 for j in 0..dx {
-                    let rj = cvec[j] - dm[j];
-                    dm[j] = g * rj * d.inv_var[j];
-                    adj.std_x[j] += g * d.inv_sd[j] * (rj * rj * d.inv_var[j] - 1.0);
-                    dvx_t[j] += dm[j];
+                    let (r0, wj) = (obs.r0[j], d.inv_var[j]);
+                    let mut bd1 = 0.0;
+                    for q in 0..r {
+                        let mut eq = 0.0;
+                        for pp in 0..r {
+                            eq += d2[q * r + pp] * d.be[pp * dx + j];
+                        }
+                        e[q] = eq;
+                        bd1 += d.be[q * dx + j] * d1[q];
+                    }
+                    let bd2b: f64 = (0..r).map(|q| d.be[q * dx + j] * e[q]).sum();
+                    let sq = s * r0 * r0 - 2.0 * r0 * bd1 + bd2b;
+                    adj.std_x[j] += d.inv_sd[j] * (sq * wj - s);
+                    let m = wj * (s * r0 - bd1);
+                    dvx_t[j] += m;
+                    for q in 0..r {
+                        adj.be[q * dx + j] += obs.z0[q] * m + wj * (r0 * d1[q] - e[q]);
+                    }
                 }
             }
+        } else {
+            gemm(tk, r, dx, &rec.z, rr, &d.be, rdx, 0.0, &mut dm_all, rdx);
+            for t in 0..tt {
+                // g_t^k = scale · softmax_k(log w_t)/T  (d scale·Loss_b / d log w)
+                let lw = &rec.log_w[t * k..(t + 1) * k];
+                let lse = logsumexp(lw);
+                let vt = &rec.v[t * du..(t + 1) * du];
+                self.obs_offset(x, vt, t, currents, &mut vx, &mut cvec);
+                let dvx_t = &mut dvx_all[t * dx..(t + 1) * dx];
+                for kk in 0..k {
+                    let g = scale * (lw[kk] - lse).exp() / tt as f64;
+                    w_all[t * k + kk] = g;
+                    let dm = &mut dm_all[(t * k + kk) * dx..(t * k + kk + 1) * dx];
+                    for j in 0..dx {
+                        let rj = cvec[j] - dm[j];
+                        dm[j] = g * rj * d.inv_var[j];
+                        adj.std_x[j] += g * d.inv_sd[j] * (rj * rj * d.inv_var[j] - 1.0);
+                        dvx_t[j] += dm[j];
+                    }
+                }
+            }
+            // adj.be += Zᵀ DM (R × dx) and dz_obs = DM Bᵀ ([t][k][r]; Bᵀ read through B's strides).
+            let (cr, cdx) = ((1, r as isize), (1, dx as isize));
+            gemm(r, tk, dx, &rec.z, cr, &dm_all, rdx, 1.0, &mut adj.be, rdx);
+            gemm(tk, dx, r, &dm_all, rdx, &d.be, cdx, 0.0, &mut dz_obs, rr);
         }
-        // adj.be += Zᵀ DM (R × dx) and dz_obs = DM Bᵀ ([t][k][r]; Bᵀ read through B's strides).
-        let (cr, cdx) = ((1, r as isize), (1, dx as isize));
-        gemm(r, tk, dx, &rec.z, cr, &dm_all, rdx, 1.0, &mut adj.be, rdx);
-        gemm(tk, dx, r, &dm_all, rdx, &d.be, cdx, 0.0, &mut dz_obs, rr);
         for t in (0..tt).rev() {
             let set = if t == 0 { 0 } else { 1 };
             let filtering = t < self.n_filter;
@@ -979,6 +1066,100 @@ struct Offsets {
     initial_state: Option<usize>,
 }
 
+/// G = B W Bᵀ (R × R, row-major) for the loading B (R rows of dx) and the weights W = diag `w`.
+fn obs_gram(be: &[f64], w: &[f64], r: usize) -> Vec<f64> {
+    let dx = w.len();
+    let mut g = vec![0.0; r * r];
+    for q in 0..r {
+        for p in 0..r {
+            let (bq, bp) = (&be[q * dx..(q + 1) * dx], &be[p * dx..(p + 1) * dx]);
+            g[q * r + p] = bq.iter().zip(bp).zip(w).map(|((a, b), w)| a * w * b).sum();
+        }
+    }
+    g
+}
+
+/// The Gaussian observation term of one step's particles from R-dimensional quantities (the
+/// rank-R models, R < dx). For a centre z₀, r₀ = c − Bᵀz₀ and h₀ = B W r₀, the residual of a
+/// particle z = z₀ + d is r₀ − Bᵀd and
+///
+/// ‖c − Bᵀz‖²_W = ‖r₀‖²_W − 2 dᵀh₀ + dᵀ G d,   with G = B W Bᵀ,
+///
+/// O(R²) per particle instead of O(dx·R). The centre is the particles' mean in the forward pass
+/// and their weighted mean in the reverse pass, so every term is of the size of the result and
+/// nothing large cancels.
+struct ObsStep {
+    z0: Vec<f64>,
+    r0: Vec<f64>,
+    h0: Vec<f64>,
+    s0: f64,
+}
+
+impl ObsStep {
+    fn new(r: usize, dx: usize) -> Self {
+        Self {
+            z0: vec![0.0; r],
+            r0: vec![0.0; dx],
+            h0: vec![0.0; r],
+            s0: 0.0,
+        }
+    }
+
+    /// z₀ = Σ_k w_k z_k / Σ_k w_k over the rows of `zt` (R each), or their plain mean without
+    /// weights.
+    #[inline(always)]
+    fn centre(&mut self, zt: &[f64], weights: Option<&[f64]>, r: usize) {
+        let z0 = &mut self.z0[..r];
+        z0.iter_mut().for_each(|v| *v = 0.0);
+        let mut total = 0.0;
+        for (kk, row) in zt.chunks_exact(r).enumerate() {
+            let w = weights.map_or(1.0, |w| w[kk]);
+            total += w;
+            for (a, &zq) in z0.iter_mut().zip(row) {
+                *a += w * zq;
+            }
+        }
+        z0.iter_mut().for_each(|v| *v /= total);
+    }
+
+    /// r₀, h₀ and ‖r₀‖²_W at the centre for the offset `c`.
+    #[inline(always)]
+    fn prepare(&mut self, be: &[f64], w: &[f64], c: &[f64], r: usize) {
+        let dx = c.len();
+        self.r0.copy_from_slice(c);
+        for q in 0..r {
+            row_times_acc(&mut self.r0, &be[q * dx..(q + 1) * dx], -self.z0[q]);
+        }
+        self.s0 = weighted_sq_norm(&self.r0, w);
+        for q in 0..r {
+            let bq = &be[q * dx..(q + 1) * dx];
+            self.h0[q] = bq
+                .iter()
+                .zip(w)
+                .zip(&self.r0)
+                .map(|((b, w), x)| b * w * x)
+                .sum();
+        }
+    }
+
+    /// d = z − z₀ into `d` and ‖c − Bᵀz‖²_W.
+    #[inline(always)]
+    fn sq_norm(&self, g: &[f64], z: &[f64], d: &mut [f64], r: usize) -> f64 {
+        for q in 0..r {
+            d[q] = z[q] - self.z0[q];
+        }
+        let mut acc = 0.0;
+        for q in 0..r {
+            let mut gd = 0.0;
+            for p in 0..r {
+                gd += g[q * r + p] * d[p];
+            }
+            acc += d[q] * (gd - 2.0 * self.h0[q]);
+        }
+        self.s0 + acc
+    }
+}
+
 /// Σ_j a_j² w_j with four independent partial sums (so it vectorises; fixed order).
 #[inline]
 fn weighted_sq_norm(a: &[f64], w: &[f64]) -> f64 {
@@ -1089,6 +1270,20 @@ pub fn optimal_vsmc(
     noise: &dyn NoiseSource,
     grad: Option<&mut [f64]>,
 ) -> Result<VsmcOutput, VsmcError> {
+    optimal_vsmc_with(config, params, data, options, noise, grad, true)
+}
+
+/// [`optimal_vsmc`]; `reduce_obs = false` keeps the observation term on all dx channels even
+/// where [`ObsStep`]'s R-dimensional form applies (the tests' reference for that form).
+fn optimal_vsmc_with(
+    config: &ModelConfig,
+    params: &[f64],
+    data: &Sequences<f64>,
+    options: &VsmcOptions,
+    noise: &dyn NoiseSource,
+    grad: Option<&mut [f64]>,
+    reduce_obs: bool,
+) -> Result<VsmcOutput, VsmcError> {
     config
         .validate()
         .map_err(|e| VsmcError::Params(e.to_string()))?;
@@ -1137,9 +1332,12 @@ pub fn optimal_vsmc(
             w: PackedB::new(&nk, (stride, 1), r, n),
         }
     });
+    let obs_g = (reduce_obs && reduces_observation(config.rank, config.dim_x))
+        .then(|| obs_gram(&values.be, &values.inv_var, config.rank));
     let ctx = Ctx {
         c: config,
         p,
+        obs_g,
         d: values,
         lo: (options.precision == Precision::F32).then(|| Weights32::new(&mt, &nk, p.h)),
         identity_m,
@@ -1307,6 +1505,103 @@ pub fn filtered_means(
 #[cfg(test)]
 mod tests {
     use super::logsumexp;
+
+    /// The observation term from R-dimensional sums ([`super::ObsStep`]) gives the loss, every
+    /// log weight and the gradient of the direct sum over the dx channels, for affine and
+    /// one-to-one readouts, ranks 1–3, inputs, unfiltered steps, scalar and diagonal noise, and
+    /// data near the model (small residuals) and far from it. Ancestors are the same.
+    #[test]
+    fn reduced_observation_term_equals_the_sum_over_channels() {
+        use super::{optimal_vsmc_with, VsmcOptions};
+        use crate::inference::draws::{Resampling, SeededNoise};
+        use crate::inference::kernel::Precision;
+        use crate::model::lowrank::{ModelConfig, NoiseKind, Observation, ReadoutFrom};
+        use crate::model::Sequences;
+        use rand::{Rng, SeedableRng};
+        let cases = [
+            // (rank, n, dx, du, one-to-one, scalar noise, t_forward, data scale)
+            (2, 20, 20, 0, true, false, 0, 0.05),
+            (2, 20, 20, 0, true, false, 0, 3.0),
+            (1, 30, 30, 1, true, false, 2, 0.5),
+            (3, 12, 16, 2, false, true, 1, 1.0),
+            (3, 12, 5, 0, false, false, 0, 2.0),
+        ];
+        for (i, &(rank, n, dx, du, one_to_one, scalar, t_forward, scale)) in
+            cases.iter().enumerate()
+        {
+            let mut c = ModelConfig::eeg(dx);
+            (c.rank, c.n_units, c.dim_u) = (rank, n, du);
+            if scalar {
+                c.noise_x = NoiseKind::Scalar;
+            }
+            if one_to_one {
+                c.observation = Observation::OneToOne;
+                c.readout_from = ReadoutFrom::Currents;
+            }
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(i as u64);
+            let mut p = c.init_params(i as u64).unwrap();
+            p.iter_mut()
+                .for_each(|v| *v += 0.2 * rng.gen_range(-1.0..1.0));
+            let (nb, tt) = (3, 9);
+            let data = Sequences {
+                n_sequences: nb,
+                dim_x: dx,
+                dim_u: du,
+                n_time: tt,
+                x: (0..nb * dx * tt)
+                    .map(|_| scale * rng.gen_range(-1.0..1.0))
+                    .collect(),
+                u: (0..nb * du * tt)
+                    .map(|_| rng.gen_range(-1.0..1.0))
+                    .collect(),
+            };
+            let noise = SeededNoise {
+                seed: 40 + i as u64,
+                resampling: Resampling::Systematic,
+            };
+            let options = VsmcOptions {
+                n_particles: 16,
+                t_forward,
+                precision: Precision::F64,
+            };
+            let run = |reduce: bool| {
+                let mut g = vec![0.0; p.len()];
+                let out = optimal_vsmc_with(&c, &p, &data, &options, &noise, Some(&mut g), reduce)
+                    .unwrap();
+                (out, g)
+            };
+            let ((fast, g_fast), (direct, g_direct)) = (run(true), run(false));
+            let close = |a: f64, b: f64, s: f64| (a - b).abs() <= 1e-12 * s.max(1.0);
+            assert!(
+                close(fast.loss, direct.loss, direct.loss.abs()),
+                "case {i}: loss {} vs {}",
+                fast.loss,
+                direct.loss
+            );
+            for (a, b) in fast
+                .log_w
+                .iter()
+                .flatten()
+                .zip(direct.log_w.iter().flatten())
+            {
+                assert!(close(*a, *b, b.abs()), "case {i}: log w {a} vs {b}");
+            }
+            assert_eq!(fast.ancestors, direct.ancestors, "case {i}");
+            for blk in c.layout().blocks() {
+                let r = blk.range();
+                let s = g_direct[r.clone()]
+                    .iter()
+                    .fold(0.0f64, |m, v| m.max(v.abs()));
+                for (j, (a, b)) in g_fast[r.clone()].iter().zip(&g_direct[r]).enumerate() {
+                    assert!(
+                        (a - b).abs() <= 1e-11 * s + 1e-300,
+                        "case {i}: {}[{j}]: {a} vs {b}",
+                        blk.name
+                    );
+                }
+            }
+        }
+    }
 
     #[test]
     fn logsumexp_matches_the_direct_sum_and_keeps_nan() {

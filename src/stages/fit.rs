@@ -297,17 +297,32 @@ impl Stage for FitStage {
     fn version(&self) -> u32 {
         1
     }
-    /// 2 for single-precision fits: the f32 Poisson step runs its lanes over particles since
-    /// then (ℓ summed in another order, so other rounding); f64 fits write the bits of 1.
+    /// 3 for optimal-proposal fits whose observation term runs on R-dimensional sums
+    /// ([`crate::inference::optimal::reduces_observation`]: the same values, other rounding);
+    /// else 2 for single-precision fits, whose f32 Poisson step runs its lanes over particles
+    /// since then (ℓ summed in another order); other fits write the bits of 1.
     fn version_for(&self, params: &Value) -> u32 {
-        if params.pointer("/vsmc/precision").and_then(Value::as_str) == Some("f32") {
+        let optimal = params.pointer("/vsmc/proposal").and_then(Value::as_str) == Some("optimal");
+        let dim = |key: &str| {
+            params
+                .pointer(key)
+                .and_then(Value::as_u64)
+                .map(|v| v as usize)
+        };
+        let reduced = match (dim("/model/rank"), dim("/model/dim_x")) {
+            (Some(r), Some(dx)) => optimal && crate::inference::optimal::reduces_observation(r, dx),
+            _ => false,
+        };
+        if reduced {
+            3
+        } else if params.pointer("/vsmc/precision").and_then(Value::as_str) == Some("f32") {
             2
         } else {
             self.version()
         }
     }
     fn version_note(&self) -> Option<&'static str> {
-        Some("v2 with vsmc.precision: f32")
+        Some("v3 with vsmc.proposal: optimal and rank < min(dim_x, 16); else v2 with vsmc.precision: f32")
     }
     fn description(&self) -> &'static str {
         "fit a stochastic low-rank RNN with VSMC (optimal, encoder or bootstrap proposal) → model.h5, loss curve"
@@ -676,27 +691,42 @@ pub fn score_model(
 mod tests {
     use super::*;
 
-    /// Only single-precision fits carry version 2 in their cache key (their Poisson step's
-    /// rounding changed); f64 fits keep version 1 and so their cached results.
+    /// Optimal-proposal fits with rank < dim_x carry version 3 in their cache key (their
+    /// observation term's rounding changed), other single-precision fits version 2 (their
+    /// Poisson step's rounding changed); the rest keep version 1 and so their cached results.
     #[test]
-    fn only_f32_fits_changed_version() {
+    fn fits_whose_rounding_changed_have_new_versions() {
         let stage = FitStage;
-        let params = |vsmc: serde_json::Value| {
+        let params = |rank: usize, dim_x: usize, vsmc: serde_json::Value| {
             let raw = serde_json::json!({
                 "variant": "v",
                 "train": {"n_epochs": 1, "batch_size": 1, "lr": 1.0e-3, "lr_end": 1.0e-5, "seed": 1},
                 "model": {
-                    "rank": 2, "n_units": 10, "dim_x": 3, "nonlinearity": "relu",
-                    "noise_z": "full", "noise_z0": "full", "observation": "one_to_one",
-                    "readout_from": "currents", "likelihood": "gaussian",
+                    "rank": rank, "n_units": 24, "dim_x": dim_x, "nonlinearity": "relu",
+                    "noise_z": "full", "noise_z0": "full", "observation": "affine",
+                    "readout_from": "z", "likelihood": "gaussian",
                 },
                 "vsmc": vsmc,
             });
             stage.check_params(&raw).expect("valid params")
         };
         use serde_json::json;
-        assert_eq!(stage.version_for(&params(json!({"precision": "f32"}))), 2);
-        assert_eq!(stage.version_for(&params(json!({"precision": "f64"}))), 1);
-        assert_eq!(stage.version_for(&params(json!({}))), 1);
+        assert_eq!(
+            stage.version_for(&params(3, 3, json!({"precision": "f32"}))),
+            2
+        );
+        assert_eq!(
+            stage.version_for(&params(3, 3, json!({"precision": "f64"}))),
+            1
+        );
+        assert_eq!(stage.version_for(&params(3, 3, json!({}))), 1);
+        assert_eq!(stage.version_for(&params(2, 3, json!({}))), 3);
+        assert_eq!(
+            stage.version_for(&params(2, 3, json!({"precision": "f32"}))),
+            3
+        );
+        let bootstrap = json!({"proposal": "bootstrap", "precision": "f32"});
+        assert_eq!(stage.version_for(&params(2, 3, bootstrap)), 2);
+        assert_eq!(stage.version_for(&params(20, 64, json!({}))), 1);
     }
 }
