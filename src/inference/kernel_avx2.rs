@@ -330,7 +330,22 @@ unsafe fn means_r<const R: usize, const NL: u8, const WIDE: bool>(
             }
         }
         let mut tail = [0.0f64; R];
-        for i in full..n {
+        let mut first = full;
+        if n - full >= 4 {
+            // The next 4 units' currents and φ in one register: lane by lane the operations
+            // of the scalar loop below. Their sum stays sequential, so the bits are its bits.
+            let zb: [__m256d; R] = std::array::from_fn(|q| _mm256_set1_pd(zk[q]));
+            let x = currents::<__m256d, R>(&mt, &zb, ep, full);
+            let mut f = [0.0f64; 4];
+            phi::<__m256d, NL>(x, load(hp, full)).put(f.as_mut_ptr(), 0);
+            for (l, &fl) in f.iter().enumerate() {
+                for q in 0..R {
+                    tail[q] = w.n[q * st + full + l].mul_add(fl, tail[q]);
+                }
+            }
+            first = full + 4;
+        }
+        for i in first..n {
             let mut x = ext.map(|e| e[i]).unwrap_or(0.0);
             for q in 0..R {
                 x = w.mt[q * st + i].mul_add(zk[q], x);
@@ -479,7 +494,38 @@ unsafe fn back_r<const R: usize, const NL: u8, const WIDE: bool>(
             base += 4;
         }
     }
-    for i in full..n {
+    // The tail: a block of 4 units (AVX2) when there are 4 or more, its workspace [k][4] at
+    // full·k, then unit by unit from `first`, [k][n − first] at first·k. The block's per-unit
+    // operations are the scalar loop's; the input current's gradient is added here particle by
+    // particle, in the scalar loop's order, so the bits are its bits.
+    let mut first = full;
+    if n - full >= 4 {
+        let io = (
+            (z, dmu),
+            (&mt, &nn),
+            (hp, ep),
+            (wp, fp),
+            (&gmt, &gn),
+            (ghp, None),
+        );
+        back_block::<__m256d, R, NL>(full, io.0, io.1, io.2, io.3, io.4, io.5);
+        if let Some(ge) = gep {
+            for kk in 0..k {
+                for l in 0..4 {
+                    *ge.add(full + l) += *wp.add(full * k + kk * 4 + l);
+                }
+            }
+        }
+        first = full + 4;
+    }
+    let at = |i: usize, kk: usize| {
+        if i < first {
+            full * k + kk * 4 + (i - full)
+        } else {
+            first * k + kk * (n - first) + (i - first)
+        }
+    };
+    for i in first..n {
         for kk in 0..k {
             let zk = &z[kk * R..kk * R + R];
             let dk = &dmu[kk * R..kk * R + R];
@@ -492,7 +538,7 @@ unsafe fn back_r<const R: usize, const NL: u8, const WIDE: bool>(
             let (f, dfdx, dfdh) = phi_scalar::<NL>(x, w.h[i]);
             g.h[i] = dr.mul_add(dfdh, g.h[i]);
             let dxu = dr * dfdx;
-            g.work[full * k + kk * (n - full) + (i - full)] = dxu;
+            g.work[at(i, kk)] = dxu;
             if let Some(gext) = g.ext.as_deref_mut() {
                 gext[i] += dxu;
             }
@@ -534,8 +580,7 @@ unsafe fn back_r<const R: usize, const NL: u8, const WIDE: bool>(
         for q in 0..R {
             let mut tail = 0.0;
             for i in full..n {
-                tail =
-                    w.mt[q * st + i].mul_add(g.work[full * k + kk * (n - full) + (i - full)], tail);
+                tail = w.mt[q * st + i].mul_add(g.work[at(i, kk)], tail);
             }
             dz[kk * R + q] += hsum(acc[q].0, acc[q].1) + tail;
         }
