@@ -392,7 +392,7 @@ fn kinds_lists_the_registry() {
     assert!(fit.starts_with("fit              v1 "), "{fit}");
     assert!(
         fit.ends_with(
-            " (v3 with vsmc.proposal: optimal and rank < min(dim_x, 16); else v2 with vsmc.precision: f32)"
+            " (v3 with vsmc.proposal: optimal, rank < min(dim_x, 16) and n_particles ≥ 2·rank; else v2 with vsmc.precision: f32)"
         ),
         "{fit}"
     );

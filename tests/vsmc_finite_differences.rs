@@ -47,12 +47,14 @@ fn config(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run(
     c: &ModelConfig,
     p: &[f64],
     data: &Sequences<f64>,
     noise: &dyn NoiseSource,
     t_forward: usize,
+    k: usize,
     grad: Option<&mut [f64]>,
 ) -> (f64, Vec<Vec<usize>>) {
     let out = optimal_vsmc(
@@ -60,7 +62,7 @@ fn run(
         p,
         data,
         &VsmcOptions {
-            n_particles: 3,
+            n_particles: k,
             t_forward,
             precision: Precision::F64,
         },
@@ -72,12 +74,15 @@ fn run(
 }
 
 fn check(c: ModelConfig, t_forward: usize, seed: u64) {
-    check_with(c, t_forward, seed, true)
+    check_with(c, t_forward, seed, true, 3)
 }
 
 /// As [`check`]; `perturb_frozen = false` keeps frozen blocks at their initial values (the
 /// full-rank baseline's M = I, which the kernels then take as the identity).
-fn check_with(c: ModelConfig, t_forward: usize, seed: u64, perturb_frozen: bool) {
+///
+/// `k` particles: 3 keeps rank-2 models' observation term on its dx channels, from 2R = 4 on it
+/// runs on R-dimensional sums (`optimal::reduces_observation`).
+fn check_with(c: ModelConfig, t_forward: usize, seed: u64, perturb_frozen: bool, k: usize) {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let mut p = c.init_params(seed).unwrap();
     // Perturb so no parameter sits at a special value (zero bias, identity noise).
@@ -108,7 +113,7 @@ fn check_with(c: ModelConfig, t_forward: usize, seed: u64, perturb_frozen: bool)
         resampling: Resampling::Systematic,
     };
     let mut grad = vec![0.0; layout.len()];
-    let (_, anc0) = run(&c, &p, &data, &noise, t_forward, Some(&mut grad));
+    let (_, anc0) = run(&c, &p, &data, &noise, t_forward, k, Some(&mut grad));
     let mut checked = 0;
     for b in layout.blocks() {
         if !b.trainable {
@@ -119,9 +124,9 @@ fn check_with(c: ModelConfig, t_forward: usize, seed: u64, perturb_frozen: bool)
             let h = 1e-6 * p[i].abs().max(1.0);
             let mut pp = p.clone();
             pp[i] += h;
-            let (lp, ap) = run(&c, &pp, &data, &noise, t_forward, None);
+            let (lp, ap) = run(&c, &pp, &data, &noise, t_forward, k, None);
             pp[i] = p[i] - h;
-            let (lm, am) = run(&c, &pp, &data, &noise, t_forward, None);
+            let (lm, am) = run(&c, &pp, &data, &noise, t_forward, k, None);
             if ap != anc0 || am != anc0 {
                 continue;
             }
@@ -233,7 +238,7 @@ fn wide_full_rank_baseline() {
     c.transition = lowrank_smc::model::lowrank::Transition::FullRank;
     check(c.clone(), 2, 37);
     // M kept at the frozen identity: the kernels' identity shortcut.
-    check_with(c, 2, 43, false);
+    check_with(c, 2, 43, false, 3);
 }
 
 /// From R = 16 on, a step's proposal products run as K × R × R GEMMs (the batched path of the
@@ -250,7 +255,7 @@ fn batched_proposal_products() {
     c.rank = 16;
     c.n_units = 16;
     c.transition = lowrank_smc::model::lowrank::Transition::FullRank;
-    check_with(c, 2, 47, false);
+    check_with(c, 2, 47, false, 3);
     let mut c = config(
         Nonlinearity::Tanh,
         ReadoutFrom::Currents,
@@ -278,4 +283,23 @@ fn wide_rank_with_inputs() {
     c.rank = 9;
     c.n_units = 70;
     check(c, 0, 41);
+}
+
+/// The observation term on R-dimensional sums (K ≥ 2R): affine and one-to-one readouts, inputs,
+/// unfiltered steps, scalar and diagonal observation noise.
+#[test]
+fn reduced_observation_term() {
+    assert!(lowrank_smc::inference::optimal::reduces_observation(
+        2, 7, 6
+    ));
+    let cases = [
+        (ReadoutFrom::Z, 0, false, NoiseKind::Diag, 0),
+        (ReadoutFrom::Currents, 2, false, NoiseKind::Diag, 2),
+        (ReadoutFrom::Currents, 1, true, NoiseKind::Scalar, 0),
+        (ReadoutFrom::Z, 2, true, NoiseKind::Scalar, 1),
+    ];
+    for (i, (readout, du, sim, noise_x, t_forward)) in cases.into_iter().enumerate() {
+        let c = config(Nonlinearity::Relu, readout, du, sim, noise_x);
+        check_with(c, t_forward, 60 + i as u64, true, 6);
+    }
 }

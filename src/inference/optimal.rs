@@ -139,10 +139,11 @@ impl Transposed {
 const BATCHED_MIN_RANK: usize = 16;
 
 /// Whether a model's Gaussian observation term runs on R-dimensional sums ([`ObsStep`]):
-/// below [`BATCHED_MIN_RANK`] and with fewer latents than channels. Such fits round
-/// differently from before that form (the `fit` stage's version 3).
-pub fn reduces_observation(rank: usize, dim_x: usize) -> bool {
-    rank < BATCHED_MIN_RANK && rank < dim_x
+/// below [`BATCHED_MIN_RANK`], with fewer latents than channels and at least 2R particles
+/// (its per-step cost, O(dx·R²), then stays below the direct sums' O(K·dx·R)). Such fits
+/// round differently from before that form (the `fit` stage's version 3).
+pub fn reduces_observation(rank: usize, dim_x: usize, n_particles: usize) -> bool {
+    rank < BATCHED_MIN_RANK && rank < dim_x && n_particles >= 2 * rank
 }
 
 /// The full-rank transition μ = a z + W φ(z; h) (M the frozen identity, no inputs, f64) of a
@@ -1332,7 +1333,7 @@ fn optimal_vsmc_with(
             w: PackedB::new(&nk, (stride, 1), r, n),
         }
     });
-    let obs_g = (reduce_obs && reduces_observation(config.rank, config.dim_x))
+    let obs_g = (reduce_obs && reduces_observation(config.rank, config.dim_x, options.n_particles))
         .then(|| obs_gram(&values.be, &values.inv_var, config.rank));
     let ctx = Ctx {
         c: config,

@@ -309,8 +309,14 @@ impl Stage for FitStage {
                 .and_then(Value::as_u64)
                 .map(|v| v as usize)
         };
-        let reduced = match (dim("/model/rank"), dim("/model/dim_x")) {
-            (Some(r), Some(dx)) => optimal && crate::inference::optimal::reduces_observation(r, dx),
+        let reduced = match (
+            dim("/model/rank"),
+            dim("/model/dim_x"),
+            dim("/vsmc/n_particles"),
+        ) {
+            (Some(r), Some(dx), Some(k)) => {
+                optimal && crate::inference::optimal::reduces_observation(r, dx, k)
+            }
             _ => false,
         };
         if reduced {
@@ -322,7 +328,7 @@ impl Stage for FitStage {
         }
     }
     fn version_note(&self) -> Option<&'static str> {
-        Some("v3 with vsmc.proposal: optimal and rank < min(dim_x, 16); else v2 with vsmc.precision: f32")
+        Some("v3 with vsmc.proposal: optimal, rank < min(dim_x, 16) and n_particles ≥ 2·rank; else v2 with vsmc.precision: f32")
     }
     fn description(&self) -> &'static str {
         "fit a stochastic low-rank RNN with VSMC (optimal, encoder or bootstrap proposal) → model.h5, loss curve"
@@ -728,5 +734,17 @@ mod tests {
         let bootstrap = json!({"proposal": "bootstrap", "precision": "f32"});
         assert_eq!(stage.version_for(&params(2, 3, bootstrap)), 2);
         assert_eq!(stage.version_for(&params(20, 64, json!({}))), 1);
+        assert_eq!(
+            stage.version_for(&params(2, 20, json!({"n_particles": 4}))),
+            3
+        );
+        assert_eq!(
+            stage.version_for(&params(2, 20, json!({"n_particles": 3}))),
+            1
+        );
+        assert_eq!(
+            stage.version_for(&params(2, 20, json!({"n_particles": 1}))),
+            1
+        );
     }
 }
