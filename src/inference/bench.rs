@@ -258,6 +258,35 @@ pub fn bench_train_continuous(repeats: usize, precision: Precision) -> TrainBenc
     }
 }
 
+/// The reach-ring student (SPEC §5.1 (c)): R = 2, N = 60, 2 inputs shown as they are,
+/// one-to-one currents, optimal proposal, K = 64, one epoch of 800 trials × 250, batch 10.
+/// No reference figure is stated for it.
+pub fn bench_train_reach(repeats: usize, precision: Precision) -> TrainBenchLine {
+    use crate::model::lowrank::*;
+    let mut config = ModelConfig::continuous_student();
+    (config.n_units, config.dim_x, config.dim_u) = (60, 60, 2);
+    let (n, tt) = (800, 250);
+    let mut trials = random_trials(n, 60, tt, false);
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    trials.dim_u = 2;
+    trials.u = (0..n * 2 * tt).map(|_| rng.gen_range(-1.0..1.0)).collect();
+    let secs = match ModelWithProposal::new(config, ProposalKind::Optimal, None) {
+        Ok(m) => time_epoch(m, trials, 64, repeats, precision),
+        Err(_) => f64::NAN,
+    };
+    TrainBenchLine {
+        case: format!(
+            "train reach {} (teacher–student, R=2, N=60, 2 inputs, K=64, 800×250, optimal, {} threads)",
+            name(precision),
+            rayon::current_num_threads()
+        ),
+        seconds_per_epoch: secs,
+        reference: None,
+        reference_given: false,
+        peak_rss_mb: peak_rss_mb(),
+    }
+}
+
 /// A file the repository ships (`datasets/…`): under the working directory when it is there,
 /// else in the source tree this binary was built from, so `bench` measures the same data
 /// wherever it runs from.
@@ -365,14 +394,16 @@ pub fn bench_train_poisson(repeats: usize, precision: Precision) -> TrainBenchLi
 }
 
 /// The case keys `bench train` knows ("eeg f64", "full-rank 30 f64", "poisson f32", …).
-pub const TRAIN_CASE_KEYS: [&str; 8] = [
+pub const TRAIN_CASE_KEYS: [&str; 10] = [
     "eeg f64",
     "full-rank 30 f64",
     "full-rank 128 f64",
     "continuous f64",
+    "reach f64",
     "poisson f64",
     "eeg f32",
     "continuous f32",
+    "reach f32",
     "poisson f32",
 ];
 
@@ -440,6 +471,9 @@ pub fn bench_train(
                 bench_train_continuous(2, precision),
             );
         }
+        if wanted(&format!("reach {p}")) {
+            out(&format!("reach {p}"), bench_train_reach(1, precision));
+        }
         if wanted(&format!("poisson {p}")) {
             out(&format!("poisson {p}"), bench_train_poisson(3, precision));
         }
@@ -490,7 +524,7 @@ mod tests {
         assert_eq!(wide.reference, None);
         apply_reference(&mut wide, "full-rank 30 f64", &given);
         assert_eq!(wide.reference, Some(2.0));
-        for key in ["eeg", "full-rank 30", "poisson f32", "continuous"] {
+        for key in ["eeg", "full-rank 30", "poisson f32", "continuous", "reach"] {
             assert!(TRAIN_CASE_KEYS.iter().any(|k| k.starts_with(key)), "{key}");
         }
     }
