@@ -697,9 +697,10 @@ pub fn score_model(
 mod tests {
     use super::*;
 
-    /// Optimal-proposal fits with rank < dim_x carry version 3 in their cache key (their
-    /// observation term's rounding changed), other single-precision fits version 2 (their
-    /// Poisson step's rounding changed); the rest keep version 1 and so their cached results.
+    /// Optimal-proposal fits with rank < dim_x and K ≥ 2·rank carry version 3 in their cache
+    /// key (their observation term's rounding changed), other single-precision fits version 2
+    /// (their Poisson step's rounding changed); the rest keep version 1 and so their cached
+    /// results.
     #[test]
     fn fits_whose_rounding_changed_have_new_versions() {
         let stage = FitStage;
