@@ -476,16 +476,20 @@ unsafe fn back_r<const R: usize, const NL: u8, const WIDE: bool>(
     // Every block: base + its width ≤ full ≤ n, every row pointer has n entries and the
     // workspace k·n + 8k (all checked above). No sums over units here: any chunking gives
     // the same per-unit results.
-    let mut base = 0;
-    while base < full {
-        let io = (
+    // The blocks' arguments; `ge`, the input current's gradient, is `gep` or `None`.
+    let args = |ge: Option<*mut f64>| {
+        (
             (z, dmu),
             (&mt, &nn),
             (hp, ep),
             (wp, fp),
             (&gmt, &gn),
-            (ghp, gep),
-        );
+            (ghp, ge),
+        )
+    };
+    let mut base = 0;
+    while base < full {
+        let io = args(gep);
         if WIDE {
             back_block::<__m512d, R, NL>(base, io.0, io.1, io.2, io.3, io.4, io.5);
             base += LANES;
@@ -500,14 +504,7 @@ unsafe fn back_r<const R: usize, const NL: u8, const WIDE: bool>(
     // particle, in the scalar loop's order, so the bits are its bits.
     let mut first = full;
     if n - full >= 4 {
-        let io = (
-            (z, dmu),
-            (&mt, &nn),
-            (hp, ep),
-            (wp, fp),
-            (&gmt, &gn),
-            (ghp, None),
-        );
+        let io = args(None);
         back_block::<__m256d, R, NL>(full, io.0, io.1, io.2, io.3, io.4, io.5);
         if let Some(ge) = gep {
             for kk in 0..k {

@@ -1067,14 +1067,18 @@ struct Offsets {
     initial_state: Option<usize>,
 }
 
+/// Σ_j a_j w_j b_j, in order.
+fn weighted_dot(a: &[f64], w: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(w).zip(b).map(|((a, w), b)| a * w * b).sum()
+}
+
 /// G = B W Bᵀ (R × R, row-major) for the loading B (R rows of dx) and the weights W = diag `w`.
 fn obs_gram(be: &[f64], w: &[f64], r: usize) -> Vec<f64> {
     let dx = w.len();
     let mut g = vec![0.0; r * r];
     for q in 0..r {
         for p in 0..r {
-            let (bq, bp) = (&be[q * dx..(q + 1) * dx], &be[p * dx..(p + 1) * dx]);
-            g[q * r + p] = bq.iter().zip(bp).zip(w).map(|((a, b), w)| a * w * b).sum();
+            g[q * r + p] = weighted_dot(&be[q * dx..(q + 1) * dx], w, &be[p * dx..(p + 1) * dx]);
         }
     }
     g
@@ -1133,13 +1137,7 @@ impl ObsStep {
         }
         self.s0 = weighted_sq_norm(&self.r0, w);
         for q in 0..r {
-            let bq = &be[q * dx..(q + 1) * dx];
-            self.h0[q] = bq
-                .iter()
-                .zip(w)
-                .zip(&self.r0)
-                .map(|((b, w), x)| b * w * x)
-                .sum();
+            self.h0[q] = weighted_dot(&be[q * dx..(q + 1) * dx], w, &self.r0);
         }
     }
 
