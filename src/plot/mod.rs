@@ -213,11 +213,28 @@ pub fn line_plot_with(
     let (ly0, ly1) = (10f64.powf(y0), 10f64.powf(y1));
     let log_x_axis = || (lx0..lx1).log_scale().with_key_points(log_ticks(lx0, lx1));
     let log_y_axis = || (ly0..ly1).log_scale().with_key_points(log_ticks(ly0, ly1));
+    // The legend (with two or more series): in the plot's corner that covers none of the lines
+    // (found by drawing the plot once in memory), else beside the plot.
+    let legend: Vec<(LegendGlyph, String)> = series
+        .iter()
+        .zip(&colours)
+        .map(|(s, &c)| {
+            let glyph = if s.reference_for.is_some() {
+                LegendGlyph::Dash(c)
+            } else {
+                LegendGlyph::Line(c)
+            };
+            (glyph, s.label.clone())
+        })
+        .collect();
+    let legend_box = legend_size(legend.iter().map(|(_, l)| l.as_str()), 13);
     macro_rules! draw {
-        ($backend:expr, $path:expr, $xr:expr, $yr:expr) => {{
+        ($backend:expr, $path:expr, $xr:expr, $yr:expr, $place:expr) => {{
+            let place: LegendPlace = $place;
             let root = $backend.into_drawing_area();
             root.fill(&WHITE).map_err(draw_err($path))?;
-            let mut chart = ChartBuilder::on(&root)
+            let (plot_area, legend_area) = root.split_horizontally(LINE_PLOT_SIZE.0);
+            let mut chart = ChartBuilder::on(&plot_area)
                 .caption(title, (FONT, 20))
                 .margin(10)
                 .x_label_area_size(40)
@@ -236,11 +253,17 @@ pub fn line_plot_with(
                 y_label.to_string()
             })
             .label_style((FONT, 13));
+            let x_linear = |v: &f64| linear_tick_label(*v, x0, x1);
+            let y_linear = |v: &f64| linear_tick_label(*v, y0, y1);
             if axes.log_x {
                 mesh.x_label_formatter(&|v: &f64| tick_label(*v));
+            } else {
+                mesh.x_label_formatter(&x_linear);
             }
             if log_y {
                 mesh.y_label_formatter(&|v: &f64| tick_label(*v));
+            } else {
+                mesh.y_label_formatter(&y_linear);
             }
             mesh.draw().map_err(draw_err($path))?;
             for (s, (pts, &colour)) in series.iter().zip(points.iter().zip(&colours)) {
@@ -272,31 +295,86 @@ pub fn line_plot_with(
                         PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2))
                     });
             }
-            if series.len() > 1 {
-                chart
-                    .configure_series_labels()
-                    .background_style(WHITE.mix(0.8))
-                    .border_style(BLACK)
-                    .label_font((FONT, 13))
-                    .draw()
-                    .map_err(draw_err($path))?;
+            let mut drawn = Vec::new();
+            for pts in &points {
+                let px: Vec<(i32, i32)> = pts.iter().map(|p| chart.backend_coord(p)).collect();
+                sample_polyline(&px, &mut drawn);
+            }
+            let area = chart.plotting_area().get_pixel_range();
+            let (corner, covered) = quiet_corner(&drawn, area, legend_box);
+            match place {
+                LegendPlace::Inside => {
+                    chart
+                        .configure_series_labels()
+                        .position(corner)
+                        .background_style(WHITE.mix(0.8))
+                        .border_style(BLACK)
+                        .label_font((FONT, 13))
+                        .draw()
+                        .map_err(draw_err($path))?;
+                }
+                LegendPlace::Beside => {
+                    draw_legend(&legend_area, &legend, (6, 50), false, 13)
+                        .map_err(draw_err($path))?;
+                }
+                LegendPlace::Probe | LegendPlace::None => {}
             }
             root.present().map_err(draw_err($path))?;
+            covered
         }};
     }
     macro_rules! draw_scaled {
-        ($backend:expr, $path:expr) => {
+        ($backend:expr, $path:expr, $place:expr) => {
             match (axes.log_x, log_y) {
-                (false, false) => draw!($backend, $path, x0..x1, y0..y1),
-                (true, false) => draw!($backend, $path, log_x_axis(), y0..y1),
-                (false, true) => draw!($backend, $path, x0..x1, log_y_axis()),
-                (true, true) => draw!($backend, $path, log_x_axis(), log_y_axis()),
+                (false, false) => draw!($backend, $path, x0..x1, y0..y1, $place),
+                (true, false) => draw!($backend, $path, log_x_axis(), y0..y1, $place),
+                (false, true) => draw!($backend, $path, x0..x1, log_y_axis(), $place),
+                (true, true) => draw!($backend, $path, log_x_axis(), log_y_axis(), $place),
             }
         };
     }
-    draw_scaled!(BitMapBackend::new(&paths.png, (900, 560)), &paths.png);
-    draw_scaled!(SVGBackend::new(&paths.svg, (900, 560)), &paths.svg);
+    let place = if series.len() < 2 {
+        LegendPlace::None
+    } else {
+        let (w, h) = LINE_PLOT_SIZE;
+        let mut buffer = vec![0u8; w as usize * h as usize * 3];
+        let covered = draw_scaled!(
+            BitMapBackend::with_buffer(&mut buffer, (w, h)),
+            &paths.png,
+            LegendPlace::Probe
+        );
+        if covered == 0 {
+            LegendPlace::Inside
+        } else {
+            LegendPlace::Beside
+        }
+    };
+    let size = match place {
+        LegendPlace::Beside => (
+            LINE_PLOT_SIZE.0 + legend_box.0 as u32 + 20,
+            LINE_PLOT_SIZE.1,
+        ),
+        _ => LINE_PLOT_SIZE,
+    };
+    draw_scaled!(BitMapBackend::new(&paths.png, size), &paths.png, place);
+    draw_scaled!(SVGBackend::new(&paths.svg, size), &paths.svg, place);
     Ok(paths)
+}
+
+/// A [`line_plot`]'s size in pixels, without a legend beside it.
+const LINE_PLOT_SIZE: (u32, u32) = (900, 560);
+
+/// Where a [`line_plot`] draws its legend.
+#[derive(Clone, Copy)]
+enum LegendPlace {
+    /// One series: no legend.
+    None,
+    /// The in-memory pass that finds how much of the lines the best corner would cover.
+    Probe,
+    /// In the plot's corner that covers none of the lines.
+    Inside,
+    /// Beside the plot (every corner would cover some line).
+    Beside,
 }
 
 /// Ticks of a log axis over [lo, hi] (lo > 0): 1, 2, 5 × 10^d while the range spans at most
@@ -341,6 +419,88 @@ pub fn tick_label(v: f64) -> String {
         let s = format!("{v:.4}");
         s.trim_end_matches('0').trim_end_matches('.').to_string()
     }
+}
+
+/// A linear axis' tick label over [lo, hi]: the decimals its tick spacing needs (one more
+/// than a tenth of the span asks for, then trailing zeros dropped), so `10` and not `10.0`, `0`
+/// and not `-0.0` or `2.8e-17`. Spans below 1e-3 or values of 1e7 and beyond take
+/// [`tick_label`]'s form.
+pub fn linear_tick_label(v: f64, lo: f64, hi: f64) -> String {
+    let span = (hi - lo).abs();
+    if !(v.is_finite() && span.is_finite() && span >= 1e-3 && lo.abs().max(hi.abs()) < 1e7) {
+        return tick_label(v);
+    }
+    let decimals = (-(span / 10.0).log10().floor()).max(0.0) as usize + 1;
+    let s = format!("{v:.decimals$}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    if s.parse::<f64>().is_ok_and(|x| x == 0.0) {
+        "0".to_string()
+    } else {
+        s.to_string()
+    }
+}
+
+/// Backend pixels along a polyline (given in backend pixels), one every few pixels along each
+/// segment, so that a line crossing a box counts even where it has no data point inside it.
+fn sample_polyline(px: &[(i32, i32)], out: &mut Vec<(i32, i32)>) {
+    for w in px.windows(2) {
+        let ((ax, ay), (bx, by)) = (w[0], w[1]);
+        let len = (bx - ax).abs().max((by - ay).abs());
+        let m = (len / 4).clamp(1, 4096);
+        for i in 0..m {
+            out.push((ax + (bx - ax) * i / m, ay + (by - ay) * i / m));
+        }
+    }
+    if let Some(&last) = px.last() {
+        out.push(last);
+    }
+}
+
+/// A legend box's size in pixels for `labels` at `font` pixels (plotters' layout: an 18-pixel
+/// glyph, a gap, the text, a margin all round; text width estimated at 0.6 em per character).
+fn legend_size<'a>(labels: impl IntoIterator<Item = &'a str>, font: u32) -> (i32, i32) {
+    let (mut n, mut chars) = (0i32, 0usize);
+    for l in labels {
+        n += 1;
+        chars = chars.max(l.chars().count());
+    }
+    let font = font as i32;
+    (
+        40 + (chars as f64 * 0.6 * f64::from(font)).ceil() as i32,
+        n * (font + 8) + 12,
+    )
+}
+
+/// The corner of a plotting area (backend pixel ranges `area`) where a legend box of `size`
+/// pixels covers the fewest of `pixels` (the data drawn, see [`sample_polyline`]): upper right,
+/// upper left, lower right or lower left, the first of them on ties; and how many it covers.
+fn quiet_corner(
+    pixels: &[(i32, i32)],
+    area: (std::ops::Range<i32>, std::ops::Range<i32>),
+    size: (i32, i32),
+) -> (plotters::chart::SeriesLabelPosition, usize) {
+    use plotters::chart::SeriesLabelPosition as P;
+    // plotters insets the box by a few pixels; a pad around it keeps lines off its border.
+    let pad = 14;
+    let (w, h) = (size.0 + pad, size.1 + pad);
+    let (xs, ys) = area;
+    let corners = [
+        (P::UpperRight, xs.end - w, ys.start),
+        (P::UpperLeft, xs.start, ys.start),
+        (P::LowerRight, xs.end - w, ys.end - h),
+        (P::LowerLeft, xs.start, ys.end - h),
+    ];
+    let mut best = (P::UpperRight, usize::MAX);
+    for (pos, x, y) in corners {
+        let covered = pixels
+            .iter()
+            .filter(|&&(px, py)| px >= x && px <= x + w && py >= y && py <= y + h)
+            .count();
+        if covered < best.1 {
+            best = (pos, covered);
+        }
+    }
+    best
 }
 
 /// One box of a [`box_plot`]: a label and its values (NaN values are ignored).
@@ -406,6 +566,7 @@ pub fn box_plot(
                         String::new()
                     }
                 })
+                .y_label_formatter(&|v: &f64| linear_tick_label(*v, y0, y1))
                 .y_desc(y_label)
                 .label_style((FONT, 13))
                 .draw()
@@ -492,6 +653,9 @@ pub struct TracePanel {
     pub second: Vec<f64>,
 }
 
+/// Height in pixels of the row under a [`trace_panels`] title that holds the legend.
+const TRACE_LEGEND_ROW: u32 = 18;
+
 /// Stacked panels sharing a time axis (x = index · `time.0`, labelled `time.1`, e.g.
 /// `(1.0 / 160.0, "time (s)")` or `(1.0, "time (steps)")`), two traces each, with a legend
 /// naming them: the Fig 4 style (recorded vs generated EEG channels).
@@ -522,8 +686,20 @@ pub fn trace_panels(
         ($backend:expr, $path:expr) => {{
             let root = $backend.into_drawing_area();
             root.fill(&WHITE).map_err(draw_err($path))?;
-            let (top, body) = root.split_vertically(36);
+            let (top, body) = root.split_vertically(36 + TRACE_LEGEND_ROW);
             top.titled(title, (FONT, 20)).map_err(draw_err($path))?;
+            // The legend on its own row under the title, at its right end (over no trace).
+            let entries = [
+                (LegendGlyph::Line(PALETTE[0]), names.0.to_string()),
+                (LegendGlyph::Line(PALETTE[1]), names.1.to_string()),
+            ];
+            let width: i32 = entries
+                .iter()
+                .map(|(_, l)| legend_size([l.as_str()], 12).0)
+                .sum();
+            let right = top.dim_in_pixel().0 as i32 - 20;
+            draw_legend(&top, &entries, (right - width, 36 + 8), true, 12)
+                .map_err(draw_err($path))?;
             let areas = body.split_evenly((panels.len(), 1));
             for (i, (panel, area)) in panels.iter().zip(areas.iter()).enumerate() {
                 let (y0, y1) = finite_range(panel.first.iter().chain(panel.second.iter()))
@@ -537,7 +713,11 @@ pub fn trace_panels(
                     .build_cartesian_2d(0.0..t_end, y0..y1)
                     .map_err(draw_err($path))?;
                 let mut mesh = chart.configure_mesh();
+                let y_ticks = |v: &f64| linear_tick_label(*v, y0, y1);
+                let x_ticks = |v: &f64| linear_tick_label(*v, 0.0, t_end);
                 mesh.disable_mesh()
+                    .x_label_formatter(&x_ticks)
+                    .y_label_formatter(&y_ticks)
                     .y_desc(panel.label.as_str())
                     // Five: with three, plotters' round steps leave a narrow range (−1.8 … 1.7)
                     // with only its 0 labelled.
@@ -549,10 +729,7 @@ pub fn trace_panels(
                     mesh.x_labels(0);
                 }
                 mesh.draw().map_err(draw_err($path))?;
-                for (k, (trace, name)) in [(&panel.first, names.0), (&panel.second, names.1)]
-                    .into_iter()
-                    .enumerate()
-                {
+                for (k, trace) in [&panel.first, &panel.second].into_iter().enumerate() {
                     let colour = PALETTE[k];
                     let pts: Vec<(f64, f64)> = trace
                         .iter()
@@ -560,30 +737,15 @@ pub fn trace_panels(
                         .filter(|(_, v)| v.is_finite())
                         .map(|(t, &v)| (t as f64 * dt, v))
                         .collect();
-                    let series = chart
-                        .draw_series(LineSeries::new(pts, colour.stroke_width(1)))
-                        .map_err(draw_err($path))?;
-                    if i == 0 {
-                        series.label(name).legend(move |(x, y)| {
-                            PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2))
-                        });
-                    }
-                }
-                if i == 0 {
                     chart
-                        .configure_series_labels()
-                        .position(SeriesLabelPosition::UpperRight)
-                        .background_style(WHITE.mix(0.85))
-                        .border_style(BLACK)
-                        .label_font((FONT, 12))
-                        .draw()
+                        .draw_series(LineSeries::new(pts, colour.stroke_width(1)))
                         .map_err(draw_err($path))?;
                 }
             }
             root.present().map_err(draw_err($path))?;
         }};
     }
-    let height = 80 + 150 * panels.len() as u32;
+    let height = 80 + TRACE_LEGEND_ROW + 150 * panels.len() as u32;
     draw!(BitMapBackend::new(&paths.png, (1000, height)), &paths.png);
     draw!(SVGBackend::new(&paths.svg, (1000, height)), &paths.svg);
     Ok(paths)
@@ -766,6 +928,135 @@ mod tests {
     }
 
     #[test]
+    fn linear_tick_labels_have_the_decimals_of_their_axis() {
+        let label = |v: f64, lo: f64, hi: f64| linear_tick_label(v, lo, hi);
+        // Whole steps without ".0"; a rounding residue at zero is "0", not "-0.0" or 2.8e-17.
+        assert_eq!(label(10.0, 0.0, 100.0), "10");
+        assert_eq!(label(-2.7755575615628914e-17, -0.6, 1.0), "0");
+        assert_eq!(label(-0.0, -0.6, 1.0), "0");
+        assert_eq!(label(0.30000000000000004, -0.6, 1.0), "0.3");
+        assert_eq!(label(-0.6, -0.6, 1.0), "-0.6");
+        // Steps of a quarter keep their second decimal.
+        assert_eq!(label(0.25, 0.0, 1.0), "0.25");
+        assert_eq!(label(2.5, 0.0, 10.0), "2.5");
+        assert_eq!(label(1500.0, 0.0, 1500.0), "1500");
+        // Tiny spans and huge values fall back to `tick_label`.
+        assert_eq!(label(1e-5, 0.0, 1e-4), tick_label(1e-5));
+        assert_eq!(label(2e7, 0.0, 3e7), tick_label(2e7));
+    }
+
+    #[test]
+    fn the_legend_goes_to_the_corner_with_the_least_data() {
+        use plotters::chart::SeriesLabelPosition as P;
+        let area = (0..400, 0..300);
+        let size = (100, 50);
+        let name = |p: P| format!("{p:?}");
+        // Nothing drawn: upper right, plotters' usual place.
+        assert_eq!(
+            name(quiet_corner(&[], area.clone(), size).0),
+            name(P::UpperRight)
+        );
+        // A line along the top: a lower corner.
+        let mut top = Vec::new();
+        sample_polyline(&[(0, 20), (400, 20)], &mut top);
+        assert_eq!(
+            name(quiet_corner(&top, area.clone(), size).0),
+            name(P::LowerRight)
+        );
+        // Only the lower left free: there.
+        let mut most = top.clone();
+        sample_polyline(&[(200, 0), (200, 300)], &mut most);
+        sample_polyline(&[(250, 290), (400, 250)], &mut most);
+        let (corner, covered) = quiet_corner(&most, area.clone(), size);
+        assert_eq!((name(corner), covered), (name(P::LowerLeft), 0));
+        // Lines through every corner: the least covered one, and a count above zero.
+        let mut all = most.clone();
+        sample_polyline(&[(0, 280), (120, 280)], &mut all);
+        assert!(quiet_corner(&all, area.clone(), size).1 > 0);
+        // A line across the upper right box with both ends outside it counts through the
+        // points sampled along it.
+        let mut crossing = Vec::new();
+        sample_polyline(&[(250, 30), (450, 30)], &mut crossing);
+        assert_eq!(
+            name(quiet_corner(&crossing, area.clone(), size).0),
+            name(P::UpperLeft)
+        );
+    }
+
+    /// A line plot's legend stays inside while a corner is free of lines and moves beside the
+    /// plot (a wider figure) when every corner has some.
+    #[test]
+    fn line_plot_legend_covers_no_line() {
+        let dir = std::env::temp_dir().join(format!("lrsmc-legend-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let line = |label: &str, x: Vec<f64>, y: Vec<f64>| Series {
+            label: label.into(),
+            x,
+            y,
+            reference_for: None,
+        };
+        let width = |stem: &str, series: &[Series]| {
+            let out = line_plot(&dir.join(stem), "t", "x", "y", series, false).unwrap();
+            let svg = std::fs::read_to_string(&out.svg).unwrap();
+            for s in series {
+                assert!(
+                    svg.contains(s.label.as_str()),
+                    "{} not in the legend",
+                    s.label
+                );
+            }
+            let at = svg.find("width=\"").unwrap() + 7;
+            svg[at..at + svg[at..].find('"').unwrap()]
+                .parse::<u32>()
+                .unwrap()
+        };
+        // A line along the bottom and a short one at the top's middle: the upper corners are
+        // free.
+        let low = [
+            line("a", vec![0.0, 1.0], vec![0.0, 0.0]),
+            line("b", vec![0.4, 0.6], vec![1.0, 1.0]),
+            line("c", vec![0.0, 1.0], vec![1.0, 1.0]),
+        ];
+        assert_eq!(width("low", &low[..2]), LINE_PLOT_SIZE.0);
+        // And a third along the top: every corner has a line.
+        assert!(width("all", &low) > LINE_PLOT_SIZE.0);
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// The legend of a phase portrait sits beside the plot: the figure is wider than the plot
+    /// and its legend's labels are in the SVG.
+    #[test]
+    fn phase_portrait_legend_sits_beside_the_plot() {
+        let dir = std::env::temp_dir().join(format!("lrsmc-portrait-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fig = PhasePortrait {
+            x_range: (-2.0, 2.0),
+            y_range: (-2.0, 2.0),
+            arrows: vec![((0.0, 0.0), (0.1, 0.1))],
+            nullclines: [
+                vec![((-2.0, 0.0), (2.0, 0.0))],
+                vec![((0.0, -2.0), (0.0, 2.0))],
+            ],
+            // Where plotters' default (middle right) legend used to cover it.
+            points: vec![
+                (1.8, 0.0, PointClass::Stable),
+                (0.0, 0.0, PointClass::Unstable),
+            ],
+            paths: vec![("a run".into(), 0, vec![(0.0, 0.0), (1.0, 1.0)])],
+        };
+        let out = phase_portrait(&dir.join("p"), "t", ("z1", "z2"), &fig).unwrap();
+        let svg = std::fs::read_to_string(&out.svg).unwrap();
+        for label in ["Δz1 = 0", "Δz2 = 0", "a run", "stable", "unstable"] {
+            assert!(svg.contains(label), "{label} missing from the legend");
+        }
+        assert!(svg.contains(&format!(
+            "width=\"{}\"",
+            PORTRAIT_PLOT_WIDTH + PORTRAIT_LEGEND_WIDTH
+        )));
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
     fn finite_range_skips_nan() {
         let v = [f64::NAN, 1.0, 3.0];
         let (lo, hi) = finite_range(v.iter()).unwrap();
@@ -807,8 +1098,78 @@ pub struct PhasePortrait {
     pub paths: Vec<PanelLine>,
 }
 
+/// Width in pixels of a [`phase_portrait`]'s plot (the square-ish area with the axes).
+const PORTRAIT_PLOT_WIDTH: u32 = 760;
+/// Width in pixels of the legend beside it.
+const PORTRAIT_LEGEND_WIDTH: u32 = 200;
+
+/// A legend entry's mark.
+#[derive(Clone, Copy)]
+enum LegendGlyph {
+    /// A line of this colour (a nullcline or a trajectory).
+    Line(plotters::style::RGBColor),
+    /// A dashed line of this colour (a reference value).
+    Dash(plotters::style::RGBColor),
+    /// A fixed point's marker.
+    Point(PointClass),
+}
+
+/// Draws legend entries on `area` from `at` (the first glyph's left end, on the first row's
+/// centre line): one per row, or side by side with `horizontal`.
+fn draw_legend<DB: plotters::prelude::DrawingBackend>(
+    area: &plotters::prelude::DrawingArea<DB, plotters::coord::Shift>,
+    entries: &[(LegendGlyph, String)],
+    at: (i32, i32),
+    horizontal: bool,
+    font: u32,
+) -> Result<(), plotters::drawing::DrawingAreaErrorKind<DB::ErrorType>> {
+    use plotters::prelude::*;
+    use plotters::style::text_anchor::{HPos, Pos, VPos};
+    let black = RGBColor(0, 0, 0);
+    let text = (FONT, font)
+        .into_text_style(area)
+        .pos(Pos::new(HPos::Left, VPos::Center));
+    let (mut x, mut y) = at;
+    for (glyph, label) in entries {
+        match *glyph {
+            LegendGlyph::Line(colour) => area.draw(&PathElement::new(
+                vec![(x, y), (x + 18, y)],
+                colour.stroke_width(2),
+            )),
+            LegendGlyph::Dash(colour) => area
+                .draw(&PathElement::new(
+                    vec![(x, y), (x + 7, y)],
+                    colour.stroke_width(2),
+                ))
+                .and_then(|()| {
+                    area.draw(&PathElement::new(
+                        vec![(x + 11, y), (x + 18, y)],
+                        colour.stroke_width(2),
+                    ))
+                }),
+            LegendGlyph::Point(PointClass::Stable) => {
+                area.draw(&Circle::new((x + 9, y), 5, black.filled()))
+            }
+            LegendGlyph::Point(PointClass::Unstable) => {
+                area.draw(&Circle::new((x + 9, y), 5, black.stroke_width(2)))
+            }
+            LegendGlyph::Point(PointClass::Marginal) => area.draw(&Rectangle::new(
+                [(x + 4, y - 5), (x + 14, y + 5)],
+                PALETTE[4].filled(),
+            )),
+        }?;
+        area.draw(&Text::new(label.as_str(), (x + 26, y), text.clone()))?;
+        if horizontal {
+            x += legend_size([label.as_str()], font).0;
+        } else {
+            y += font as i32 + 9;
+        }
+    }
+    Ok(())
+}
+
 /// A phase portrait (flow arrows, nullclines, trajectories, fixed points by stability), PNG +
-/// SVG.
+/// SVG. The legend sits beside the plot, so it hides none of it.
 pub fn phase_portrait(
     stem: &Path,
     title: &str,
@@ -828,12 +1189,39 @@ pub fn phase_portrait(
         });
     }
     let grey = RGBColor(120, 120, 120);
+    let black = RGBColor(0, 0, 0);
+    // The legend's entries, drawn beside the plot (never over the flow, nullclines or points).
+    let mut legend: Vec<(LegendGlyph, String)> = Vec::new();
+    for q in 0..2 {
+        if !fig.nullclines[q].is_empty() {
+            legend.push((
+                LegendGlyph::Line(PALETTE[q + 1]),
+                format!("Δz{} = 0", q + 1),
+            ));
+        }
+    }
+    for (label, colour, _) in &fig.paths {
+        if !label.is_empty() {
+            let colour = PALETTE[*colour % PALETTE.len()];
+            legend.push((LegendGlyph::Line(colour), label.clone()));
+        }
+    }
+    for (class, label) in [
+        (PointClass::Stable, "stable"),
+        (PointClass::Unstable, "unstable"),
+        (PointClass::Marginal, "marginal"),
+    ] {
+        if fig.points.iter().any(|p| p.2 == class) {
+            legend.push((LegendGlyph::Point(class), label.to_string()));
+        }
+    }
     macro_rules! draw {
         ($backend:expr, $path:expr) => {{
             let root = $backend.into_drawing_area();
             root.fill(&WHITE).map_err(draw_err($path))?;
-            let mut chart = ChartBuilder::on(&root)
-                .caption(title, (FONT, 20))
+            let body = root.titled(title, (FONT, 20)).map_err(draw_err($path))?;
+            let (plot_area, legend_area) = body.split_horizontally(PORTRAIT_PLOT_WIDTH);
+            let mut chart = ChartBuilder::on(&plot_area)
                 .margin(12)
                 .x_label_area_size(40)
                 .y_label_area_size(60)
@@ -842,6 +1230,8 @@ pub fn phase_portrait(
             chart
                 .configure_mesh()
                 .disable_mesh()
+                .x_label_formatter(&|v: &f64| linear_tick_label(*v, x0, x1))
+                .y_label_formatter(&|v: &f64| linear_tick_label(*v, y0, y1))
                 .x_desc(axes.0)
                 .y_desc(axes.1)
                 .label_style((FONT, 13))
@@ -864,41 +1254,28 @@ pub fn phase_portrait(
             }
             for (q, segs) in fig.nullclines.iter().enumerate() {
                 let colour = PALETTE[q + 1];
-                let mut first = true;
                 for &(a, b) in segs {
-                    let s = chart
+                    chart
                         .draw_series(std::iter::once(PathElement::new(
                             vec![a, b],
                             colour.stroke_width(2),
                         )))
                         .map_err(draw_err($path))?;
-                    if first {
-                        s.label(format!("Δz{} = 0", q + 1)).legend(move |(x, y)| {
-                            PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2))
-                        });
-                        first = false;
-                    }
                 }
             }
-            for (label, colour, points) in &fig.paths {
+            for (_, colour, points) in &fig.paths {
                 let colour = PALETTE[*colour % PALETTE.len()];
-                let s = chart
+                chart
                     .draw_series(std::iter::once(PathElement::new(
                         points.clone(),
                         colour.stroke_width(1),
                     )))
                     .map_err(draw_err($path))?;
-                if !label.is_empty() {
-                    s.label(label.as_str()).legend(move |(x, y)| {
-                        PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2))
-                    });
-                }
             }
-            let black = RGBColor(0, 0, 0);
-            for (class, label) in [
-                (PointClass::Stable, "stable"),
-                (PointClass::Unstable, "unstable"),
-                (PointClass::Marginal, "marginal"),
+            for class in [
+                PointClass::Stable,
+                PointClass::Unstable,
+                PointClass::Marginal,
             ] {
                 let pts: Vec<(f64, f64)> = fig
                     .points
@@ -909,7 +1286,7 @@ pub fn phase_portrait(
                 if pts.is_empty() {
                     continue;
                 }
-                let s = match class {
+                match class {
                     PointClass::Stable => {
                         chart.draw_series(pts.iter().map(|&p| Circle::new(p, 6, black.filled())))
                     }
@@ -923,29 +1300,15 @@ pub fn phase_portrait(
                     })),
                 }
                 .map_err(draw_err($path))?;
-                s.label(label).legend(move |(x, y)| match class {
-                    PointClass::Stable => Circle::new((x + 9, y), 5, black.filled()).into_dyn(),
-                    PointClass::Unstable => {
-                        Circle::new((x + 9, y), 5, black.stroke_width(2)).into_dyn()
-                    }
-                    PointClass::Marginal => {
-                        Rectangle::new([(x + 4, y - 5), (x + 14, y + 5)], PALETTE[4].filled())
-                            .into_dyn()
-                    }
-                });
             }
-            chart
-                .configure_series_labels()
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK)
-                .label_font((FONT, 13))
-                .draw()
-                .map_err(draw_err($path))?;
+            // The legend, top left of the area beside the plot.
+            draw_legend(&legend_area, &legend, (6, 40), false, 13).map_err(draw_err($path))?;
             root.present().map_err(draw_err($path))?;
         }};
     }
-    draw!(BitMapBackend::new(&paths.png, (760, 700)), &paths.png);
-    draw!(SVGBackend::new(&paths.svg, (760, 700)), &paths.svg);
+    let size = (PORTRAIT_PLOT_WIDTH + PORTRAIT_LEGEND_WIDTH, 700);
+    draw!(BitMapBackend::new(&paths.png, size), &paths.png);
+    draw!(SVGBackend::new(&paths.svg, size), &paths.svg);
     Ok(paths)
 }
 
@@ -1019,6 +1382,8 @@ pub fn line_panels(
                 chart
                     .configure_mesh()
                     .disable_mesh()
+                    .x_label_formatter(&|v: &f64| linear_tick_label(*v, x0, x1))
+                    .y_label_formatter(&|v: &f64| linear_tick_label(*v, y0, y1))
                     .x_desc(p.x_label.as_str())
                     .y_desc(p.y_label.as_str())
                     .label_style((FONT, 12))
@@ -1055,8 +1420,20 @@ pub fn line_panels(
                     .map_err(draw_err($path))?;
                 }
                 if !seen.is_empty() {
+                    let mut drawn = Vec::new();
+                    for (_, _, pts) in &p.lines {
+                        let px: Vec<(i32, i32)> =
+                            pts.iter().map(|q| chart.backend_coord(q)).collect();
+                        sample_polyline(&px, &mut drawn);
+                    }
+                    for &(x, y, _) in &p.points {
+                        drawn.push(chart.backend_coord(&(x, y)));
+                    }
+                    let size = legend_size(seen.iter().copied(), 12);
+                    let area = chart.plotting_area().get_pixel_range();
                     chart
                         .configure_series_labels()
+                        .position(quiet_corner(&drawn, area, size).0)
                         .background_style(WHITE.mix(0.85))
                         .border_style(BLACK)
                         .label_font((FONT, 12))
