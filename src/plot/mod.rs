@@ -297,8 +297,7 @@ pub fn line_plot_with(
             }
             let mut drawn = Vec::new();
             for pts in &points {
-                let px: Vec<(i32, i32)> = pts.iter().map(|p| chart.backend_coord(p)).collect();
-                sample_polyline(&px, &mut drawn);
+                sample_polyline(pts.iter().map(|p| chart.backend_coord(p)), &mut drawn);
             }
             let area = chart.plotting_area().get_pixel_range();
             let (corner, covered) = quiet_corner(&drawn, area, legend_box);
@@ -442,18 +441,19 @@ pub fn linear_tick_label(v: f64, lo: f64, hi: f64) -> String {
 
 /// Backend pixels along a polyline (given in backend pixels), one every few pixels along each
 /// segment, so that a line crossing a box counts even where it has no data point inside it.
-fn sample_polyline(px: &[(i32, i32)], out: &mut Vec<(i32, i32)>) {
-    for w in px.windows(2) {
-        let ((ax, ay), (bx, by)) = (w[0], w[1]);
-        let len = (bx - ax).abs().max((by - ay).abs());
-        let m = (len / 4).clamp(1, 4096);
-        for i in 0..m {
-            out.push((ax + (bx - ax) * i / m, ay + (by - ay) * i / m));
+fn sample_polyline(px: impl IntoIterator<Item = (i32, i32)>, out: &mut Vec<(i32, i32)>) {
+    let mut last: Option<(i32, i32)> = None;
+    for (bx, by) in px {
+        if let Some((ax, ay)) = last {
+            let len = (bx - ax).abs().max((by - ay).abs());
+            let m = (len / 4).clamp(1, 4096);
+            for i in 0..m {
+                out.push((ax + (bx - ax) * i / m, ay + (by - ay) * i / m));
+            }
         }
+        last = Some((bx, by));
     }
-    if let Some(&last) = px.last() {
-        out.push(last);
-    }
+    out.extend(last);
 }
 
 /// A legend box's size in pixels for `labels` at `font` pixels (plotters' layout: an 18-pixel
@@ -958,25 +958,25 @@ mod tests {
         );
         // A line along the top: a lower corner.
         let mut top = Vec::new();
-        sample_polyline(&[(0, 20), (400, 20)], &mut top);
+        sample_polyline([(0, 20), (400, 20)], &mut top);
         assert_eq!(
             name(quiet_corner(&top, area.clone(), size).0),
             name(P::LowerRight)
         );
         // Only the lower left free: there.
         let mut most = top.clone();
-        sample_polyline(&[(200, 0), (200, 300)], &mut most);
-        sample_polyline(&[(250, 290), (400, 250)], &mut most);
+        sample_polyline([(200, 0), (200, 300)], &mut most);
+        sample_polyline([(250, 290), (400, 250)], &mut most);
         let (corner, covered) = quiet_corner(&most, area.clone(), size);
         assert_eq!((name(corner), covered), (name(P::LowerLeft), 0));
         // Lines through every corner: the least covered one, and a count above zero.
         let mut all = most.clone();
-        sample_polyline(&[(0, 280), (120, 280)], &mut all);
+        sample_polyline([(0, 280), (120, 280)], &mut all);
         assert!(quiet_corner(&all, area.clone(), size).1 > 0);
         // A line across the upper right box with both ends outside it counts through the
         // points sampled along it.
         let mut crossing = Vec::new();
-        sample_polyline(&[(250, 30), (450, 30)], &mut crossing);
+        sample_polyline([(250, 30), (450, 30)], &mut crossing);
         assert_eq!(
             name(quiet_corner(&crossing, area.clone(), size).0),
             name(P::UpperLeft)
@@ -1422,9 +1422,7 @@ pub fn line_panels(
                 if !seen.is_empty() {
                     let mut drawn = Vec::new();
                     for (_, _, pts) in &p.lines {
-                        let px: Vec<(i32, i32)> =
-                            pts.iter().map(|q| chart.backend_coord(q)).collect();
-                        sample_polyline(&px, &mut drawn);
+                        sample_polyline(pts.iter().map(|q| chart.backend_coord(q)), &mut drawn);
                     }
                     for &(x, y, _) in &p.points {
                         drawn.push(chart.backend_coord(&(x, y)));
