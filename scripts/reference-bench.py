@@ -79,19 +79,16 @@ def parse_args():
 
 
 ARGS = parse_args()
-# Thread counts must be fixed before torch / MKL / OpenMP initialise.
-for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-    os.environ[_var] = str(ARGS.threads)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from reference_common import (  # noqa: E402
+    Trials,
+    continuous_config,
+    init_torch,
+    student_training_params,
+)
 
+torch, REF = init_torch(ARGS.threads, ARGS.smc_rnns)
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-torch.set_num_threads(ARGS.threads)
-
-REF = os.path.abspath(ARGS.smc_rnns)
-if not os.path.isfile(os.path.join(REF, "vi_rnn", "vae.py")):
-    sys.exit(f"--smc-rnns {REF}: vi_rnn/vae.py not found")
-sys.path.insert(0, REF)
 
 
 def log(*a):
@@ -101,7 +98,8 @@ def log(*a):
 # --------------------------------------------------------------------------
 # Config dicts, copied from the reference scripts / notebooks (cuda -> False,
 # wandb off).  Keys the reference code does not read (e.g. identity_readout,
-# weight_scaler) are kept so the dicts stay verbatim.
+# weight_scaler) are kept so the dicts stay verbatim.  The continuous student's
+# are in reference_common.py (shared with reference-train-student.py).
 # --------------------------------------------------------------------------
 
 
@@ -168,59 +166,6 @@ def continuous_task_params():
     }
 
 
-def continuous_config(task_params):
-    # train_student_teacher_continuous.ipynb, cell 9
-    dim_z = 2
-    dim_N = task_params["n_neurons"]
-    dim_x = task_params["n_neurons"]
-    bs, n_epochs = 10, 1000
-    rnn_params = {
-        "transition": "low_rank",
-        "observation": "one_to_one",
-        "train_noise_x": True,
-        "train_noise_z": True,
-        "train_noise_z_t0": True,
-        "init_noise_z": 0.1,
-        "init_noise_z_t0": 1,
-        "init_noise_x": task_params["R_x"],
-        "noise_z": "full",
-        "noise_x": "diag",
-        "noise_z_t0": "full",
-        "identity_readout": True,
-        "activation": "relu",
-        "decay": 0.7,
-        "readout_from": task_params["out"],
-        "train_obs_bias": False,
-        "train_obs_weights": False,
-        "train_neuron_bias": True,
-        "weight_dist": "uniform",
-        "weight_scaler": 1,
-        "initial_state": "trainable",
-        "obs_nonlinearity": "identity",
-        "obs_likelihood": "Gauss",
-        "simulate_input": True,
-    }
-    training_params = {
-        "lr": 1e-3,
-        "lr_end": 1e-5,
-        "grad_norm": 0,
-        "n_epochs": n_epochs,
-        "eval_epochs": 50,
-        "batch_size": bs,
-        "cuda": False,
-        "smoothing": 20,
-        "freq_cut_off": 10000,
-        "k": 64,
-        "loss_f": "opt_smc",
-        "resample": "systematic",
-        "run_eval": True,
-        "smooth_at_eval": False,
-        "init_state_eval": "posterior_sample",
-    }
-    vae_params = {"dim_x": dim_x, "dim_z": dim_z, "dim_N": dim_N, "rnn_params": rnn_params}
-    return vae_params, training_params
-
-
 def poisson_task_params():
     # train_student_teacher_poisson.ipynb, cell 6
     return {
@@ -243,7 +188,7 @@ def poisson_config(task_params):
     dim_z = 2
     dim_N = 40
     dim_x = task_params["n_neurons"]
-    bs, n_epochs = 10, 1500
+    n_epochs = 1500  # batch size 10, as in student_training_params
     enc_params = {
         "init_kernel_sizes": [21, 11, 1],
         "nonlinearity": "gelu",
@@ -276,24 +221,8 @@ def poisson_config(task_params):
         "obs_likelihood": "Poisson",
         "simulate_input": False,
     }
-    training_params = {
-        "lr": 1e-3,
-        "lr_end": 1e-5,
-        "grad_norm": 0,
-        "n_epochs": n_epochs,
-        "eval_epochs": 50,
-        "batch_size": bs,
-        "cuda": False,
-        "smoothing": 20,
-        "freq_cut_off": 10000,
-        "k": 64,
-        "loss_f": "smc",
-        "resample": "systematic",
-        "run_eval": True,
-        "smooth_at_eval": False,
-        "t_forward": 0,
-        "init_state_eval": "posterior_sample",
-    }
+    training_params = student_training_params(n_epochs, "smc", "posterior_sample")
+    training_params["t_forward"] = 0
     vae_params = {
         "dim_x": dim_x,
         "dim_z": dim_z,
@@ -306,25 +235,8 @@ def poisson_config(task_params):
 
 
 # --------------------------------------------------------------------------
-# Datasets
+# Teachers and datasets
 # --------------------------------------------------------------------------
-
-
-class RandomTrials(torch.utils.data.Dataset):
-    """Same interface as the reference's teacher datasets (data, stim, *_eval)."""
-
-    def __init__(self, task_params, data):
-        self.task_params = task_params
-        self.data = data
-        self.data_eval = self.data
-        self.stim = torch.zeros(data.shape[0], 0, data.shape[2])
-        self.stim_eval = self.stim
-
-    def __len__(self):
-        return self.data.shape[0]
-
-    def __getitem__(self, idx):
-        return self.data[idx], self.stim[idx]
 
 
 def load_teacher(name):
@@ -358,8 +270,10 @@ def build(case):
             task = Oscillations_Cont(task_params, U, V, B)
         else:
             shape = (task_params["n_trials"], task_params["n_neurons"], task_params["dur"])
-            task = RandomTrials(task_params, torch.randn(*shape))
-        vae_params, training_params = continuous_config(task_params)
+            task = Trials(task_params, torch.randn(*shape), torch)
+        vae_params, training_params = continuous_config(
+            task_params["n_neurons"], task_params["R_x"]
+        )
         source = ARGS.data
     else:
         task_params = poisson_task_params()
@@ -369,7 +283,7 @@ def build(case):
         else:
             shape = (task_params["n_trials"], task_params["n_neurons"], task_params["dur"])
             rates = torch.nn.functional.softplus(4 * torch.randn(*shape) - 3)
-            task = RandomTrials(task_params, torch.poisson(rates))
+            task = Trials(task_params, torch.poisson(rates), torch)
         vae_params, training_params = poisson_config(task_params)
         source = ARGS.data
     vae = VAE(vae_params)
