@@ -20,7 +20,8 @@ Renames, for the older files (the reference's `vi_rnn/saving.py` backward_compat
 transition.AW (1,1,1,1) -> transition.decay_param (1,), observation.Bias (1,dx,1,1) -> (dx,),
 observation.B (dx,dx), which must be diagonal (the one-to-one readout), -> its diagonal.
 transition.hz must be zero (our model has no latent bias) and is dropped. A student without
-inputs has no transition.Wu: it becomes the template's empty N x 0 matrix.
+inputs has no transition.Wu: it becomes the template's empty N x 0 matrix. A scalar R_x (older
+students, `scalar_noise_x`) is repeated over the template's diagonal R_x: the same model.
 """
 import collections
 import pickle
@@ -108,6 +109,10 @@ def main():
     with h5py.File(out + ".partial", "r+") as h:
         for name, value in params.items():
             d = h["params"]["rnn." + name]
+            if name == "R_x" and value.shape == (1,) and len(d.shape) == 1:
+                # Scalar observation noise (older students): the same std on every channel
+                # is the diagonal noise with that raw value repeated.
+                value = np.repeat(value, d.shape[0])
             if d.shape != value.shape:
                 sys.exit(f"{template}: params/rnn.{name} has shape {d.shape}, "
                          f"the reference student {value.shape}")
