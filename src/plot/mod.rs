@@ -363,7 +363,7 @@ pub fn line_plot_with(
 /// A [`line_plot`]'s size in pixels, without a legend beside it.
 const LINE_PLOT_SIZE: (u32, u32) = (900, 560);
 
-/// Where a [`line_plot`] draws its legend.
+/// Where a [`line_plot`] or [`line_panels`] draws its legend.
 #[derive(Clone, Copy)]
 enum LegendPlace {
     /// One series: no legend.
@@ -372,7 +372,8 @@ enum LegendPlace {
     Probe,
     /// In the plot's corner that covers none of the lines.
     Inside,
-    /// Beside the plot (every corner would cover some line).
+    /// Beside the plot ([`line_plot`]) or on a row under each panel ([`line_panels`]): every
+    /// corner would cover some line.
     Beside,
 }
 
@@ -798,6 +799,52 @@ mod tests {
         };
         let err = line_panels(&dir.join("bad"), "bad", &[empty]).unwrap_err();
         assert!(err.to_string().contains("nothing here"), "{err}");
+    }
+
+    /// A panel's legend goes in a corner free of lines, or, when some panel has none, on a row
+    /// under every panel: the figure is then taller, and every label is still in it.
+    #[test]
+    fn line_panels_legend_covers_no_line() {
+        let dir = std::env::temp_dir().join(format!("lrsmc-panel-legend-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let panel = |lines: Vec<Vec<(f64, f64)>>| LinePanel {
+            title: "p".into(),
+            x_label: "x".into(),
+            y_label: "y".into(),
+            lines: lines
+                .into_iter()
+                .enumerate()
+                .map(|(i, pts)| (format!("label {i}"), i, pts))
+                .collect(),
+            points: vec![],
+        };
+        let height = |stem: &str, panels: &[LinePanel]| {
+            let out = line_panels(&dir.join(stem), "t", panels).unwrap();
+            let svg = std::fs::read_to_string(&out.svg).unwrap();
+            for i in 0..panels.iter().map(|p| p.lines.len()).max().unwrap_or(0) {
+                assert!(svg.contains(&format!("label {i}")), "label {i} not drawn");
+            }
+            let at = svg.find("height=\"").unwrap() + 8;
+            svg[at..at + svg[at..].find('"').unwrap()]
+                .parse::<u32>()
+                .unwrap()
+        };
+        // Lines along the bottom and the left edge: the upper right corner is free.
+        let free = panel(vec![
+            vec![(0.0, 0.0), (1.0, 0.0)],
+            vec![(0.0, 0.0), (0.0, 1.0)],
+        ]);
+        assert_eq!(height("free", std::slice::from_ref(&free)), PANEL_HEIGHT);
+        // A panel with a line along each edge has no free corner: every panel gets a row.
+        let boxed = panel(vec![
+            vec![(0.0, 0.0), (1.0, 0.0), (1.0, 1.0)],
+            vec![(1.0, 1.0), (0.0, 1.0), (0.0, 0.0)],
+        ]);
+        assert_eq!(
+            height("boxed", &[free, boxed]),
+            PANEL_HEIGHT + PANEL_LEGEND_ROW
+        );
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]
@@ -1333,6 +1380,9 @@ pub struct LinePanel {
 }
 
 /// Panels side by side (Fig S6 style: stimulus, teacher and student phase planes), PNG + SVG.
+/// Each panel's legend sits in its corner that covers no line or point (found by drawing the
+/// figure once in memory); when some panel has no such corner, every legend goes on a row under
+/// its panel instead.
 pub fn line_panels(
     stem: &Path,
     title: &str,
@@ -1364,15 +1414,45 @@ pub fn line_panels(
         });
     }
     let black = RGBColor(0, 0, 0);
-    let size = (460 * panels.len() as u32, 480);
+    // Each panel's legend: one entry per distinct non-empty label, in the colour of its first
+    // line.
+    let legends: Vec<Vec<(LegendGlyph, String)>> = panels
+        .iter()
+        .map(|p| {
+            let mut entries: Vec<(LegendGlyph, String)> = Vec::new();
+            for (label, colour, _) in &p.lines {
+                if !label.is_empty() && !entries.iter().any(|(_, l)| l == label) {
+                    let colour = PALETTE[colour % PALETTE.len()];
+                    entries.push((LegendGlyph::Line(colour), label.clone()));
+                }
+            }
+            entries
+        })
+        .collect();
+    let width = 460 * panels.len() as u32;
+    // `place`: Probe (the in-memory pass: how many drawn points the best corner of each panel
+    // would cover, the most over the panels), Inside (each legend in that corner) or Beside
+    // (each legend on a row under its panel, where it covers nothing).
     macro_rules! draw {
-        ($backend:expr, $path:expr) => {{
+        ($backend:expr, $path:expr, $place:expr) => {{
+            let place: LegendPlace = $place;
             let root = $backend.into_drawing_area();
             root.fill(&WHITE).map_err(draw_err($path))?;
             let root = root.titled(title, (FONT, 20)).map_err(draw_err($path))?;
             let areas = root.split_evenly((1, panels.len()));
-            for ((area, p), &((x0, x1), (y0, y1))) in areas.iter().zip(panels).zip(&ranges) {
-                let mut chart = ChartBuilder::on(area)
+            let mut most_covered = 0;
+            for (((area, p), &((x0, x1), (y0, y1))), legend) in
+                areas.iter().zip(panels).zip(&ranges).zip(&legends)
+            {
+                let (area, row) = match place {
+                    LegendPlace::Beside => {
+                        let h = area.dim_in_pixel().1 as i32;
+                        let (a, r) = area.split_vertically(h - PANEL_LEGEND_ROW as i32);
+                        (a, Some(r))
+                    }
+                    _ => (area.clone(), None),
+                };
+                let mut chart = ChartBuilder::on(&area)
                     .caption(&p.title, (FONT, 16))
                     .margin(10)
                     .x_label_area_size(40)
@@ -1419,19 +1499,29 @@ pub fn line_panels(
                     }
                     .map_err(draw_err($path))?;
                 }
-                if !seen.is_empty() {
-                    let mut drawn = Vec::new();
-                    for (_, _, pts) in &p.lines {
-                        sample_polyline(pts.iter().map(|q| chart.backend_coord(q)), &mut drawn);
-                    }
-                    for &(x, y, _) in &p.points {
-                        drawn.push(chart.backend_coord(&(x, y)));
-                    }
-                    let size = legend_size(seen.iter().copied(), 12);
-                    let area = chart.plotting_area().get_pixel_range();
+                if legend.is_empty() {
+                    continue;
+                }
+                if let Some(row) = row {
+                    draw_legend(&row, legend, (60, PANEL_LEGEND_ROW as i32 / 2), true, 12)
+                        .map_err(draw_err($path))?;
+                    continue;
+                }
+                let mut drawn = Vec::new();
+                for (_, _, pts) in &p.lines {
+                    sample_polyline(pts.iter().map(|q| chart.backend_coord(q)), &mut drawn);
+                }
+                for &(x, y, _) in &p.points {
+                    drawn.push(chart.backend_coord(&(x, y)));
+                }
+                let size = legend_size(legend.iter().map(|(_, l)| l.as_str()), 12);
+                let area = chart.plotting_area().get_pixel_range();
+                let (corner, covered) = quiet_corner(&drawn, area, size);
+                most_covered = most_covered.max(covered);
+                if let LegendPlace::Inside = place {
                     chart
                         .configure_series_labels()
-                        .position(quiet_corner(&drawn, area, size).0)
+                        .position(corner)
                         .background_style(WHITE.mix(0.85))
                         .border_style(BLACK)
                         .label_font((FONT, 12))
@@ -1440,9 +1530,30 @@ pub fn line_panels(
                 }
             }
             root.present().map_err(draw_err($path))?;
+            most_covered
         }};
     }
-    draw!(BitMapBackend::new(&paths.png, size), &paths.png);
-    draw!(SVGBackend::new(&paths.svg, size), &paths.svg);
+    let mut buffer = vec![0u8; width as usize * PANEL_HEIGHT as usize * 3];
+    let covered = draw!(
+        BitMapBackend::with_buffer(&mut buffer, (width, PANEL_HEIGHT)),
+        &paths.png,
+        LegendPlace::Probe
+    );
+    let (place, size) = if covered == 0 {
+        (LegendPlace::Inside, (width, PANEL_HEIGHT))
+    } else {
+        (
+            LegendPlace::Beside,
+            (width, PANEL_HEIGHT + PANEL_LEGEND_ROW),
+        )
+    };
+    draw!(BitMapBackend::new(&paths.png, size), &paths.png, place);
+    draw!(SVGBackend::new(&paths.svg, size), &paths.svg, place);
     Ok(paths)
 }
+
+/// Height in pixels of a [`line_panels`] figure without legend rows.
+const PANEL_HEIGHT: u32 = 480;
+/// Height of the row under each panel that holds its legend when every corner of some panel
+/// would cover a line.
+const PANEL_LEGEND_ROW: u32 = 24;
