@@ -841,10 +841,36 @@ mod tests {
             vec![(1.0, 1.0), (0.0, 1.0), (0.0, 0.0)],
         ]);
         assert_eq!(
-            height("boxed", &[free, boxed]),
-            PANEL_HEIGHT + PANEL_LEGEND_ROW
+            height("boxed", &[free.clone(), boxed.clone()]),
+            PANEL_HEIGHT + panel_legend_row(1)
+        );
+        // Six long labels wrap to three lines under the panel (two of 134 px to a line).
+        let mut many = boxed;
+        for i in 2..6 {
+            many.lines
+                .push((format!("label {i} -0.159"), i, vec![(0.5, 0.5)]));
+        }
+        for (i, line) in many.lines.iter_mut().enumerate().take(2) {
+            line.0 = format!("label {i} -0.159");
+        }
+        assert_eq!(
+            height("many", &[free, many]),
+            PANEL_HEIGHT + panel_legend_row(3)
         );
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// Legend entries fill lines up to the width; an entry wider than it stands alone.
+    #[test]
+    fn legend_wraps_to_the_width() {
+        let entry = |label: &str| (LegendGlyph::Line(PALETTE[0]), label.to_string());
+        // "mean s -0.159": 40 + 13 · 0.6 · 12 → 134 px.
+        let six: Vec<_> = (0..6).map(|_| entry("mean s -0.159")).collect();
+        assert_eq!(wrap_legend(&six, 390, 12), vec![0..2, 2..4, 4..6]);
+        assert_eq!(wrap_legend(&six, 1000, 12), vec![0..6]);
+        let wide = [entry("short"), entry(&"x".repeat(80)), entry("short")];
+        assert_eq!(wrap_legend(&wide, 390, 12), vec![0..1, 1..2, 2..3]);
+        assert!(wrap_legend(&[], 390, 12).is_empty());
     }
 
     #[test]
@@ -1429,7 +1455,13 @@ pub fn line_panels(
             entries
         })
         .collect();
-    let width = 460 * panels.len() as u32;
+    let width = PANEL_WIDTH * panels.len() as u32;
+    // Under the panels, a legend wraps to lines as wide as its panel.
+    let legend_lines: Vec<Vec<std::ops::Range<usize>>> = legends
+        .iter()
+        .map(|l| wrap_legend(l, PANEL_WIDTH as i32 - 70, 12))
+        .collect();
+    let row_height = panel_legend_row(legend_lines.iter().map(Vec::len).max().unwrap_or(0));
     // `place`: Probe (the in-memory pass: how many drawn points the best corner of each panel
     // would cover, the most over the panels), Inside (each legend in that corner) or Beside
     // (each legend on a row under its panel, where it covers nothing).
@@ -1441,13 +1473,17 @@ pub fn line_panels(
             let root = root.titled(title, (FONT, 20)).map_err(draw_err($path))?;
             let areas = root.split_evenly((1, panels.len()));
             let mut most_covered = 0;
-            for (((area, p), &((x0, x1), (y0, y1))), legend) in
-                areas.iter().zip(panels).zip(&ranges).zip(&legends)
+            for ((((area, p), &((x0, x1), (y0, y1))), legend), lines) in areas
+                .iter()
+                .zip(panels)
+                .zip(&ranges)
+                .zip(&legends)
+                .zip(&legend_lines)
             {
                 let (area, row) = match place {
                     LegendPlace::Beside => {
                         let h = area.dim_in_pixel().1 as i32;
-                        let (a, r) = area.split_vertically(h - PANEL_LEGEND_ROW as i32);
+                        let (a, r) = area.split_vertically(h - row_height as i32);
                         (a, Some(r))
                     }
                     _ => (area.clone(), None),
@@ -1503,8 +1539,11 @@ pub fn line_panels(
                     continue;
                 }
                 if let Some(row) = row {
-                    draw_legend(&row, legend, (60, PANEL_LEGEND_ROW as i32 / 2), true, 12)
-                        .map_err(draw_err($path))?;
+                    for (i, line) in lines.iter().enumerate() {
+                        let y = 4 + PANEL_LEGEND_LINE as i32 * i as i32 + 10;
+                        draw_legend(&row, &legend[line.clone()], (60, y), true, 12)
+                            .map_err(draw_err($path))?;
+                    }
                     continue;
                 }
                 let mut drawn = Vec::new();
@@ -1542,10 +1581,7 @@ pub fn line_panels(
     let (place, size) = if covered == 0 {
         (LegendPlace::Inside, (width, PANEL_HEIGHT))
     } else {
-        (
-            LegendPlace::Beside,
-            (width, PANEL_HEIGHT + PANEL_LEGEND_ROW),
-        )
+        (LegendPlace::Beside, (width, PANEL_HEIGHT + row_height))
     };
     draw!(BitMapBackend::new(&paths.png, size), &paths.png, place);
     draw!(SVGBackend::new(&paths.svg, size), &paths.svg, place);
@@ -1554,6 +1590,36 @@ pub fn line_panels(
 
 /// Height in pixels of a [`line_panels`] figure without legend rows.
 const PANEL_HEIGHT: u32 = 480;
-/// Height of the row under each panel that holds its legend when every corner of some panel
-/// would cover a line.
-const PANEL_LEGEND_ROW: u32 = 24;
+/// Width in pixels of one of [`line_panels`]' panels.
+const PANEL_WIDTH: u32 = 460;
+/// Height of one line of a legend under a [`line_panels`] panel.
+const PANEL_LEGEND_LINE: u32 = 20;
+
+/// Height of the row under each [`line_panels`] panel that holds its legend, `lines` lines
+/// tall (used when every corner of some panel would cover a line).
+fn panel_legend_row(lines: usize) -> u32 {
+    8 + PANEL_LEGEND_LINE * lines as u32
+}
+
+/// Legend entries split into lines, side by side, of at most `width` pixels each (an entry
+/// wider than that gets a line of its own): the index ranges of the lines.
+fn wrap_legend(
+    entries: &[(LegendGlyph, String)],
+    width: i32,
+    font: u32,
+) -> Vec<std::ops::Range<usize>> {
+    let mut lines = Vec::new();
+    let (mut start, mut used) = (0, 0);
+    for (i, (_, label)) in entries.iter().enumerate() {
+        let w = legend_size([label.as_str()], font).0;
+        if i > start && used + w > width {
+            lines.push(start..i);
+            (start, used) = (i, 0);
+        }
+        used += w;
+    }
+    if start < entries.len() {
+        lines.push(start..entries.len());
+    }
+    lines
+}
