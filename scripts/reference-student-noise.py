@@ -12,44 +12,13 @@ Reads torch's zip pickles with numpy alone (no torch). Usage:
 Needs numpy (e.g. the venv of scripts/pynwb-venv.sh).
 """
 import argparse
-import collections
-import pickle
-import zipfile
+import os
+import sys
 
 import numpy as np
 
-DTYPES = {"FloatStorage": np.float32, "DoubleStorage": np.float64, "LongStorage": np.int64}
-
-
-def load_state_dict(path):
-    z = zipfile.ZipFile(path)
-    root = z.namelist()[0].split("/")[0]
-
-    def rebuild(storage, offset, size, stride, *_):
-        dtype, key = storage
-        raw = np.frombuffer(z.read(f"{root}/data/{key}"), dtype=dtype)
-        if len(size) == 0:
-            return raw[offset]
-        strides = [s * raw.itemsize for s in stride]
-        return np.lib.stride_tricks.as_strided(raw[offset:], shape=size, strides=strides).copy()
-
-    class Unpickler(pickle.Unpickler):
-        def find_class(self, module, name):
-            if name == "_rebuild_tensor_v2":
-                return rebuild
-            if name == "_rebuild_parameter":
-                return lambda t, *_: t
-            if name in DTYPES:
-                return name
-            if module == "collections" and name == "OrderedDict":
-                return collections.OrderedDict
-            raise pickle.UnpicklingError(f"unexpected class {module}.{name}")
-
-        def persistent_load(self, pid):
-            _, typ, key, _, _ = pid
-            return (DTYPES[typ], key)
-
-    return Unpickler(z.open(f"{root}/data.pkl")).load()
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from reference_common import load_state_dict  # noqa: E402
 
 
 def main():

@@ -15,7 +15,8 @@ TEMPLATE_MODEL.h5: a fit of ours with the same configuration (for the reach stud
     train.n_epochs=1 ...`). It supplies the config attributes; its parameters are overwritten.
 
 Needs numpy and h5py, not torch: the state dict is a torch zip archive (pickle + raw
-storages), read here by a minimal unpickler that rebuilds each tensor as a numpy array.
+storages), read by reference_common.load_state_dict, which rebuilds each tensor as a numpy
+array.
 Renames, for the older files (the reference's `vi_rnn/saving.py` backward_compat):
 transition.AW (1,1,1,1) -> transition.decay_param (1,), observation.Bias (1,dx,1,1) -> (dx,),
 observation.B (dx,dx), which must be diagonal (the one-to-one readout), -> its diagonal.
@@ -23,56 +24,15 @@ transition.hz must be zero (our model has no latent bias) and is dropped. A stud
 inputs has no transition.Wu: it becomes the template's empty N x 0 matrix. A scalar R_x (older
 students, `scalar_noise_x`) is repeated over the template's diagonal R_x: the same model.
 """
-import collections
-import pickle
+import os
 import shutil
 import sys
-import zipfile
 
 import h5py
 import numpy as np
 
-STORAGE_DTYPES = {
-    "FloatStorage": np.float32,
-    "DoubleStorage": np.float64,
-    "LongStorage": np.int64,
-    "IntStorage": np.int32,
-}
-
-
-def load_state_dict(path):
-    """A torch.save'd state dict as {name: numpy array}, without torch."""
-    archive = zipfile.ZipFile(path)
-    root = archive.namelist()[0].split("/")[0]
-
-    def rebuild_tensor(storage, offset, size, stride, *_):
-        size, stride = tuple(size), tuple(stride)
-        if not size:
-            return storage[offset]
-        strides = [s * storage.itemsize for s in stride]
-        view = np.lib.stride_tricks.as_strided(storage[offset:], shape=size, strides=strides)
-        return view.copy()
-
-    class Unpickler(pickle.Unpickler):
-        def find_class(self, module, name):
-            if name == "_rebuild_tensor_v2":
-                return rebuild_tensor
-            if name == "_rebuild_parameter":
-                return lambda data, requires_grad, hooks: data
-            if name == "OrderedDict":
-                return collections.OrderedDict
-            if module == "torch" and name.endswith("Storage"):
-                return name
-            return super().find_class(module, name)
-
-        def persistent_load(self, pid):
-            _, storage_type, key, _location, _numel = pid
-            if storage_type not in STORAGE_DTYPES:
-                sys.exit(f"{path}: unsupported storage type {storage_type}")
-            raw = archive.read(f"{root}/data/{key}")
-            return np.frombuffer(raw, dtype=STORAGE_DTYPES[storage_type])
-
-    return Unpickler(archive.open(f"{root}/data.pkl")).load()
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from reference_common import load_state_dict  # noqa: E402
 
 
 def main():

@@ -1,11 +1,59 @@
-"""Shared by the scripts that run the reference implementation (mackelab/smc_rnns):
-scripts/reference-bench.py (epoch timing) and scripts/reference-train-student.py (a whole
-student fit on our data). Holds no reference code: the thread set-up, a dataset with the
-interface the reference's training loop uses, and the continuous oscillator student's config
-dicts as its notebooks write them.
+"""Shared by the scripts around the reference implementation (mackelab/smc_rnns):
+reference-bench.py (epoch timing), reference-train-student.py (a whole student fit on our
+data), reference-student-to-model.py and reference-student-noise.py (reading its students).
+Holds no reference code: a reader of its saved state dicts that needs numpy alone, the torch
+thread set-up, a dataset with the interface the reference's training loop uses, and the
+continuous oscillator student's config dicts as its notebooks write them. Importing this
+module imports neither torch nor numpy; the functions import what they use.
 """
+import collections
 import os
+import pickle
 import sys
+import zipfile
+
+
+def load_state_dict(path):
+    """A torch.save'd state dict as {name: numpy array}, without torch."""
+    import numpy as np
+
+    dtypes = {
+        "FloatStorage": np.float32,
+        "DoubleStorage": np.float64,
+        "LongStorage": np.int64,
+        "IntStorage": np.int32,
+    }
+    archive = zipfile.ZipFile(path)
+    root = archive.namelist()[0].split("/")[0]
+
+    def rebuild_tensor(storage, offset, size, stride, *_):
+        size, stride = tuple(size), tuple(stride)
+        if not size:
+            return storage[offset]
+        strides = [s * storage.itemsize for s in stride]
+        view = np.lib.stride_tricks.as_strided(storage[offset:], shape=size, strides=strides)
+        return view.copy()
+
+    class Unpickler(pickle.Unpickler):
+        def find_class(self, module, name):
+            if name == "_rebuild_tensor_v2":
+                return rebuild_tensor
+            if name == "_rebuild_parameter":
+                return lambda data, requires_grad, hooks: data
+            if name == "OrderedDict":
+                return collections.OrderedDict
+            if module == "torch" and name.endswith("Storage"):
+                return name
+            return super().find_class(module, name)
+
+        def persistent_load(self, pid):
+            _, storage_type, key, _location, _numel = pid
+            if storage_type not in dtypes:
+                sys.exit(f"{path}: unsupported storage type {storage_type}")
+            raw = archive.read(f"{root}/data/{key}")
+            return np.frombuffer(raw, dtype=dtypes[storage_type])
+
+    return Unpickler(archive.open(f"{root}/data.pkl")).load()
 
 
 def init_torch(threads, smc_rnns):
