@@ -1540,7 +1540,8 @@ pub fn line_panels(
                 }
                 if let Some(row) = row {
                     for (i, line) in lines.iter().enumerate() {
-                        let y = 4 + PANEL_LEGEND_LINE as i32 * i as i32 + 10;
+                        let y = (PANEL_LEGEND_PAD + PANEL_LEGEND_LINE * i as u32) as i32
+                            + PANEL_LEGEND_LINE as i32 / 2;
                         draw_legend(&row, &legend[line.clone()], (60, y), true, 12)
                             .map_err(draw_err($path))?;
                     }
@@ -1594,11 +1595,13 @@ const PANEL_HEIGHT: u32 = 480;
 const PANEL_WIDTH: u32 = 460;
 /// Height of one line of a legend under a [`line_panels`] panel.
 const PANEL_LEGEND_LINE: u32 = 20;
+/// Space above and below those lines.
+const PANEL_LEGEND_PAD: u32 = 4;
 
 /// Height of the row under each [`line_panels`] panel that holds its legend, `lines` lines
 /// tall (used when every corner of some panel would cover a line).
 fn panel_legend_row(lines: usize) -> u32 {
-    8 + PANEL_LEGEND_LINE * lines as u32
+    2 * PANEL_LEGEND_PAD + PANEL_LEGEND_LINE * lines as u32
 }
 
 /// Legend entries split into lines, side by side, of at most `width` pixels each (an entry
