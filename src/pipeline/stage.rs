@@ -66,6 +66,12 @@ pub trait Stage: Send + Sync {
 
     /// Implementation version, part of the cache key: bump it when a change to the code changes
     /// what the stage writes, so every cached result of this kind is recomputed.
+    ///
+    /// Figures count: a change to how `crate::plot` draws bumps the kinds that draw and run
+    /// in seconds (`plot_curves`, `plot_traces`, `summarize`, `fixed_points`, `teacher_student`),
+    /// so `run` redraws their figures. Kinds whose figure is a by-product of hours of work
+    /// (`fit`'s loss curve, `simulate`, `bin`, `teacher_train`) keep their version: a new look
+    /// does not refit, and their cached figures keep the old look until they rerun.
     fn version(&self) -> u32;
 
     /// The version for these (checked, canonical) params: [`Self::version`] unless a change

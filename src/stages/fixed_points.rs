@@ -138,7 +138,9 @@ impl Stage for FixedPointsStage {
     }
     fn version(&self) -> u32 {
         // 4: the summary carries `trained_on` and `data_source`.
-        4
+        // 5: the phase portrait's legend beside the plot, found-vs-budget's in a corner free
+        // of lines, linear ticks without '.0' (figures only).
+        5
     }
     fn description(&self) -> &'static str {
         "all fixed points (exact), SCYFI / constrained SCYFI / local-search baselines, Fig 8 curve, R = 2 phase portrait"

@@ -77,7 +77,9 @@ impl Stage for PlotCurvesStage {
         "plot_curves"
     }
     fn version(&self) -> u32 {
-        3
+        // 4: the legend in a corner free of lines or else beside the plot, linear ticks
+        // without '.0' (figure only).
+        4
     }
     fn description(&self) -> &'static str {
         "one line per input table (e.g. the loss curve of every seed) on one figure → PNG + SVG"

@@ -50,7 +50,8 @@ impl Stage for PlotTracesStage {
         "plot_traces"
     }
     fn version(&self) -> u32 {
-        1
+        // 2: the legend on a row under the title, linear ticks without '.0' (figure only).
+        2
     }
     fn description(&self) -> &'static str {
         "recorded vs generated channels, stacked panels (Fig 4) → PNG + SVG"

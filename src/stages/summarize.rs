@@ -270,7 +270,8 @@ impl Stage for SummarizeStage {
         "summarize"
     }
     fn version(&self) -> u32 {
-        2
+        // 3: the box plots' linear ticks without '.0' or '-0.0' (figures only).
+        3
     }
     fn description(&self) -> &'static str {
         "per-run tables → median ± MAD (or mean ± sem) per group, with box plots (Table 1, Fig S7)"

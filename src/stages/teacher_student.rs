@@ -424,7 +424,10 @@ impl Stage for TeacherStudentStage {
         // A `latent_noise_std_gain_matched` row for students with a learnt readout gain.
         // 9: the orthogonalised noise from `low_rank_svd` (nalgebra's SVD of the N × N
         // J = M N could return wrong singular values and vectors).
-        9
+        // 10: figures only: legends over no data (phase portraits beside the plot, trace
+        // panels under the title, Fig S6's line panels in a free corner or on wrapped rows
+        // under each panel) and linear ticks without '.0'.
+        10
     }
     fn description(&self) -> &'static str {
         "score a student against its teacher: noise recovery, autocorrelation/period, rates, fixed points → summary table, figures"
