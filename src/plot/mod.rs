@@ -523,8 +523,48 @@ fn quartiles(sorted: &[f64]) -> [f64; 5] {
     [q(0.0), q(0.25), q(0.5), q(0.75), q(1.0)]
 }
 
+/// A box's whisker ends, quartiles and median from the finite `values` (whiskers at the most
+/// extreme values within 1.5 IQR of the box): [lo, q1, median, q3, hi]; None without any.
+fn box_stats(values: &[f64]) -> Option<[f64; 5]> {
+    let mut v: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let [_, q1, med, q3, _] = quartiles(&v);
+    let iqr = q3 - q1;
+    let lo = v
+        .iter()
+        .copied()
+        .find(|&x| x >= q1 - 1.5 * iqr)
+        .unwrap_or(q1);
+    let hi = v
+        .iter()
+        .rev()
+        .copied()
+        .find(|&x| x <= q3 + 1.5 * iqr)
+        .unwrap_or(q3);
+    Some([lo, q1, med, q3, hi])
+}
+
+/// Width in pixels of one box's slot in [`box_plot`] (up to [`BOX_PLOT_MAX_WIDTH`] in all).
+const BOX_SLOT: u32 = 260;
+/// The widest [`box_plot`] figure; when its tick labels would not fit under their boxes at
+/// this width, the boxes are drawn across instead, by [`box_panels`].
+const BOX_PLOT_MAX_WIDTH: u32 = 1400;
+/// Font size of box plots' tick labels.
+const BOX_LABEL_FONT: u32 = 13;
+
+/// Estimated pixel width of `text` at `font` pixels (0.6 em per character, as
+/// [`legend_size`]).
+fn text_width(text: &str, font: u32) -> u32 {
+    (text.chars().count() as f64 * 0.6 * f64::from(font)).ceil() as u32
+}
+
 /// Box plots (median, quartiles, 1.5·IQR whiskers) with every observation drawn as a dot:
-/// the Fig S7 style. Written as PNG and SVG.
+/// the Fig S7 style, one box per group side by side. Written as PNG and SVG. When the group
+/// labels would not fit under their boxes (many groups, long labels), the figure is one
+/// [`box_panels`] panel instead, its boxes across and their labels on the left.
 pub fn box_plot(
     stem: &Path,
     title: &str,
@@ -542,6 +582,19 @@ pub fn box_plot(
         });
     };
     let n = groups.len();
+    let width = (BOX_SLOT * n.max(1) as u32).clamp(480, BOX_PLOT_MAX_WIDTH);
+    let widest = groups
+        .iter()
+        .map(|g| text_width(&g.label, BOX_LABEL_FONT))
+        .max()
+        .unwrap_or(0);
+    if (widest + 8) * n as u32 > width.saturating_sub(80) {
+        let panel = BoxPanel {
+            title: String::new(),
+            groups: groups.to_vec(),
+        };
+        return box_panels(stem, title, y_label, std::slice::from_ref(&panel));
+    }
     let labels: Vec<String> = groups.iter().map(|g| g.label.clone()).collect();
     macro_rules! draw {
         ($backend:expr, $path:expr) => {{
@@ -569,28 +622,13 @@ pub fn box_plot(
                 })
                 .y_label_formatter(&|v: &f64| linear_tick_label(*v, y0, y1))
                 .y_desc(y_label)
-                .label_style((FONT, 13))
+                .label_style((FONT, BOX_LABEL_FONT))
                 .draw()
                 .map_err(draw_err($path))?;
             for (i, g) in groups.iter().enumerate() {
-                let mut v: Vec<f64> = g.values.iter().copied().filter(|v| v.is_finite()).collect();
-                if v.is_empty() {
+                let Some([lo, q1, med, q3, hi]) = box_stats(&g.values) else {
                     continue;
-                }
-                v.sort_by(f64::total_cmp);
-                let [_, q1, med, q3, _] = quartiles(&v);
-                let iqr = q3 - q1;
-                let lo = v
-                    .iter()
-                    .copied()
-                    .find(|&x| x >= q1 - 1.5 * iqr)
-                    .unwrap_or(q1);
-                let hi = v
-                    .iter()
-                    .rev()
-                    .copied()
-                    .find(|&x| x <= q3 + 1.5 * iqr)
-                    .unwrap_or(q3);
+                };
                 let x = i as f64;
                 let colour = PALETTE[i % PALETTE.len()];
                 let w = 0.3;
@@ -637,9 +675,206 @@ pub fn box_plot(
             root.present().map_err(draw_err($path))?;
         }};
     }
-    let width = (260 * n.max(1) as u32).clamp(480, 1400);
     draw!(BitMapBackend::new(&paths.png, (width, 520)), &paths.png);
     draw!(SVGBackend::new(&paths.svg, (width, 520)), &paths.svg);
+    Ok(paths)
+}
+
+/// One panel of [`box_panels`]: its title (e.g. a metric's name) and its boxes.
+#[derive(Debug, Clone)]
+pub struct BoxPanel {
+    /// Caption over the panel (may be empty).
+    pub title: String,
+    /// One box per group, drawn top to bottom in this order.
+    pub groups: Vec<BoxGroup>,
+}
+
+/// Panels side by side in a row of [`box_panels`].
+const BOX_PANEL_COLUMNS: usize = 3;
+/// Height in pixels of one box's row in a [`box_panels`] panel.
+const BOX_ROW: u32 = 30;
+/// A [`box_panels`] panel's height beyond its rows: caption, value axis and margins.
+const BOX_PANEL_FRAME: u32 = 84;
+/// Width in pixels of a [`box_panels`] panel's value axis.
+const BOX_PANEL_PLOT_WIDTH: u32 = 300;
+/// The widest group label area of a [`box_panels`] panel; longer labels are cut with '…'.
+const BOX_PANEL_MAX_LABEL: u32 = 260;
+/// Height of a [`box_panels`] figure's title.
+const BOX_PANELS_TITLE: u32 = 36;
+
+/// `label` cut to at most `width` pixels at `font`, ending in '…' when cut.
+fn fit_label(label: &str, width: u32, font: u32) -> String {
+    if text_width(label, font) <= width {
+        return label.to_string();
+    }
+    let keep = ((f64::from(width) / (0.6 * f64::from(font))).floor() as usize).saturating_sub(1);
+    let mut out: String = label.chars().take(keep).collect();
+    out.push('…');
+    out
+}
+
+/// Box plots in panels, each with its own value range: for metrics of different scales side
+/// by side (e.g. one panel per metric, one box per setup). Within a panel the boxes lie across
+/// (value on x), one row per group labelled on the left, every observation a dot, a label in
+/// the same colour in every panel; panels go [`BOX_PANEL_COLUMNS`] to a row. A panel without
+/// any finite value is left out. `value_label` names the value axis. Written as PNG and SVG.
+pub fn box_panels(
+    stem: &Path,
+    title: &str,
+    value_label: &str,
+    panels: &[BoxPanel],
+) -> Result<FigurePaths, PlotError> {
+    use plotters::prelude::*;
+    register_font();
+    let paths = FigurePaths::new(stem);
+    if panels.is_empty() {
+        return Err(PlotError::NoData {
+            path: paths.png.clone(),
+            message: "no panels for the box plot".into(),
+        });
+    }
+    // A panel without a finite value (a metric not defined for these runs) is left out.
+    let panels: Vec<&BoxPanel> = panels
+        .iter()
+        .filter(|p| finite_range(p.groups.iter().flat_map(|g| g.values.iter())).is_some())
+        .collect();
+    if panels.is_empty() {
+        return Err(PlotError::NoData {
+            path: paths.png.clone(),
+            message: "no finite values for the box plot".into(),
+        });
+    }
+    let label_width = panels
+        .iter()
+        .flat_map(|p| p.groups.iter())
+        .map(|g| text_width(&g.label, BOX_LABEL_FONT) + 12)
+        .max()
+        .unwrap_or(0)
+        .clamp(40, BOX_PANEL_MAX_LABEL);
+    // A label keeps its colour in every panel: the palette in the order labels first appear.
+    let mut label_order: Vec<&str> = Vec::new();
+    for g in panels.iter().flat_map(|p| p.groups.iter()) {
+        if !label_order.contains(&g.label.as_str()) {
+            label_order.push(&g.label);
+        }
+    }
+    let colour_of = |label: &str| {
+        let i = label_order.iter().position(|l| *l == label).unwrap_or(0);
+        PALETTE[i % PALETTE.len()]
+    };
+    let columns = panels.len().min(BOX_PANEL_COLUMNS);
+    let panel_width = label_width + BOX_PANEL_PLOT_WIDTH;
+    let row_heights: Vec<u32> = panels
+        .chunks(columns)
+        .map(|row| {
+            let boxes = row.iter().map(|p| p.groups.len()).max().unwrap_or(0);
+            BOX_PANEL_FRAME + BOX_ROW * boxes.max(1) as u32
+        })
+        .collect();
+    let width = panel_width * columns as u32;
+    let height = BOX_PANELS_TITLE + row_heights.iter().sum::<u32>();
+    macro_rules! draw {
+        ($backend:expr, $path:expr) => {{
+            let root = $backend.into_drawing_area();
+            root.fill(&WHITE).map_err(draw_err($path))?;
+            let (head, mut rest) = root.split_vertically(BOX_PANELS_TITLE);
+            head.titled(title, (FONT, 20)).map_err(draw_err($path))?;
+            for (row, &h) in panels.chunks(columns).zip(&row_heights) {
+                let (area, below) = rest.split_vertically(h);
+                rest = below;
+                let cells = area.split_evenly((1, columns));
+                for (p, cell) in row.iter().zip(&cells) {
+                    let n = p.groups.len().max(1);
+                    let (x0, x1) = finite_range(p.groups.iter().flat_map(|g| g.values.iter()))
+                        .unwrap_or((-1.0, 1.0));
+                    let labels: Vec<String> = p
+                        .groups
+                        .iter()
+                        .map(|g| fit_label(&g.label, label_width - 12, BOX_LABEL_FONT))
+                        .collect();
+                    // Group i on row i from the top.
+                    let row_y = |i: usize| (n - 1 - i) as f64;
+                    let mut chart = ChartBuilder::on(cell)
+                        .caption(&p.title, (FONT, 15))
+                        .margin(8)
+                        .x_label_area_size(34)
+                        .y_label_area_size(label_width)
+                        .build_cartesian_2d(x0..x1, -0.5f64..(n as f64 - 0.5))
+                        .map_err(draw_err($path))?;
+                    chart
+                        .configure_mesh()
+                        .disable_y_mesh()
+                        .y_labels(n)
+                        .y_label_formatter(&|y: &f64| {
+                            let r = y.round();
+                            if (y - r).abs() < 1e-6 && r >= 0.0 && (r as usize) < labels.len() {
+                                labels[labels.len() - 1 - r as usize].clone()
+                            } else {
+                                String::new()
+                            }
+                        })
+                        .x_labels(5)
+                        .x_label_formatter(&|v: &f64| linear_tick_label(*v, x0, x1))
+                        .x_desc(value_label)
+                        .label_style((FONT, BOX_LABEL_FONT))
+                        .draw()
+                        .map_err(draw_err($path))?;
+                    for (i, g) in p.groups.iter().enumerate() {
+                        let Some([lo, q1, med, q3, hi]) = box_stats(&g.values) else {
+                            continue;
+                        };
+                        let y = row_y(i);
+                        let colour = colour_of(&g.label);
+                        let w = 0.3;
+                        chart
+                            .draw_series(std::iter::once(Rectangle::new(
+                                [(q1, y - w), (q3, y + w)],
+                                colour.mix(0.25).filled(),
+                            )))
+                            .map_err(draw_err($path))?;
+                        let lines = [
+                            vec![
+                                (q1, y - w),
+                                (q1, y + w),
+                                (q3, y + w),
+                                (q3, y - w),
+                                (q1, y - w),
+                            ],
+                            vec![(med, y - w), (med, y + w)],
+                            vec![(q3, y), (hi, y)],
+                            vec![(q1, y), (lo, y)],
+                            vec![(hi, y - w / 2.0), (hi, y + w / 2.0)],
+                            vec![(lo, y - w / 2.0), (lo, y + w / 2.0)],
+                        ];
+                        for l in lines {
+                            chart
+                                .draw_series(std::iter::once(PathElement::new(
+                                    l,
+                                    colour.stroke_width(2),
+                                )))
+                                .map_err(draw_err($path))?;
+                        }
+                        let m = g.values.len().max(1) as f64;
+                        chart
+                            .draw_series(
+                                g.values
+                                    .iter()
+                                    .enumerate()
+                                    .filter(|(_, v)| v.is_finite())
+                                    .map(|(j, &v)| {
+                                        let dy = (j as f64 / m - 0.5) * 0.4;
+                                        Circle::new((v, y + dy), 3, BLACK.mix(0.6).filled())
+                                    }),
+                            )
+                            .map_err(draw_err($path))?;
+                    }
+                }
+            }
+            root.present().map_err(draw_err($path))?;
+        }};
+    }
+    draw!(BitMapBackend::new(&paths.png, (width, height)), &paths.png);
+    draw!(SVGBackend::new(&paths.svg, (width, height)), &paths.svg);
     Ok(paths)
 }
 
@@ -954,6 +1189,105 @@ mod tests {
         let p = box_plot(&dir.join("box"), "t", "y", &groups).unwrap();
         assert!(std::fs::metadata(&p.png).unwrap().len() > 1000);
         assert!(box_plot(&dir.join("e"), "t", "y", &[]).is_err());
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// The (width, height) an SVG figure declares.
+    fn svg_size(path: &Path) -> (u32, u32) {
+        let svg = std::fs::read_to_string(path).unwrap();
+        let attr = |name: &str| {
+            let at = svg.find(&format!("{name}=\"")).unwrap() + name.len() + 2;
+            svg[at..at + svg[at..].find('"').unwrap()]
+                .parse::<u32>()
+                .unwrap()
+        };
+        (attr("width"), attr("height"))
+    }
+
+    /// Panels go three to a row, each row as tall as its panel with the most boxes; every
+    /// group label and panel title is drawn (long ones cut with '…'); no panel or no finite
+    /// value is an error.
+    #[test]
+    fn box_panels_lay_out_rows_of_panels() {
+        let dir = std::env::temp_dir().join(format!("lrsmc-boxp-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let group = |label: &str, values: &[f64]| BoxGroup {
+            label: label.into(),
+            values: values.to_vec(),
+        };
+        let panel = |title: &str, n: usize| BoxPanel {
+            title: title.into(),
+            groups: (0..n)
+                .map(|i| group(&format!("setup {i}"), &[i as f64, i as f64 + 1.0, 0.5]))
+                .collect(),
+        };
+        let four = [
+            panel("alpha", 2),
+            panel("beta", 5),
+            panel("gamma", 1),
+            panel("delta", 3),
+        ];
+        let out = box_panels(&dir.join("four"), "t", "value", &four).unwrap();
+        let (w, h) = svg_size(&out.svg);
+        let label_width = text_width("setup 0", BOX_LABEL_FONT) + 12;
+        assert_eq!(w, 3 * (label_width + BOX_PANEL_PLOT_WIDTH));
+        assert_eq!(
+            h,
+            BOX_PANELS_TITLE + (BOX_PANEL_FRAME + 5 * BOX_ROW) + (BOX_PANEL_FRAME + 3 * BOX_ROW)
+        );
+        let svg = std::fs::read_to_string(&out.svg).unwrap();
+        for text in ["alpha", "beta", "gamma", "delta", "setup 0", "setup 4"] {
+            assert!(svg.contains(text), "{text} not drawn");
+        }
+        let long = "x".repeat(200);
+        let cut = [BoxPanel {
+            title: "one".into(),
+            groups: vec![group(&long, &[1.0, 2.0])],
+        }];
+        let out = box_panels(&dir.join("cut"), "t", "v", &cut).unwrap();
+        let svg = std::fs::read_to_string(&out.svg).unwrap();
+        assert!(svg.contains('…') && !svg.contains(&long));
+        assert_eq!(
+            svg_size(&out.svg).0,
+            BOX_PANEL_MAX_LABEL + BOX_PANEL_PLOT_WIDTH
+        );
+        assert!(box_panels(&dir.join("none"), "t", "v", &[]).is_err());
+        let nan = [BoxPanel {
+            title: "nan".into(),
+            groups: vec![group("a", &[f64::NAN])],
+        }];
+        assert!(box_panels(&dir.join("nan"), "t", "v", &nan).is_err());
+        // ... and beside others it is left out: the four panels' figure again.
+        let five = [four.as_slice(), &nan].concat();
+        let out = box_panels(&dir.join("five"), "t", "value", &five).unwrap();
+        assert_eq!(svg_size(&out.svg), (w, h));
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// A box plot whose labels fit under their boxes keeps the Fig S7 layout (520 px tall);
+    /// with more or longer labels than fit it lays its boxes across, one row each.
+    #[test]
+    fn box_plot_lays_boxes_across_when_labels_do_not_fit() {
+        let dir = std::env::temp_dir().join(format!("lrsmc-boxa-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let groups = |n: usize, label: &str| -> Vec<BoxGroup> {
+            (0..n)
+                .map(|i| BoxGroup {
+                    label: format!("{label} {i}"),
+                    values: vec![i as f64, 2.0 * i as f64],
+                })
+                .collect()
+        };
+        let few = box_plot(&dir.join("few"), "t", "y", &groups(3, "rank-3")).unwrap();
+        assert_eq!(svg_size(&few.svg), (3 * BOX_SLOT, 520));
+        let many = box_plot(
+            &dir.join("many"),
+            "t",
+            "y",
+            &groups(40, "osc_continuous_optimal"),
+        );
+        let (_, h) = svg_size(&many.unwrap().svg);
+        assert_eq!(h, BOX_PANELS_TITLE + BOX_PANEL_FRAME + 40 * BOX_ROW);
         std::fs::remove_dir_all(&dir).ok();
     }
 

@@ -27,7 +27,7 @@ use crate::pipeline::stage::{
     canonical_params, InputSpec, OutputSpec, ParamError, Stage, StageContext, StageError,
 };
 use crate::pipeline::table::{Column, Table};
-use crate::plot::{box_plot, BoxGroup};
+use crate::plot::{box_panels, box_plot, BoxGroup, BoxPanel};
 
 /// Centre and spread.
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
@@ -60,6 +60,11 @@ pub struct SummarizeParams {
     /// Title prefix of the box plots.
     #[serde(default)]
     pub title: String,
+    /// One of `group_by`: the box plots get a panel per value of this column, each with its
+    /// own value range, its boxes labelled by the other `group_by` columns (e.g. `metric`, when
+    /// the metrics have different scales). Unset: one panel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub panels_by: Option<String>,
 }
 
 /// Aggregates per-run tables.
@@ -74,6 +79,15 @@ enum Cell {
     Text(String),
 }
 
+/// A cell as a label.
+fn cell_text(c: &Cell) -> String {
+    match c {
+        Cell::Text(s) => s.clone(),
+        Cell::Num(x) => x.to_string(),
+        Cell::Int(i) => i.to_string(),
+    }
+}
+
 fn cell(column: &Column, row: usize) -> Cell {
     match column {
         Column::F64(v) => Cell::Num(v[row]),
@@ -83,11 +97,11 @@ fn cell(column: &Column, row: usize) -> Cell {
     }
 }
 
-/// Per metric, its box-plot groups.
-pub type MetricBoxes = Vec<(String, Vec<BoxGroup>)>;
+/// Per metric, its box-plot panels (one, untitled, unless `panels_by` is set).
+pub type MetricBoxes = Vec<(String, Vec<BoxPanel>)>;
 
 /// Summarise the rows of `tables` (name, table) by `params`; returns the table and, per
-/// metric, the box-plot groups.
+/// metric, the box-plot panels.
 pub fn summarize(
     tables: &[(String, Table)],
     params: &SummarizeParams,
@@ -97,6 +111,15 @@ pub fn summarize(
             "params.metrics is empty: name at least one column",
         ));
     }
+    let panel_at = match &params.panels_by {
+        Some(c) => Some(params.group_by.iter().position(|g| g == c).ok_or_else(|| {
+            StageError::new(format!(
+                "params.panels_by `{c}` is not one of params.group_by ({})",
+                params.group_by.join(", ")
+            ))
+        })?),
+        None => None,
+    };
     // group key → (carried cells, metric → values)
     type Group = (Vec<Cell>, Vec<Cell>, BTreeMap<String, Vec<f64>>);
     let mut groups: Vec<(String, Group)> = Vec::new();
@@ -191,16 +214,7 @@ pub fn summarize(
                                 })
                                 .collect(),
                         ),
-                        Cell::Text(_) => Column::Str(
-                            cells
-                                .iter()
-                                .map(|c| match c {
-                                    Cell::Text(s) => s.clone(),
-                                    Cell::Num(x) => x.to_string(),
-                                    Cell::Int(i) => i.to_string(),
-                                })
-                                .collect(),
-                        ),
+                        Cell::Text(_) => Column::Str(cells.iter().map(|c| cell_text(c)).collect()),
                     };
                     (n.clone(), column)
                 })
@@ -222,7 +236,7 @@ pub fn summarize(
         let mut centre = Vec::new();
         let mut spread = Vec::new();
         let mut n_nan = Vec::new();
-        let mut box_groups = Vec::new();
+        let mut panels: Vec<BoxPanel> = Vec::new();
         for (_, g) in &groups {
             let all = &g.2[m];
             let finite: Vec<f64> = all.iter().copied().filter(|v| v.is_finite()).collect();
@@ -243,16 +257,36 @@ pub fn summarize(
             };
             centre.push(c);
             spread.push(s);
+            // Names speak for themselves (`rdm`); numbers, also as text (a matrix axis' value),
+            // get their column (`k=64`).
             let label =
                 g.0.iter()
-                    .map(|c| match c {
-                        Cell::Text(s) => s.clone(),
-                        Cell::Num(x) => x.to_string(),
-                        Cell::Int(i) => i.to_string(),
+                    .zip(&params.group_by)
+                    .enumerate()
+                    .filter(|(j, _)| Some(*j) != panel_at)
+                    .map(|(_, (c, name))| match c {
+                        Cell::Text(t) if t.trim().parse::<f64>().is_err() => t.clone(),
+                        _ => format!("{name}={}", cell_text(c)),
                     })
                     .collect::<Vec<_>>()
                     .join(" ");
-            box_groups.push(BoxGroup {
+            let label = if label.is_empty() {
+                "all".to_string()
+            } else {
+                label
+            };
+            let title = panel_at.map(|j| cell_text(&g.0[j])).unwrap_or_default();
+            let at = match panels.iter().position(|p| p.title == title) {
+                Some(at) => at,
+                None => {
+                    panels.push(BoxPanel {
+                        title,
+                        groups: Vec::new(),
+                    });
+                    panels.len() - 1
+                }
+            };
+            panels[at].groups.push(BoxGroup {
                 label,
                 values: all.clone(),
             });
@@ -260,7 +294,7 @@ pub fn summarize(
         out.push(m.clone(), centre).map_err(tab_err)?;
         out.push(format!("{m}_err"), spread).map_err(tab_err)?;
         out.push(format!("{m}_n_nan"), n_nan).map_err(tab_err)?;
-        boxes.push((m.clone(), box_groups));
+        boxes.push((m.clone(), panels));
     }
     Ok((out, boxes))
 }
@@ -285,6 +319,17 @@ impl Stage for SummarizeStage {
                 "metrics",
                 "name at least one metric column",
             ));
+        }
+        if let Some(c) = &p.panels_by {
+            if !p.group_by.contains(c) {
+                return Err(ParamError::new(
+                    "panels_by",
+                    format!(
+                        "`{c}` is not one of group_by ({}); name one of them or leave it out",
+                        p.group_by.join(", ")
+                    ),
+                ));
+            }
         }
         Ok(v)
     }
@@ -330,7 +375,7 @@ impl Stage for SummarizeStage {
         table
             .write_markdown(&md)
             .map_err(|e| StageError::new(e.to_string()))?;
-        for (m, groups) in boxes {
+        for (m, panels) in boxes {
             let png = ctx.output(&format!("box_{m}"))?.to_path_buf();
             let svg = ctx.output(&format!("box_{m}_svg"))?.to_path_buf();
             let dir = ctx.scratch_dir().to_path_buf();
@@ -339,8 +384,12 @@ impl Stage for SummarizeStage {
             } else {
                 format!("{}: {m}", params.title)
             };
-            let paths = box_plot(&dir.join(format!("box_{m}")), &title, &m, &groups)
-                .map_err(|e| StageError::new(e.to_string()))?;
+            let stem = dir.join(format!("box_{m}"));
+            let paths = match panels.as_slice() {
+                [one] if params.panels_by.is_none() => box_plot(&stem, &title, &m, &one.groups),
+                _ => box_panels(&stem, &title, &m, &panels),
+            }
+            .map_err(|e| StageError::new(e.to_string()))?;
             std::fs::rename(&paths.png, &png).map_err(|e| StageError::io(&png, e))?;
             std::fs::rename(&paths.svg, &svg).map_err(|e| StageError::io(&svg, e))?;
         }
@@ -427,6 +476,7 @@ mod tests {
             keys: BTreeMap::new(),
             statistic: Statistic::MedianMad,
             title: String::new(),
+            panels_by: None,
         };
         let long = long_table(&[("x/results/eeg/evaluate/m.parquet".into(), t)], &params).unwrap();
         assert_eq!(long.n_rows(), 4);
@@ -454,6 +504,7 @@ mod tests {
             keys: BTreeMap::new(),
             statistic: Statistic::MedianMad,
             title: String::new(),
+            panels_by: None,
         };
         let long =
             long_table(&[("results/eeg/fixed_points/s.parquet".into(), t)], &params).unwrap();
@@ -492,6 +543,7 @@ mod tests {
             keys: BTreeMap::from([("dataset".to_string(), "eeg".to_string())]),
             statistic: Statistic::MedianMad,
             title: String::new(),
+            panels_by: None,
         };
         let (t, boxes) = summarize(&tables, &params).unwrap();
         assert_eq!(t.n_rows(), 2);
@@ -501,7 +553,8 @@ mod tests {
         assert_eq!(t.column("d_stsp_n_nan").unwrap().number(0), Some(1.0));
         assert_eq!(t.column("n_runs").unwrap().number(0), Some(4.0));
         assert_eq!(t.column("dataset").unwrap().text(1), "eeg");
-        assert_eq!(boxes[0].1.len(), 2);
+        assert_eq!(boxes[0].1.len(), 1, "one untitled panel without panels_by");
+        assert_eq!(boxes[0].1[0].groups.len(), 2);
         let bad = SummarizeParams {
             metrics: vec!["nope".into()],
             ..params.clone()
@@ -523,5 +576,97 @@ mod tests {
         ));
         let e = summarize(&mixed, &params).unwrap_err().to_string();
         assert!(e.contains("differs within group"), "{e}");
+    }
+
+    /// `panels_by` splits the box plots into a panel per value of that column, the boxes
+    /// labelled by the other group columns; a column outside `group_by` is refused by name.
+    #[test]
+    fn panels_by_makes_a_panel_per_value() {
+        let row = |setup: &str, metric: &str, v: f64| {
+            Table::new()
+                .with("setup", vec![setup])
+                .unwrap()
+                .with("metric", vec![metric])
+                .unwrap()
+                .with("value", vec![v])
+                .unwrap()
+        };
+        let tables: Vec<(String, Table)> = [
+            ("osc", "period", 50.0),
+            ("osc", "noise", 0.2),
+            ("reach", "period", 60.0),
+            ("reach", "noise", 0.05),
+            ("osc", "period", 52.0),
+        ]
+        .iter()
+        .enumerate()
+        .map(|(i, &(s, m, v))| (format!("t{i}"), row(s, m, v)))
+        .collect();
+        let params = SummarizeParams {
+            group_by: vec!["setup".into(), "metric".into()],
+            metrics: vec!["value".into()],
+            carry: vec![],
+            keys: BTreeMap::new(),
+            statistic: Statistic::MedianMad,
+            title: String::new(),
+            panels_by: Some("metric".into()),
+        };
+        let (t, boxes) = summarize(&tables, &params).unwrap();
+        assert_eq!(t.n_rows(), 4);
+        let panels = &boxes[0].1;
+        let titles: Vec<&str> = panels.iter().map(|p| p.title.as_str()).collect();
+        assert_eq!(titles, ["period", "noise"]);
+        let labels: Vec<&str> = panels[0].groups.iter().map(|g| g.label.as_str()).collect();
+        assert_eq!(labels, ["osc", "reach"]);
+        assert_eq!(panels[0].groups[0].values, [50.0, 52.0]);
+        // Numbers are labelled with their column.
+        let numbered: Vec<(String, Table)> = [(0.05, 1i64, 0.1), (0.2, 64, 0.3)]
+            .iter()
+            .map(|&(rz, k, v)| {
+                let t = Table::new()
+                    .with("rz", vec![rz.to_string()])
+                    .unwrap()
+                    .with("k", vec![k])
+                    .unwrap()
+                    .with("metric", vec!["noise"])
+                    .unwrap()
+                    .with("value", vec![v])
+                    .unwrap();
+                (format!("rz{rz}"), t)
+            })
+            .collect();
+        let by_rz_k = SummarizeParams {
+            group_by: vec!["rz".into(), "k".into(), "metric".into()],
+            ..params.clone()
+        };
+        let (_, boxes) = summarize(&numbered, &by_rz_k).unwrap();
+        let labels: Vec<&str> = boxes[0].1[0]
+            .groups
+            .iter()
+            .map(|g| g.label.as_str())
+            .collect();
+        assert_eq!(labels, ["rz=0.05 k=1", "rz=0.2 k=64"]);
+        let stage = SummarizeStage;
+        let value = |panels_by: &str| {
+            serde_json::json!({
+                "group_by": ["setup", "metric"], "metrics": ["value"], "panels_by": panels_by
+            })
+        };
+        assert!(stage.check_params(&value("metric")).is_ok());
+        let e = stage.check_params(&value("seed")).unwrap_err().to_string();
+        assert!(
+            e.contains("panels_by") && e.contains("not one of group_by"),
+            "{e}"
+        );
+        let e = summarize(
+            &tables,
+            &SummarizeParams {
+                panels_by: Some("seed".into()),
+                ..params
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("panels_by `seed`"), "{e}");
     }
 }
