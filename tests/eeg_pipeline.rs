@@ -67,6 +67,8 @@ fn quick_profile_runs_end_to_end() {
         "results/teacher_student/osc/eval/proposal=optimal,seed=1/autocorrelation.png",
         "results/teacher_student/osc/eval/proposal=bootstrap,seed=1/traces.png",
         "results/teacher_student/poisson/fit/seed=1/model.h5",
+        "results/teacher_student/poisson/eval/seed=1/rates.png",
+        "results/teacher_student/summary/box_student.png",
         "results/teacher_student/reach/eval/seed=1/summary.md",
         "results/teacher_student/reach/eval/seed=1/phase_teacher.png",
         "results/teacher_student/osc/eval/proposal=optimal,seed=1/phase_student.png",
@@ -132,6 +134,7 @@ fn quick_profile_runs_end_to_end() {
         "rdm",
         "simulated",
         "stable_fixed_points",
+        "pairwise_correlation_correlation",
     ] {
         assert!(ts.contains(needle), "{needle} missing:\n{ts}");
     }

@@ -878,6 +878,111 @@ pub fn box_panels(
     Ok(paths)
 }
 
+/// One panel of [`scatter_panels`]: paired values, e.g. a statistic of the teacher's data (x)
+/// and of the student's (y), one point per neuron or pair.
+#[derive(Debug, Clone)]
+pub struct ScatterPanel {
+    /// Caption over the panel.
+    pub title: String,
+    /// Axis labels.
+    pub x_label: String,
+    /// Axis labels.
+    pub y_label: String,
+    /// (x, y); points with a non-finite coordinate are not drawn.
+    pub points: Vec<(f64, f64)>,
+}
+
+/// Side length in pixels of a [`scatter_panels`] panel.
+const SCATTER_PANEL: u32 = 440;
+
+/// Scatter panels side by side, each square with the same range on both axes and the dashed
+/// identity line y = x: where the points lie on it, y reproduces x (Fig 3's rate statistics).
+/// Written as PNG and SVG.
+pub fn scatter_panels(
+    stem: &Path,
+    title: &str,
+    panels: &[ScatterPanel],
+) -> Result<FigurePaths, PlotError> {
+    use plotters::prelude::*;
+    register_font();
+    let paths = FigurePaths::new(stem);
+    let mut ranges = Vec::with_capacity(panels.len());
+    for p in panels {
+        let finite = p
+            .points
+            .iter()
+            .filter(|(x, y)| x.is_finite() && y.is_finite())
+            .flat_map(|(x, y)| [x, y]);
+        let Some(range) = finite_range(finite) else {
+            return Err(PlotError::NoData {
+                path: paths.png.clone(),
+                message: format!("panel `{}` has no finite points", p.title),
+            });
+        };
+        ranges.push(range);
+    }
+    if panels.is_empty() {
+        return Err(PlotError::NoData {
+            path: paths.png.clone(),
+            message: "no panels".into(),
+        });
+    }
+    let (width, height) = (
+        SCATTER_PANEL * panels.len() as u32,
+        SCATTER_PANEL + BOX_PANELS_TITLE,
+    );
+    macro_rules! draw {
+        ($backend:expr, $path:expr) => {{
+            let root = $backend.into_drawing_area();
+            root.fill(&WHITE).map_err(draw_err($path))?;
+            let (head, body) = root.split_vertically(BOX_PANELS_TITLE);
+            head.titled(title, (FONT, 18)).map_err(draw_err($path))?;
+            let cells = body.split_evenly((1, panels.len()));
+            for ((p, cell), &(lo, hi)) in panels.iter().zip(&cells).zip(&ranges) {
+                let mut chart = ChartBuilder::on(cell)
+                    .caption(&p.title, (FONT, 15))
+                    .margin(10)
+                    .x_label_area_size(40)
+                    .y_label_area_size(56)
+                    .build_cartesian_2d(lo..hi, lo..hi)
+                    .map_err(draw_err($path))?;
+                chart
+                    .configure_mesh()
+                    .x_labels(6)
+                    .y_labels(6)
+                    .x_label_formatter(&|v: &f64| linear_tick_label(*v, lo, hi))
+                    .y_label_formatter(&|v: &f64| linear_tick_label(*v, lo, hi))
+                    .x_desc(p.x_label.as_str())
+                    .y_desc(p.y_label.as_str())
+                    .label_style((FONT, 13))
+                    .draw()
+                    .map_err(draw_err($path))?;
+                let grey = RGBColor(120, 120, 120);
+                chart
+                    .draw_series(DashedLineSeries::new(
+                        [(lo, lo), (hi, hi)],
+                        8,
+                        5,
+                        grey.stroke_width(1),
+                    ))
+                    .map_err(draw_err($path))?;
+                chart
+                    .draw_series(
+                        p.points
+                            .iter()
+                            .filter(|(x, y)| x.is_finite() && y.is_finite())
+                            .map(|&(x, y)| Circle::new((x, y), 3, PALETTE[0].mix(0.6).filled())),
+                    )
+                    .map_err(draw_err($path))?;
+            }
+            root.present().map_err(draw_err($path))?;
+        }};
+    }
+    draw!(BitMapBackend::new(&paths.png, (width, height)), &paths.png);
+    draw!(SVGBackend::new(&paths.svg, (width, height)), &paths.svg);
+    Ok(paths)
+}
+
 /// One panel of [`trace_panels`]: a channel name and up to two traces on the same time axis.
 #[derive(Debug, Clone)]
 pub struct TracePanel {
@@ -1261,6 +1366,35 @@ mod tests {
         let five = [four.as_slice(), &nan].concat();
         let out = box_panels(&dir.join("five"), "t", "value", &five).unwrap();
         assert_eq!(svg_size(&out.svg), (w, h));
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// Square panels side by side with every finite point drawn; a panel without one, or no
+    /// panel, is an error.
+    #[test]
+    fn scatter_panels_are_square_and_skip_non_finite_points() {
+        let dir = std::env::temp_dir().join(format!("lrsmc-scat-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let panel = |title: &str, points: Vec<(f64, f64)>| ScatterPanel {
+            title: title.into(),
+            x_label: "teacher".into(),
+            y_label: "student".into(),
+            points,
+        };
+        let panels = [
+            panel("rates", vec![(0.1, 0.12), (0.3, 0.28), (f64::NAN, 1.0)]),
+            panel("pairs", vec![(-0.2, -0.1), (0.5, 0.45)]),
+        ];
+        let out = scatter_panels(&dir.join("s"), "t", &panels).unwrap();
+        assert_eq!(
+            svg_size(&out.svg),
+            (2 * SCATTER_PANEL, SCATTER_PANEL + BOX_PANELS_TITLE)
+        );
+        let svg = std::fs::read_to_string(&out.svg).unwrap();
+        assert_eq!(svg.matches("<circle").count(), 4, "the NaN point is drawn");
+        let empty = [panel("none", vec![(f64::NAN, 0.0)])];
+        assert!(scatter_panels(&dir.join("e"), "t", &empty).is_err());
+        assert!(scatter_panels(&dir.join("n"), "t", &[]).is_err());
         std::fs::remove_dir_all(&dir).ok();
     }
 

@@ -9,7 +9,8 @@
 //!   form with the simulation's noise and observation model) and from the student (its prior,
 //!   sampled observations); the channel-averaged autocorrelation of both (target: max |Δ| over
 //!   the first `max_lag` lags < 0.1), the oscillation period from its first peak (±5 %), and for
-//!   count data the correlation of per-neuron mean rates (≥ 0.9);
+//!   count data the correlation of per-neuron mean rates (≥ 0.9) and of the neuron pairs'
+//!   correlations (scatter plots of both with `rate_statistics`);
 //! - **fixed points** (rank-2 and rank-1 models): exact enumeration for both, counts of all and
 //!   of stable points (target: the student has the teacher's number of stable points).
 //!
@@ -113,6 +114,10 @@ pub struct TeacherStudentParams {
     /// at zero input. Needs the simulation's true latents as input `latents`.
     #[serde(default)]
     pub input_response: bool,
+    /// Fig 3's rate statistics (count data): per-neuron mean rates and the neuron pairs'
+    /// correlations of the student's long runs against the teacher's, as scatter plots.
+    #[serde(default)]
+    pub rate_statistics: bool,
     /// Extra label columns (e.g. the sweep's K).
     #[serde(default, skip_serializing_if = "indexmap::IndexMap::is_empty")]
     pub labels: indexmap::IndexMap<String, Value>,
@@ -207,6 +212,34 @@ fn pearson(a: &[f64], b: &[f64]) -> f64 {
         sbb += (y - mb).powi(2);
     }
     sab / (saa * sbb).sqrt()
+}
+
+/// The Pearson correlation of every neuron pair (i < j, row-major upper triangle) of runs laid
+/// out as `x[(run · dx + unit) · len + t]`, with the time bins of all runs as samples (the
+/// reference's `np.corrcoef` over pooled bins); NaN for a pair with a constant neuron.
+fn pair_correlations(x: &[f64], n_runs: usize, dx: usize, len: usize) -> Vec<f64> {
+    let n = (n_runs * len) as f64;
+    let unit = |j: usize| {
+        (0..n_runs).flat_map(move |r| x[(r * dx + j) * len..(r * dx + j + 1) * len].iter())
+    };
+    let means: Vec<f64> = (0..dx).map(|j| unit(j).sum::<f64>() / n).collect();
+    // Centred copies, one row per unit, then a dot product per pair.
+    let centred: Vec<Vec<f64>> = (0..dx)
+        .map(|j| unit(j).map(|v| v - means[j]).collect())
+        .collect();
+    let norms: Vec<f64> = centred
+        .iter()
+        .map(|c| c.iter().map(|v| v * v).sum::<f64>().sqrt())
+        .collect();
+    let mut out = Vec::with_capacity(dx * dx.saturating_sub(1) / 2);
+    for i in 0..dx {
+        for j in i + 1..dx {
+            let dot: f64 = centred[i].iter().zip(&centred[j]).map(|(a, b)| a * b).sum();
+            let denom = norms[i] * norms[j];
+            out.push(if denom > 0.0 { dot / denom } else { f64::NAN });
+        }
+    }
+    out
 }
 
 /// The radius of a set of points: the root-mean-square distance from their centroid (0 for
@@ -377,6 +410,10 @@ fn metric_note(metric: &str) -> &'static str {
         "acf_max_abs_diff" => "max |ACF difference| over the lags compared",
         "period" => "periods (steps) from the ACF; relative error",
         "mean_rate_correlation" => "mean rates; correlation of per-neuron mean rates",
+        "pairwise_correlation_correlation" => {
+            "mean pairwise correlation; correlation of the neuron pairs' correlations (time bins \
+             of all runs as samples)"
+        }
         "fixed_points" => "counts at zero input; difference",
         "stable_fixed_points" => "stable counts; difference",
         "stable_points_located" => {
@@ -424,9 +461,10 @@ impl Stage for TeacherStudentStage {
         // A `latent_noise_std_gain_matched` row for students with a learnt readout gain.
         // 9: the orthogonalised noise from `low_rank_svd` (nalgebra's SVD of the N × N
         // J = M N could return wrong singular values and vectors).
-        // 10: figures only: legends over no data (phase portraits beside the plot, trace
-        // panels under the title, Fig S6's line panels in a free corner or on wrapped rows
-        // under each panel) and linear ticks without '.0'.
+        // 10: legends over no data (phase portraits beside the plot, trace panels under the
+        // title, Fig S6's line panels in a free corner or on wrapped rows under each panel),
+        // linear ticks without '.0'; for count data a `pairwise_correlation_correlation` row
+        // and, with `rate_statistics`, Fig 3's rate scatter plots (rates.png).
         10
     }
     fn description(&self) -> &'static str {
@@ -467,6 +505,9 @@ impl Stage for TeacherStudentStage {
         if params.get("input_response").and_then(Value::as_bool) == Some(true) {
             out.push(OutputSpec::new("input_response", "input_response.png"));
         }
+        if params.get("rate_statistics").and_then(Value::as_bool) == Some(true) {
+            out.push(OutputSpec::new("rates", "rates.png"));
+        }
         out
     }
     fn expected_inputs(&self, params: &Value) -> Option<Vec<InputSpec>> {
@@ -487,6 +528,7 @@ impl Stage for TeacherStudentStage {
         let teacher_path = ctx.input("teacher")?.to_path_buf();
         let student = load_model(&model_path)?;
         let (doc, teacher) = read_teacher(&teacher_path)?;
+        let teacher_name = doc.get("name").and_then(Value::as_str).unwrap_or("teacher");
         let sim_text = read_attr(&data_path, "simulation")
             .map_err(|e| StageError::new(e.to_string()))?
             .ok_or_else(|| {
@@ -671,6 +713,66 @@ impl Stage for TeacherStudentStage {
                     .unwrap_or_default(),
                 pass: p.targets.rate_correlation.map(|t| corr >= t),
             });
+            let (ct, cs) = (
+                pair_correlations(&teacher_x, p.n_runs, dx, p.run_length),
+                pair_correlations(&student_x, p.n_runs, dx, p.run_length),
+            );
+            // Pairs with a silent neuron in either model have no correlation.
+            let (ct_ok, cs_ok): (Vec<f64>, Vec<f64>) = ct
+                .iter()
+                .zip(&cs)
+                .filter(|(a, b)| a.is_finite() && b.is_finite())
+                .unzip();
+            let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+            rows.push(Row {
+                metric: "pairwise_correlation_correlation",
+                teacher: mean(&ct_ok),
+                student: mean(&cs_ok),
+                value: pearson(&ct_ok, &cs_ok),
+                target: String::new(),
+                pass: None,
+            });
+            if p.rate_statistics {
+                ctx.progress().message("rate statistics");
+                let panel = |title: String, x: &[f64], y: &[f64]| crate::plot::ScatterPanel {
+                    title,
+                    x_label: format!("teacher {teacher_name}"),
+                    y_label: "student".into(),
+                    points: x.iter().copied().zip(y.iter().copied()).collect(),
+                };
+                let panels = [
+                    panel(
+                        format!("mean rate per neuron (counts per bin), r = {corr:.3}"),
+                        &rt,
+                        &rs,
+                    ),
+                    panel(
+                        format!(
+                            "correlation per neuron pair, r = {:.3}",
+                            pearson(&ct_ok, &cs_ok)
+                        ),
+                        &ct,
+                        &cs,
+                    ),
+                ];
+                let fig = crate::plot::scatter_panels(
+                    &ctx.scratch_dir().join("rates"),
+                    &format!(
+                        "{}: rate statistics of {} noisy runs, teacher vs student (seed {}; simulated)",
+                        p.setup, p.n_runs, p.seed
+                    ),
+                    &panels,
+                )
+                .map_err(|e| StageError::new(e.to_string()))?;
+                let png = ctx.output("rates")?.to_path_buf();
+                std::fs::rename(&fig.png, &png).map_err(|e| StageError::io(&png, e))?;
+            }
+        } else if p.rate_statistics {
+            return Err(StageError::new(format!(
+                "params.rate_statistics: the data in {} are not counts (Poisson observations); \
+                 leave it out for this setup",
+                data_path.display()
+            )));
         }
 
         // Fixed points (at zero input).
@@ -834,7 +936,6 @@ impl Stage for TeacherStudentStage {
         table.write_markdown(&md).map_err(tab)?;
 
         // Figures.
-        let teacher_name = doc.get("name").and_then(Value::as_str).unwrap_or("teacher");
         let lags: Vec<f64> = (0..=p.max_lag).map(|l| l as f64).collect();
         let fig = line_plot(
             &ctx.scratch_dir().join("acf"),
@@ -1119,6 +1220,36 @@ fn input_response_panels(
 
 #[cfg(test)]
 mod tests {
+    /// Each pair's correlation is the Pearson correlation of the two units' bins pooled over
+    /// the runs, in upper-triangle order; a constant unit gives NaN.
+    #[test]
+    fn pair_correlations_pool_the_runs() {
+        let (n_runs, dx, len) = (2, 3, 4);
+        let series = |j: usize| -> Vec<f64> {
+            (0..n_runs * len)
+                .map(|i| match j {
+                    0 => i as f64,
+                    1 => ((i * 7) % 5) as f64,
+                    _ => 2.0,
+                })
+                .collect()
+        };
+        let mut x = vec![0.0; n_runs * dx * len];
+        for j in 0..dx {
+            let s = series(j);
+            for r in 0..n_runs {
+                x[(r * dx + j) * len..(r * dx + j + 1) * len]
+                    .copy_from_slice(&s[r * len..(r + 1) * len]);
+            }
+        }
+        let c = super::pair_correlations(&x, n_runs, dx, len);
+        assert_eq!(c.len(), 3);
+        let want = super::pearson(&series(0), &series(1));
+        assert!((c[0] - want).abs() < 1e-12, "{} vs {want}", c[0]);
+        assert!(want.abs() > 0.01 && want.abs() < 0.99);
+        assert!(c[1].is_nan() && c[2].is_nan());
+    }
+
     use super::*;
     use crate::data::simulate::TeacherBasis;
 
