@@ -983,6 +983,119 @@ pub fn scatter_panels(
     Ok(paths)
 }
 
+/// One panel of [`raster_panels`]: spike counts of several units over time.
+#[derive(Debug, Clone)]
+pub struct RasterPanel {
+    /// Caption over the panel (e.g. `teacher`).
+    pub title: String,
+    /// Per unit, its count in each time bin (units drawn top to bottom in this order).
+    pub counts: Vec<Vec<f64>>,
+}
+
+/// Height in pixels of one unit's row in a [`raster_panels`] panel.
+const RASTER_ROW: u32 = 8;
+/// A [`raster_panels`] panel's height beyond its rows: caption, time axis and margins.
+const RASTER_FRAME: u32 = 80;
+/// Width in pixels of a [`raster_panels`] figure.
+const RASTER_WIDTH: u32 = 1000;
+
+/// Spike rasters stacked on one time axis (x = bin · `time.0`, labelled `time.1`): a tick per
+/// bin with a spike, one row per unit, a thicker tick for two or more spikes; each panel in its
+/// palette colour (Fig 3's teacher vs student spikes). Written as PNG and SVG.
+pub fn raster_panels(
+    stem: &Path,
+    title: &str,
+    time: (f64, &str),
+    panels: &[RasterPanel],
+) -> Result<FigurePaths, PlotError> {
+    use plotters::prelude::*;
+    register_font();
+    let paths = FigurePaths::new(stem);
+    let bins = panels
+        .iter()
+        .flat_map(|p| p.counts.iter().map(Vec::len))
+        .max()
+        .unwrap_or(0);
+    if bins == 0 {
+        return Err(PlotError::NoData {
+            path: paths.png.clone(),
+            message: "no units or no time bins for the raster".into(),
+        });
+    }
+    let heights: Vec<u32> = panels
+        .iter()
+        .map(|p| RASTER_FRAME + RASTER_ROW * p.counts.len().max(1) as u32)
+        .collect();
+    let height = BOX_PANELS_TITLE + heights.iter().sum::<u32>();
+    let (dt, time_label) = time;
+    let x1 = bins as f64 * dt;
+    macro_rules! draw {
+        ($backend:expr, $path:expr) => {{
+            let root = $backend.into_drawing_area();
+            root.fill(&WHITE).map_err(draw_err($path))?;
+            let (head, mut rest) = root.split_vertically(BOX_PANELS_TITLE);
+            head.titled(title, (FONT, 18)).map_err(draw_err($path))?;
+            for (k, (p, &h)) in panels.iter().zip(&heights).enumerate() {
+                let (area, below) = rest.split_vertically(h);
+                rest = below;
+                let n = p.counts.len().max(1);
+                let mut chart = ChartBuilder::on(&area)
+                    .caption(&p.title, (FONT, 15))
+                    .margin(8)
+                    .x_label_area_size(36)
+                    .y_label_area_size(50)
+                    .build_cartesian_2d(0.0..x1, -(n as f64 - 0.5)..0.5f64)
+                    .map_err(draw_err($path))?;
+                chart
+                    .configure_mesh()
+                    .disable_mesh()
+                    .y_labels(5)
+                    .y_label_formatter(&|y: &f64| {
+                        // Unit i sits at y = −i, the first unit on top (round tick labels).
+                        let r = -y.round();
+                        if (y + r).abs() < 1e-6 && r >= 0.0 && (r as usize) < n {
+                            format!("{}", r as usize)
+                        } else {
+                            String::new()
+                        }
+                    })
+                    .x_label_formatter(&|v: &f64| linear_tick_label(*v, 0.0, x1))
+                    .x_desc(time_label)
+                    .y_desc("unit")
+                    .label_style((FONT, 13))
+                    .draw()
+                    .map_err(draw_err($path))?;
+                let colour = PALETTE[k % PALETTE.len()];
+                for (i, unit) in p.counts.iter().enumerate() {
+                    let y = -(i as f64);
+                    chart
+                        .draw_series(unit.iter().enumerate().filter(|(_, c)| **c > 0.0).map(
+                            |(t, &c)| {
+                                let x = (t as f64 + 0.5) * dt;
+                                let width = if c >= 2.0 { 3 } else { 1 };
+                                PathElement::new(
+                                    vec![(x, y - 0.4), (x, y + 0.4)],
+                                    colour.stroke_width(width),
+                                )
+                            },
+                        ))
+                        .map_err(draw_err($path))?;
+                }
+            }
+            root.present().map_err(draw_err($path))?;
+        }};
+    }
+    draw!(
+        BitMapBackend::new(&paths.png, (RASTER_WIDTH, height)),
+        &paths.png
+    );
+    draw!(
+        SVGBackend::new(&paths.svg, (RASTER_WIDTH, height)),
+        &paths.svg
+    );
+    Ok(paths)
+}
+
 /// One panel of [`trace_panels`]: a channel name and up to two traces on the same time axis.
 #[derive(Debug, Clone)]
 pub struct TracePanel {
@@ -1395,6 +1508,47 @@ mod tests {
         let empty = [panel("none", vec![(f64::NAN, 0.0)])];
         assert!(scatter_panels(&dir.join("e"), "t", &empty).is_err());
         assert!(scatter_panels(&dir.join("n"), "t", &[]).is_err());
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// One tick per bin with a spike (none for empty bins), panels stacked with a row per unit.
+    #[test]
+    fn raster_panels_draw_a_tick_per_spike_bin() {
+        let dir = std::env::temp_dir().join(format!("lrsmc-rast-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let polylines = |stem: &str, panels: &[RasterPanel]| {
+            let out = raster_panels(&dir.join(stem), "t", (1.0, "time"), panels).unwrap();
+            let svg = std::fs::read_to_string(&out.svg).unwrap();
+            (svg.matches("<polyline").count(), svg_size(&out.svg))
+        };
+        let panel = |counts: Vec<Vec<f64>>| RasterPanel {
+            title: "teacher".into(),
+            counts,
+        };
+        let (few, size) = polylines(
+            "few",
+            &[panel(vec![vec![0.0, 1.0, 0.0], vec![2.0, 0.0, 0.0]])],
+        );
+        assert_eq!(
+            size,
+            (
+                RASTER_WIDTH,
+                BOX_PANELS_TITLE + RASTER_FRAME + 2 * RASTER_ROW
+            )
+        );
+        let (more, _) = polylines(
+            "more",
+            &[panel(vec![vec![1.0, 1.0, 0.0], vec![2.0, 3.0, 1.0]])],
+        );
+        assert_eq!(more - few, 3, "one tick per bin with a spike");
+        let two = [panel(vec![vec![1.0; 3]; 4]), panel(vec![vec![0.0; 3]; 6])];
+        let (_, size) = polylines("two", &two);
+        assert_eq!(
+            size.1,
+            BOX_PANELS_TITLE + 2 * RASTER_FRAME + 10 * RASTER_ROW
+        );
+        let none = raster_panels(&dir.join("none"), "t", (1.0, "time"), &[panel(vec![])]);
+        assert!(none.is_err());
         std::fs::remove_dir_all(&dir).ok();
     }
 

@@ -39,7 +39,7 @@ use crate::pipeline::stage::{
     canonical_params, InputSpec, OutputSpec, ParamError, Stage, StageContext, StageError,
 };
 use crate::pipeline::table::Table;
-use crate::plot::{line_plot, trace_panels, Series, TracePanel};
+use crate::plot::{line_plot, raster_panels, trace_panels, RasterPanel, Series, TracePanel};
 
 fn default_runs() -> usize {
     10
@@ -464,7 +464,8 @@ impl Stage for TeacherStudentStage {
         // 10: legends over no data (phase portraits beside the plot, trace panels under the
         // title, Fig S6's line panels in a free corner or on wrapped rows under each panel),
         // linear ticks without '.0'; for count data a `pairwise_correlation_correlation` row
-        // and, with `rate_statistics`, Fig 3's rate scatter plots (rates.png).
+        // and, with `rate_statistics`, Fig 3's rate scatter plots (rates.png); count data's
+        // traces.png as spike rasters of every unit.
         10
     }
     fn description(&self) -> &'static str {
@@ -965,20 +966,43 @@ impl Stage for TeacherStudentStage {
         let png = ctx.output("acf")?.to_path_buf();
         std::fs::rename(&fig.png, &png).map_err(|e| StageError::io(&png, e))?;
         let show = p.run_length.min(300);
-        let panels: Vec<TracePanel> = (0..dx.min(4))
-            .map(|j| TracePanel {
-                label: format!("unit {j}"),
-                first: teacher_x[j * p.run_length..j * p.run_length + show].to_vec(),
-                second: student_x[j * p.run_length..j * p.run_length + show].to_vec(),
-            })
-            .collect();
-        let fig = trace_panels(
-            &ctx.scratch_dir().join("traces"),
-            &format!("{}: spontaneous activity, teacher vs student", p.setup),
-            ("teacher", "student"),
-            (1.0, "time (steps)"),
-            &panels,
-        )
+        // The first run's first `show` steps of unit j.
+        let first_run = |x: &[f64], j: usize| x[j * p.run_length..j * p.run_length + show].to_vec();
+        let title = format!(
+            "{}: spontaneous activity, teacher vs student (seed {}; simulated)",
+            p.setup, p.seed
+        );
+        let fig = if matches!(sim.observation, SimulatedObservation::Poisson { .. }) {
+            // Spikes as rasters (Fig 3): every unit, a tick per bin with a spike.
+            let raster = |who: &str, x: &[f64]| RasterPanel {
+                title: format!("{who}: {dx} units, first run"),
+                counts: (0..dx).map(|j| first_run(x, j)).collect(),
+            };
+            raster_panels(
+                &ctx.scratch_dir().join("traces"),
+                &title,
+                (1.0, "time (steps)"),
+                &[
+                    raster(&format!("teacher {teacher_name}"), &teacher_x),
+                    raster("student", &student_x),
+                ],
+            )
+        } else {
+            let panels: Vec<TracePanel> = (0..dx.min(4))
+                .map(|j| TracePanel {
+                    label: format!("unit {j}"),
+                    first: first_run(&teacher_x, j),
+                    second: first_run(&student_x, j),
+                })
+                .collect();
+            trace_panels(
+                &ctx.scratch_dir().join("traces"),
+                &title,
+                ("teacher", "student"),
+                (1.0, "time (steps)"),
+                &panels,
+            )
+        }
         .map_err(|e| StageError::new(e.to_string()))?;
         let png = ctx.output("traces")?.to_path_buf();
         std::fs::rename(&fig.png, &png).map_err(|e| StageError::io(&png, e))?;
