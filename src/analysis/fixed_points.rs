@@ -371,6 +371,20 @@ pub(crate) fn next_subset(s: &mut [usize], n: usize) -> bool {
 
 /// All fixed points, exactly (see the module docs).
 pub fn find_fixed_points(map: &PwlMap, opts: &Options) -> Result<FixedPointSet, FixedPointError> {
+    find_fixed_points_with(map, opts, &mut |work| work())
+}
+
+/// Parallel calls the sweep is cut into by [`find_fixed_points_with`].
+const SWEEP_CALLS: usize = 16;
+
+/// [`find_fixed_points`] with the sweep cut into [`SWEEP_CALLS`] parallel calls of about equal
+/// work, each made through `run` (e.g. a stage's `install_elastic`, so that a call also uses
+/// the cores that fell idle since the one before). The same points and counters.
+pub fn find_fixed_points_with(
+    map: &PwlMap,
+    opts: &Options,
+    run: &mut dyn FnMut(&mut (dyn FnMut() + Send)),
+) -> Result<FixedPointSet, FixedPointError> {
     map.validate()?;
     let n = map.n_units();
     let geo = Geometry::new(map);
@@ -395,37 +409,58 @@ pub fn find_fixed_points(map: &PwlMap, opts: &Options) -> Result<FixedPointSet, 
     }
     // The lines: every (k−1)-subset T of the hyperplanes, grouped by their first index.
     let firsts: Vec<usize> = if k == 1 { vec![0] } else { (0..n).collect() };
-    let results: Vec<(Vec<Candidate>, Counters)> = firsts
-        .par_iter()
-        .map(|&first| {
-            let mut found = Vec::new();
-            let mut ctr = Counters::default();
-            let mut sweep = Sweep::new(map, opts, &geo);
-            if k == 1 {
-                sweep.line(&[], &mut found, &mut ctr);
-                return (found, ctr);
+    let line_group = |&first: &usize| {
+        let mut found = Vec::new();
+        let mut ctr = Counters::default();
+        let mut sweep = Sweep::new(map, opts, &geo);
+        if k == 1 {
+            sweep.line(&[], &mut found, &mut ctr);
+            return (found, ctr);
+        }
+        let size = k - 2;
+        if first + size >= n {
+            return (found, ctr);
+        }
+        // All (k−1)-subsets starting with `first`: `first` then a size-(k−2) subset of
+        // first+1..n, walked in lexicographic order.
+        let mut rest: Vec<usize> = (0..size).collect();
+        let mut t = vec![0usize; k - 1];
+        loop {
+            t[0] = first;
+            for (q, x) in rest.iter().enumerate() {
+                t[q + 1] = first + 1 + x;
             }
-            let size = k - 2;
-            if first + size >= n {
-                return (found, ctr);
+            sweep.line(&t, &mut found, &mut ctr);
+            if size == 0 || !next_subset(&mut rest, n - first - 1) {
+                break;
             }
-            // All (k−1)-subsets starting with `first`: `first` then a size-(k−2) subset of
-            // first+1..n, walked in lexicographic order.
-            let mut rest: Vec<usize> = (0..size).collect();
-            let mut t = vec![0usize; k - 1];
-            loop {
-                t[0] = first;
-                for (q, x) in rest.iter().enumerate() {
-                    t[q + 1] = first + 1 + x;
-                }
-                sweep.line(&t, &mut found, &mut ctr);
-                if size == 0 || !next_subset(&mut rest, n - first - 1) {
-                    break;
-                }
-            }
-            (found, ctr)
-        })
-        .collect();
+        }
+        (found, ctr)
+    };
+    // Group `first` holds C(n − first − 1, k − 2) lines: cut the groups into calls of about
+    // equal numbers of lines, in order.
+    let lines_from = |first: usize| -> f64 {
+        let (m, j) = ((n - first - 1) as f64, k.saturating_sub(2));
+        (0..j)
+            .fold(1.0, |acc, i| acc * (m - i as f64) / (i as f64 + 1.0))
+            .max(0.0)
+    };
+    let total: f64 = firsts.iter().map(|&f| lines_from(f)).sum();
+    let mut calls: Vec<&[usize]> = Vec::new();
+    let (mut start, mut acc) = (0, 0.0);
+    for (i, &f) in firsts.iter().enumerate() {
+        acc += lines_from(f);
+        if acc >= total * (calls.len() + 1) as f64 / SWEEP_CALLS as f64 || i + 1 == firsts.len() {
+            calls.push(&firsts[start..=i]);
+            start = i + 1;
+        }
+    }
+    let mut results: Vec<(Vec<Candidate>, Counters)> = Vec::with_capacity(firsts.len());
+    for call in calls {
+        let mut part = Vec::new();
+        run(&mut || part = call.par_iter().map(line_group).collect());
+        results.extend(part);
+    }
     let mut all = Vec::new();
     for (f, c) in results {
         all.extend(f);
@@ -1201,6 +1236,36 @@ mod tests {
             total > 20,
             "the random models should have fixed points ({total})"
         );
+    }
+
+    /// The sweep cut into calls finds the same points and counters as one call, in about
+    /// `SWEEP_CALLS` calls of balanced work.
+    #[test]
+    fn sweep_in_calls_equals_one_call() {
+        let opts = Options::default();
+        for &(r, n) in &[(1, 30), (2, 40), (3, 60)] {
+            let map = random_map(7, n, r, Nonlinearity::Relu);
+            let whole = find_fixed_points(&map, &opts).expect("runs");
+            let mut calls = 0;
+            let cut = find_fixed_points_with(&map, &opts, &mut |work| {
+                calls += 1;
+                work()
+            })
+            .expect("runs");
+            assert!(same_sets(&whole, &cut) && !whole.points.is_empty(), "R={r}");
+            assert_eq!(
+                format!("{:?}", whole.counters),
+                format!("{:?}", cut.counters)
+            );
+            if r == 1 {
+                assert_eq!(calls, 1);
+            } else {
+                assert!(
+                    (SWEEP_CALLS / 2..=SWEEP_CALLS + 1).contains(&calls),
+                    "R={r}: {calls}"
+                );
+            }
+        }
     }
 
     /// U with a dependent column (rank 2 of R = 3): the sweep runs in U's row space, whose

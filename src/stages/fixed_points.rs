@@ -27,7 +27,7 @@ use serde_json::Value;
 
 use crate::analysis::cli::load_map_traced;
 use crate::analysis::fixed_points::{
-    find_fixed_points, FixedPoint, FixedPointSet, Options, PwlMap, Stability,
+    find_fixed_points_with, FixedPoint, FixedPointSet, Options, PwlMap, Stability,
 };
 use crate::analysis::scyfi::{
     local_search, scyfi, BaselineRun, LocalOptions, NumpyMt19937, ScyfiOptions, ScyfiVariant,
@@ -227,8 +227,8 @@ impl Stage for FixedPointsStage {
             ..Options::default()
         };
         ctx.progress().message("exact enumeration");
-        let exact = ctx
-            .install(|| find_fixed_points(&map, &opts))
+        // In calls that also take the cores other stages left idle (the same points).
+        let exact = find_fixed_points_with(&map, &opts, &mut |work| ctx.install_elastic(work))
             .map_err(|e| StageError::new(format!("{}: {e}", model_path.display())))?;
         ctx.record("fixed_points", exact.points.len() as f64);
         ctx.record(
