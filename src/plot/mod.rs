@@ -547,6 +547,76 @@ fn box_stats(values: &[f64]) -> Option<[f64; 5]> {
     Some([lo, q1, med, q3, hi])
 }
 
+/// One box's shapes in chart coordinates: the filled quartile box's corners, the polylines
+/// (outline, median, whiskers, caps) and every finite observation, jittered deterministically
+/// across the box so that each seed is visible. `at` is the box's position on the group axis;
+/// `across` puts the values on x (boxes in rows, [`box_panels`]) instead of y ([`box_plot`]).
+struct BoxShapes {
+    fill: [(f64, f64); 2],
+    lines: Vec<Vec<(f64, f64)>>,
+    dots: Vec<(f64, f64)>,
+}
+
+fn box_shapes(values: &[f64], at: f64, across: bool) -> Option<BoxShapes> {
+    let [lo, q1, med, q3, hi] = box_stats(values)?;
+    let w = 0.3;
+    // (position on the group axis, value) → chart (x, y).
+    let pt = |pos: f64, v: f64| if across { (v, pos) } else { (pos, v) };
+    let (a, b) = (at - w, at + w);
+    let (ca, cb) = (at - w / 2.0, at + w / 2.0);
+    let m = values.len().max(1) as f64;
+    Some(BoxShapes {
+        fill: [pt(a, q1), pt(b, q3)],
+        lines: vec![
+            vec![pt(a, q1), pt(b, q1), pt(b, q3), pt(a, q3), pt(a, q1)],
+            vec![pt(a, med), pt(b, med)],
+            vec![pt(at, q3), pt(at, hi)],
+            vec![pt(at, q1), pt(at, lo)],
+            vec![pt(ca, hi), pt(cb, hi)],
+            vec![pt(ca, lo), pt(cb, lo)],
+        ],
+        dots: values
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| v.is_finite())
+            .map(|(j, &v)| pt(at + (j as f64 / m - 0.5) * 0.4, v))
+            .collect(),
+    })
+}
+
+/// Draws [`box_shapes`] in `colour` (boxes tinted, outlines 2 px, observations as grey dots).
+fn draw_box<DB: plotters::prelude::DrawingBackend>(
+    chart: &mut plotters::prelude::ChartContext<
+        '_,
+        DB,
+        plotters::prelude::Cartesian2d<
+            plotters::coord::types::RangedCoordf64,
+            plotters::coord::types::RangedCoordf64,
+        >,
+    >,
+    shapes: BoxShapes,
+    colour: plotters::style::RGBColor,
+) -> Result<(), plotters::drawing::DrawingAreaErrorKind<DB::ErrorType>> {
+    use plotters::prelude::*;
+    chart.draw_series(std::iter::once(Rectangle::new(
+        shapes.fill,
+        colour.mix(0.25).filled(),
+    )))?;
+    chart.draw_series(
+        shapes
+            .lines
+            .into_iter()
+            .map(|l| PathElement::new(l, colour.stroke_width(2))),
+    )?;
+    chart.draw_series(
+        shapes
+            .dots
+            .into_iter()
+            .map(|p| Circle::new(p, 3, BLACK.mix(0.6).filled())),
+    )?;
+    Ok(())
+}
+
 /// Width in pixels of one box's slot in [`box_plot`] (up to [`BOX_PLOT_MAX_WIDTH`] in all).
 const BOX_SLOT: u32 = 260;
 /// The widest [`box_plot`] figure; when its tick labels would not fit under their boxes at
@@ -626,51 +696,10 @@ pub fn box_plot(
                 .draw()
                 .map_err(draw_err($path))?;
             for (i, g) in groups.iter().enumerate() {
-                let Some([lo, q1, med, q3, hi]) = box_stats(&g.values) else {
-                    continue;
-                };
-                let x = i as f64;
-                let colour = PALETTE[i % PALETTE.len()];
-                let w = 0.3;
-                chart
-                    .draw_series(std::iter::once(Rectangle::new(
-                        [(x - w, q1), (x + w, q3)],
-                        colour.mix(0.25).filled(),
-                    )))
-                    .map_err(draw_err($path))?;
-                let lines = vec![
-                    vec![
-                        (x - w, q1),
-                        (x + w, q1),
-                        (x + w, q3),
-                        (x - w, q3),
-                        (x - w, q1),
-                    ],
-                    vec![(x - w, med), (x + w, med)],
-                    vec![(x, q3), (x, hi)],
-                    vec![(x, q1), (x, lo)],
-                    vec![(x - w / 2.0, hi), (x + w / 2.0, hi)],
-                    vec![(x - w / 2.0, lo), (x + w / 2.0, lo)],
-                ];
-                for l in lines {
-                    chart
-                        .draw_series(std::iter::once(PathElement::new(l, colour.stroke_width(2))))
+                if let Some(shapes) = box_shapes(&g.values, i as f64, false) {
+                    draw_box(&mut chart, shapes, PALETTE[i % PALETTE.len()])
                         .map_err(draw_err($path))?;
                 }
-                // Deterministic jitter so every seed is visible.
-                let m = g.values.len().max(1) as f64;
-                chart
-                    .draw_series(
-                        g.values
-                            .iter()
-                            .enumerate()
-                            .filter(|(_, v)| v.is_finite())
-                            .map(|(j, &v)| {
-                                let dx = (j as f64 / m - 0.5) * 0.4;
-                                Circle::new((x + dx, v), 3, BLACK.mix(0.6).filled())
-                            }),
-                    )
-                    .map_err(draw_err($path))?;
             }
             root.present().map_err(draw_err($path))?;
         }};
@@ -820,53 +849,10 @@ pub fn box_panels(
                         .draw()
                         .map_err(draw_err($path))?;
                     for (i, g) in p.groups.iter().enumerate() {
-                        let Some([lo, q1, med, q3, hi]) = box_stats(&g.values) else {
-                            continue;
-                        };
-                        let y = row_y(i);
-                        let colour = colour_of(&g.label);
-                        let w = 0.3;
-                        chart
-                            .draw_series(std::iter::once(Rectangle::new(
-                                [(q1, y - w), (q3, y + w)],
-                                colour.mix(0.25).filled(),
-                            )))
-                            .map_err(draw_err($path))?;
-                        let lines = [
-                            vec![
-                                (q1, y - w),
-                                (q1, y + w),
-                                (q3, y + w),
-                                (q3, y - w),
-                                (q1, y - w),
-                            ],
-                            vec![(med, y - w), (med, y + w)],
-                            vec![(q3, y), (hi, y)],
-                            vec![(q1, y), (lo, y)],
-                            vec![(hi, y - w / 2.0), (hi, y + w / 2.0)],
-                            vec![(lo, y - w / 2.0), (lo, y + w / 2.0)],
-                        ];
-                        for l in lines {
-                            chart
-                                .draw_series(std::iter::once(PathElement::new(
-                                    l,
-                                    colour.stroke_width(2),
-                                )))
+                        if let Some(shapes) = box_shapes(&g.values, row_y(i), true) {
+                            draw_box(&mut chart, shapes, colour_of(&g.label))
                                 .map_err(draw_err($path))?;
                         }
-                        let m = g.values.len().max(1) as f64;
-                        chart
-                            .draw_series(
-                                g.values
-                                    .iter()
-                                    .enumerate()
-                                    .filter(|(_, v)| v.is_finite())
-                                    .map(|(j, &v)| {
-                                        let dy = (j as f64 / m - 0.5) * 0.4;
-                                        Circle::new((v, y + dy), 3, BLACK.mix(0.6).filled())
-                                    }),
-                            )
-                            .map_err(draw_err($path))?;
                     }
                 }
             }
@@ -1277,10 +1263,7 @@ mod tests {
             for i in 0..panels.iter().map(|p| p.lines.len()).max().unwrap_or(0) {
                 assert!(svg.contains(&format!("label {i}")), "label {i} not drawn");
             }
-            let at = svg.find("height=\"").unwrap() + 8;
-            svg[at..at + svg[at..].find('"').unwrap()]
-                .parse::<u32>()
-                .unwrap()
+            svg_size(&out.svg).1
         };
         // Lines along the bottom and the left edge: the upper right corner is free.
         let free = panel(vec![
