@@ -291,3 +291,50 @@ stages:
         "fit 1\nevaluate 1\nfit 2\nevaluate 2\nfit 3\nevaluate 3\n"
     );
 }
+
+/// A stage that stops declaring an output (a figure per metric, after a metric was dropped)
+/// leaves no file of it behind when it reruns or is restored, and no other file is touched.
+#[test]
+fn outputs_no_longer_declared_are_removed() {
+    let two = r#"
+stages:
+  - name: a
+    kind: command
+    params:
+      cmd: 'echo run >> counts/a; echo one > "$OUT_one"; echo two > "$OUT_two"'
+    outputs: {one: one.txt, two: two.txt}
+"#;
+    let one = r#"
+stages:
+  - name: a
+    kind: command
+    params:
+      cmd: 'echo run >> counts/a; echo one > "$OUT_one"'
+    outputs: {one: one.txt}
+"#;
+    let project = Project::new(two);
+    assert_eq!(project.run(&["run"]).code, 0);
+    assert!(project.path("results/a/two.txt").is_file());
+    project.write("results/a/notes.txt", "mine");
+
+    project.write("pipeline.yaml", one);
+    let ran = project.run(&["run"]);
+    assert_eq!(ran.code, 0, "{}", ran.text());
+    assert_eq!(project.counts(&["a"]), [2]);
+    assert!(project.path("results/a/one.txt").is_file());
+    assert!(!project.path("results/a/two.txt").exists());
+    assert_eq!(project.read("results/a/notes.txt"), "mine");
+
+    // Back to two outputs: restored from the run cache, both present ...
+    project.write("pipeline.yaml", two);
+    let restored = project.run(&["run"]);
+    assert_eq!(restored.code, 0, "{}", restored.text());
+    assert_eq!(project.counts(&["a"]), [2]);
+    assert_eq!(project.read("results/a/two.txt"), "two\n");
+    // ... and to one again, restored too: the second is removed again.
+    project.write("pipeline.yaml", one);
+    assert_eq!(project.run(&["run"]).code, 0);
+    assert_eq!(project.counts(&["a"]), [2]);
+    assert!(!project.path("results/a/two.txt").exists());
+    assert_eq!(project.read("results/a/notes.txt"), "mine");
+}

@@ -27,7 +27,7 @@ use super::dag::{Dag, InputSource, PlannedStage};
 use super::events::{process_cpu_time, EventKind, Reporter, RunSummary, SkipReason, StageEvent};
 use super::hash::FileHashCache;
 use super::lockfile::{InputRecord, LockEntry, LockFile, LockFileError, OutputRecord};
-use super::plan::{input_records, known_outputs};
+use super::plan::{input_records, known_outputs, undeclared_outputs};
 use super::project_lock::ProjectLock;
 use super::stage::{ProgressHandle, Registry, StageContext, RESUMED_FROM_EPOCH};
 
@@ -463,6 +463,9 @@ impl Executor<'_> {
         let force = self.options.force && self.selected.contains(&i);
         let entry = self.lock.stages.get(&stage.name);
         let verdict = assess(stage, inputs, entry, self.store, self.memo, force);
+        // What the last run wrote and this one will not: removed when the stage runs or is
+        // restored, so that no file of an older declaration passes for this run's.
+        let undeclared = entry.map_or_else(Vec::new, |e| undeclared_outputs(stage, e));
         self.keys[i] = verdict.key.clone();
         self.input_records[i] = verdict.inputs.clone();
         if let Freshness::Stale(reasons) = &verdict.freshness {
@@ -482,6 +485,9 @@ impl Executor<'_> {
                 );
             }
             Action::Restore(run) => {
+                for path in &undeclared {
+                    let _ = std::fs::remove_file(dag.root.join(path));
+                }
                 let key = verdict
                     .key
                     .clone()
@@ -504,7 +510,8 @@ impl Executor<'_> {
             }
             Action::Run => {
                 // Invalidate first (cargo's rule): stale results must not survive a failed rerun.
-                for path in stage.outputs.keys().filter_map(|n| stage.output_path(n)) {
+                let declared = stage.outputs.keys().filter_map(|n| stage.output_path(n));
+                for path in declared.chain(undeclared) {
                     let _ = std::fs::remove_file(dag.root.join(path));
                 }
                 self.states[i] = State::Queued;

@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::cache::{assess, Action, Freshness, StageKey, StaleReason, Store};
 use super::dag::{Dag, InputSource, PlannedStage};
 use super::hash::FileHashCache;
-use super::lockfile::{InputRecord, LockFile, OutputRecord};
+use super::lockfile::{InputRecord, LockEntry, LockFile, OutputRecord};
 
 /// What `status` says about one stage.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -89,6 +89,28 @@ pub fn input_records(
     } else {
         Err(unknown)
     }
+}
+
+/// The files the stage's last run wrote (as `entry` records them) that it no longer declares,
+/// e.g. a figure per metric after a metric was dropped: left in `results/`, they would pass for
+/// this run's. Only paths inside the stage's results directory are returned.
+pub fn undeclared_outputs(stage: &PlannedStage, entry: &LockEntry) -> Vec<PathBuf> {
+    let dir = stage.results_dir();
+    let declared: Vec<PathBuf> = stage
+        .outputs
+        .keys()
+        .filter_map(|n| stage.output_path(n))
+        .collect();
+    entry
+        .outputs
+        .values()
+        .map(|o| o.path.clone())
+        .filter(|p| p.starts_with(&dir) && !declared.contains(p))
+        .filter(|p| {
+            !p.components()
+                .any(|c| matches!(c, std::path::Component::ParentDir))
+        })
+        .collect()
 }
 
 /// The outputs a stage will have after `action`, when known without running it.
