@@ -511,6 +511,27 @@ pub struct BoxGroup {
     pub label: String,
     /// Observations (e.g. one per seed).
     pub values: Vec<f64>,
+    /// A reference value drawn as a black bar across the box, wider than it (e.g. the
+    /// teacher's value beside its students'); not drawn when None or not finite.
+    pub mark: Option<f64>,
+}
+
+impl BoxGroup {
+    /// A box of `values` without a mark.
+    pub fn new(label: impl Into<String>, values: Vec<f64>) -> Self {
+        BoxGroup {
+            label: label.into(),
+            values,
+            mark: None,
+        }
+    }
+
+    /// Its values and its finite mark: what the value axis must show.
+    fn extent(&self) -> impl Iterator<Item = &f64> {
+        self.values
+            .iter()
+            .chain(self.mark.iter().filter(|m| m.is_finite()))
+    }
 }
 
 /// Quartiles (linear interpolation, numpy's default) of sorted finite values.
@@ -551,13 +572,15 @@ fn box_stats(values: &[f64]) -> Option<[f64; 5]> {
 /// (outline, median, whiskers, caps) and every finite observation, jittered deterministically
 /// across the box so that each seed is visible. `at` is the box's position on the group axis;
 /// `across` puts the values on x (boxes in rows, [`box_panels`]) instead of y ([`box_plot`]).
+/// A finite `mark` is a bar across the box at that value, wider than the box.
 struct BoxShapes {
     fill: [(f64, f64); 2],
     lines: Vec<Vec<(f64, f64)>>,
     dots: Vec<(f64, f64)>,
+    mark: Option<[(f64, f64); 2]>,
 }
 
-fn box_shapes(values: &[f64], at: f64, across: bool) -> Option<BoxShapes> {
+fn box_shapes(values: &[f64], mark: Option<f64>, at: f64, across: bool) -> Option<BoxShapes> {
     let [lo, q1, med, q3, hi] = box_stats(values)?;
     let w = 0.3;
     // (position on the group axis, value) → chart (x, y).
@@ -581,6 +604,9 @@ fn box_shapes(values: &[f64], at: f64, across: bool) -> Option<BoxShapes> {
             .filter(|(_, v)| v.is_finite())
             .map(|(j, &v)| pt(at + (j as f64 / m - 0.5) * 0.4, v))
             .collect(),
+        mark: mark
+            .filter(|v| v.is_finite())
+            .map(|v| [pt(at - 0.42, v), pt(at + 0.42, v)]),
     })
 }
 
@@ -614,6 +640,12 @@ fn draw_box<DB: plotters::prelude::DrawingBackend>(
             .into_iter()
             .map(|p| Circle::new(p, 3, BLACK.mix(0.6).filled())),
     )?;
+    if let Some(ends) = shapes.mark {
+        chart.draw_series(std::iter::once(PathElement::new(
+            ends.to_vec(),
+            BLACK.stroke_width(3),
+        )))?;
+    }
     Ok(())
 }
 
@@ -644,7 +676,7 @@ pub fn box_plot(
     use plotters::prelude::*;
     register_font();
     let paths = FigurePaths::new(stem);
-    let yr = finite_range(groups.iter().flat_map(|g| g.values.iter()));
+    let yr = finite_range(groups.iter().flat_map(BoxGroup::extent));
     let Some((y0, y1)) = yr else {
         return Err(PlotError::NoData {
             path: paths.png.clone(),
@@ -696,7 +728,7 @@ pub fn box_plot(
                 .draw()
                 .map_err(draw_err($path))?;
             for (i, g) in groups.iter().enumerate() {
-                if let Some(shapes) = box_shapes(&g.values, i as f64, false) {
+                if let Some(shapes) = box_shapes(&g.values, g.mark, i as f64, false) {
                     draw_box(&mut chart, shapes, PALETTE[i % PALETTE.len()])
                         .map_err(draw_err($path))?;
                 }
@@ -814,7 +846,7 @@ pub fn box_panels(
                 let cells = area.split_evenly((1, columns));
                 for (p, cell) in row.iter().zip(&cells) {
                     let n = p.groups.len().max(1);
-                    let (x0, x1) = finite_range(p.groups.iter().flat_map(|g| g.values.iter()))
+                    let (x0, x1) = finite_range(p.groups.iter().flat_map(BoxGroup::extent))
                         .unwrap_or((-1.0, 1.0));
                     let labels: Vec<String> = p
                         .groups
@@ -849,7 +881,7 @@ pub fn box_panels(
                         .draw()
                         .map_err(draw_err($path))?;
                     for (i, g) in p.groups.iter().enumerate() {
-                        if let Some(shapes) = box_shapes(&g.values, row_y(i), true) {
+                        if let Some(shapes) = box_shapes(&g.values, g.mark, row_y(i), true) {
                             draw_box(&mut chart, shapes, colour_of(&g.label))
                                 .map_err(draw_err($path))?;
                         }
@@ -1378,18 +1410,57 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("lrsmc-box-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let groups = vec![
-            BoxGroup {
-                label: "a".into(),
-                values: vec![1.0, 2.0, 3.0, 10.0],
-            },
-            BoxGroup {
-                label: "b".into(),
-                values: vec![2.0, f64::NAN, 2.5],
-            },
+            BoxGroup::new("a", vec![1.0, 2.0, 3.0, 10.0]),
+            BoxGroup::new("b", vec![2.0, f64::NAN, 2.5]),
         ];
         let p = box_plot(&dir.join("box"), "t", "y", &groups).unwrap();
         assert!(std::fs::metadata(&p.png).unwrap().len() > 1000);
         assert!(box_plot(&dir.join("e"), "t", "y", &[]).is_err());
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// A mark is a bar at its value across the box, wider than it, in either layout; the
+    /// value axis reaches it; a missing or non-finite one is not drawn.
+    #[test]
+    fn a_mark_is_a_bar_across_its_box_within_the_value_range() {
+        let close =
+            |a: (f64, f64), b: (f64, f64)| (a.0 - b.0).abs() < 1e-12 && (a.1 - b.1).abs() < 1e-12;
+        let up = box_shapes(&[1.0, 2.0, 3.0], Some(5.0), 2.0, false).unwrap();
+        let [a, b] = up.mark.unwrap();
+        assert!(
+            close(a, (1.58, 5.0)) && close(b, (2.42, 5.0)),
+            "{a:?} {b:?}"
+        );
+        let across = box_shapes(&[1.0, 2.0, 3.0], Some(5.0), 2.0, true).unwrap();
+        let [a, b] = across.mark.unwrap();
+        assert!(
+            close(a, (5.0, 1.58)) && close(b, (5.0, 2.42)),
+            "{a:?} {b:?}"
+        );
+        // Wider than the box (whose corners are 0.3 from its centre).
+        assert!(up.fill[0].0 > 1.58 && up.fill[1].0 < 2.42);
+        assert!(box_shapes(&[1.0], Some(f64::NAN), 0.0, false)
+            .unwrap()
+            .mark
+            .is_none());
+        assert!(box_shapes(&[1.0], None, 0.0, false).unwrap().mark.is_none());
+        let mut g = BoxGroup::new("a", vec![1.0, 2.0]);
+        g.mark = Some(5.0);
+        let (_, hi) = finite_range(g.extent()).unwrap();
+        assert!(hi >= 5.0);
+        g.mark = Some(f64::INFINITY);
+        let (_, hi) = finite_range(g.extent()).unwrap();
+        assert!(hi < 5.0);
+        // Drawn: the 3-px bar is in the figure with a mark and not without.
+        let dir = std::env::temp_dir().join(format!("lrsmc-mark-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        g.mark = Some(5.0);
+        let with = box_plot(&dir.join("with"), "t", "y", std::slice::from_ref(&g)).unwrap();
+        g.mark = None;
+        let without = box_plot(&dir.join("without"), "t", "y", &[g]).unwrap();
+        let bar = "stroke-width=\"3\"";
+        assert!(std::fs::read_to_string(&with.svg).unwrap().contains(bar));
+        assert!(!std::fs::read_to_string(&without.svg).unwrap().contains(bar));
         std::fs::remove_dir_all(&dir).ok();
     }
 
@@ -1412,10 +1483,7 @@ mod tests {
     fn box_panels_lay_out_rows_of_panels() {
         let dir = std::env::temp_dir().join(format!("lrsmc-boxp-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let group = |label: &str, values: &[f64]| BoxGroup {
-            label: label.into(),
-            values: values.to_vec(),
-        };
+        let group = |label: &str, values: &[f64]| BoxGroup::new(label, values.to_vec());
         let panel = |title: &str, n: usize| BoxPanel {
             title: title.into(),
             groups: (0..n)
@@ -1543,10 +1611,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let groups = |n: usize, label: &str| -> Vec<BoxGroup> {
             (0..n)
-                .map(|i| BoxGroup {
-                    label: format!("{label} {i}"),
-                    values: vec![i as f64, 2.0 * i as f64],
-                })
+                .map(|i| BoxGroup::new(format!("{label} {i}"), vec![i as f64, 2.0 * i as f64]))
                 .collect()
         };
         let few = box_plot(&dir.join("few"), "t", "y", &groups(3, "rank-3")).unwrap();

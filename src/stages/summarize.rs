@@ -65,6 +65,43 @@ pub struct SummarizeParams {
     /// the metrics have different scales). Unset: one panel.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub panels_by: Option<String>,
+    /// Reference marks on the box plots, plotted metric → metric: each box of the first gets
+    /// the group's median of the second as a black bar (e.g. `{student: teacher}`: the students'
+    /// values and their teacher's). A metric used as a mark gets no box plot of its own; the
+    /// table is unchanged.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub marks: BTreeMap<String, String>,
+}
+
+impl SummarizeParams {
+    /// The metrics that get a box plot: all but those drawn as marks on another's.
+    fn plotted(&self) -> impl Iterator<Item = &String> {
+        self.metrics
+            .iter()
+            .filter(|m| !self.marks.values().any(|v| v == *m))
+    }
+
+    /// `marks` names metrics, none both marked and a mark.
+    fn check_marks(&self) -> Result<(), String> {
+        for (plotted, mark) in &self.marks {
+            for m in [plotted, mark] {
+                if !self.metrics.contains(m) {
+                    return Err(format!(
+                        "`{m}` is not one of metrics ({}); name two of them, as \
+                         {{plotted: mark}}",
+                        self.metrics.join(", ")
+                    ));
+                }
+            }
+            if self.marks.contains_key(mark) {
+                return Err(format!(
+                    "`{mark}` is drawn as a mark on `{plotted}` and has marks of its own; a \
+                     metric drawn as a mark gets no box plot"
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Aggregates per-run tables.
@@ -111,6 +148,9 @@ pub fn summarize(
             "params.metrics is empty: name at least one column",
         ));
     }
+    params
+        .check_marks()
+        .map_err(|e| StageError::new(format!("params.marks: {e}")))?;
     let panel_at = match &params.panels_by {
         Some(c) => Some(params.group_by.iter().position(|g| g == c).ok_or_else(|| {
             StageError::new(format!(
@@ -286,15 +326,30 @@ pub fn summarize(
                     panels.len() - 1
                 }
             };
+            // The mark: the group's median of the marking metric, when it has a finite value.
+            let mark = match params.marks.get(m) {
+                Some(by) => {
+                    let v: Vec<f64> = g.2[by].iter().copied().filter(|v| v.is_finite()).collect();
+                    if v.is_empty() {
+                        None
+                    } else {
+                        Some(median(&v).map_err(|e| StageError::new(e.to_string()))?)
+                    }
+                }
+                None => None,
+            };
             panels[at].groups.push(BoxGroup {
                 label,
                 values: all.clone(),
+                mark,
             });
         }
         out.push(m.clone(), centre).map_err(tab_err)?;
         out.push(format!("{m}_err"), spread).map_err(tab_err)?;
         out.push(format!("{m}_n_nan"), n_nan).map_err(tab_err)?;
-        boxes.push((m.clone(), panels));
+        if params.plotted().any(|p| p == m) {
+            boxes.push((m.clone(), panels));
+        }
     }
     Ok((out, boxes))
 }
@@ -331,6 +386,7 @@ impl Stage for SummarizeStage {
                 ));
             }
         }
+        p.check_marks().map_err(|e| ParamError::new("marks", e))?;
         Ok(v)
     }
     fn outputs(&self, params: &Value) -> Vec<OutputSpec> {
@@ -341,7 +397,7 @@ impl Stage for SummarizeStage {
             OutputSpec::new("long_md", "long.md"),
         ];
         if let Ok(p) = serde_json::from_value::<SummarizeParams>(params.clone()) {
-            for m in p.metrics {
+            for m in p.plotted() {
                 outs.push(OutputSpec::new(format!("box_{m}"), format!("box_{m}.png")));
                 outs.push(OutputSpec::new(
                     format!("box_{m}_svg"),
@@ -379,11 +435,14 @@ impl Stage for SummarizeStage {
             let png = ctx.output(&format!("box_{m}"))?.to_path_buf();
             let svg = ctx.output(&format!("box_{m}_svg"))?.to_path_buf();
             let dir = ctx.scratch_dir().to_path_buf();
-            let title = if params.title.is_empty() {
+            let mut title = if params.title.is_empty() {
                 m.clone()
             } else {
                 format!("{}: {m}", params.title)
             };
+            if let Some(by) = params.marks.get(&m) {
+                title.push_str(&format!(" (black bar: {by})"));
+            }
             let stem = dir.join(format!("box_{m}"));
             let paths = match panels.as_slice() {
                 [one] if params.panels_by.is_none() => box_plot(&stem, &title, &m, &one.groups),
@@ -477,6 +536,7 @@ mod tests {
             statistic: Statistic::MedianMad,
             title: String::new(),
             panels_by: None,
+            marks: BTreeMap::new(),
         };
         let long = long_table(&[("x/results/eeg/evaluate/m.parquet".into(), t)], &params).unwrap();
         assert_eq!(long.n_rows(), 4);
@@ -505,6 +565,7 @@ mod tests {
             statistic: Statistic::MedianMad,
             title: String::new(),
             panels_by: None,
+            marks: BTreeMap::new(),
         };
         let long =
             long_table(&[("results/eeg/fixed_points/s.parquet".into(), t)], &params).unwrap();
@@ -544,6 +605,7 @@ mod tests {
             statistic: Statistic::MedianMad,
             title: String::new(),
             panels_by: None,
+            marks: BTreeMap::new(),
         };
         let (t, boxes) = summarize(&tables, &params).unwrap();
         assert_eq!(t.n_rows(), 2);
@@ -610,6 +672,7 @@ mod tests {
             statistic: Statistic::MedianMad,
             title: String::new(),
             panels_by: Some("metric".into()),
+            marks: BTreeMap::new(),
         };
         let (t, boxes) = summarize(&tables, &params).unwrap();
         assert_eq!(t.n_rows(), 4);
@@ -668,5 +731,86 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("panels_by `seed`"), "{e}");
+    }
+
+    /// `marks: {student: teacher}`: the student's boxes carry the group's teacher median, the
+    /// teacher gets no box plot of its own (nor an output), and the table keeps both; a mark
+    /// naming no metric, or a marked metric drawn as a mark, is an error naming `marks`.
+    #[test]
+    fn marks_put_one_metric_on_another_s_boxes() {
+        let row = |setup: &str, student: f64, teacher: f64| {
+            Table::new()
+                .with("setup", vec![setup])
+                .unwrap()
+                .with("student", vec![student])
+                .unwrap()
+                .with("teacher", vec![teacher])
+                .unwrap()
+        };
+        let tables: Vec<(String, Table)> = [
+            ("osc", 0.19, 0.2),
+            ("osc", 0.21, 0.2),
+            ("osc", 0.25, 0.2),
+            ("rdm", 0.06, 0.05),
+            ("rdm", 0.07, f64::NAN),
+        ]
+        .iter()
+        .enumerate()
+        .map(|(i, &(s, st, te))| (format!("t{i}"), row(s, st, te)))
+        .collect();
+        let params = SummarizeParams {
+            group_by: vec!["setup".into()],
+            metrics: vec!["student".into(), "teacher".into()],
+            carry: vec![],
+            keys: BTreeMap::new(),
+            statistic: Statistic::MedianMad,
+            title: String::new(),
+            panels_by: None,
+            marks: BTreeMap::from([("student".to_string(), "teacher".to_string())]),
+        };
+        let (t, boxes) = summarize(&tables, &params).unwrap();
+        assert!(t.column("teacher").is_some() && t.column("student").is_some());
+        assert_eq!(boxes.len(), 1);
+        assert_eq!(boxes[0].0, "student");
+        let groups = &boxes[0].1[0].groups;
+        assert_eq!(groups[0].values, [0.19, 0.21, 0.25]);
+        assert_eq!(groups[0].mark, Some(0.2));
+        // The median of the finite teacher values.
+        assert_eq!(groups[1].mark, Some(0.05));
+        let stage = SummarizeStage;
+        let v = serde_json::to_value(&params).unwrap();
+        let outs: Vec<String> = stage.outputs(&v).into_iter().map(|o| o.name).collect();
+        assert!(outs.contains(&"box_student".to_string()), "{outs:?}");
+        assert!(
+            !outs.iter().any(|o| o.starts_with("box_teacher")),
+            "{outs:?}"
+        );
+        assert!(stage.check_params(&v).is_ok());
+        let with_marks = |marks: serde_json::Value| {
+            serde_json::json!({
+                "group_by": ["setup"], "metrics": ["student", "teacher"], "marks": marks
+            })
+        };
+        for bad in [
+            serde_json::json!({"student": "seed"}),
+            serde_json::json!({"students": "teacher"}),
+            serde_json::json!({"student": "teacher", "teacher": "student"}),
+        ] {
+            let e = stage
+                .check_params(&with_marks(bad.clone()))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("marks"), "{bad}: {e}");
+        }
+        let e = summarize(
+            &tables,
+            &SummarizeParams {
+                marks: BTreeMap::from([("student".to_string(), "seed".to_string())]),
+                ..params
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("params.marks") && e.contains("`seed`"), "{e}");
     }
 }
