@@ -610,6 +610,11 @@ fn box_shapes(values: &[f64], mark: Option<f64>, at: f64, across: bool) -> Optio
     })
 }
 
+/// The colour of the `i`-th box: the palette without its black, which is the marks' colour.
+fn box_colour(i: usize) -> plotters::style::RGBColor {
+    PALETTE[i % (PALETTE.len() - 1)]
+}
+
 /// Draws [`box_shapes`] in `colour` (boxes tinted, outlines 2 px, observations as grey dots).
 fn draw_box<DB: plotters::prelude::DrawingBackend>(
     chart: &mut plotters::prelude::ChartContext<
@@ -729,8 +734,7 @@ pub fn box_plot(
                 .map_err(draw_err($path))?;
             for (i, g) in groups.iter().enumerate() {
                 if let Some(shapes) = box_shapes(&g.values, g.mark, i as f64, false) {
-                    draw_box(&mut chart, shapes, PALETTE[i % PALETTE.len()])
-                        .map_err(draw_err($path))?;
+                    draw_box(&mut chart, shapes, box_colour(i)).map_err(draw_err($path))?;
                 }
             }
             root.present().map_err(draw_err($path))?;
@@ -819,10 +823,8 @@ pub fn box_panels(
             label_order.push(&g.label);
         }
     }
-    let colour_of = |label: &str| {
-        let i = label_order.iter().position(|l| *l == label).unwrap_or(0);
-        PALETTE[i % PALETTE.len()]
-    };
+    let colour_of =
+        |label: &str| box_colour(label_order.iter().position(|l| *l == label).unwrap_or(0));
     let columns = panels.len().min(BOX_PANEL_COLUMNS);
     let panel_width = label_width + BOX_PANEL_PLOT_WIDTH;
     let row_heights: Vec<u32> = panels
@@ -1444,6 +1446,8 @@ mod tests {
             .mark
             .is_none());
         assert!(box_shapes(&[1.0], None, 0.0, false).unwrap().mark.is_none());
+        // No box is black, the marks' colour, however many there are.
+        assert!((0..20).all(|i| box_colour(i) != plotters::style::BLACK));
         let mut g = BoxGroup::new("a", vec![1.0, 2.0]);
         g.mark = Some(5.0);
         let (_, hi) = finite_range(g.extent()).unwrap();

@@ -360,7 +360,8 @@ impl Stage for SummarizeStage {
     }
     fn version(&self) -> u32 {
         // 3: the box plots' linear ticks without '.0' or '-0.0' (figures only).
-        3
+        // 4: boxes are never black, the colour of the marks (figures only).
+        4
     }
     fn description(&self) -> &'static str {
         "per-run tables → median ± MAD (or mean ± sem) per group, with box plots (Table 1, Fig S7)"
