@@ -65,6 +65,8 @@ fn quick_profile_runs_end_to_end() {
         "results/teacher_student/noise_summary/table.parquet",
         "results/teacher_student/fig_s5/curves.png",
         "results/teacher_student/osc/eval/proposal=optimal,seed=1/autocorrelation.png",
+        "results/teacher_student/osc/eval/proposal=optimal,seed=1/power_spectrum.png",
+        "results/teacher_student/poisson/eval/seed=1/power_spectrum.png",
         "results/teacher_student/osc/eval/proposal=bootstrap,seed=1/traces.png",
         "results/teacher_student/poisson/fit/seed=1/model.h5",
         "results/teacher_student/poisson/eval/seed=1/rates.png",
@@ -135,6 +137,7 @@ fn quick_profile_runs_end_to_end() {
         "simulated",
         "stable_fixed_points",
         "pairwise_correlation_correlation",
+        "power_spectrum_hellinger",
     ] {
         assert!(ts.contains(needle), "{needle} missing:\n{ts}");
     }

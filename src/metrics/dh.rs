@@ -121,7 +121,7 @@ pub fn normalised_spectrum(
     fft_smoothed(&zscored, smoothing, planner)
 }
 
-/// Slice both spectra per `cutoff`, renormalise, and return `‖√p − √q‖₂/√2`.
+/// Slice both spectra per `cutoff` and return their [`hellinger`] distance.
 fn hellinger_after_cutoff(p_full: &[f64], q_full: &[f64], cutoff: FreqCutoff) -> f64 {
     let n_bins = p_full.len();
     let keep = match cutoff {
@@ -129,11 +129,17 @@ fn hellinger_after_cutoff(p_full: &[f64], q_full: &[f64], cutoff: FreqCutoff) ->
         FreqCutoff::ReferenceSlice(c) if c >= 0 => (c as usize).min(n_bins),
         FreqCutoff::ReferenceSlice(c) => n_bins.saturating_sub(c.unsigned_abs() as usize),
     };
+    hellinger(&p_full[..keep], &q_full[..keep])
+}
+
+/// Hellinger distance `‖√p − √q‖₂/√2` of two spectra of the same length, each first
+/// normalised to sum 1.
+pub fn hellinger(p: &[f64], q: &[f64]) -> f64 {
     let norm = |s: &[f64]| -> Vec<f64> {
-        let total: f64 = s[..keep].iter().sum();
-        s[..keep].iter().map(|v| v / total).collect()
+        let total: f64 = s.iter().sum();
+        s.iter().map(|v| v / total).collect()
     };
-    let (p, q) = (norm(p_full), norm(q_full));
+    let (p, q) = (norm(p), norm(q));
     p.iter()
         .zip(&q)
         .map(|(a, b)| (b.sqrt() - a.sqrt()).powi(2))

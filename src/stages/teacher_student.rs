@@ -10,7 +10,10 @@
 //!   sampled observations); the channel-averaged autocorrelation of both (target: max |Δ| over
 //!   the first `max_lag` lags < 0.1), the oscillation period from its first peak (±5 %), and for
 //!   count data the correlation of per-neuron mean rates (≥ 0.9) and of the neuron pairs'
-//!   correlations (scatter plots of both with `rate_statistics`);
+//!   correlations (scatter plots of both with `rate_statistics`); the power spectra of both
+//!   (per unit, z-scored, smoothed and averaged over runs as D_H's, `pse.py`) and their
+//!   Hellinger distance, averaged over units, beside that of a second set of the teacher's runs
+//!   (the floor that sampling sets);
 //! - **fixed points** (rank-2 and rank-1 models): exact enumeration for both, counts of all and
 //!   of stable points (target: the student has the teacher's number of stable points).
 //!
@@ -33,13 +36,16 @@ use crate::analysis::cli::map_from_json;
 use crate::analysis::fixed_points::{find_fixed_points, FixedPointSet, Options, PwlMap, Stability};
 use crate::data::sequences_io::read_attr;
 use crate::data::simulate::{simulate, SimulatedObservation, SimulationConfig, StimulusTask};
+use crate::metrics::dh::{hellinger, normalised_spectrum};
 use crate::metrics::rates::autocorrelation;
 use crate::model::lowrank::{low_rank_svd, noise_cholesky, ModelConfig, Observation};
 use crate::pipeline::stage::{
     canonical_params, InputSpec, OutputSpec, ParamError, Stage, StageContext, StageError,
 };
 use crate::pipeline::table::Table;
-use crate::plot::{line_plot, raster_panels, trace_panels, RasterPanel, Series, TracePanel};
+use crate::plot::{
+    line_plot, line_plot_with, raster_panels, trace_panels, Axes, RasterPanel, Series, TracePanel,
+};
 
 fn default_runs() -> usize {
     10
@@ -55,6 +61,9 @@ fn default_max_lag() -> usize {
 }
 fn default_location_tolerance() -> f64 {
     0.25
+}
+fn default_spectrum_smoothing() -> f64 {
+    2.0
 }
 
 /// Which measures are scored against a target (the others are reported only).
@@ -98,6 +107,11 @@ pub struct TeacherStudentParams {
     /// Autocorrelation lags compared.
     #[serde(default = "default_max_lag")]
     pub max_lag: usize,
+    /// σ in frequency bins of the Gaussian smoothing of each run's power spectrum (D_H's
+    /// 20 is for recordings of thousands of steps; 2 keeps an oscillation's peak, at bin 20 of
+    /// a 1000-step run for a period of 50, apart from zero frequency).
+    #[serde(default = "default_spectrum_smoothing")]
+    pub spectrum_smoothing: f64,
     /// Scored measures.
     #[serde(default)]
     pub targets: Targets,
@@ -191,6 +205,61 @@ fn mean_acf(x: &[f64], runs: usize, channels: usize, tt: usize, max_lag: usize) 
         }
     }
     acc.iter().map(|v| v / count.max(1.0)).collect()
+}
+
+/// Per channel, the mean over runs of its power spectrum (`x`: runs × channels × T): z-scored,
+/// `|rfft|²`, smoothed by σ = `smoothing` bins and normalised, as D_H's ([`normalised_spectrum`]);
+/// a run in which the channel is constant (a silent neuron) is skipped, and a channel constant
+/// in every run has None.
+fn channel_spectra(
+    x: &[f64],
+    runs: usize,
+    channels: usize,
+    tt: usize,
+    smoothing: f64,
+) -> Result<Vec<Option<Vec<f64>>>, StageError> {
+    let mut planner = realfft::RealFftPlanner::<f64>::new();
+    (0..channels)
+        .map(|j| {
+            let mut sum: Vec<f64> = Vec::new();
+            let mut count = 0usize;
+            for s in 0..runs {
+                let row = &x[(s * channels + j) * tt..(s * channels + j + 1) * tt];
+                let spectrum = normalised_spectrum(row, smoothing, &mut planner)
+                    .map_err(|e| StageError::new(format!("power spectrum: {e}")))?;
+                if spectrum.iter().all(|v| v.is_finite()) {
+                    if sum.is_empty() {
+                        sum = vec![0.0; spectrum.len()];
+                    }
+                    sum.iter_mut().zip(&spectrum).for_each(|(a, b)| *a += b);
+                    count += 1;
+                }
+            }
+            Ok((count > 0).then(|| sum.iter().map(|v| v / count as f64).collect()))
+        })
+        .collect()
+}
+
+/// The Hellinger distance of two models' [`channel_spectra`], averaged over the channels that
+/// have a spectrum in both (NaN if none does): D_H of long runs.
+fn spectrum_distance(a: &[Option<Vec<f64>>], b: &[Option<Vec<f64>>]) -> f64 {
+    let d: Vec<f64> = a
+        .iter()
+        .zip(b)
+        .filter_map(|(p, q)| Some(hellinger(p.as_ref()?, q.as_ref()?)))
+        .collect();
+    d.iter().sum::<f64>() / d.len() as f64
+}
+
+/// The mean over the channels that have one of [`channel_spectra`] (empty if none has).
+fn mean_spectrum(spectra: &[Option<Vec<f64>>]) -> Vec<f64> {
+    let have: Vec<&Vec<f64>> = spectra.iter().flatten().collect();
+    let Some(first) = have.first() else {
+        return Vec::new();
+    };
+    (0..first.len())
+        .map(|k| have.iter().map(|s| s[k]).sum::<f64>() / have.len() as f64)
+        .collect()
 }
 
 /// Period from an autocorrelation: the lag of its first local maximum after it first turns
@@ -408,6 +477,11 @@ fn metric_note(metric: &str) -> &'static str {
              teacher's gain; relative error"
         }
         "acf_max_abs_diff" => "max |ACF difference| over the lags compared",
+        "power_spectrum_hellinger" => {
+            "Hellinger distance of the units' power spectra (z-scored, smoothed, mean over runs), \
+             mean over units: other runs of the teacher (the floor) and the student's, each \
+             against the teacher's; the student's"
+        }
         "period" => "periods (steps) from the ACF; relative error",
         "mean_rate_correlation" => "mean rates; correlation of per-neuron mean rates",
         "pairwise_correlation_correlation" => {
@@ -466,10 +540,11 @@ impl Stage for TeacherStudentStage {
         // linear ticks without '.0'; for count data a `pairwise_correlation_correlation` row
         // and, with `rate_statistics`, Fig 3's rate scatter plots (rates.png); count data's
         // traces.png as spike rasters of every unit.
-        10
+        // 11: the power spectra (power_spectrum.png) and a `power_spectrum_hellinger` row.
+        11
     }
     fn description(&self) -> &'static str {
-        "score a student against its teacher: noise recovery, autocorrelation/period, rates, fixed points → summary table, figures"
+        "score a student against its teacher: noise recovery, autocorrelation/period, power spectra, rates, fixed points → summary table, figures"
     }
     fn check_params(&self, params: &Value) -> Result<Value, ParamError> {
         let v = canonical_params::<TeacherStudentParams>(params)?;
@@ -482,6 +557,15 @@ impl Stage for TeacherStudentStage {
             return Err(ParamError::new(
                 "location_tolerance",
                 format!("must be a positive number (got {})", p.location_tolerance),
+            ));
+        }
+        if !(p.spectrum_smoothing.is_finite() && p.spectrum_smoothing > 0.0) {
+            return Err(ParamError::new(
+                "spectrum_smoothing",
+                format!(
+                    "must be a positive number of frequency bins (got {})",
+                    p.spectrum_smoothing
+                ),
             ));
         }
         if p.max_lag == 0 || p.max_lag >= p.run_length {
@@ -497,6 +581,7 @@ impl Stage for TeacherStudentStage {
             OutputSpec::new("summary", "summary.parquet"),
             OutputSpec::new("summary_md", "summary.md"),
             OutputSpec::new("acf", "autocorrelation.png"),
+            OutputSpec::new("spectrum", "power_spectrum.png"),
             OutputSpec::new("traces", "traces.png"),
         ];
         if params.get("phase_portrait").and_then(Value::as_bool) == Some(true) {
@@ -686,6 +771,34 @@ impl Stage for TeacherStudentStage {
                 .targets
                 .period_rel_error
                 .map(|t| per_rel.is_finite() && per_rel.abs() <= t),
+        });
+        let spectra_t =
+            channel_spectra(&teacher_x, p.n_runs, dx, p.run_length, p.spectrum_smoothing)?;
+        let spectra_s =
+            channel_spectra(&student_x, p.n_runs, dx, p.run_length, p.spectrum_smoothing)?;
+        // The floor: as many runs again from the teacher, with other draws, against the first.
+        let again = simulate(
+            &basis,
+            &StimulusTask::None,
+            &long,
+            p.seed.wrapping_add(1 << 32),
+        )
+        .map_err(|e| StageError::new(format!("teacher runs: {e}")))?;
+        let spectra_t2 = channel_spectra(
+            &cut(&again.sequences.x, dx),
+            p.n_runs,
+            dx,
+            p.run_length,
+            p.spectrum_smoothing,
+        )?;
+        let d_h = spectrum_distance(&spectra_s, &spectra_t);
+        rows.push(Row {
+            metric: "power_spectrum_hellinger",
+            teacher: spectrum_distance(&spectra_t2, &spectra_t),
+            student: d_h,
+            value: d_h,
+            target: String::new(),
+            pass: None,
         });
         if matches!(sim.observation, SimulatedObservation::Poisson { .. }) {
             let rates = |x: &[f64]| -> Vec<f64> {
@@ -964,6 +1077,39 @@ impl Stage for TeacherStudentStage {
         )
         .map_err(|e| StageError::new(e.to_string()))?;
         let png = ctx.output("acf")?.to_path_buf();
+        std::fs::rename(&fig.png, &png).map_err(|e| StageError::io(&png, e))?;
+        // Bin k of a run of n (even) steps is k / n cycles per step.
+        let n_even = (p.run_length - p.run_length % 2) as f64;
+        let series: Vec<Series> = [
+            (format!("teacher {teacher_name}"), mean_spectrum(&spectra_t)),
+            ("student".to_string(), mean_spectrum(&spectra_s)),
+        ]
+        .into_iter()
+        .filter(|(_, y)| !y.is_empty())
+        .map(|(label, y)| Series {
+            reference_for: None,
+            label,
+            x: (0..y.len()).map(|k| k as f64 / n_even).collect(),
+            y,
+        })
+        .collect();
+        let fig = line_plot_with(
+            &ctx.scratch_dir().join("spectrum"),
+            &format!(
+                "{}: power spectrum, teacher {teacher_name} vs student (seed {}; simulated)",
+                p.setup, p.seed
+            ),
+            "frequency (cycles per step)",
+            "power (normalised, mean over units)",
+            &series,
+            Axes {
+                log_x: true,
+                log_y: true,
+                markers: false,
+            },
+        )
+        .map_err(|e| StageError::new(format!("power spectrum figure: {e}")))?;
+        let png = ctx.output("spectrum")?.to_path_buf();
         std::fs::rename(&fig.png, &png).map_err(|e| StageError::io(&png, e))?;
         let show = p.run_length.min(300);
         // The first run's first `show` steps of unit j.
@@ -1246,6 +1392,53 @@ fn input_response_panels(
 mod tests {
     /// Each pair's correlation is the Pearson correlation of the two units' bins pooled over
     /// the runs, in upper-triangle order; a constant unit gives NaN.
+    #[test]
+    fn spectra_peak_at_the_oscillation_and_skip_constant_channels() {
+        // Two runs × two channels × 200 steps: channel 0 a sine of period 20 (plus a little
+        // deterministic jitter), channel 1 constant in run 0 and a sine of period 10 in run 1.
+        let (runs, ch, tt) = (2, 2, 200);
+        let mut x = vec![0.0; runs * ch * tt];
+        for s in 0..runs {
+            for t in 0..tt {
+                let tf = t as f64;
+                x[(s * ch) * tt + t] = (2.0 * std::f64::consts::PI * tf / 20.0 + s as f64).sin()
+                    + 0.01 * (tf * 7.3).sin();
+                x[(s * ch + 1) * tt + t] = if s == 0 {
+                    3.0
+                } else {
+                    (2.0 * std::f64::consts::PI * tf / 10.0).sin()
+                };
+            }
+        }
+        let sp = channel_spectra(&x, runs, ch, tt, 1.0).unwrap();
+        let peak = |v: &[f64]| (0..v.len()).max_by(|&a, &b| v[a].total_cmp(&v[b])).unwrap();
+        // Bin k is k / 200 cycles per step: period 20 at bin 10, period 10 at bin 20.
+        let a = sp[0].as_ref().unwrap();
+        assert_eq!(a.len(), tt / 2 + 1);
+        assert_eq!(peak(a), 10);
+        assert_eq!(
+            peak(sp[1].as_ref().unwrap()),
+            20,
+            "the constant run is skipped"
+        );
+        assert!((a.iter().sum::<f64>() - 1.0).abs() < 1e-6);
+        // Zero against itself, positive against the other channel, in [0, 1].
+        assert!(spectrum_distance(&sp, &sp).abs() < 1e-12);
+        let swapped = vec![sp[1].clone(), sp[0].clone()];
+        let d = spectrum_distance(&sp, &swapped);
+        assert!(d > 0.3 && d <= 1.0, "{d}");
+        // A channel constant in every run has no spectrum and is left out of the mean.
+        let mut flat = x.clone();
+        flat[(ch + 1) * tt..(ch + 2) * tt].fill(3.0);
+        let sf = channel_spectra(&flat, runs, ch, tt, 1.0).unwrap();
+        assert!(sf[1].is_none());
+        assert!(
+            (spectrum_distance(&sf, &sp) - hellinger(sf[0].as_ref().unwrap(), a)).abs() < 1e-15
+        );
+        assert_eq!(mean_spectrum(&sf), *sf[0].as_ref().unwrap());
+        assert!(mean_spectrum(&[None, None]).is_empty());
+    }
+
     #[test]
     fn pair_correlations_pool_the_runs() {
         let (n_runs, dx, len) = (2, 3, 4);
