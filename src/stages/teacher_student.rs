@@ -12,8 +12,9 @@
 //!   count data the correlation of per-neuron mean rates (≥ 0.9) and of the neuron pairs'
 //!   correlations (scatter plots of both with `rate_statistics`); the power spectra of both
 //!   (per unit, z-scored, smoothed and averaged over runs as D_H's, `pse.py`) and their
-//!   Hellinger distance, averaged over units, beside that of a second set of the teacher's runs
-//!   (the floor that sampling sets);
+//!   Hellinger distance, averaged over units; the ACF and spectrum rows give beside the
+//!   student's distance that of a second set of the teacher's runs (the floor that sampling
+//!   sets);
 //! - **fixed points** (rank-2 and rank-1 models): exact enumeration for both, counts of all and
 //!   of stable points (target: the student has the teacher's number of stable points).
 //!
@@ -476,7 +477,10 @@ fn metric_note(metric: &str) -> &'static str {
             "true R_z; inferred, from the noise of the learnt readout's argument b ∘ M z ÷ the \
              teacher's gain; relative error"
         }
-        "acf_max_abs_diff" => "max |ACF difference| over the lags compared",
+        "acf_max_abs_diff" => {
+            "max |ACF difference| over the lags compared: other runs of the teacher (the floor) \
+             and the student's, each against the teacher's; the student's"
+        }
         "power_spectrum_hellinger" => {
             "Hellinger distance of the units' power spectra (z-scored, smoothed, mean over runs), \
              mean over units: other runs of the teacher (the floor) and the student's, each \
@@ -540,7 +544,8 @@ impl Stage for TeacherStudentStage {
         // linear ticks without '.0'; for count data a `pairwise_correlation_correlation` row
         // and, with `rate_statistics`, Fig 3's rate scatter plots (rates.png); count data's
         // traces.png as spike rasters of every unit.
-        // 11: the power spectra (power_spectrum.png) and a `power_spectrum_hellinger` row.
+        // 11: the power spectra (power_spectrum.png) and a `power_spectrum_hellinger` row; the
+        // ACF row's teacher column is the floor (a second set of the teacher's runs).
         11
     }
     fn description(&self) -> &'static str {
@@ -733,17 +738,30 @@ impl Stage for TeacherStudentStage {
                 c.dim_x
             )));
         }
+        // The floor of the comparisons below: as many runs again from the teacher, with other
+        // draws, against the first.
+        let again = simulate(
+            &basis,
+            &StimulusTask::None,
+            &long,
+            p.seed.wrapping_add(1 << 32),
+        )
+        .map_err(|e| StageError::new(format!("teacher runs: {e}")))?;
+        let teacher_x2 = cut(&again.sequences.x, dx);
         let acf_t = mean_acf(&teacher_x, p.n_runs, dx, p.run_length, p.max_lag);
         let acf_s = mean_acf(&student_x, p.n_runs, dx, p.run_length, p.max_lag);
-        let acf_diff = acf_t
-            .iter()
-            .zip(&acf_s)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0, f64::max);
+        let max_abs_diff = |a: &[f64], b: &[f64]| {
+            a.iter()
+                .zip(b)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f64::max)
+        };
+        let acf_diff = max_abs_diff(&acf_t, &acf_s);
+        let acf_t2 = mean_acf(&teacher_x2, p.n_runs, dx, p.run_length, p.max_lag);
         rows.push(Row {
             metric: "acf_max_abs_diff",
-            teacher: f64::NAN,
-            student: f64::NAN,
+            teacher: max_abs_diff(&acf_t, &acf_t2),
+            student: acf_diff,
             value: acf_diff,
             target: p
                 .targets
@@ -776,16 +794,8 @@ impl Stage for TeacherStudentStage {
             channel_spectra(&teacher_x, p.n_runs, dx, p.run_length, p.spectrum_smoothing)?;
         let spectra_s =
             channel_spectra(&student_x, p.n_runs, dx, p.run_length, p.spectrum_smoothing)?;
-        // The floor: as many runs again from the teacher, with other draws, against the first.
-        let again = simulate(
-            &basis,
-            &StimulusTask::None,
-            &long,
-            p.seed.wrapping_add(1 << 32),
-        )
-        .map_err(|e| StageError::new(format!("teacher runs: {e}")))?;
         let spectra_t2 = channel_spectra(
-            &cut(&again.sequences.x, dx),
+            &teacher_x2,
             p.n_runs,
             dx,
             p.run_length,
