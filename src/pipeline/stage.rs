@@ -522,6 +522,12 @@ impl<'a> StageContext<'a> {
             ))
         })
     }
+    /// Move a file written elsewhere (e.g. a figure drawn in [`Self::scratch_dir`]) to output
+    /// `name`'s staging path.
+    pub fn place_output(&self, name: &str, from: &Path) -> Result<(), StageError> {
+        let to = self.output(name)?;
+        std::fs::rename(from, to).map_err(|e| StageError::io(to, e))
+    }
     /// Output names and their staging paths.
     pub fn all_outputs(&self) -> &BTreeMap<String, PathBuf> {
         &self.outputs

@@ -608,8 +608,7 @@ impl Stage for BinStage {
         let b = bin_nwb(&input, &p)?;
         write_binned(ctx.output("sequences")?, &b)?;
         let fig = psth_figure(&ctx.scratch_dir().join("psth"), &b, p.bin_ms)?;
-        let png = ctx.output("figure")?.to_path_buf();
-        std::fs::rename(&fig.png, &png).map_err(|e| StageError::io(&png, e))?;
+        ctx.place_output("figure", &fig.png)?;
         ctx.record("n_sequences", b.x.n_sequences);
         ctx.record("n_spikes_binned", b.n_spikes_binned);
         Ok(())

@@ -554,7 +554,6 @@ impl Stage for FitStage {
         table.write_parquet(&out).map_err(tab)?;
         let md = ctx.output("loss_curve_md")?.to_path_buf();
         table.write_markdown(&md).map_err(tab)?;
-        let png = ctx.output("loss_plot")?.to_path_buf();
         let stem = ctx.scratch_dir().join("loss");
         let fig = line_plot(
             &stem,
@@ -570,7 +569,7 @@ impl Stage for FitStage {
             false,
         )
         .map_err(|e| StageError::new(e.to_string()))?;
-        std::fs::rename(&fig.png, &png).map_err(|e| StageError::io(&png, e))?;
+        ctx.place_output("loss_plot", &fig.png)?;
         let seconds: f64 = records.iter().map(|r| r.seconds).sum();
         ctx.record("final_loss", records.last().map(|r| r.loss));
         ctx.record("epochs", records.len());

@@ -123,9 +123,7 @@ impl Stage for PlotTracesStage {
             &panels,
         )
         .map_err(|e| StageError::new(e.to_string()))?;
-        let png = ctx.output("figure")?.to_path_buf();
-        let svg = ctx.output("figure_svg")?.to_path_buf();
-        std::fs::rename(&fig.png, &png).map_err(|e| StageError::io(&png, e))?;
-        std::fs::rename(&fig.svg, &svg).map_err(|e| StageError::io(&svg, e))
+        ctx.place_output("figure", &fig.png)?;
+        ctx.place_output("figure_svg", &fig.svg)
     }
 }

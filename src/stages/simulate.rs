@@ -168,8 +168,7 @@ impl Stage for SimulateStage {
             false,
         )
         .map_err(|e| StageError::new(e.to_string()))?;
-        let png = ctx.output("figure")?.to_path_buf();
-        std::fs::rename(&fig.png, &png).map_err(|e| StageError::io(&png, e))?;
+        ctx.place_output("figure", &fig.png)?;
         ctx.record("n_trials", nt);
         ctx.record("n_time", tt);
         Ok(())

@@ -433,8 +433,6 @@ impl Stage for SummarizeStage {
             .write_markdown(&md)
             .map_err(|e| StageError::new(e.to_string()))?;
         for (m, panels) in boxes {
-            let png = ctx.output(&format!("box_{m}"))?.to_path_buf();
-            let svg = ctx.output(&format!("box_{m}_svg"))?.to_path_buf();
             let dir = ctx.scratch_dir().to_path_buf();
             let mut title = if params.title.is_empty() {
                 m.clone()
@@ -450,8 +448,8 @@ impl Stage for SummarizeStage {
                 _ => box_panels(&stem, &title, &m, &panels),
             }
             .map_err(|e| StageError::new(e.to_string()))?;
-            std::fs::rename(&paths.png, &png).map_err(|e| StageError::io(&png, e))?;
-            std::fs::rename(&paths.svg, &svg).map_err(|e| StageError::io(&svg, e))?;
+            ctx.place_output(&format!("box_{m}"), &paths.png)?;
+            ctx.place_output(&format!("box_{m}_svg"), &paths.svg)?;
         }
         ctx.record("n_groups", Value::from(table.n_rows()));
         Ok(())

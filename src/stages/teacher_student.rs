@@ -888,8 +888,7 @@ impl Stage for TeacherStudentStage {
                     &panels,
                 )
                 .map_err(|e| StageError::new(e.to_string()))?;
-                let png = ctx.output("rates")?.to_path_buf();
-                std::fs::rename(&fig.png, &png).map_err(|e| StageError::io(&png, e))?;
+                ctx.place_output("rates", &fig.png)?;
             }
         } else if p.rate_statistics {
             return Err(StageError::new(format!(
@@ -1086,8 +1085,7 @@ impl Stage for TeacherStudentStage {
             false,
         )
         .map_err(|e| StageError::new(e.to_string()))?;
-        let png = ctx.output("acf")?.to_path_buf();
-        std::fs::rename(&fig.png, &png).map_err(|e| StageError::io(&png, e))?;
+        ctx.place_output("acf", &fig.png)?;
         // Bin k of a run of n (even) steps is k / n cycles per step.
         let n_even = (p.run_length - p.run_length % 2) as f64;
         let series: Vec<Series> = [
@@ -1119,8 +1117,7 @@ impl Stage for TeacherStudentStage {
             },
         )
         .map_err(|e| StageError::new(format!("power spectrum figure: {e}")))?;
-        let png = ctx.output("spectrum")?.to_path_buf();
-        std::fs::rename(&fig.png, &png).map_err(|e| StageError::io(&png, e))?;
+        ctx.place_output("spectrum", &fig.png)?;
         let show = p.run_length.min(300);
         // The first run's first `show` steps of unit j.
         let first_run = |x: &[f64], j: usize| x[j * p.run_length..j * p.run_length + show].to_vec();
@@ -1160,8 +1157,7 @@ impl Stage for TeacherStudentStage {
             )
         }
         .map_err(|e| StageError::new(e.to_string()))?;
-        let png = ctx.output("traces")?.to_path_buf();
-        std::fs::rename(&fig.png, &png).map_err(|e| StageError::io(&png, e))?;
+        ctx.place_output("traces", &fig.png)?;
         if p.phase_portrait {
             // Each model's flow in the basis of its own latents: the teacher's dataset basis
             // (where its simulated latents live), the student's z; over it the first
@@ -1210,8 +1206,7 @@ impl Stage for TeacherStudentStage {
                     &data,
                 )
                 .map_err(|e| StageError::new(e.to_string()))?;
-                let png = ctx.output(out)?.to_path_buf();
-                std::fs::rename(&fig.png, &png).map_err(|e| StageError::io(&png, e))?;
+                ctx.place_output(out, &fig.png)?;
             }
         }
         if p.input_response {
@@ -1238,8 +1233,7 @@ impl Stage for TeacherStudentStage {
                 &panels,
             )
             .map_err(|e| StageError::new(e.to_string()))?;
-            let png = ctx.output("input_response")?.to_path_buf();
-            std::fs::rename(&fig.png, &png).map_err(|e| StageError::io(&png, e))?;
+            ctx.place_output("input_response", &fig.png)?;
         }
         for r in &rows {
             ctx.record(r.metric, r.value);

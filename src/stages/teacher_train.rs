@@ -123,8 +123,7 @@ impl Stage for TeacherTrainStage {
             true,
         )
         .map_err(|e| StageError::new(e.to_string()))?;
-        let to = ctx.output("loss_plot")?.to_path_buf();
-        std::fs::rename(&fig.png, &to).map_err(|e| StageError::io(&to, e))?;
+        ctx.place_output("loss_plot", &fig.png)?;
 
         // Noise-free outputs against targets for a few trials of the task.
         let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(p.train.seed);
@@ -166,8 +165,7 @@ impl Stage for TeacherTrainStage {
             false,
         )
         .map_err(|e| StageError::new(e.to_string()))?;
-        let to = ctx.output("outputs_plot")?.to_path_buf();
-        std::fs::rename(&fig.png, &to).map_err(|e| StageError::io(&to, e))?;
+        ctx.place_output("outputs_plot", &fig.png)?;
         ctx.record("final_loss", final_loss);
         ctx.record("first_loss", curve.first().copied().unwrap_or(f64::NAN));
         Ok(())
